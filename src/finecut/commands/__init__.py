@@ -1,0 +1,1 @@
+"""One module per ``finecut`` subcommand (see :mod:`finecut.cli`)."""

@@ -1,0 +1,5 @@
+"""Segmentation engines: anything that turns (image, prompts, previous prediction) into probabilities."""
+
+from finecut.engines.base import Engine, EngineOutput
+
+__all__ = ["Engine", "EngineOutput"]

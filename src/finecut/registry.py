@@ -1,0 +1,87 @@
+"""One registry of named engines, and ``load_model`` (the public contract) on top of it.
+
+``load_model`` accepts a registered name (``"grabcut"``, ``"random_walker"``, ``"geodesic"``, ``"default"``, the
+shipped learned models) or a path to a checkpoint (``NAME.json`` + ``NAME.safetensors``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finecut.engines.base import Engine
+from finecut.errors import FinecutError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    name: str
+    target: str  # "module:callable" returning an Engine
+    description: str
+
+    def build(self, **kwargs: Any) -> Engine:
+        module_name, attr = self.target.split(":")
+        factory: Callable[..., Engine] = getattr(importlib.import_module(module_name), attr)
+        return factory(**kwargs)
+
+
+_ENGINES: dict[str, EngineEntry] = {}
+
+
+def register_engine(name: str, target: str, description: str = "") -> None:
+    """Register an engine factory by import path, so that importing finecut stays light."""
+    _ENGINES[name] = EngineEntry(name, target, description)
+
+
+register_engine("grabcut", "finecut.engines.grabcut:GrabCutEngine", "OpenCV GrabCut; clicks become hard seeds")
+register_engine(
+    "random_walker", "finecut.engines.random_walker:RandomWalkerEngine", "scikit-image random walker from click seeds"
+)
+register_engine(
+    "geodesic", "finecut.engines.geodesic:GeodesicEngine", "geodesic-distance segmentation from click seeds"
+)
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """Learned checkpoints shipped inside the package: name -> JSON config path."""
+    if not WEIGHTS_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.json")) if p.with_suffix(".safetensors").exists()}
+
+
+def available_models() -> dict[str, str]:
+    """Every name ``load_model`` accepts, with a one-line description."""
+    names = {name: entry.description for name, entry in _ENGINES.items()}
+    for name in shipped_checkpoints():
+        names[name] = "learned checkpoint shipped with finecut"
+    if "default" not in names:
+        names["default"] = "alias of grabcut until a learned default model is shipped"
+    return dict(sorted(names.items()))
+
+
+def _load_checkpoint(path: Path, **kwargs: Any) -> Engine:
+    loader = importlib.import_module("finecut.models.checkpoint")
+    return loader.load_engine(path, **kwargs)
+
+
+def load_model(name_or_path: str | Path = "default", **kwargs: Any) -> Engine:
+    """Build an engine from a registered name or a checkpoint path (``.json``/``.safetensors``, either file)."""
+    key = str(name_or_path)
+    if key in _ENGINES:
+        return _ENGINES[key].build(**kwargs)
+    shipped = shipped_checkpoints()
+    if key in shipped:
+        return _load_checkpoint(shipped[key], **kwargs)
+    if key == "default":
+        return _ENGINES["grabcut"].build(**kwargs)
+    path = Path(key)
+    if path.suffix in (".json", ".safetensors") or path.exists():
+        if not path.exists():
+            raise FinecutError(f"{path}: checkpoint not found")
+        return _load_checkpoint(path, **kwargs)
+    raise FinecutError(f"unknown model {key!r}; available: {', '.join(available_models())}")
