@@ -1,0 +1,235 @@
+"""Memory and time of an NTClick HRR forward pass at 1024², 2048² and 4096², grid+neighborhood vs. global attention.
+
+Every (variant, size) runs in a fresh child process (``--child``), batch 1, ``torch.inference_mode``, random weights
+(seed 0) and a random image + FBU map. On CPU the child reports its peak resident set size (``ru_maxrss``), both in
+total and above the baseline measured just before the first forward (model and inputs already allocated); on CUDA it
+reports ``torch.cuda.max_memory_allocated`` (total and above the baseline). Time is the median over ``--repeats``
+forwards (fewer when one forward is slow, see ``--time-budget``); CUDA runs one warm-up forward first.
+
+Variants (the default :class:`~finecut.models.ntclick.HRRConfig`, only the attention changes):
+
+- ``grid_na``: the NTClick backbone — neighborhood attention (7×7) and grid attention (K = 8) in alternate blocks,
+  grid attention through the fused ``scaled_dot_product_attention``;
+- ``grid_na_explicit``: the same with grid attention computed as an explicit ``softmax(q kᵀ) v``;
+- ``global_explicit``: every block global attention, explicit ``softmax(q kᵀ) v`` as in a standard ViT / SimpleClick;
+- ``global_fused``: every block global attention through the fused SDPA kernel (memory O(N), time still O(N²)).
+
+Configurations whose estimated attention memory exceeds ``--budget-gib`` (or, for ``global_fused``, whose estimated
+time exceeds ``--time-limit``) are skipped with the estimate in the table.
+
+    nice -n 10 python3 benchmarks/hrr_memory.py                  # CPU, writes results/hrr_memory.md
+    python3 benchmarks/hrr_memory.py --device cuda --output results/hrr_memory_cuda.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+GIB = 1024**3
+VARIANTS: dict[str, dict[str, object]] = {
+    "grid_na": {"block_pattern": "alternate", "fused_attention": True},
+    "grid_na_explicit": {"block_pattern": "alternate", "fused_attention": False},
+    "global_explicit": {"block_pattern": "global", "fused_attention": False},
+    "global_fused": {"block_pattern": "global", "fused_attention": True},
+}
+DESCRIPTIONS = {
+    "grid_na": "grid (K=8, fused SDPA) + neighborhood 7×7, alternating",
+    "grid_na_explicit": "grid (K=8, explicit softmax) + neighborhood 7×7, alternating",
+    "global_explicit": "global attention, explicit softmax (standard ViT)",
+    "global_fused": "global attention, fused SDPA",
+}
+
+
+@dataclass
+class Result:
+    variant: str
+    size: int
+    status: str  # "ok" or "skipped" or "failed"
+    peak_bytes: float | None = None
+    delta_bytes: float | None = None
+    median_s: float | None = None
+    runs: int = 0
+    note: str = ""
+
+
+def attention_matrix_bytes(variant: str, size: int, heads: int, grid_interval: int = 8, bytes_per: int = 4) -> float:
+    """Bytes of the logits + softmax matrices of one explicit attention layer (0 for fused / neighborhood paths)."""
+    tokens = (size // 16) ** 2
+    if variant == "global_explicit":
+        return 2.0 * heads * tokens**2 * bytes_per
+    if variant == "grid_na_explicit":
+        return 2.0 * heads * tokens**2 / grid_interval**2 * bytes_per
+    return 0.0
+
+
+# ------------------------------------------------------------------------------------------------------------ child
+
+
+def run_child(args: argparse.Namespace) -> None:
+    import torch
+
+    from finecut.models.ntclick import HRRConfig, NTClickHRR
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = NTClickHRR(HRRConfig(**VARIANTS[args.variant])).eval().to(device)
+    size = args.size
+    image = torch.randn(1, 3, size, size, device=device)
+    fbu = torch.softmax(torch.randn(1, 3, size, size, device=device), dim=1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+    else:
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times: list[float] = []
+    with torch.inference_mode():
+        if device.type == "cuda":
+            model(image, fbu)  # warm-up (kernel selection); the peak below includes it
+            torch.cuda.synchronize()
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            out = model(image, fbu)["logits"]
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+            del out
+            if sum(times) > args.time_budget:
+                break
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak": peak, "baseline": baseline, "times": times}))
+
+
+# ----------------------------------------------------------------------------------------------------------- parent
+
+
+def measure(variant: str, size: int, args: argparse.Namespace) -> Result:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--variant", variant, "--size", str(size),
+           "--device", args.device, "--repeats", str(args.repeats), "--time-budget", str(args.time_budget)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return Result(variant, size, "failed", note=f"exit {proc.returncode}: {tail[:160]}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Result(variant, size, "ok", peak_bytes=data["peak"], delta_bytes=data["peak"] - data["baseline"],
+                  median_s=statistics.median(data["times"]), runs=len(data["times"]))
+
+
+def gib(value: float | None) -> str:
+    return "—" if value is None else f"{value / GIB:.2f}"
+
+
+def markdown(results: list[Result], args: argparse.Namespace, heads: int, wall: float) -> str:
+    import torch
+
+    from finecut.models.ntclick import HRRConfig
+
+    cfg = HRRConfig()
+    mem_name = "peak GPU memory (max_memory_allocated)" if args.device == "cuda" else "peak RSS (ru_maxrss)"
+    lines = [
+        "# NTClick HRR forward: memory and time",
+        "",
+        f"Generated by `benchmarks/hrr_memory.py` on {time.strftime('%Y-%m-%d')} — device `{args.device}`, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads available, "
+        f"torch {torch.__version__}, total wall time {wall / 60:.1f} min.",
+        "",
+        f"Model: default `HRRConfig` — embed_dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, "
+        f"patch {cfg.patch_size}, neighborhood window {cfg.kernel_size}, grid interval {cfg.grid_interval}, "
+        f"low-level widths {list(cfg.low_channels)}, fusion widths {list(cfg.fuse_channels)}; batch 1, "
+        "`torch.inference_mode`, random weights and inputs (RGB + 3-channel FBU map), image side = size (no padding).",
+        "",
+        f"Memory: {mem_name} of a fresh child process per row; *total* includes the Python/torch runtime, weights "
+        "and the input tensors, *forward* is the increase over the level just before the first forward. "
+        f"Time: median of up to {args.repeats} forwards"
+        + (" after one warm-up." if args.device == "cuda" else " (one forward when a forward exceeds the time budget).")
+        + f" Rows whose estimated attention memory exceeds {args.budget_gib:g} GiB are skipped with the estimate.",
+        "",
+        "| variant | attention | size | tokens | total GiB | forward GiB | median s | runs | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        tokens = (r.size // 16) ** 2
+        med = "—" if r.median_s is None else f"{r.median_s:.2f}"
+        lines.append(
+            f"| {r.variant} | {DESCRIPTIONS[r.variant]} | {r.size}² | {tokens:,} | {gib(r.peak_bytes)} | "
+            f"{gib(r.delta_bytes)} | {med} | {r.runs} | {r.note} |"
+        )
+    lines += [
+        "",
+        "Attention-matrix size per explicit layer (logits + softmax, float32, "
+        f"{heads} heads): global = 2·heads·N²·4 B, grid = that / K² (K = 8). Neighborhood attention gathers "
+        "k×k windows chunk by chunk (O(N·k²) per chunk, never O(N²)); fused SDPA never materialises the matrix.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--time-budget", type=float, default=60.0,
+                        help="stop repeating once the forwards of one configuration took this many seconds")
+    parser.add_argument("--budget-gib", type=float, default=20.0, help="skip when estimated attention memory is above")
+    parser.add_argument("--time-limit", type=float, default=900.0,
+                        help="skip global_fused when its time, extrapolated (x16 per doubling) from the size below, "
+                             "is above this many seconds")
+    parser.add_argument("--output", default="results/hrr_memory.md")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="grid_na", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=1024, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        run_child(args)
+        return 0
+
+    from finecut.models.ntclick import HRRConfig
+
+    heads = HRRConfig().num_heads
+    results: list[Result] = []
+    start = time.perf_counter()
+    for variant in args.variants:
+        previous: Result | None = None
+        for size in sorted(args.sizes):
+            estimate = attention_matrix_bytes(variant, size, heads)
+            if estimate > args.budget_gib * GIB:
+                result = Result(variant, size, "skipped",
+                                note=f"skipped: attention matrices alone ≈ {estimate / GIB:.0f} GiB per layer")
+            elif (variant == "global_fused" and previous is not None and previous.median_s is not None
+                  and previous.median_s * (size / previous.size) ** 4 > args.time_limit):
+                est = previous.median_s * (size / previous.size) ** 4
+                result = Result(variant, size, "skipped", note=f"skipped: estimated ≈ {est / 60:.0f} min per forward")
+            else:
+                result = measure(variant, size, args)
+                if estimate:
+                    result.note = f"attention matrices ≈ {estimate / GIB:.2f} GiB per layer"
+            results.append(result)
+            previous = result
+            print(f"{variant:17s} {size:5d}²  {result.status:8s} total {gib(result.peak_bytes):>6s} GiB  "
+                  f"forward {gib(result.delta_bytes):>6s} GiB  median "
+                  f"{'—' if result.median_s is None else f'{result.median_s:.2f} s':>9s}  {result.note}", flush=True)
+    text = markdown(results, args, heads, time.perf_counter() - start)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,761 @@
+// finecut annotation app: plain JavaScript, no build step.
+// The server holds the session of each image (prompts, undo/redo, objects) and saves it after every action;
+// this page draws the photo, the masks and the prompts, and turns mouse/keyboard input into API calls.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const stage = $("stage");
+  const canvas = $("view");
+  const ctx = canvas.getContext("2d");
+
+  const PALETTE = [
+    [255, 99, 71], [60, 179, 113], [255, 193, 7], [186, 104, 200], [0, 188, 212], [255, 138, 101],
+    [139, 195, 74], [240, 98, 146], [121, 134, 203], [77, 182, 172], [255, 213, 79], [161, 136, 127],
+  ];
+  const CURRENT_COLOR = [47, 155, 255];
+  const CLICK_COLORS = { positive: "#2ecc40", negative: "#ff4136", tolerant: "#ffdc00" };
+
+  const store = {
+    get(key, fallback) {
+      try { const v = localStorage.getItem("finecut." + key); return v === null ? fallback : JSON.parse(v); }
+      catch (e) { return fallback; }
+    },
+    set(key, value) { try { localStorage.setItem("finecut." + key, JSON.stringify(value)); } catch (e) { /* ignore */ } },
+  };
+
+  const state = {
+    config: null,
+    images: [],
+    index: -1,
+    name: null,
+    img: null,           // HTMLImageElement of the current photo
+    W: 0, H: 0,
+    data: null,          // last server state of the image
+    objects: [],         // [{id, label, area, runs}]
+    model: store.get("model", null),
+    opacity: store.get("opacity", 0.5),
+    tool: "click",
+    brushWidth: store.get("brushWidth", 8),
+    view: { s: 1, tx: 0, ty: 0 },
+    drag: null,          // in-progress pointer interaction
+    tHeld: false,
+    busy: 0,
+    loadToken: 0,
+    layers: { curFill: null, curLine: null, objFill: null, objLine: null },
+  };
+
+  // ------------------------------------------------------------------ status & messages
+  let statusTimer = null;
+  function status(text, kind = "") {
+    const el = $("status");
+    el.textContent = text;
+    el.className = "status " + kind;
+    clearTimeout(statusTimer);
+    if (kind === "ok") statusTimer = setTimeout(() => { el.className = "status"; }, 2500);
+  }
+  function showMessage(text, isError = false) {
+    const el = $("message");
+    el.textContent = text;
+    el.className = "message" + (isError ? " error" : "");
+    el.hidden = !text;
+  }
+
+  // ------------------------------------------------------------------ API
+  let queue = Promise.resolve();
+  function setBusy(delta) {
+    state.busy += delta;
+    stage.dataset.busy = state.busy > 0 ? "1" : "0";
+  }
+  async function request(method, url, body, raw = false) {
+    const opts = { method, headers: {} };
+    if (body !== undefined) {
+      if (body instanceof Blob) { opts.body = body; }
+      else { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
+    }
+    const res = await fetch(url, opts);
+    if (raw) return res;
+    let payload = null;
+    try { payload = await res.json(); } catch (e) { payload = null; }
+    if (!res.ok) {
+      let detail = payload && payload.detail;
+      if (Array.isArray(detail)) detail = detail.map((d) => (d.loc ? d.loc.join(".") + ": " : "") + d.msg).join("; ");
+      const err = new Error(detail || `${res.status} ${res.statusText}`);
+      err.status = res.status;
+      throw err;
+    }
+    return payload;
+  }
+  // Serialise interactions so that clicks reach the server (and its history) in the order they were made.
+  function enqueue(fn) {
+    setBusy(1);
+    const run = queue.then(fn).catch((err) => { status(err.message, "error"); }).finally(() => setBusy(-1));
+    queue = run;
+    return run;
+  }
+  const imageUrl = (name, action) => `/api/images/${encodeURIComponent(name)}/${action}`;
+
+  // ------------------------------------------------------------------ masks
+  function decodeRuns(runs, W, H) {
+    const mask = new Uint8Array(W * H);
+    let pos = 0, on = false;
+    for (const n of runs) {
+      if (on) mask.fill(1, pos, pos + n);
+      pos += n;
+      on = !on;
+    }
+    return mask;
+  }
+  function newLayer(W, H) {
+    const c = document.createElement("canvas");
+    c.width = W; c.height = H;
+    return c;
+  }
+  // Paint one or several masks: a fill layer (drawn with the opacity) and an outline layer (drawn opaque).
+  function paintLayers(items, W, H) {
+    const fill = new ImageData(W, H), line = new ImageData(W, H);
+    const f = fill.data, l = line.data;
+    for (const { mask, color, outline } of items) {
+      for (let y = 0; y < H; y++) {
+        const row = y * W;
+        for (let x = 0; x < W; x++) {
+          const i = row + x;
+          if (!mask[i]) continue;
+          const p = i * 4;
+          f[p] = color[0]; f[p + 1] = color[1]; f[p + 2] = color[2]; f[p + 3] = 255;
+          const edge = x === 0 || y === 0 || x === W - 1 || y === H - 1 ||
+            !mask[i - 1] || !mask[i + 1] || !mask[i - W] || !mask[i + W];
+          if (edge) { l[p] = outline[0]; l[p + 1] = outline[1]; l[p + 2] = outline[2]; l[p + 3] = 255; }
+        }
+      }
+    }
+    const fc = newLayer(W, H), lc = newLayer(W, H);
+    fc.getContext("2d").putImageData(fill, 0, 0);
+    lc.getContext("2d").putImageData(line, 0, 0);
+    return [fc, lc];
+  }
+  const colorOf = (id) => PALETTE[(id - 1) % PALETTE.length];
+  function rebuildCurrent() {
+    const cur = state.data && state.data.current;
+    if (!cur || !cur.area) { state.layers.curFill = state.layers.curLine = null; return; }
+    const mask = decodeRuns(cur.runs, state.W, state.H);
+    [state.layers.curFill, state.layers.curLine] = paintLayers(
+      [{ mask, color: CURRENT_COLOR, outline: [255, 255, 255] }], state.W, state.H);
+  }
+  function rebuildObjects() {
+    if (!state.objects.length) { state.layers.objFill = state.layers.objLine = null; return; }
+    const items = state.objects.map((o) => {
+      const c = colorOf(o.id);
+      return { mask: decodeRuns(o.runs, state.W, state.H), color: c, outline: c.map((v) => Math.min(255, v + 60)) };
+    });
+    [state.layers.objFill, state.layers.objLine] = paintLayers(items, state.W, state.H);
+  }
+
+  // ------------------------------------------------------------------ view transform
+  function resizeCanvas() {
+    const dpr = window.devicePixelRatio || 1;
+    const r = stage.getBoundingClientRect();
+    canvas.width = Math.max(1, Math.round(r.width * dpr));
+    canvas.height = Math.max(1, Math.round(r.height * dpr));
+    draw();
+  }
+  function fit() {
+    if (!state.img) return;
+    const r = stage.getBoundingClientRect();
+    const pad = 24;
+    const s = Math.min((r.width - pad) / state.W, (r.height - pad) / state.H);
+    state.view.s = Math.max(0.01, s);
+    state.view.tx = (r.width - state.W * state.view.s) / 2;
+    state.view.ty = (r.height - state.H * state.view.s) / 2;
+    draw();
+  }
+  function zoomAt(factor, sx, sy) {
+    const v = state.view;
+    const ns = Math.min(40, Math.max(0.02, v.s * factor));
+    const ix = (sx - v.tx) / v.s, iy = (sy - v.ty) / v.s;
+    v.s = ns;
+    v.tx = sx - ix * ns;
+    v.ty = sy - iy * ns;
+    draw();
+  }
+  function zoomCenter(factor) {
+    const r = stage.getBoundingClientRect();
+    zoomAt(factor, r.width / 2, r.height / 2);
+  }
+  function toImage(e) {
+    const r = canvas.getBoundingClientRect();
+    const sx = e.clientX - r.left, sy = e.clientY - r.top;
+    return { sx, sy, x: (sx - state.view.tx) / state.view.s, y: (sy - state.view.ty) / state.view.s };
+  }
+  const inside = (p) => p.x >= 0 && p.y >= 0 && p.x < state.W && p.y < state.H;
+  const clampX = (x) => Math.min(state.W, Math.max(0, x));
+  const clampY = (y) => Math.min(state.H, Math.max(0, y));
+
+  // ------------------------------------------------------------------ drawing
+  function draw() {
+    const dpr = window.devicePixelRatio || 1;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    $("zoom").textContent = Math.round(state.view.s * 100) + "%";
+    if (!state.img) return;
+    const v = state.view;
+    ctx.setTransform(dpr * v.s, 0, 0, dpr * v.s, dpr * v.tx, dpr * v.ty);
+    ctx.imageSmoothingEnabled = v.s < 2;
+    ctx.drawImage(state.img, 0, 0);
+    const L = state.layers;
+    ctx.globalAlpha = state.opacity * 0.8;
+    if (L.objFill) ctx.drawImage(L.objFill, 0, 0);
+    ctx.globalAlpha = state.opacity;
+    if (L.curFill) ctx.drawImage(L.curFill, 0, 0);
+    ctx.globalAlpha = Math.min(1, 0.35 + state.opacity);
+    if (L.objLine) ctx.drawImage(L.objLine, 0, 0);
+    ctx.globalAlpha = 1;
+    if (L.curLine) ctx.drawImage(L.curLine, 0, 0);
+
+    // prompts, in screen space so that they keep their size when zooming
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    const S = (x, y) => [x * v.s + v.tx, y * v.s + v.ty];
+    const cur = state.data && state.data.current;
+    if (cur) {
+      for (const sc of cur.scribbles) drawStroke(sc.points, sc.positive, sc.width, S);
+      if (cur.box) drawBox(cur.box, S, false);
+      cur.clicks.forEach((c, i) => drawClick(c, S, i === cur.clicks.length - 1));
+    }
+    const d = state.drag;
+    if (d && d.mode === "box") drawBox([d.x0, d.y0, d.x1, d.y1].map((q, i) => (i % 2 ? clampY(q) : clampX(q))), S, true);
+    if (d && d.mode === "brush") drawStroke(d.points, d.positive, state.brushWidth, S);
+  }
+  function drawClick(c, S, last) {
+    const [x, y] = S(c.x, c.y);
+    ctx.beginPath();
+    ctx.arc(x, y, last ? 7 : 6, 0, Math.PI * 2);
+    ctx.fillStyle = CLICK_COLORS[c.kind];
+    ctx.fill();
+    ctx.lineWidth = 2;
+    ctx.strokeStyle = "#111";
+    ctx.stroke();
+    if (c.kind === "tolerant") {
+      ctx.beginPath();
+      ctx.arc(x, y, 12, 0, Math.PI * 2);
+      ctx.setLineDash([3, 3]);
+      ctx.strokeStyle = CLICK_COLORS.tolerant;
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+  }
+  function drawBox(b, S, live) {
+    const [x0, y0] = S(Math.min(b[0], b[2]), Math.min(b[1], b[3]));
+    const [x1, y1] = S(Math.max(b[0], b[2]), Math.max(b[1], b[3]));
+    ctx.lineWidth = 2;
+    ctx.setLineDash(live ? [6, 4] : []);
+    ctx.strokeStyle = "#000";
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    ctx.setLineDash(live ? [6, 4] : [8, 4]);
+    ctx.lineDashOffset = 0;
+    ctx.strokeStyle = "#ffdc00";
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    ctx.setLineDash([]);
+  }
+  function drawStroke(points, positive, width, S) {
+    if (!points.length) return;
+    ctx.beginPath();
+    points.forEach((p, i) => { const [x, y] = S(p[0], p[1]); if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y); });
+    if (points.length === 1) { const [x, y] = S(points[0][0], points[0][1]); ctx.lineTo(x + 0.1, y); }
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.lineWidth = Math.max(2, width * state.view.s);
+    ctx.globalAlpha = 0.75;
+    ctx.strokeStyle = positive ? CLICK_COLORS.positive : CLICK_COLORS.negative;
+    ctx.stroke();
+    ctx.globalAlpha = 1;
+  }
+
+  // ------------------------------------------------------------------ panel rendering
+  function renderPanel() {
+    const cur = state.data && state.data.current;
+    $("undo").disabled = !cur || !cur.can_undo;
+    $("redo").disabled = !cur || !cur.can_redo;
+    $("finish").disabled = !cur || !cur.area;
+    $("reset").disabled = !cur || (!cur.clicks.length && !cur.box && !cur.scribbles.length && !cur.area);
+    stage.dataset.area = cur ? String(cur.area) : "0";
+    stage.dataset.objects = String(state.objects.length);
+    stage.dataset.clicks = cur ? String(cur.clicks.length) : "0";
+    if (cur) {
+      const parts = [];
+      if (cur.clicks.length) parts.push(`${cur.clicks.length} click${cur.clicks.length > 1 ? "s" : ""}`);
+      if (cur.box) parts.push("box");
+      if (cur.scribbles.length) parts.push(`${cur.scribbles.length} scribble${cur.scribbles.length > 1 ? "s" : ""}`);
+      $("current-info").textContent = parts.length
+        ? `${parts.join(", ")} · ${cur.area.toLocaleString()} px` : "No prompts yet.";
+    }
+    if (state.data) {
+      const t = Math.round(state.data.threshold * 100);
+      $("threshold").value = t;
+      $("threshold-value").textContent = state.data.threshold.toFixed(2);
+    }
+    renderObjects();
+  }
+  function renderObjects() {
+    const ul = $("objects");
+    ul.innerHTML = "";
+    for (const o of state.objects) {
+      const li = document.createElement("li");
+      li.dataset.id = o.id;
+      const sw = document.createElement("span");
+      sw.className = "swatch";
+      sw.style.background = `rgb(${colorOf(o.id).join(",")})`;
+      const label = document.createElement("span");
+      label.className = "obj-label";
+      label.textContent = `#${o.id} ${o.label}`;
+      label.title = "Double-click to rename";
+      label.addEventListener("dblclick", () => editLabel(o, label));
+      const area = document.createElement("span");
+      area.className = "area";
+      area.textContent = o.area.toLocaleString() + " px";
+      const del = document.createElement("button");
+      del.className = "delete";
+      del.textContent = "×";
+      del.title = `Delete object #${o.id}`;
+      del.setAttribute("aria-label", `Delete object ${o.id}`);
+      del.addEventListener("click", () => act("DELETE", `objects/${o.id}`, undefined, true));
+      li.append(sw, label, area, del);
+      ul.append(li);
+    }
+    $("object-count").textContent = state.objects.length ? `(${state.objects.length})` : "";
+    $("objects-empty").hidden = state.objects.length > 0;
+    const labels = new Set(state.objects.map((o) => o.label));
+    $("labels").innerHTML = "";
+    for (const l of labels) { const opt = document.createElement("option"); opt.value = l; $("labels").append(opt); }
+  }
+  function editLabel(o, span) {
+    const input = document.createElement("input");
+    input.type = "text";
+    input.value = o.label;
+    span.textContent = "";
+    span.append(input);
+    input.focus();
+    input.select();
+    const done = (save) => {
+      input.remove();
+      span.textContent = `#${o.id} ${o.label}`;
+      const v = input.value.trim();
+      if (save && v && v !== o.label) act("PATCH", `objects/${o.id}`, { label: v }, true);
+    };
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter") done(true);
+      if (e.key === "Escape") done(false);
+      e.stopPropagation();
+    });
+    input.addEventListener("blur", () => done(true));
+  }
+  function renderImages() {
+    const ul = $("images");
+    ul.innerHTML = "";
+    state.images.forEach((im, i) => {
+      const li = document.createElement("li");
+      if (i === state.index) li.className = "current";
+      if (im.bad) li.classList.add("bad");
+      const n = document.createElement("span");
+      n.textContent = im.name;
+      n.title = im.bad || im.name;
+      const c = document.createElement("span");
+      c.className = "count";
+      c.textContent = im.objects ? String(im.objects) : "";
+      li.append(n, c);
+      li.addEventListener("click", () => openIndex(i));
+      ul.append(li);
+    });
+    const cur = ul.querySelector(".current");
+    if (cur) cur.scrollIntoView({ block: "nearest" });
+    $("image-pos").textContent = state.images.length ? `${state.index + 1} / ${state.images.length}` : "";
+    $("prev").disabled = state.index <= 0;
+    $("next").disabled = state.index >= state.images.length - 1;
+  }
+  function showLatency(t, roundTrip, what) {
+    if (!t) return;
+    const parts = [];
+    if (t.model_ms !== null && t.model_ms !== undefined) parts.push(`model ${t.model_ms.toFixed(0)} ms`);
+    if (t.encode_ms !== null && t.encode_ms !== undefined) parts.push(`encode ${t.encode_ms.toFixed(0)} ms`);
+    parts.push(`round trip ${roundTrip.toFixed(0)} ms`);
+    $("latency").textContent = `${what}: ${parts.join(" · ")}`;
+  }
+
+  // ------------------------------------------------------------------ state updates
+  function applyState(data, withObjects) {
+    if (!data || data.image !== state.name) return;
+    state.data = data;
+    if (withObjects && data.objects) {
+      state.objects = data.objects;
+      rebuildObjects();
+      const im = state.images[state.index];
+      if (im) { im.objects = data.objects.length; renderImages(); }
+    }
+    rebuildCurrent();
+    renderPanel();
+    draw();
+  }
+  // Send an action on the current image; the answer replaces the local state.
+  function act(method, action, body, withObjects = false, what = action) {
+    const name = state.name;
+    if (!name || !state.img) return Promise.resolve();
+    return enqueue(async () => {
+      const t0 = performance.now();
+      const data = await request(method, imageUrl(name, action), body);
+      if (name !== state.name) return;
+      applyState(data, withObjects || Boolean(data.objects));
+      showLatency(data.timing, performance.now() - t0, what);
+      return data;
+    });
+  }
+  const withModel = (body) => Object.assign({ model: state.model }, body);
+
+  // ------------------------------------------------------------------ images
+  async function loadImages() {
+    const data = await request("GET", "/api/images");
+    const old = new Map(state.images.map((im) => [im.name, im]));
+    state.images = data.images.map((im) => Object.assign({}, old.get(im.name) || {}, im));
+    renderImages();
+  }
+  function loadPhoto(name) {
+    return new Promise((resolve, reject) => {
+      const img = new Image();
+      img.onload = () => resolve(img);
+      img.onerror = async () => {
+        try {
+          const res = await fetch(imageUrl(name, "file"));
+          const body = await res.json().catch(() => null);
+          reject(new Error((body && body.detail) || `${name}: the browser cannot display this image`));
+        } catch (e) { reject(new Error(`${name}: cannot load image`)); }
+      };
+      img.src = imageUrl(name, "file");
+    });
+  }
+  async function openIndex(i) {
+    if (i < 0 || i >= state.images.length) return;
+    const token = ++state.loadToken;
+    state.index = i;
+    const name = state.images[i].name;
+    state.name = name;
+    state.img = null;
+    state.data = null;
+    state.objects = [];
+    state.layers = { curFill: null, curLine: null, objFill: null, objLine: null };
+    stage.dataset.image = "";
+    $("image-name").textContent = name;
+    document.title = `${name} — finecut`;
+    history.replaceState(null, "", "#" + encodeURIComponent(name));
+    store.set("image", name);
+    renderImages();
+    renderPanel();
+    showMessage("Loading " + name + " …");
+    draw();
+    setBusy(1);
+    try {
+      const t0 = performance.now();
+      const [img, data] = await Promise.all([
+        loadPhoto(name),
+        request("POST", imageUrl(name, "open"), withModel({})),
+      ]);
+      if (token !== state.loadToken) return;
+      state.img = img;
+      state.W = data.width;
+      state.H = data.height;
+      if (data.model && data.model !== state.model) { state.model = data.model; $("model").value = data.model; }
+      showMessage("");
+      state.images[i].bad = null;
+      applyState(data, true);
+      fit();
+      stage.dataset.image = name;
+      showLatency(data.timing, performance.now() - t0, "open");
+      status(`${name}: ${data.width}×${data.height}, ${state.objects.length} object(s) · saved to ${state.config.out_dir}`);
+    } catch (err) {
+      if (token !== state.loadToken) return;
+      state.images[i].bad = err.message;
+      renderImages();
+      showMessage(err.message + "\nUse ◀ ▶ to go on with the other images.", true);
+      status(err.message, "error");
+    } finally {
+      setBusy(-1);
+    }
+  }
+  const step = (d) => openIndex(Math.min(state.images.length - 1, Math.max(0, state.index + d)));
+
+  // ------------------------------------------------------------------ pointer input
+  function clickKind(e) {
+    if (e.button === 1 || state.tHeld) return "tolerant";
+    if (e.button === 2 || e.shiftKey) return "negative";
+    return "positive";
+  }
+  canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!state.img) return;
+    const p = toImage(e);
+    canvas.setPointerCapture(e.pointerId);
+    if (e.button === 1) e.preventDefault();
+    const pan = state.tool === "pan" || e.altKey;
+    if (pan) {
+      state.drag = { mode: "pan", sx: p.sx, sy: p.sy, tx: state.view.tx, ty: state.view.ty };
+      stage.classList.add("panning");
+      return;
+    }
+    if (state.tool === "brush" && e.button !== 1) {
+      const positive = !(e.button === 2 || e.shiftKey);
+      state.drag = { mode: "brush", positive, points: inside(p) ? [[p.x, p.y]] : [] };
+      draw();
+      return;
+    }
+    state.drag = {
+      mode: "press", button: e.button, kind: clickKind(e), sx: p.sx, sy: p.sy,
+      x0: p.x, y0: p.y, x1: p.x, y1: p.y, boxOnly: state.tool === "box",
+      tx: state.view.tx, ty: state.view.ty,
+    };
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    const d = state.drag;
+    if (!d) return;
+    const p = toImage(e);
+    if (d.mode === "pan") {
+      state.view.tx = d.tx + (p.sx - d.sx);
+      state.view.ty = d.ty + (p.sy - d.sy);
+      draw();
+    } else if (d.mode === "brush") {
+      if (!inside(p)) return;
+      const last = d.points[d.points.length - 1];
+      if (!last || Math.hypot(p.x - last[0], p.y - last[1]) * state.view.s >= 2) { d.points.push([p.x, p.y]); draw(); }
+    } else if (d.mode === "press" || d.mode === "box") {
+      const moved = Math.hypot(p.sx - d.sx, p.sy - d.sy);
+      if (d.mode === "press" && moved > 6) {
+        if (d.button === 1) {  // middle-drag pans
+          d.mode = "pan";
+          stage.classList.add("panning");
+        } else if (d.button === 0) {
+          d.mode = "box";
+        }
+      }
+      if (d.mode === "box") { d.x1 = p.x; d.y1 = p.y; draw(); }
+      if (d.mode === "pan") { state.view.tx = d.tx + (p.sx - d.sx); state.view.ty = d.ty + (p.sy - d.sy); draw(); }
+    }
+  });
+  const endPointer = (e) => {
+    const d = state.drag;
+    state.drag = null;
+    stage.classList.remove("panning");
+    if (!d) return;
+    if (d.mode === "brush") {
+      draw();
+      if (d.points.length) {
+        const pts = d.points.map(([x, y]) => [Math.min(state.W - 0.01, x), Math.min(state.H - 0.01, y)]);
+        act("POST", "scribble", withModel({ points: pts, positive: d.positive, width: state.brushWidth }), false, "scribble");
+      }
+    } else if (d.mode === "box") {
+      const x0 = clampX(Math.min(d.x0, d.x1)), x1 = clampX(Math.max(d.x0, d.x1));
+      const y0 = clampY(Math.min(d.y0, d.y1)), y1 = clampY(Math.max(d.y0, d.y1));
+      draw();
+      if (x1 - x0 >= 2 && y1 - y0 >= 2) act("POST", "box", withModel({ box: [x0, y0, x1, y1] }), false, "box");
+    } else if (d.mode === "press" && e.type === "pointerup" && !d.boxOnly) {
+      if (!inside({ x: d.x0, y: d.y0 })) { status("Click inside the image.", ""); return; }
+      act("POST", "click", withModel({ x: d.x0, y: d.y0, kind: d.kind }), false, `${d.kind} click`);
+    }
+  };
+  canvas.addEventListener("pointerup", endPointer);
+  canvas.addEventListener("pointercancel", endPointer);
+  canvas.addEventListener("auxclick", (e) => e.preventDefault());
+  canvas.addEventListener("mousedown", (e) => { if (e.button === 1) e.preventDefault(); });
+  canvas.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const p = toImage(e);
+    zoomAt(Math.pow(1.0015, -e.deltaY), p.sx, p.sy);
+  }, { passive: false });
+
+  // ------------------------------------------------------------------ controls
+  function setTool(tool) {
+    state.tool = tool;
+    for (const b of $("tools").querySelectorAll("button")) b.classList.toggle("active", b.dataset.tool === tool);
+    stage.className = "tool-" + tool;
+    $("brush-options").hidden = tool !== "brush";
+    const hints = {
+      click: "Left click: object · Right/Shift click: background · Middle/T click: tolerant · Drag: box",
+      box: "Drag a box around the object; then refine with clicks.",
+      brush: "Paint over the object (left) or the background (right / Shift).",
+      pan: "Drag to move the image; the wheel zooms.",
+    };
+    $("tool-hint").textContent = hints[tool];
+  }
+  function finish() {
+    if (!state.data || !state.data.current.area) { status("Nothing to finish: click on an object first."); return; }
+    const label = $("label").value.trim() || "object";
+    act("POST", "finish", { label }, true, "finish").then((data) => {
+      if (data) status(`Object #${data.finished_id} “${label}” saved.`, "ok");
+    });
+  }
+  const undo = () => act("POST", "undo", undefined, false, "undo");
+  const redo = () => act("POST", "redo", undefined, false, "redo");
+  const reset = () => act("POST", "reset", undefined, false, "reset");
+
+  $("tools").addEventListener("click", (e) => { if (e.target.dataset.tool) setTool(e.target.dataset.tool); });
+  $("undo").addEventListener("click", undo);
+  $("redo").addEventListener("click", redo);
+  $("reset").addEventListener("click", reset);
+  $("finish").addEventListener("click", finish);
+  $("prev").addEventListener("click", () => step(-1));
+  $("next").addEventListener("click", () => step(1));
+  $("fit").addEventListener("click", fit);
+  $("zoom-in").addEventListener("click", () => zoomCenter(1.25));
+  $("zoom-out").addEventListener("click", () => zoomCenter(0.8));
+  $("zoom-1").addEventListener("click", () => zoomCenter(1 / state.view.s));
+  $("opacity").value = Math.round(state.opacity * 100);
+  $("opacity-value").textContent = Math.round(state.opacity * 100) + "%";
+  $("opacity").addEventListener("input", (e) => {
+    state.opacity = e.target.value / 100;
+    $("opacity-value").textContent = e.target.value + "%";
+    store.set("opacity", state.opacity);
+    draw();
+  });
+  let thresholdTimer = null;
+  $("threshold").addEventListener("input", (e) => {
+    const t = e.target.value / 100;
+    $("threshold-value").textContent = t.toFixed(2);
+    clearTimeout(thresholdTimer);
+    thresholdTimer = setTimeout(() => act("POST", "threshold", { threshold: t }, false, "threshold"), 120);
+  });
+  $("brush-width").value = state.brushWidth;
+  $("brush-width-value").textContent = state.brushWidth + " px";
+  $("brush-width").addEventListener("input", (e) => {
+    state.brushWidth = Number(e.target.value);
+    $("brush-width-value").textContent = state.brushWidth + " px";
+    store.set("brushWidth", state.brushWidth);
+  });
+  $("model").addEventListener("change", (e) => {
+    const model = e.target.value;
+    const previous = state.model;
+    state.model = model;
+    store.set("model", model);
+    if (!state.name || !state.img) return;
+    status(`Loading model ${model} …`);
+    act("POST", "model", { model }, false, `model ${model}`).then((data) => {
+      if (data) status(`Model: ${model}`, "ok");
+      else { state.model = previous; $("model").value = previous; }
+    });
+  });
+  $("label").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); $("label").blur(); finish(); }
+    e.stopPropagation();
+  });
+
+  // upload
+  $("upload").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    e.target.value = "";
+    if (!file) return;
+    setBusy(1);
+    try {
+      await request("PUT", "/api/upload/" + encodeURIComponent(file.name), file);
+      await loadImages();
+      const i = state.images.findIndex((im) => im.name === file.name);
+      status(`Added ${file.name}.`, "ok");
+      if (i >= 0) openIndex(i);
+    } catch (err) {
+      status(err.message, "error");
+    } finally { setBusy(-1); }
+  });
+
+  // export dialog
+  $("export-open").addEventListener("click", () => { $("export-result").innerHTML = ""; $("export-dialog").hidden = false; });
+  $("export-cancel").addEventListener("click", () => { $("export-dialog").hidden = true; });
+  $("export-dialog").addEventListener("click", (e) => { if (e.target === $("export-dialog")) $("export-dialog").hidden = true; });
+  $("export-run").addEventListener("click", async () => {
+    const formats = [...document.querySelectorAll('input[name="fmt"]:checked')].map((i) => i.value);
+    const out = $("export-result");
+    if (!formats.length) { out.textContent = "Choose at least one format."; return; }
+    const body = { formats };
+    if ($("export-current-only").checked && state.name) body.images = [state.name];
+    out.textContent = "Exporting …";
+    setBusy(1);
+    try {
+      await queue;  // let pending edits land first
+      const res = await request("POST", "/api/export", body);
+      out.innerHTML = "";
+      const head = document.createElement("p");
+      head.textContent = `${res.objects} object(s) from ${res.images} image(s) written to ${res.folder}`;
+      head.id = "export-summary";
+      out.append(head);
+      res.urls.forEach((url, k) => {
+        const a = document.createElement("a");
+        a.href = url;
+        a.textContent = res.files[k];
+        a.target = "_blank";
+        out.append(a);
+      });
+      for (const s of res.skipped) {
+        const p = document.createElement("p");
+        p.className = "muted";
+        p.textContent = `skipped ${s.image}: ${s.error}`;
+        out.append(p);
+      }
+      status(head.textContent, "ok");
+    } catch (err) {
+      out.textContent = err.message;
+      status(err.message, "error");
+    } finally { setBusy(-1); }
+  });
+
+  // keyboard
+  document.addEventListener("keydown", (e) => {
+    const tag = (e.target.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "select" || tag === "textarea") return;
+    if (!$("export-dialog").hidden) { if (e.key === "Escape") $("export-dialog").hidden = true; return; }
+    const mod = e.ctrlKey || e.metaKey;
+    const key = e.key.toLowerCase();
+    if (mod && key === "z") { e.preventDefault(); if (e.shiftKey) redo(); else undo(); return; }
+    if (mod && key === "y") { e.preventDefault(); redo(); return; }
+    if (mod) return;
+    if (e.key === " " || e.key === "Enter") { e.preventDefault(); finish(); return; }
+    if (e.key === "Escape") { reset(); return; }
+    if (e.key === "ArrowRight" || key === "n" || e.key === "PageDown") { e.preventDefault(); step(1); return; }
+    if (e.key === "ArrowLeft" || key === "p" || e.key === "PageUp") { e.preventDefault(); step(-1); return; }
+    if (key === "t") { state.tHeld = true; return; }
+    const tools = { c: "click", x: "box", b: "brush", h: "pan" };
+    if (tools[key]) { setTool(tools[key]); return; }
+    if (key === "f" || key === "0") { fit(); return; }
+    if (key === "1") { zoomCenter(1 / state.view.s); return; }
+    if (e.key === "+" || e.key === "=") { zoomCenter(1.25); return; }
+    if (e.key === "-" || e.key === "_") { zoomCenter(0.8); return; }
+  });
+  document.addEventListener("keyup", (e) => { if (e.key.toLowerCase() === "t") state.tHeld = false; });
+  window.addEventListener("blur", () => { state.tHeld = false; });
+  window.addEventListener("resize", () => { resizeCanvas(); });
+
+  // ------------------------------------------------------------------ start
+  async function start() {
+    try {
+      state.config = await request("GET", "/api/config");
+      const sel = $("model");
+      for (const m of state.config.models) {
+        const opt = document.createElement("option");
+        opt.value = m.name;
+        opt.textContent = m.name;
+        opt.title = m.description || "";
+        sel.append(opt);
+      }
+      const names = state.config.models.map((m) => m.name);
+      if (!names.includes(state.model)) state.model = state.config.default_model;
+      sel.value = state.model;
+      await loadImages();
+      resizeCanvas();
+      setTool("click");
+      if (!state.images.length) {
+        showMessage(`No images in ${state.config.image_dir}. Add one with “Add image…”.`);
+        status("No images.");
+        return;
+      }
+      const wanted = decodeURIComponent(location.hash.slice(1)) || store.get("image", "");
+      const i = Math.max(0, state.images.findIndex((im) => im.name === wanted));
+      await openIndex(i);
+    } catch (err) {
+      showMessage(err.message, true);
+      status(err.message, "error");
+    }
+  }
+  window.finecutApp = { state, openIndex, fit };  // for debugging from the console
+  start();
+})();

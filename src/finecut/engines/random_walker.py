@@ -1,0 +1,156 @@
+"""Random walker segmentation (Grady 2006) with scikit-image's solver, soft seeds included (Grady 2005 priors).
+
+A pixel's probability of being object is the probability that a random walker leaving it, stepping to neighbours
+with weights ``exp(-beta * |ΔRGB|²)``, first reaches a foreground seed rather than a background one
+(``skimage.segmentation.random_walker`` with ``return_full_prob``). Hard seeds are click disks, scribbles and the
+outside of a box.
+
+Soft evidence is expressed inside the same solver as a second layer of the grid: every pixel is tied to a fixed
+node of that layer, labelled foreground or background, by an edge whose weight is the strength of the evidence
+(the layer's colour is the pixel's own plus an offset chosen to give exactly that weight). This is Grady's random
+walker with priors: tolerant clicks pull their area towards the object with ``tolerant_weight``, a prior mask pulls
+inside and outside towards its labels with ``prior_weight``, and the image frame pulls towards the background with
+``border_weight`` (which also makes a single positive click well posed). Pixels with no evidence get a negligible
+tie.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from skimage.segmentation import random_walker
+
+from finecut.engines.base import Engine, EngineOutput
+from finecut.engines.seeds import Seeds, WorkingImage, border_mask, build_seeds, empty_probs, frozen, to_original
+from finecut.errors import FinecutError
+from finecut.prompts import Prompts
+
+if TYPE_CHECKING:
+    from finecut.predictor import Prediction
+
+#: Labels handed to scikit-image: 0 unlabelled, 1 background, 2 foreground.
+_UNLABELLED, _BG, _FG = 0, 1, 2
+#: Exponent giving a tie weight of e^-60, i.e. no tie at all, for pixels without soft evidence.
+_NO_TIE = 60.0
+#: Lower bound of the image's standard deviation (a uniform image still has well-defined, uniform weights).
+_MIN_STD = 1e-3
+
+
+@dataclass(frozen=True)
+class RandomWalkerFeatures:
+    """The working image and its colours as float64 RGB in [0, 1] with their standard deviation."""
+
+    work: WorkingImage
+    data: np.ndarray
+    std: float
+
+
+@dataclass(frozen=True)
+class RandomWalkerEngine(Engine):
+    """scikit-image's random walker on a working copy of the image, long side at most ``max_side``.
+
+    Options: ``click_radius`` / ``tolerant_radius`` (seed disks, working px), ``beta`` (edge sensitivity, as in
+    scikit-image), ``tol`` (conjugate-gradient tolerance), and the tie weights of soft evidence, ``tolerant_weight``,
+    ``prior_weight`` and ``border_weight`` (in (0, 1]; an edge between equal colours weighs 1; 0 turns it off).
+    """
+
+    name: ClassVar[str] = "random_walker"
+
+    max_side: int = 256
+    click_radius: float = 2.0
+    tolerant_radius: float = 6.0
+    beta: float = 130.0
+    tol: float = 1e-3
+    tolerant_weight: float = 0.05
+    prior_weight: float = 0.05
+    border_weight: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.max_side < 8:
+            raise FinecutError(f"random_walker: max_side must be >= 8, got {self.max_side}")
+        if self.click_radius < 0.5 or self.tolerant_radius < 0.5:
+            raise FinecutError(
+                f"random_walker: click_radius and tolerant_radius must be >= 0.5, got {self.click_radius}, "
+                f"{self.tolerant_radius}"
+            )
+        if self.beta <= 0 or not 0 < self.tol < 1:
+            raise FinecutError(f"random_walker: beta must be > 0 and tol in (0, 1), got {self.beta}, {self.tol}")
+        for key in ("tolerant_weight", "prior_weight", "border_weight"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise FinecutError(f"random_walker: {key} must be in [0, 1], got {value}")
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self)}
+
+    def encode_image(self, image: np.ndarray) -> RandomWalkerFeatures:
+        work = WorkingImage.build(image, self.max_side)
+        data = work.image.astype(np.float64) / 255.0
+        return RandomWalkerFeatures(work, frozen(data), max(float(data.std()), _MIN_STD))
+
+    def soft_ties(self, seeds: Seeds) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel: the label of its soft tie (``_FG`` / ``_BG``) and the tie's weight (0 where none)."""
+        label = np.full(seeds.shape, _BG, dtype=np.int32)
+        weight = np.zeros(seeds.shape, dtype=np.float64)
+        if self.border_weight > 0:
+            weight[border_mask(seeds.shape)] = self.border_weight
+        if seeds.prior is not None and self.prior_weight > 0:
+            weight[seeds.soft_bg] = np.maximum(weight[seeds.soft_bg], self.prior_weight)
+            label[seeds.prior] = _FG
+            weight[seeds.prior] = self.prior_weight
+        if self.tolerant_weight > 0:
+            label[seeds.tolerant] = _FG
+            weight[seeds.tolerant] = self.tolerant_weight
+        hard = seeds.fg | seeds.bg
+        weight[hard] = 0.0
+        return label, weight
+
+    def predict(
+        self,
+        image: np.ndarray,
+        features: Any,
+        prompts: Prompts,
+        previous: "Prediction | None",
+    ) -> EngineOutput:
+        feats = features if isinstance(features, RandomWalkerFeatures) else self.encode_image(image)
+        work = feats.work
+        height, width = work.original_size
+        seeds = build_seeds(prompts, work.transform, self.click_radius, self.tolerant_radius)
+        if not seeds.has_positive:
+            return EngineOutput(empty_probs((height, width)))
+        hard = np.full(seeds.shape, _UNLABELLED, dtype=np.int32)
+        hard[seeds.bg] = _BG
+        hard[seeds.fg] = _FG
+        tie_label, tie_weight = self.soft_ties(seeds)
+        if not (hard == _UNLABELLED).any():
+            probs = (hard == _FG).astype(np.float32)
+        elif not ((hard == _FG).any() or (tie_label[tie_weight > 0] == _FG).any()):
+            probs = np.zeros(seeds.shape, dtype=np.float32)  # nothing pulls towards the object
+        elif not ((hard == _BG).any() or (tie_label == _BG).any()):
+            probs = np.ones(seeds.shape, dtype=np.float32)  # nothing pulls towards the background
+        else:
+            probs = self._solve(feats, hard, tie_label, tie_weight)
+        return EngineOutput(to_original(probs, height, width))
+
+    def _solve(
+        self, feats: RandomWalkerFeatures, hard: np.ndarray, tie_label: np.ndarray, tie_weight: np.ndarray
+    ) -> np.ndarray:
+        """Foreground probability (h, w) of the two-layer problem (pixels + their fixed soft-tie nodes)."""
+        channels = feats.data.shape[-1]
+        # scikit-image's weights are exp(-kappa * |Δ|²) with kappa = beta / (10 * std(data) * sqrt(channels)); the
+        # beta passed below compensates for the tie layer changing std(data), so kappa stays that of the image.
+        kappa = self.beta / (10.0 * feats.std * np.sqrt(channels))
+        exponent = np.where(tie_weight > 0, -np.log(np.clip(tie_weight, 1e-300, 1.0)), _NO_TIE)
+        offset = np.sqrt(exponent / (channels * kappa))
+        data = np.stack([feats.data, feats.data + offset[..., None]], axis=2)
+        labels = np.stack([hard, tie_label], axis=2)
+        beta = self.beta * float(data.std()) / feats.std
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "probability outside [0, 1] given the tolerance"
+            full = random_walker(
+                data, labels, beta=beta, mode="cg_j", tol=self.tol, return_full_prob=True, channel_axis=-1
+            )
+        return np.clip(full[_FG - 1][:, :, 0], 0.0, 1.0).astype(np.float32)

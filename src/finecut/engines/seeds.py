@@ -1,0 +1,265 @@
+"""Shared helpers of the classical engines: a working resolution, and prompts rasterised there as seeds.
+
+Classical engines (GrabCut, random walker, geodesic) work on a downscaled copy of the image (long side at most
+``max_side``) and upsample their probabilities back to the original size. :func:`build_seeds` turns every prompt kind
+into maps at that working resolution:
+
+* positive / negative clicks -> hard foreground / background disks of ``click_radius`` working pixels; where disks
+  of opposite kinds overlap, each pixel goes to the nearer click centre (ties to the later click), so every click
+  keeps its own pixel;
+* tolerant clicks -> a *soft* foreground area (a disk of ``tolerant_radius``): probably object, never a constraint;
+* scribbles -> hard seeds along the stroke (pixels marked by both a positive and a negative stroke stay unlabelled);
+  clicks take precedence over scribbles;
+* a box -> everything outside it is hard background (clicks and scribbles outside it still win);
+* a prior mask -> a soft estimate (probable foreground / background), never a constraint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from finecut.errors import FinecutError
+from finecut.prompts import Click, CropTransform, Prompts, box_map, click_disks, scribble_maps
+
+#: Index of each click kind's channel in :func:`finecut.prompts.click_disks` output.
+_POS, _NEG, _TOL = 0, 1, 2
+
+
+def working_transform(height: int, width: int, max_side: int) -> CropTransform:
+    """The resize that brings an image's long side down to ``max_side`` (never up), keeping its aspect ratio."""
+    if height < 1 or width < 1:
+        raise FinecutError(f"image is empty ({width}x{height})")
+    scale = min(1.0, max_side / max(height, width))
+    out = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return CropTransform.resize(height, width, out)
+
+
+def to_working(image: np.ndarray, transform: CropTransform) -> np.ndarray:
+    """Resize an (H, W[, C]) array to the working resolution (area averaging when shrinking)."""
+    height, width = transform.out_size
+    if image.shape[:2] == (height, width):
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def mask_to_working(mask: np.ndarray, transform: CropTransform) -> np.ndarray:
+    """A bool mask (or probabilities, thresholded at 0.5) at the working resolution, by area vote."""
+    return to_working(np.asarray(mask, dtype=np.float32), transform) > 0.5
+
+
+def to_original(probs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinearly upsample working-resolution probabilities to (height, width); float32 clipped to [0, 1]."""
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.shape != (height, width):
+        probs = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(probs, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class WorkingImage:
+    """The per-image features every classical engine starts from: the image at its working resolution."""
+
+    image: np.ndarray  # RGB uint8 (h, w, 3) at working resolution, read-only
+    transform: CropTransform  # original -> working
+    original_size: tuple[int, int]  # (H, W)
+
+    @classmethod
+    def build(cls, image: np.ndarray, max_side: int) -> "WorkingImage":
+        height, width = image.shape[:2]
+        transform = working_transform(height, width, max_side)
+        return cls(frozen(to_working(image, transform).copy()), transform, (height, width))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.transform.out_size
+
+
+def empty_probs(shape: tuple[int, int]) -> np.ndarray:
+    """All-background probabilities (what an engine returns when nothing says where the object is)."""
+    return np.zeros(shape, dtype=np.float32)
+
+
+def frozen(array: np.ndarray) -> np.ndarray:
+    """Return ``array`` marked read-only, so cached per-image features cannot be changed by accident."""
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """Prompts rasterised at the working resolution (all maps bool, shape ``shape``).
+
+    ``fg`` / ``bg`` are hard labels (disjoint). ``tolerant`` is a soft foreground area and ``prior`` the prior mask
+    (None when not given), both excluding hard seeds. ``box`` is the box in working pixels ``(x0, y0, x1, y1)``
+    (end-exclusive) and ``outside_box`` the pixels it excludes (part of ``bg`` unless a seed overrides them).
+    """
+
+    fg: np.ndarray
+    bg: np.ndarray
+    tolerant: np.ndarray
+    prior: np.ndarray | None
+    box: tuple[int, int, int, int] | None
+    outside_box: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.fg.shape  # type: ignore[return-value]
+
+    @property
+    def has_positive(self) -> bool:
+        """Whether anything says where the object is (without it, engines return an empty mask)."""
+        return bool(
+            self.fg.any()
+            or self.tolerant.any()
+            or self.box is not None
+            or (self.prior is not None and self.prior.any())
+        )
+
+    @property
+    def has_negative(self) -> bool:
+        """Whether any hard background exists (negative clicks or scribbles, or the outside of a box)."""
+        return bool(self.bg.any())
+
+    @property
+    def soft_fg(self) -> np.ndarray:
+        """Soft foreground evidence: tolerant areas and the prior mask (minus hard seeds)."""
+        soft = self.tolerant.copy()
+        if self.prior is not None:
+            soft |= self.prior
+        return soft
+
+    @property
+    def soft_bg(self) -> np.ndarray:
+        """Soft background evidence: outside the prior mask (minus hard seeds and tolerant areas)."""
+        if self.prior is None:
+            return np.zeros(self.shape, dtype=bool)
+        return ~self.prior & ~self.fg & ~self.bg & ~self.tolerant
+
+
+def _nearest_click_is_positive(
+    rows: np.ndarray, cols: np.ndarray, clicks: list[Click], transform: CropTransform
+) -> np.ndarray:
+    """For each pixel (rows, cols): True where the nearest hard click centre is positive (ties -> later click)."""
+    best = np.full(rows.shape, np.inf)
+    positive = np.zeros(rows.shape, dtype=bool)
+    for click in clicks:
+        cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
+        dist = (cols - cx) ** 2 + (rows - cy) ** 2
+        closer = dist <= best
+        best = np.where(closer, dist, best)
+        positive = np.where(closer, click.is_positive, positive)
+    return positive
+
+
+def hard_click_maps(
+    clicks: tuple[Click, ...], transform: CropTransform, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positive, negative, tolerant) disks; positive and negative made disjoint by the nearest click centre."""
+    disks = click_disks(clicks, transform, radius=radius) > 0
+    pos, neg = disks[_POS], disks[_NEG]
+    both = pos & neg
+    if both.any():
+        rows, cols = np.nonzero(both)
+        hard = [c for c in clicks if not c.is_tolerant]
+        to_pos = _nearest_click_is_positive(rows.astype(np.float64), cols.astype(np.float64), hard, transform)
+        pos[rows, cols] = to_pos
+        neg[rows, cols] = ~to_pos
+    return pos, neg, disks[_TOL]
+
+
+def build_seeds(
+    prompts: Prompts,
+    transform: CropTransform,
+    click_radius: float,
+    tolerant_radius: float,
+) -> Seeds:
+    """Rasterise validated ``prompts`` at ``transform.out_size`` (see the module docstring for the rules)."""
+    shape = transform.out_size
+    fg = np.zeros(shape, dtype=bool)
+    bg = np.zeros(shape, dtype=bool)
+
+    box_rect: tuple[int, int, int, int] | None = None
+    outside_box: np.ndarray | None = None
+    if prompts.box is not None:
+        inside = box_map(prompts.box, transform) > 0
+        if not inside.any():  # a box thinner than one working pixel still marks the pixel it lies in
+            cx, cy = transform.apply((prompts.box.x0 + prompts.box.x1) / 2, (prompts.box.y0 + prompts.box.y1) / 2)
+            inside[min(max(round(cy), 0), shape[0] - 1), min(max(round(cx), 0), shape[1] - 1)] = True
+        rows = np.flatnonzero(inside.any(axis=1))
+        cols = np.flatnonzero(inside.any(axis=0))
+        box_rect = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        outside_box = ~inside
+        bg |= outside_box
+
+    if prompts.scribbles:
+        strokes = scribble_maps(prompts.scribbles, transform) > 0
+        pos_s, neg_s = strokes[0] & ~strokes[1], strokes[1] & ~strokes[0]
+        fg |= pos_s
+        bg &= ~pos_s
+        bg |= neg_s
+
+    pos, neg, tol_core = hard_click_maps(prompts.clicks, transform, click_radius)
+    if pos.any() or neg.any():
+        fg = (fg & ~neg) | pos
+        bg = (bg & ~pos) | neg
+
+    tolerant = np.zeros(shape, dtype=bool)
+    if tol_core.any():
+        tolerant = click_disks(
+            [c for c in prompts.clicks if c.is_tolerant], transform, radius=tolerant_radius
+        )[_TOL] > 0
+        tolerant &= ~fg & ~bg
+
+    prior = None
+    if prompts.prior_mask is not None:
+        prior = mask_to_working(prompts.prior_mask, transform) & ~fg & ~bg
+
+    return Seeds(fg=fg, bg=bg, tolerant=tolerant, prior=prior, box=box_rect, outside_box=outside_box)
+
+
+def border_mask(shape: tuple[int, int], width: int = 1) -> np.ndarray:
+    """Bool map of the ``width``-pixel frame around an image of ``shape``."""
+    frame = np.zeros(shape, dtype=bool)
+    w = max(1, int(width))
+    frame[:w, :] = True
+    frame[-w:, :] = True
+    frame[:, :w] = True
+    frame[:, -w:] = True
+    return frame
+
+
+def seed_connected(mask: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """The connected components (8-connectivity) of ``mask`` that touch ``anchors``; ``mask`` if none do."""
+    mask = np.asarray(mask, dtype=bool)
+    if not anchors.any() or not mask.any():
+        return mask
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    keep = np.unique(labels[anchors & mask])
+    keep = keep[keep > 0]
+    if keep.size == 0:
+        return mask
+    return np.isin(labels, keep)
+
+
+def signed_distance_probs(mask: np.ndarray, softness: float) -> np.ndarray:
+    """Probabilities from a hard mask: sigmoid(signed distance to its boundary / ``softness``), float32.
+
+    Every pixel keeps its label (object pixels are > 0.5, others < 0.5), so thresholding at 0.5 gives ``mask`` back
+    and bilinear upsampling puts the 0.5 contour half-way between pixels of different labels. Confidence grows with
+    the distance from the boundary.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.all():
+        return np.ones(mask.shape, dtype=np.float32)
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.float32)
+    inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    outside = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
+    signed = np.where(mask, inside - 0.5, 0.5 - outside)
+    logits = np.clip(signed / max(softness, 1e-6), -60.0, 60.0)
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)

@@ -1,0 +1,252 @@
+"""Reports: one run's Markdown table and mIoU plot, and a comparison table merged from many runs' summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from finecut.errors import FinecutError
+from finecut.evaluation.summary import miou_at
+from finecut.io import atomic_write_bytes
+
+#: mIoU@k columns of the tables.
+MIOU_COLUMNS: tuple[int, ...] = (1, 5, 10)
+
+
+def _fmt(value: float | int | None, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _fmt_miou(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _fmt_spc(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if value >= 0.01 else f"{value:.2g}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_markdown(summary: dict[str, Any], config: dict[str, Any] | None = None) -> str:
+    """One run's results as Markdown: NoC/NoF/mIoU/speed table, the full mIoU@k row and the protocol settings."""
+    keys = list(summary["noc"])
+    header = ["samples"] + [f"NoC{k}" for k in keys] + [f"NoF{k}" for k in keys]
+    header += [f"mIoU@{k}" for k in (*MIOU_COLUMNS, summary["max_clicks"])] + ["s/click"]
+    row = [str(summary["num_samples"])]
+    row += [_fmt(summary["noc"][k]) for k in keys] + [_fmt(summary["nof"][k]) for k in keys]
+    row += [_fmt_miou(miou_at(summary, k)) for k in (*MIOU_COLUMNS, summary["max_clicks"])]
+    row += [_fmt_spc(summary["seconds_per_click"])]
+    parts = [f"# {summary.get('model', '?')} on {summary.get('dataset', '?')}", "", _table(header, [row]), ""]
+    if summary.get("miou"):
+        curve = summary["miou"]
+        parts += [
+            "mIoU (%) after k clicks:",
+            "",
+            _table(["k"] + [str(k) for k in range(1, len(curve) + 1)], [["mIoU"] + [_fmt_miou(v) for v in curve]]),
+            "",
+        ]
+    else:
+        parts += ["mIoU@k is not reported: the run stopped each sample at the target IoU.", ""]
+    if summary.get("mean_init_iou") is not None:
+        parts += [f"Mask correction: mean IoU of the initial masks {_fmt_miou(summary['mean_init_iou'])}%.", ""]
+    settings = [
+        f"max clicks {summary['max_clicks']}",
+        f"threshold {summary['threshold']}",
+        f"target IoU {summary['target_iou'] if summary['target_iou'] is not None else 'none (full runs)'}",
+        f"mask correction {'on' if summary['mask_correction'] else 'off'}",
+        f"scored inside region: {'yes' if summary.get('region') else 'no'}",
+    ]
+    parts += ["Protocol: standard (RITM) click simulation; " + ", ".join(settings) + "."]
+    if config is not None:
+        model = config.get("model", {})
+        dataset = config.get("dataset", {})
+        parts += [
+            "",
+            f"Model: `{json.dumps(model.get('config', {}), sort_keys=True)}`",
+            "",
+            f"Dataset: {dataset.get('name')} ({dataset.get('count')} of {dataset.get('total')} samples)"
+            + (f" from `{dataset.get('root')}`" if dataset.get("root") else ""),
+            "",
+            f"Run: finecut {config.get('finecut_version')}, commit {config.get('git_commit') or 'unknown'}, "
+            f"{config.get('date')}, {config.get('host', {}).get('cpu', 'unknown CPU')}.",
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def plot_miou(
+    curves: dict[str, Sequence[float]],
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """Plot mIoU (%) against the number of clicks, one line per label, as a PNG (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.0, 3.5), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, curve in curves.items():
+        ks = list(range(1, len(curve) + 1))
+        ax.plot(ks, [100 * v for v in curve], marker="o", markersize=3, label=label)
+    ax.set_xlabel("number of clicks")
+    ax.set_ylabel("mIoU (%)")
+    if curves:
+        ax.set_xticks(range(0, max(len(c) for c in curves.values()) + 1, 2))
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if curves:
+        ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, out)
+    return out
+
+
+def load_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """Read one ``summary.json`` (or a run folder holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "summary.json"
+    if not p.is_file():
+        raise FinecutError(f"{p}: summary file not found")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FinecutError(f"{p}: not a readable summary JSON ({exc})") from exc
+    if not isinstance(data, dict) or "noc" not in data or "num_samples" not in data:
+        raise FinecutError(f"{p}: not a finecut evaluation summary (no 'noc'/'num_samples')")
+    data.setdefault("_path", str(p))
+    return data
+
+
+def find_summaries(root: str | os.PathLike) -> list[Path]:
+    """Every ``summary.json`` below ``root`` (sorted)."""
+    base = Path(root)
+    if not base.is_dir():
+        raise FinecutError(f"{base}: results folder not found")
+    return sorted(base.rglob("summary.json"))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
+
+
+def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLike | None = None) -> str:
+    """Merge run summaries into one Markdown comparison: a NoC90 overview (rows model, columns dataset) and, per
+    dataset, rows model with NoC85 / NoC90 / NoF90 / mIoU@1/5/10 / seconds per click and a link to the run."""
+    if not summaries:
+        raise FinecutError("no evaluation summaries to merge")
+    base_dir = Path(base) if base is not None else None
+    datasets: list[str] = []
+    models: list[str] = []
+    for s in summaries:
+        if s.get("dataset") not in datasets:
+            datasets.append(s.get("dataset"))
+        if s.get("model") not in models:
+            models.append(s.get("model"))
+
+    def link(s: dict[str, Any]) -> str:
+        path = Path(s.get("_path", ""))
+        label = path.parent.name or str(s.get("model"))
+        target = path.parent / "summary.md"
+        if base_dir is not None:
+            try:
+                return f"[{label}]({os.path.relpath(target, base_dir)})"
+            except ValueError:
+                pass
+        return f"[{label}]({target})"
+
+    def label(s: dict[str, Any]) -> str:
+        notes = []
+        if s.get("mask_correction"):
+            notes.append("mask correction")
+        if s.get("target_iou") is not None:
+            notes.append(f"stop at {s['target_iou']}")
+        return str(s.get("model")) + (f" ({', '.join(notes)})" if notes else "")
+
+    parts = [
+        "# Evaluation results",
+        "",
+        "Standard (RITM) protocol: the simulated user clicks at the point farthest from the error boundary "
+        "(exact L2 distance, 1 px zero pad, ties negative), up to 20 clicks, prediction threshold 0.49, IoU ignoring "
+        "unlabelled pixels. NoC@t: mean clicks to reach IoU t (20 when never reached); NoF@t: samples that never "
+        "reach t in 20 clicks; mIoU@k in %; s/click: engine seconds (set_image included) per click.",
+        "",
+        "## NoC90 overview",
+        "",
+    ]
+    overview = []
+    for model in models:
+        row = [str(model)]
+        for ds in datasets:
+            match = [s for s in summaries if s.get("model") == model and s.get("dataset") == ds]
+            row.append(_fmt(match[0]["noc"].get("90")) if match else "–")
+        overview.append(row)
+    parts += [_table(["model"] + [str(d) for d in datasets], overview), ""]
+    for ds in datasets:
+        runs = [s for s in summaries if s.get("dataset") == ds]
+        parts += [f"## {ds}", ""]
+        header = ["model", "samples", "NoC85", "NoC90", "NoF90"] + [f"mIoU@{k}" for k in MIOU_COLUMNS]
+        header += ["s/click", "run"]
+        rows = []
+        for s in runs:
+            rows.append(
+                [label(s), str(s["num_samples"]), _fmt(s["noc"].get("85")), _fmt(s["noc"].get("90")),
+                 _fmt(s["nof"].get("90"))]
+                + [_fmt_miou(miou_at(s, k)) for k in MIOU_COLUMNS]
+                + [_fmt_spc(s.get("seconds_per_click")), link(s)]
+            )
+        parts += [_table(header, rows), ""]
+        if any(s.get("miou") for s in runs):
+            parts += [f"![mIoU vs clicks on {ds}](miou-{_slug(str(ds))}.png)", ""]
+    hosts = sorted({s.get("host_cpu") for s in summaries if s.get("host_cpu")})
+    if hosts:
+        parts += ["Timings measured on: " + "; ".join(hosts) + ".", ""]
+    return "\n".join(parts)
+
+
+def write_results_table(
+    out_path: str | os.PathLike,
+    summaries: Sequence[dict[str, Any]] | None = None,
+    root: str | os.PathLike | None = None,
+) -> Path:
+    """Write the merged Markdown table to ``out_path`` (and one mIoU plot per dataset beside it).
+
+    Give the summaries directly, or a ``root`` folder whose ``*/summary.json`` files are merged. The table is a
+    generated file and is replaced on every call.
+    """
+    if summaries is None:
+        if root is None:
+            raise FinecutError("write_results_table needs summaries or a root folder")
+        summaries = [load_summary(p) for p in find_summaries(root)]
+        if not summaries:
+            raise FinecutError(f"{root}: no summary.json found below this folder")
+    out = Path(out_path)
+    text = results_markdown(summaries, base=out.parent)
+    atomic_write_bytes(out, text.encode(), overwrite=True)
+    datasets: dict[str, dict[str, Sequence[float]]] = {}
+    for s in summaries:
+        if s.get("miou"):
+            datasets.setdefault(str(s.get("dataset")), {})[str(s.get("model"))] = s["miou"]
+    for ds, curves in datasets.items():
+        plot_miou(curves, out.parent / f"miou-{_slug(ds)}.png", title=f"{ds}: mIoU vs clicks")
+    return out

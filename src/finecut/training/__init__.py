@@ -1,0 +1,1 @@
+"""Training: object bank -> augmentation -> click simulation -> losses -> trainer -> checkpoint + model card."""

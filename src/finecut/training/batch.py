@@ -1,0 +1,110 @@
+"""Assembling training batches: views of random objects, their clicks, and the tensors the networks take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from finecut.prompts import Click, CropTransform, click_disks
+from finecut.training.augment import ViewConfig, random_view
+from finecut.training.clicks import ClickSimConfig, corrupt_mask, next_training_click, sample_initial_clicks
+from finecut.training.objects import ObjectBank
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def to_tensor_images(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32, ImageNet-normalized, channels-last memory."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def prompt_maps(clicks: list[list[Click]], previous: torch.Tensor, radius: float,
+                channels: int = 4) -> torch.Tensor:
+    """(B, channels, H, W): [previous mask, positive, negative, tolerant][:channels] at the batch's resolution."""
+    b, _, h, w = previous.shape
+    transform = CropTransform.identity(h, w)
+    disks = np.stack([click_disks(c, transform, radius) for c in clicks]) if b else np.zeros((0, 3, h, w), np.float32)
+    maps = torch.cat([previous.float(), torch.from_numpy(disks)], dim=1)[:, :channels]
+    return maps.contiguous(memory_format=torch.channels_last)
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, 3, S, S) normalized
+    images_hi: torch.Tensor  # (B, 3, kS, kS) normalized
+    masks: torch.Tensor  # (B, 1, S, S) float 0/1
+    masks_hi: torch.Tensor  # (B, 1, kS, kS)
+    masks_np: np.ndarray  # (B, S, S) bool
+    clicks: list[list[Click]]
+    previous: torch.Tensor  # (B, 1, S, S) prior mask or zeros
+    object_ids: list[int] = field(default_factory=list)
+
+
+class BatchSampler:
+    """Draws objects from an :class:`ObjectBank` (weighted by source) and builds :class:`Batch` es."""
+
+    def __init__(self, bank: ObjectBank, indices: np.ndarray, source_weights: dict[int, float],
+                 view: ViewConfig, clicks: ClickSimConfig, prior_mask_probability: float,
+                 rng: np.random.Generator) -> None:
+        self.bank = bank
+        self.view = view
+        self.click_cfg = clicks
+        self.prior_mask_probability = prior_mask_probability
+        self.rng = rng
+        by_source: dict[int, list[int]] = {}
+        for i in indices:
+            by_source.setdefault(bank.objects[i].source, []).append(int(i))
+        self.groups = {s: np.asarray(v) for s, v in by_source.items() if source_weights.get(s, 0) > 0}
+        if not self.groups:
+            raise ValueError("no objects to sample from")
+        keys = sorted(self.groups)
+        weights = np.array([source_weights[k] for k in keys], dtype=np.float64)
+        self.source_keys = keys
+        self.source_probs = weights / weights.sum()
+
+    def draw_object(self) -> int:
+        source = self.source_keys[self.rng.choice(len(self.source_keys), p=self.source_probs)]
+        group = self.groups[source]
+        return int(group[self.rng.integers(len(group))])
+
+    def sample(self, batch_size: int) -> Batch:
+        images, images_hi, masks, masks_hi, clicks, prevs, ids = [], [], [], [], [], [], []
+        for _ in range(batch_size):
+            index = self.draw_object()
+            obj = self.bank.objects[index]
+            view = random_view(self.bank.image(index), self.bank.mask(index), obj.bbox, self.rng, self.view)
+            prev = np.zeros(view.mask.shape, dtype=np.float32)
+            if self.rng.random() < self.prior_mask_probability:
+                prior = corrupt_mask(view.mask, self.rng)
+                prev = prior.astype(np.float32)
+                sample_clicks: list[Click] = []
+                for _ in range(int(self.rng.integers(1, 4))):
+                    click = next_training_click(view.mask, prior, sample_clicks, self.rng)
+                    if click is None:
+                        break
+                    sample_clicks.append(click)
+            else:
+                sample_clicks = sample_initial_clicks(view.mask, self.rng, self.click_cfg)
+            images.append(view.image)
+            images_hi.append(view.image_hi)
+            masks.append(view.mask)
+            masks_hi.append(view.mask_hi)
+            clicks.append(sample_clicks)
+            prevs.append(prev)
+            ids.append(index)
+        masks_np = np.stack(masks)
+        return Batch(
+            images=to_tensor_images(np.stack(images)),
+            images_hi=to_tensor_images(np.stack(images_hi)),
+            masks=torch.from_numpy(masks_np[:, None].astype(np.float32)),
+            masks_hi=torch.from_numpy(np.stack(masks_hi)[:, None].astype(np.float32)),
+            masks_np=masks_np,
+            clicks=clicks,
+            previous=torch.from_numpy(np.stack(prevs)[:, None]),
+            object_ids=ids,
+        )

@@ -1,0 +1,81 @@
+"""Training configuration: a dataclass tree read from a TOML file (``finecut train CONFIG.toml``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finecut.errors import FinecutError
+
+
+@dataclass
+class DataConfig:
+    sources: list[str] = field(default_factory=lambda: ["COCO128", "BSDS500", "WeizmannHorse", "MSRA10K"])
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 0.5, 1.0])
+    data_root: str = ""  # empty: finecut.datasets.default_data_root()
+    bank: str = "runs/object-bank-512.npz"  # cache of decoded images + masks (built on first use)
+    max_side: int = 512
+    min_area_fraction: float = 0.002
+    max_area_fraction: float = 0.85
+    val_fraction: float = 0.04
+    synthetic_thin: float = 0.0  # probability of a procedural thin-structure sample
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/default"
+    model: dict[str, Any] = field(default_factory=lambda: {"arch": "focalclick"})
+    pretrained: str = "imagenet"  # "imagenet", "none" or a path to backbone weights
+    data: DataConfig = field(default_factory=DataConfig)
+    steps: int = 20000
+    batch_size: int = 8
+    size: int = 224
+    hi_factor: int = 2
+    refiner_size: int = 96
+    lr: float = 5e-4
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 0.0
+    warmup_steps: int = 300
+    min_lr_fraction: float = 0.05
+    max_iterative_clicks: int = 3
+    iterative_probability: float = 0.8
+    prior_mask_probability: float = 0.15
+    click_radius: float = 5.0
+    refiner_loss_weight: float = 1.0
+    seed: int = 0
+    threads: int = 2
+    log_every: int = 20
+    checkpoint_every: int = 200
+    val_every: int = 1000
+    val_objects: int = 64
+    val_clicks: int = 10
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
+        raw = dict(raw)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise FinecutError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        data = raw.pop("data", {})
+        data_known = {f.name for f in dataclasses.fields(DataConfig)}
+        if set(data) - data_known:
+            raise FinecutError(f"unknown [data] option(s): {', '.join(sorted(set(data) - data_known))}")
+        return cls(data=DataConfig(**data), **raw)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        p = Path(path)
+        if not p.exists():
+            raise FinecutError(f"{p}: training config not found")
+        try:
+            raw = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise FinecutError(f"{p}: invalid TOML ({exc})") from exc
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,165 @@
+"""An in-memory bank of training objects: decoded images (downscaled once) and their object masks (bit-packed).
+
+Decoding JPEGs and .mat files every epoch would cost more CPU than the network, so the bank is built once from the
+dataset readers and saved as one ``.npz`` file (no pickle) that later runs and other processes load in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from finecut.datasets.base import Dataset
+from finecut.errors import FinecutError
+
+
+@dataclass(frozen=True)
+class BankObject:
+    image_index: int
+    offset: int  # into the packed-mask buffer
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+    area: int
+    source: int  # index into ObjectBank.sources
+
+
+class ObjectBank:
+    """Images (uint8 RGB, long side <= ``max_side``) and the masks of their objects."""
+
+    def __init__(self, images: list[np.ndarray], image_names: list[str], image_sources: list[int],
+                 mask_bits: np.ndarray, objects: list[BankObject], sources: list[str]) -> None:
+        self.images = images
+        self.image_names = image_names
+        self.image_sources = image_sources
+        self.mask_bits = mask_bits
+        self.objects = objects
+        self.sources = sources
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def mask(self, index: int) -> np.ndarray:
+        obj = self.objects[index]
+        h, w = self.images[obj.image_index].shape[:2]
+        n = h * w
+        nbytes = (n + 7) // 8
+        bits = self.mask_bits[obj.offset: obj.offset + nbytes]
+        return np.unpackbits(bits, count=n).reshape(h, w).astype(bool)
+
+    def image(self, index: int) -> np.ndarray:
+        return self.images[self.objects[index].image_index]
+
+    def object_indices_by_source(self) -> dict[int, np.ndarray]:
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, obj in enumerate(self.objects):
+            groups[obj.source].append(i)
+        return {k: np.asarray(v) for k, v in groups.items()}
+
+    def split(self, val_fraction: float, salt: str = "finecut-val") -> tuple[np.ndarray, np.ndarray]:
+        """Deterministic train/val split of object indices, by image (all objects of an image on one side)."""
+        def is_val(name: str) -> bool:
+            digest = hashlib.sha1(f"{salt}:{name}".encode()).digest()
+            return int.from_bytes(digest[:4], "big") / 2**32 < val_fraction
+
+        val_images = {i for i, name in enumerate(self.image_names) if is_val(name)}
+        flags = np.array([obj.image_index in val_images for obj in self.objects], dtype=bool)
+        return np.flatnonzero(~flags), np.flatnonzero(flags)
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shapes = np.array([im.shape[:2] for im in self.images], dtype=np.int32)
+        flat = np.concatenate([im.reshape(-1) for im in self.images]) if self.images else np.zeros(0, np.uint8)
+        table = np.array([(o.image_index, o.offset, *o.bbox, o.area, o.source) for o in self.objects], dtype=np.int64)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, image_shapes=shapes, image_pixels=flat, image_names=np.array(self.image_names),
+                 image_sources=np.array(self.image_sources, dtype=np.int32), mask_bits=self.mask_bits,
+                 objects=table.reshape(-1, 8), sources=np.array(self.sources))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ObjectBank":
+        try:
+            data = np.load(str(path), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise FinecutError(f"{path}: cannot read object bank ({exc})") from exc
+        shapes = data["image_shapes"]
+        flat = data["image_pixels"]
+        images, pos = [], 0
+        for h, w in shapes:
+            n = int(h) * int(w) * 3
+            images.append(flat[pos: pos + n].reshape(int(h), int(w), 3))
+            pos += n
+        objects = [BankObject(int(r[0]), int(r[1]), (int(r[2]), int(r[3]), int(r[4]), int(r[5])), int(r[6]), int(r[7]))
+                   for r in data["objects"]]
+        return cls(images, [str(s) for s in data["image_names"]], [int(s) for s in data["image_sources"]],
+                   data["mask_bits"], objects, [str(s) for s in data["sources"]])
+
+
+def _resize_to(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1.0:
+        return image, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area_fraction: float = 0.002,
+                      max_area_fraction: float = 0.85, min_pixels: int = 64, progress: bool = True) -> ObjectBank:
+    """Decode every image once, downscale to ``max_side``, and keep object masks whose area is in range."""
+    images: list[np.ndarray] = []
+    names: list[str] = []
+    image_sources: list[int] = []
+    chunks: list[np.ndarray] = []
+    objects: list[BankObject] = []
+    offset = 0
+    sources = [ds.name for ds in datasets]
+    from finecut.io import read_image
+
+    for source_index, dataset in enumerate(datasets):
+        groups: dict[str, list] = defaultdict(list)
+        for ref in dataset.refs:
+            groups[str(ref.image_path)].append(ref)
+        for image_path, refs in tqdm(groups.items(), desc=f"bank {dataset.name}", disable=not progress):
+            full = read_image(image_path)
+            small, _ = _resize_to(full, max_side)
+            h, w = small.shape[:2]
+            kept = []
+            for ref in refs:
+                gt = ref.load_gt()
+                if gt.shape != full.shape[:2]:
+                    raise FinecutError(f"{image_path}: mask of {ref.name} has shape {gt.shape}, image {full.shape[:2]}")
+                mask = (gt == 1).astype(np.uint8)
+                if (h, w) != mask.shape:
+                    mask = cv2.resize(mask * 255, (w, h), interpolation=cv2.INTER_AREA) >= 128
+                else:
+                    mask = mask.astype(bool)
+                area = int(mask.sum())
+                if area < min_pixels or not (min_area_fraction <= area / (h * w) <= max_area_fraction):
+                    continue
+                kept.append(mask)
+            if not kept:
+                continue
+            image_index = len(images)
+            images.append(np.ascontiguousarray(small))
+            names.append(f"{dataset.name}/{Path(image_path).name}")
+            image_sources.append(source_index)
+            for mask in kept:
+                ys, xs = np.nonzero(mask)
+                bits = np.packbits(mask.reshape(-1))
+                chunks.append(bits)
+                objects.append(BankObject(image_index, offset, (int(xs.min()), int(ys.min()), int(xs.max()) + 1,
+                                                                int(ys.max()) + 1), int(mask.sum()), source_index))
+                offset += bits.size
+    mask_bits = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
+    if not objects:
+        raise FinecutError("no training objects found (check the dataset paths and area limits)")
+    return ObjectBank(images, names, image_sources, mask_bits, objects, sources)

@@ -1,0 +1,153 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from finecut import FinecutError
+from finecut.export import (
+    ExportImage,
+    ExportObject,
+    bridge_holes,
+    coco_dataset,
+    export_images,
+    mask_to_parts,
+    mask_to_polygons,
+    mask_to_rle,
+    polygons_to_mask,
+    rle_to_mask,
+)
+from finecut.io import read_label_image, read_mask
+
+
+def ring_with_hole_and_island() -> np.ndarray:
+    """A disk with a round hole holding an island, a square hole, and a separate rectangle (3 parts, 2 holes)."""
+    m = np.zeros((120, 160), np.uint8)
+    cv2.circle(m, (60, 60), 45, 1, -1)
+    cv2.circle(m, (60, 60), 15, 0, -1)
+    cv2.rectangle(m, (30, 40), (40, 50), 0, -1)
+    cv2.circle(m, (60, 60), 6, 1, -1)
+    cv2.rectangle(m, (120, 20), (150, 100), 1, -1)
+    return m.astype(bool)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_rle_round_trip_is_exact():
+    m = ring_with_hole_and_island()
+    rle = mask_to_rle(m)
+    assert isinstance(rle["counts"], str) and rle["size"] == [120, 160]
+    json.dumps(rle)
+    assert np.array_equal(rle_to_mask(rle), m)
+    # uncompressed counts (column-major, as COCO writes them) are accepted too
+    fortran = m.T.reshape(-1)
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], fortran.astype(int), [2]])) != 0)
+    counts = np.diff(np.concatenate([[0], changes])).tolist()
+    assert np.array_equal(rle_to_mask({"size": [120, 160], "counts": counts[: len(counts)]}), m)
+
+
+def test_invalid_rle_raises_finecut_error():
+    with pytest.raises(FinecutError, match="invalid mask RLE"):
+        rle_to_mask({"size": [2, 2]})
+
+
+def test_parts_keep_holes_and_multiple_parts():
+    parts = mask_to_parts(ring_with_hole_and_island())
+    assert len(parts) == 3  # disk, island, rectangle
+    holes = sorted(len(p.holes) for p in parts)
+    assert holes == [0, 0, 2]
+
+
+def test_polygons_rasterise_back_with_holes_empty():
+    m = ring_with_hole_and_island()
+    polys = mask_to_polygons(m)
+    assert len(polys) == 3 and all(len(p) % 2 == 0 and len(p) >= 6 for p in polys)
+    back = polygons_to_mask(polys, 120, 160)
+    assert iou(back, m) > 0.97
+    assert not back[60, 50]  # inside the round hole
+    assert not back[45, 35]  # inside the square hole
+    assert back[60, 60]  # the island in the hole
+    assert back[60, 135]  # the separate rectangle
+
+
+def test_thin_and_single_pixel_objects_survive_as_polygons():
+    m = np.zeros((60, 80), bool)
+    cv2.line(m.view(np.uint8), (5, 5), (70, 50), 1, 1)
+    m[55, 3] = True
+    back = polygons_to_mask(mask_to_polygons(m), 60, 80)
+    assert back[55, 3]
+    assert iou(back, m) > 0.8
+
+
+def test_bridge_holes_produces_one_ring():
+    outer = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
+    hole = np.array([[4, 4], [4, 6], [6, 6], [6, 4]], float)
+    ring = bridge_holes(outer, [hole])
+    assert len(ring) == 4 + 5 + 1
+    back = polygons_to_mask([ring.reshape(-1).tolist()], 12, 12)
+    assert back[2, 2] and not back[5, 5]
+
+
+def test_coco_dataset_rle_and_polygons_are_loadable():
+    m1 = ring_with_hole_and_island()
+    m2 = np.zeros_like(m1)
+    m2[5:15, 5:30] = True
+    img = ExportImage("a.jpg", 120, 160, (ExportObject(1, "cat", m1), ExportObject(2, "dog", m2)))
+    empty = ExportImage("b.jpg", 120, 160, ())
+    rle = coco_dataset([img, empty], "rle")
+    assert [c["name"] for c in rle["categories"]] == ["cat", "dog"]
+    assert [a["image_id"] for a in rle["annotations"]] == [1, 1]
+    assert rle["annotations"][1]["bbox"] == [5.0, 5.0, 25.0, 10.0]
+    assert rle["annotations"][0]["area"] == int(m1.sum())
+    decoded = mask_utils.decode({"size": [120, 160], "counts": rle["annotations"][0]["segmentation"]["counts"]})
+    assert np.array_equal(decoded.astype(bool), m1)
+
+    poly = coco_dataset([img], "polygons")
+    ann = poly["annotations"][0]
+    back = polygons_to_mask(ann["segmentation"], 120, 160)
+    assert iou(back, m1) > 0.97 and not back[60, 50]
+    assert len(ann["polygons_with_holes"]) == 3
+    assert sum(len(p["holes"]) for p in ann["polygons_with_holes"]) == 2
+    with pytest.raises(FinecutError, match="segmentation"):
+        coco_dataset([img], "bitmap")
+
+
+def test_export_images_writes_pngs_and_coco(tmp_path):
+    m1 = ring_with_hole_and_island()
+    m2 = np.zeros_like(m1)
+    m2[50:70, 100:140] = True  # overlaps the rectangle: the later object wins in the instance map
+    img = ExportImage("photo.jpg", 120, 160, (ExportObject(1, "a cat/x", m1), ExportObject(2, "dog", m2)))
+    files = export_images([img], tmp_path)
+    names = {p.relative_to(tmp_path).as_posix() for p in files}
+    assert names == {
+        "photo/photo_obj001_a_cat_x.png",
+        "photo/photo_obj002_dog.png",
+        "photo/photo_instances.png",
+        "coco_rle.json",
+        "coco_polygons.json",
+    }
+    assert np.array_equal(read_mask(tmp_path / "photo/photo_obj001_a_cat_x.png"), m1)
+    inst = read_label_image(tmp_path / "photo/photo_instances.png")
+    assert inst.dtype == np.uint8 and inst[60, 130] == 2 and inst[30, 130] == 1 and inst[0, 0] == 0
+    coco = json.loads((tmp_path / "coco_polygons.json").read_text())
+    assert len(coco["annotations"]) == 2
+    with pytest.raises(FinecutError, match="unknown export format"):
+        export_images([img], tmp_path, formats=["tiff"])
+
+
+def test_instance_map_uses_16_bits_for_large_ids(tmp_path):
+    m = np.zeros((10, 10), bool)
+    m[2:4, 2:4] = True
+    img = ExportImage("x.png", 10, 10, (ExportObject(300, "a", m),))
+    export_images([img], tmp_path, formats=["png"])
+    inst = read_label_image(tmp_path / "x/x_instances.png")
+    assert inst.dtype == np.uint16 and inst[3, 3] == 300
+
+
+def test_mask_shape_mismatch_is_reported():
+    img = ExportImage("x.png", 10, 10, (ExportObject(1, "a", np.ones((5, 5), bool)),))
+    with pytest.raises(FinecutError, match="x.png: object 1 mask has shape"):
+        coco_dataset([img])
