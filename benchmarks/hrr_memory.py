@@ -4,7 +4,8 @@ Every (variant, size) runs in a fresh child process (``--child``), batch 1, ``to
 (seed 0) and a random image + FBU map. On CPU the child reports its peak resident set size (``ru_maxrss``), both in
 total and above the baseline measured just before the first forward (model and inputs already allocated); on CUDA it
 reports ``torch.cuda.max_memory_allocated`` (total and above the baseline). Time is the median over ``--repeats``
-forwards (fewer when one forward is slow, see ``--time-budget``); CUDA runs one warm-up forward first.
+forwards (fewer when one forward is slow, see ``--time-budget``) after a 256² warm-up forward (CUDA: plus one
+full-size warm-up).
 
 Variants (the default :class:`~finecut.models.ntclick.HRRConfig`, only the attention changes):
 
@@ -58,6 +59,7 @@ class Result:
     peak_bytes: float | None = None
     delta_bytes: float | None = None
     median_s: float | None = None
+    median_cpu_s: float | None = None
     runs: int = 0
     note: str = ""
 
@@ -86,6 +88,8 @@ def run_child(args: argparse.Namespace) -> None:
     size = args.size
     image = torch.randn(1, 3, size, size, device=device)
     fbu = torch.softmax(torch.randn(1, 3, size, size, device=device), dim=1)
+    with torch.inference_mode():  # small warm-up: kernel selection / one-time allocations stay out of the timing
+        model(torch.zeros(1, 3, 256, 256, device=device), torch.zeros(1, 3, 256, 256, device=device))
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -93,16 +97,18 @@ def run_child(args: argparse.Namespace) -> None:
     else:
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     times: list[float] = []
+    cpu_times: list[float] = []
     with torch.inference_mode():
         if device.type == "cuda":
-            model(image, fbu)  # warm-up (kernel selection); the peak below includes it
+            model(image, fbu)  # full-size warm-up on the GPU (cheap there); the peak below includes it
             torch.cuda.synchronize()
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), _cpu_seconds()
             out = model(image, fbu)["logits"]
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
+            cpu_times.append(_cpu_seconds() - cpu_start)
             del out
             if sum(times) > args.time_budget:
                 break
@@ -110,7 +116,12 @@ def run_child(args: argparse.Namespace) -> None:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak": peak, "baseline": baseline, "times": times}))
+    print(json.dumps({"peak": peak, "baseline": baseline, "times": times, "cpu_times": cpu_times}))
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------------------------------------------------------- parent
@@ -125,14 +136,16 @@ def measure(variant: str, size: int, args: argparse.Namespace) -> Result:
         return Result(variant, size, "failed", note=f"exit {proc.returncode}: {tail[:160]}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     return Result(variant, size, "ok", peak_bytes=data["peak"], delta_bytes=data["peak"] - data["baseline"],
-                  median_s=statistics.median(data["times"]), runs=len(data["times"]))
+                  median_s=statistics.median(data["times"]), median_cpu_s=statistics.median(data["cpu_times"]),
+                  runs=len(data["times"]))
 
 
 def gib(value: float | None) -> str:
     return "—" if value is None else f"{value / GIB:.2f}"
 
 
-def markdown(results: list[Result], args: argparse.Namespace, heads: int, wall: float) -> str:
+def markdown(results: list[Result], args: argparse.Namespace, heads: int, wall: float,
+             load: tuple[float, ...]) -> str:
     import torch
 
     from finecut.models.ntclick import HRRConfig
@@ -154,24 +167,30 @@ def markdown(results: list[Result], args: argparse.Namespace, heads: int, wall: 
         f"Memory: {mem_name} of a fresh child process per row; *total* includes the Python/torch runtime, weights "
         "and the input tensors, *forward* is the increase over the level just before the first forward. "
         f"Time: median of up to {args.repeats} forwards"
-        + (" after one warm-up." if args.device == "cuda" else " (one forward when a forward exceeds the time budget).")
-        + f" Rows whose estimated attention memory exceeds {args.budget_gib:g} GiB are skipped with the estimate.",
+        + " (fewer when one exceeds the time budget) after a 256² warm-up"
+        + (" and one full-size warm-up." if args.device == "cuda" else ".")
+        + " *CPU s* is the process CPU time (user + system, all threads) of the median forward: on a shared machine "
+        "it is steadier than wall time. "
+        + f"Rows whose estimated attention memory exceeds {args.budget_gib:g} GiB are skipped with the estimate. "
+        + f"System load average (1 min) at start / end: {load[0]:.1f} / {os.getloadavg()[0]:.1f}.",
         "",
-        "| variant | attention | size | tokens | total GiB | forward GiB | median s | runs | note |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | attention | size | tokens | total GiB | forward GiB | median s | CPU s | runs | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         tokens = (r.size // 16) ** 2
         med = "—" if r.median_s is None else f"{r.median_s:.2f}"
+        cpu = "—" if r.median_cpu_s is None else f"{r.median_cpu_s:.1f}"
         lines.append(
             f"| {r.variant} | {DESCRIPTIONS[r.variant]} | {r.size}² | {tokens:,} | {gib(r.peak_bytes)} | "
-            f"{gib(r.delta_bytes)} | {med} | {r.runs} | {r.note} |"
+            f"{gib(r.delta_bytes)} | {med} | {cpu} | {r.runs} | {r.note} |"
         )
     lines += [
         "",
         "Attention-matrix size per explicit layer (logits + softmax, float32, "
-        f"{heads} heads): global = 2·heads·N²·4 B, grid = that / K² (K = 8). Neighborhood attention gathers "
-        "k×k windows chunk by chunk (O(N·k²) per chunk, never O(N²)); fused SDPA never materialises the matrix.",
+        f"{heads} heads): global = 2·heads·N²·4 B, grid = that / K² (K = 8). Neighborhood attention runs tile by "
+        "tile in bounded chunks (memory linear in N, never O(N²)); fused SDPA never materialises the matrix; the "
+        "full-resolution decoder stage runs in horizontal stripes under inference mode.",
         "",
     ]
     return "\n".join(lines)
@@ -203,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     heads = HRRConfig().num_heads
     results: list[Result] = []
     start = time.perf_counter()
+    load = os.getloadavg()
     for variant in args.variants:
         previous: Result | None = None
         for size in sorted(args.sizes):
@@ -222,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             previous = result
             print(f"{variant:17s} {size:5d}²  {result.status:8s} total {gib(result.peak_bytes):>6s} GiB  "
                   f"forward {gib(result.delta_bytes):>6s} GiB  median "
-                  f"{'—' if result.median_s is None else f'{result.median_s:.2f} s':>9s}  {result.note}", flush=True)
-    text = markdown(results, args, heads, time.perf_counter() - start)
+                  f"{'—' if result.median_s is None else f'{result.median_s:.2f} s':>9s}  "
+                  f"cpu {'—' if result.median_cpu_s is None else f'{result.median_cpu_s:.1f} s':>8s}  {result.note}",
+                  flush=True)
+    text = markdown(results, args, heads, time.perf_counter() - start, load)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

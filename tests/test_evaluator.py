@@ -129,7 +129,7 @@ def _file_dataset(tmp_path: Path, samples: list[Sample], name: str = "tiny") -> 
 def test_first_click_at_object_centre_reaches_iou_one() -> None:
     engine = DiskEngine()
     result = evaluate_sample(Predictor(engine), _disk_sample(), EvalConfig())
-    assert result.clicks[0] == (12, 12, "positive")
+    assert result.clicks[0] == (12, 12, "pos")
     assert result.ious[0] == 1.0
     assert len(result.ious) == 20 and len(result.clicks) == 20
     assert result.noc == {"85": 1, "90": 1, "95": 1}
@@ -156,7 +156,7 @@ def test_clicks_follow_next_click_on_each_prediction() -> None:
     clicks = []
     for expected in result.clicks:
         click = next_click(sample.gt, pred, clicks)
-        assert (int(click.x), int(click.y), click.kind.value) == expected
+        assert (int(click.x), int(click.y), "pos" if click.is_positive else "neg") == expected
         clicks.append(click)
         pred = predictor.predict(clicks=clicks, threshold=0.49).mask
 
@@ -172,8 +172,8 @@ def test_sample_that_never_reaches_threshold_scores_max_clicks() -> None:
 def test_square_engine_tiles_the_bar() -> None:
     result = evaluate_sample(Predictor(DiskEngine(square=True)), _bar_sample(), EvalConfig())
     assert result.ious[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert result.clicks[:4] == [(6, 10, "positive"), (15, 10, "positive"), (24, 10, "positive"),
-                                 (33, 10, "positive")]
+    assert result.clicks[:4] == [(6, 10, "pos"), (15, 10, "pos"), (24, 10, "pos"),
+                                 (33, 10, "pos")]
     assert result.noc == {"85": 4, "90": 4, "95": 4}
 
 
@@ -221,7 +221,7 @@ def test_mask_correction_starts_from_initial_mask_and_passes_it_as_prior() -> No
     result = evaluate_sample(Predictor(engine), sample, EvalConfig(max_clicks=3), init_mask=init)
     assert result.init_iou == pytest.approx(init.sum() / (sample.gt == 1).sum(), abs=1e-6)
     x, y, kind = result.clicks[0]
-    assert kind == "positive" and x >= 20 and 9 <= y <= 11  # the first click fixes the missing part
+    assert kind == "pos" and x >= 20 and 9 <= y <= 11  # the first click fixes the missing part
     assert all(np.array_equal(c["prior"], init) for c in engine.calls)
     assert result.ious[0] > result.init_iou
 
@@ -235,7 +235,7 @@ def test_region_limits_scoring_and_click_simulation() -> None:
     sample = Sample("roi", np.zeros((20, 40, 3), dtype=np.uint8), gt, region=region)
     result = evaluate_sample(Predictor(DiskEngine(radius=2)), sample, EvalConfig(max_clicks=4))
     assert all(x < 20 for x, _, _ in result.clicks)
-    assert result.clicks[0] == (5, 9, "positive")
+    assert result.clicks[0] == (5, 9, "pos")
     assert result.extra == {"region": True}
     # scoring inside the region: disk r=2 at (5,9) covers the 3x3 object plus 4 arm pixels -> 9/13
     assert result.ious[0] == pytest.approx(9 / 13, abs=1e-6)
@@ -408,3 +408,30 @@ def test_results_table_merges_runs(tmp_path: Path) -> None:
     assert (tmp_path / "miou-Alpha.png").is_file() and (tmp_path / "miou-Beta.png").is_file()
     with pytest.raises(FinecutError, match="no evaluation summaries"):
         results_markdown([])
+
+
+class FixedIoUEngine(Engine):
+    """Predicts the first ``k`` object pixels (row-major) so that the IoU is exactly ``k / object_size``."""
+
+    name = "fixed"
+
+    def __init__(self, gt: np.ndarray, k: int) -> None:
+        self.gt, self.k = gt, k
+
+    def predict(self, image, features, prompts, previous) -> EngineOutput:
+        flat = (self.gt == 1).ravel().copy()
+        flat[np.flatnonzero(flat)[self.k:]] = False
+        return EngineOutput(probs=flat.reshape(self.gt.shape).astype(np.float32))
+
+
+def test_noc_uses_exact_iou_not_the_rounded_record() -> None:
+    # IoU = 1699999 / 2000000 = 0.8499995: rounds to 0.85 in the record but does not reach 0.85
+    gt = np.zeros((1000, 2001), dtype=np.int8)
+    gt.ravel()[:2_000_000] = 1
+    sample = Sample("big", np.zeros((1000, 2001, 3), dtype=np.uint8), gt)
+    result = evaluate_sample(Predictor(FixedIoUEngine(gt, 1_699_999)), sample, EvalConfig(max_clicks=1))
+    assert result.ious == [0.85]  # the record is rounded ...
+    result3 = evaluate_sample(Predictor(FixedIoUEngine(gt, 1_699_999)), sample,
+                              EvalConfig(max_clicks=2, target_iou=0.85))
+    assert len(result3.ious) == 2  # ... but the exact value does not trigger the stop at 0.85
+    assert result3.noc["85"] == 2  # never reached: scores max_clicks

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from finecut.errors import FinecutError
 from finecut.models.backbones import BACKBONES, HRNetW18Small, MixVisionTransformer, build_backbone
-from finecut.models.heads import HEADS, OCRHead, SegFormerHead, build_head
+from finecut.models.heads import DEFAULT_HEADS, HEADS, OCRHead, SegFormerHead, build_head
 from finecut.models.registry import build_model, list_models
 from finecut.models.simpleclick import SimpleClick, build_simpleclick
 from finecut.models.vit import (
@@ -58,7 +58,7 @@ def test_simpleclick_xtiny_output_shapes(size: tuple[int, int]) -> None:
         out = model(image, prompts)
     assert out["logits"].shape == (2, 1, h, w)
     ph, pw = -(-h // 16) * 16, -(-w // 16) * 16  # padded to the patch size, features at 1/4 of that
-    assert out["features"].shape == (2, model.head.out_channels, ph // 4, pw // 4)
+    assert out["features"].shape == (2, model.feature_channels, ph // model.feature_stride, pw // 4)
     assert torch.isfinite(out["logits"]).all()
     assert model.prompt_channels == 3
 
@@ -236,6 +236,11 @@ def test_simpleclick_loads_mae_style_weights(tmp_path) -> None:
 def test_backbone_and_head_registries() -> None:
     assert {"mit_b0", "mit_b3", "hrnet18s"} <= set(BACKBONES)
     assert {"segformer", "ocr"} <= set(HEADS)
+    for backbone, (head, kwargs) in DEFAULT_HEADS.items():
+        assert backbone in BACKBONES and head in HEADS
+        with torch.device("meta"):
+            decoder = build_head(head, build_backbone(backbone).out_channels, **kwargs)
+        assert decoder.out_channels == {"mit_b0": 256, "mit_b3": 512, "hrnet18s": 96}[backbone]
     with pytest.raises(FinecutError, match="unknown backbone"):
         build_backbone("resnet50")
     with pytest.raises(FinecutError, match="unknown head"):
@@ -318,6 +323,8 @@ def test_segmentor_backbone_with_head_trains(backbone: str, head: str, kwargs: d
 def test_ocr_head_aux_output_and_defaults() -> None:
     head = OCRHead([18, 36, 72, 144]).eval()
     assert head.out_channels == 96  # RITM hrnet18s: ocr_width 48
+    assert head.ocr_distri_head.object_context_block.key_channels == 48
+    assert OCRHead([18, 36], 64).ocr_distri_head.object_context_block.key_channels == 32
     feats = [torch.randn(1, c, 32 // s, 32 // s) for c, s in zip([18, 36, 72, 144], [1, 2, 4, 8])]
     with torch.no_grad():
         logits, features, aux = head(feats, return_aux=True)

@@ -158,7 +158,8 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         raise FinecutError(f"FBU labels must be integers 0/1/2, got dtype {arr.dtype}")
     if arr.size and (arr.min() < 0 or arr.max() > 2):
-        raise FinecutError(f"FBU labels must be 0 (background), 1 (foreground) or 2 (uncertain), got {np.unique(arr)[:5].tolist()}")
+        values = np.unique(arr)[:5].tolist()
+        raise FinecutError(f"FBU labels must be 0 (background), 1 (foreground) or 2 (uncertain), got {values}")
     return arr.astype(np.int64, copy=False)
 
 

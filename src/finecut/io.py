@@ -15,6 +15,9 @@ import numpy as np
 
 from finecut.errors import FinecutError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
 
@@ -24,26 +27,29 @@ def _read_raw(path: str | os.PathLike, flags: int) -> np.ndarray:
         raise FinecutError(f"{p}: file not found")
     if not p.is_file():
         raise FinecutError(f"{p}: not a file")
-    data = np.fromfile(str(p), dtype=np.uint8)
-    arr = cv2.imdecode(data, flags) if data.size else None
-    if arr is None and p.suffix.lower() == ".gif":
+    if p.suffix.lower() == ".gif":  # palette GIFs: keep the indices (OpenCV would map them to colours)
         arr = _read_gif(p, flags)
+    else:
+        data = np.fromfile(str(p), dtype=np.uint8)
+        arr = cv2.imdecode(data, flags) if data.size else None
     if arr is None:
         raise FinecutError(f"{p}: cannot decode image (unsupported or corrupt file)")
     return arr
 
 
 def _read_gif(path: Path, flags: int) -> np.ndarray | None:
-    cap = cv2.VideoCapture(str(path))
+    """First frame of a GIF (OpenCV cannot decode GIF): palette indices for labels, BGR for colour reads."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        ok, frame = cap.read()
-    finally:
-        cap.release()
-    if not ok or frame is None:
+        with Image.open(path) as im:
+            if flags == cv2.IMREAD_UNCHANGED and im.mode in ("P", "L", "1"):
+                return np.array(im.convert("L") if im.mode == "1" else im)
+            if flags == cv2.IMREAD_GRAYSCALE:
+                return np.array(im.convert("L"))
+            return cv2.cvtColor(np.array(im.convert("RGB")), cv2.COLOR_RGB2BGR)
+    except (UnidentifiedImageError, OSError):
         return None
-    if flags == cv2.IMREAD_GRAYSCALE:
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    return frame
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -100,6 +106,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from finecut.errors import FinecutError
+from finecut.export import ExportImage, ExportObject, export_images
 from finecut.export import mask_to_rle as encode_mask
 from finecut.export import rle_to_mask as decode_mask
 from finecut.predictor import Prediction, Predictor
@@ -329,8 +330,6 @@ class Session:
         overwrite: bool = True,
     ) -> list[Path]:
         """Write the finished objects with :mod:`finecut.export`; returns the files written."""
-        from finecut.export import ExportImage, ExportObject, export_images
-
         height, width = self._size
         image = ExportImage(
             file_name=image_file or f"{stem}.png",

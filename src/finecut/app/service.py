@@ -92,8 +92,9 @@ class AnnotationService:
         return (name, st.st_mtime_ns, st.st_size)
 
     # --------------------------------------------------------------- sessions
-    def _entry(self, name: str, model: str | None) -> tuple[_Entry, float | None]:
-        """The session of ``name`` with a predictor for ``model`` attached; also the encode time on a cache miss."""
+    def _entry(self, name: str, model: str | None) -> tuple[_Entry, float | None, bool]:
+        """The session of ``name`` with a predictor for ``model`` attached; also the encode time on a cache miss,
+        and whether the model changed (the prompts were re-run)."""
         key = self._file_key(name)
         with self._sessions_lock:
             entry = self._sessions.get(name)
@@ -109,9 +110,14 @@ class AnnotationService:
             wanted = self.pool.default if model is None else wanted
         cached, hit = self.cache.get(wanted, key, lambda: self.folder.read(name))
         encode = None if hit else cached.encode_seconds
+        changed = False
         if entry is None:
+            previous_model = (saved or {}).get("model")
             if saved and saved.get("session"):
                 session = Session.from_dict(saved["session"], cached.predictor)
+                if previous_model and previous_model != wanted and not session.prompts.is_empty:
+                    session.refresh()  # opened with another model than the saved one: re-run the prompts
+                    changed = True
             else:
                 session = Session(cached.predictor, threshold=self.config.threshold)
             entry = _Entry(session, wanted, key)
@@ -124,10 +130,11 @@ class AnnotationService:
             if wanted != entry.model:
                 entry.model = wanted
                 entry.session.refresh()
+                changed = True
         with self._sessions_lock:
             if name in self._sessions:
                 self._sessions.move_to_end(name)
-        return entry, encode
+        return entry, encode, changed
 
     def _save(self, name: str, entry: _Entry) -> None:
         hist = entry.session
@@ -144,15 +151,16 @@ class AnnotationService:
              objects: bool = False) -> dict[str, Any]:
         with self.store.lock(name):
             start = time.perf_counter()
-            entry, encode = self._entry(name, model)
+            entry, encode, changed = self._entry(name, model)
             before = entry.session.prediction
             action(entry.session)
             pred = entry.session.prediction
-            if save:
+            if save or changed:
                 self._save(name, entry)
             payload = self.state(name, entry, include_objects=objects)
             payload["timing"] = {
-                "model_ms": round(pred.seconds * 1000, 2) if pred is not None and pred is not before else None,
+                "model_ms": round(pred.seconds * 1000, 2) if pred is not None and (pred is not before or changed)
+                else None,
                 "encode_ms": None if encode is None else round(encode * 1000, 2),
                 "server_ms": round((time.perf_counter() - start) * 1000, 2),
             }

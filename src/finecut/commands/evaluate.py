@@ -103,7 +103,8 @@ def _print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
         parts += [f"mIoU@{k} {f(miou_at(summary, k), 100)}" for k in (1, 5, 10)]
     parts.append(f"{f(summary.get('seconds_per_click'), digits=3)} s/click")
     where = f" -> {out_dir}" if out_dir is not None else ""
-    print(f"{summary['model']} / {summary['dataset']} ({summary['num_samples']} samples): "
+    n = summary["num_samples"]
+    print(f"{summary['model']} / {summary['dataset']} ({n} sample{'' if n == 1 else 's'}): "
           + ", ".join(parts) + where)
 
 

@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default=None, help="override the run directory")
     parser.add_argument("--data-root", default=None, help="folder holding the training sets")
     parser.add_argument("--bank", default=None, help="object-bank cache file (built on first use)")
+    parser.add_argument("--threads", type=int, default=None, help="override the number of CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -30,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.run_dir = args.run_dir
     if args.data_root is not None:
         cfg.data.data_root = args.data_root
+    if args.threads is not None:
+        cfg.threads = args.threads
     if args.bank is not None:
         cfg.data.bank = args.bank
     run_dir = train(cfg, resume=args.resume, max_minutes=args.max_minutes, progress=not args.no_progress)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from finecut.datasets import loaders
 from finecut.datasets.base import Dataset, SampleRef
 from finecut.datasets.cache import FileCache
-from finecut.datasets.labels import IGNORE
+from finecut.datasets.labels import IGNORE, read_label
 from finecut.datasets.matching import require_dir
 from finecut.errors import FinecutError
 
@@ -90,7 +91,7 @@ def rgb_to_id(label_bgr: np.ndarray) -> np.ndarray:
 
 def _panoptic_ids(cache: FileCache, png: Path) -> np.ndarray:
     def load() -> np.ndarray:
-        ids = rgb_to_id(loaders.label(cache, png))
+        ids = rgb_to_id(read_label(png))
         ids.flags.writeable = False
         return ids
 
@@ -213,7 +214,9 @@ def _decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
         rle = dict(segm, counts=segm["counts"].encode() if isinstance(segm["counts"], str) else segm["counts"])
     else:
         raise FinecutError(f"unsupported COCO segmentation of type {type(segm).__name__}")
-    return mask_utils.decode(rle).astype(bool)
+    with warnings.catch_warnings():  # pycocotools' decode trips a NumPy 2 copy-keyword DeprecationWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def _gt_instance(segm: Any, crowd_segms: tuple, height: int, width: int, source: str) -> np.ndarray:

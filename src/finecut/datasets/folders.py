@@ -1,7 +1,8 @@
 """The generic reader: a folder of images + a folder of masks with matching stems.
 
-Covers a user's own data and the sets stored that way: DIS5K (``im`` + ``gt``), ThinObject-5K (``images`` + ``masks``),
-HRSOD (``HRSOD_test`` + ``HRSOD_test_mask``), WeizmannHorse (``rgb`` + ``figure_ground``), MSRA10K (``images`` + ``gt``).
+Covers a user's own data and the sets stored that way: DIS5K (``im`` + ``gt``), ThinObject-5K (``images`` +
+``masks``), HRSOD (``HRSOD_test`` + ``HRSOD_test_mask``), WeizmannHorse (``rgb`` + ``figure_ground``), MSRA10K
+(``images`` + ``gt``).
 Masks are binary (max over channels >= ``threshold``; a 0/1 mask counts every non-zero) or, with
 ``objects="instances"``, id maps giving one sample per id.
 """

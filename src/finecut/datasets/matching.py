@@ -1,4 +1,4 @@
-"""Listing image files and pairing images with masks by file stem (extensions may differ: ``.jpg``/``.bmp``/``.JPG``)."""
+"""Listing image files and pairing images with masks by file stem (extensions may differ: .jpg / .bmp / .JPG)."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ KINDS: dict[str, Reader] = {
 @dataclass(frozen=True)
 class KnownDataset:
     name: str
-    kind: str
+    kind: str | None  # None: detect the layout (also finds a folder of sub-sets, like DIS5K's DIS-TE1..4)
     paths: tuple[str, ...]  # candidate folders, relative to the data root
     description: str
     options: dict[str, Any] = field(default_factory=dict)
@@ -75,12 +75,12 @@ KNOWN: tuple[KnownDataset, ...] = (
     KnownDataset("PascalVOC", "voc", ("benchmarks/PascalVOC", "train/PascalVOC", "PascalVOC", "VOC2012",
                                       "VOCdevkit/VOC2012"), "PASCAL VOC SegmentationObject instances",
                  aliases=("VOC", "PASCAL", "PascalVOC2012")),
-    KnownDataset("DIS5K", "folder", ("benchmarks/DIS5K", "DIS5K"), "DIS5K im/ + gt/ (threshold 128)",
+    KnownDataset("DIS5K", None, ("benchmarks/DIS5K", "DIS5K"), "DIS5K im/ + gt/ (threshold 128)",
                  aliases=("DIS",)),
-    KnownDataset("ThinObject5K", "folder", ("benchmarks/ThinObject5K", "ThinObject5K", "thin_object_detection/"
+    KnownDataset("ThinObject5K", None, ("benchmarks/ThinObject5K", "ThinObject5K", "thin_object_detection/"
                                             "ThinObject5K"), "ThinObject-5K images/ + masks/",
                  aliases=("ThinObject", "ThinObject-5K")),
-    KnownDataset("HRSOD", "folder", ("benchmarks/HRSOD", "HRSOD"), "HRSOD images + masks (threshold 128)"),
+    KnownDataset("HRSOD", None, ("benchmarks/HRSOD", "HRSOD"), "HRSOD images + masks (threshold 128)"),
     KnownDataset("COCO128", "coco_panoptic", ("train/COCO128", "COCO128"),
                  "256 COCO photos, one sample per panoptic segment", role="train"),
     KnownDataset("BSDS500", "bsds", ("train/BSDS500", "BSDS500"), "human region partitions as candidate objects",
@@ -155,6 +155,8 @@ def detect_kind(path: str | os.PathLike) -> str:
         return "grabcut"
     if has("JPEGImages", "SegmentationObject"):
         return "voc"
+    if has("images", "masks") and p.name.lower() == "berkeley":
+        return "berkeley"
     if has("img", "inst"):
         return "sbd"
     if has("img", "gt"):
@@ -235,37 +237,39 @@ def open_dataset(
             raise FinecutError(
                 f"dataset {known.name} not found under {base} (looked for {', '.join(str(t) for t in tried[:3])})"
             )
-        return _read(kind or known.kind, folder, known.name, {**known.options, **options})
+        return _open_path(folder, known.name, kind or known.kind, {**known.options, **options})
     path = Path(text).expanduser()
-    if root is not None and not path.is_absolute():
-        path = Path(root).expanduser() / path
+    if root is not None and not path.is_absolute() and not path.exists():
+        path = Path(root).expanduser() / path  # a relative path is looked up in the current directory first
     if not path.exists():
         hint = f"; known names: {', '.join(d.name for d in KNOWN)}" if os.sep not in text else ""
         raise FinecutError(f"{path}: dataset folder not found{hint}")
+    return _open_path(path, path.stem if path.is_file() else path.name, kind, options)
+
+
+def _open_path(path: Path, name: str, kind: str | None, options: dict[str, Any]) -> Dataset:
     if path.is_dir() and not any(path.iterdir()):
         raise FinecutError(f"{path}: dataset folder is empty")
-    name = path.stem if path.is_file() else path.name
     if path.is_file():
         kind = kind or detect_kind(path)
         if kind not in ("coco_panoptic", "coco_instances"):
             raise FinecutError(f"{path}: only COCO datasets can be opened from a file; give the dataset folder")
-        options.setdefault("json_path", path.name)
+        options = {"json_path": path.name, **options}
         path = path.parent
     if kind is not None:
         return _read(kind, path, name, options)
     try:
         detected = detect_kind(path)
     except FinecutError:
-        if path.is_dir():
-            combined = _open_children(path, name, options)
-            if combined is not None:
-                return combined
+        combined = _open_children(path, name, options) if path.is_dir() else None
+        if combined is not None:
+            return combined
         raise
     return _read(detected, path, name, options)
 
 
-def _looks_like(folder: Path, kind: str) -> bool:
+def _looks_like(folder: Path, kind: str | None) -> bool:
     try:
-        return folder.is_dir() and detect_kind(folder) == kind
+        return folder.is_dir() and (kind is None or detect_kind(folder) == kind)
     except FinecutError:
         return False

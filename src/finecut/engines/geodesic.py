@@ -106,6 +106,8 @@ class GeodesicEngine(Engine):
     smooth_sigma: float = 1.0
     tolerant_offset: float = 10.0
     prior_offset: float = 20.0
+    prior_band: float = 3.0
+    box_offset: float = 20.0
     border_offset: float | None = 0.0
 
     def __post_init__(self) -> None:
@@ -120,7 +122,13 @@ class GeodesicEngine(Engine):
             raise FinecutError(
                 f"geodesic: contrast and smooth_sigma must be >= 0, got {self.contrast}, {self.smooth_sigma}"
             )
-        offsets = (self.tolerant_offset, self.prior_offset, 0.0 if self.border_offset is None else self.border_offset)
+        offsets = (
+            self.tolerant_offset,
+            self.prior_offset,
+            self.prior_band,
+            self.box_offset,
+            0.0 if self.border_offset is None else self.border_offset,
+        )
         if min(offsets) < 0:
             raise FinecutError(f"geodesic: seed offsets must be >= 0, got {offsets}")
 
@@ -138,9 +146,12 @@ class GeodesicEngine(Engine):
         bg = [(seeds.bg, 0.0)]
         if seeds.tolerant.any():
             fg.append((seeds.tolerant, self.tolerant_offset))
+        if seeds.box is not None:
+            fg.append((seeds.box_interior, self.box_offset))
         if seeds.prior is not None:
-            fg.append((seeds.prior, self.prior_offset))
-            bg.append((seeds.soft_bg, self.prior_offset))
+            inside, outside = seeds.prior_cores(self.prior_band)
+            fg.append((inside, self.prior_offset))
+            bg.append((outside, self.prior_offset))
         if self.border_offset is not None:
             bg.append((border_mask(seeds.shape) & ~seeds.fg, self.border_offset))
         return fg, bg

@@ -147,7 +147,7 @@ class GrabCutEngine(Engine):
             if estimate.any():
                 return estimate
         if seeds.prior is not None and seeds.prior.any():
-            return mask_to_working(prompts.prior_mask, work.transform)
+            return seeds.prior.copy()
         height, width = work.shape
         estimate = np.zeros((height, width), dtype=bool)
         if seeds.box is not None:

@@ -92,8 +92,8 @@ def frozen(array: np.ndarray) -> np.ndarray:
 class Seeds:
     """Prompts rasterised at the working resolution (all maps bool, shape ``shape``).
 
-    ``fg`` / ``bg`` are hard labels (disjoint). ``tolerant`` is a soft foreground area and ``prior`` the prior mask
-    (None when not given), both excluding hard seeds. ``box`` is the box in working pixels ``(x0, y0, x1, y1)``
+    ``fg`` / ``bg`` are hard labels (disjoint). ``tolerant`` is a soft foreground area (excluding hard seeds) and
+    ``prior`` the prior mask (None when not given). ``box`` is the box in working pixels ``(x0, y0, x1, y1)``
     (end-exclusive) and ``outside_box`` the pixels it excludes (part of ``bg`` unless a seed overrides them).
     """
 
@@ -124,19 +124,29 @@ class Seeds:
         return bool(self.bg.any())
 
     @property
-    def soft_fg(self) -> np.ndarray:
-        """Soft foreground evidence: tolerant areas and the prior mask (minus hard seeds)."""
-        soft = self.tolerant.copy()
-        if self.prior is not None:
-            soft |= self.prior
-        return soft
-
-    @property
-    def soft_bg(self) -> np.ndarray:
-        """Soft background evidence: outside the prior mask (minus hard seeds and tolerant areas)."""
-        if self.prior is None:
+    def box_interior(self) -> np.ndarray:
+        """The inside of the box minus hard seeds (probably object); all False without a box."""
+        if self.outside_box is None:
             return np.zeros(self.shape, dtype=bool)
-        return ~self.prior & ~self.fg & ~self.bg & ~self.tolerant
+        return ~self.outside_box & ~self.fg & ~self.bg
+
+    def prior_cores(self, band: float) -> tuple[np.ndarray, np.ndarray]:
+        """(inside, outside) of the prior mask, each shrunk by ``band`` working px and minus hard seeds.
+
+        The ``band`` on either side of the prior's boundary is left for the engine to decide. Both maps are all
+        False without a prior mask.
+        """
+        if self.prior is None:
+            empty = np.zeros(self.shape, dtype=bool)
+            return empty, empty
+        free = ~self.fg & ~self.bg
+        inside = self.prior.astype(np.uint8)
+        outside = (~self.prior).astype(np.uint8)
+        if band > 0:
+            dist_in = cv2.distanceTransform(np.pad(inside, 1, constant_values=1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+            dist_out = cv2.distanceTransform(np.pad(outside, 1, constant_values=1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+            return (dist_in > band) & free, (dist_out > band) & free
+        return inside.astype(bool) & free, outside.astype(bool) & free
 
 
 def _nearest_click_is_positive(
@@ -215,7 +225,7 @@ def build_seeds(
 
     prior = None
     if prompts.prior_mask is not None:
-        prior = mask_to_working(prompts.prior_mask, transform) & ~fg & ~bg
+        prior = mask_to_working(prompts.prior_mask, transform)
 
     return Seeds(fg=fg, bg=bg, tolerant=tolerant, prior=prior, box=box_rect, outside_box=outside_box)
 

@@ -15,10 +15,13 @@ from finecut.errors import FinecutError
 from finecut.evaluation.config import EvalConfig, pct
 from finecut.evaluation.protocol import IGNORE_LABEL, iou, next_click, noc
 from finecut.predictor import Prediction, Predictor
-from finecut.prompts import Click, check_mask_shape
+from finecut.prompts import Click, ClickKind, check_mask_shape
 
 if TYPE_CHECKING:
     from finecut.datasets.base import Sample
+
+#: Short click-kind names used in per-sample records (``ClickKind.parse`` reads them back).
+KIND_CODES: dict[ClickKind, str] = {ClickKind.POSITIVE: "pos", ClickKind.NEGATIVE: "neg", ClickKind.TOLERANT: "tol"}
 
 #: Digits kept for IoUs in per-sample records (keeps samples.jsonl small; far below any reported precision).
 IOU_DIGITS = 6
@@ -28,8 +31,10 @@ IOU_DIGITS = 6
 class SampleResult:
     """What one sample produced: the IoU after each click, the clicks, NoC@t and the time spent in the engine.
 
-    ``noc`` maps a threshold key ("85", "90", ...) to the number of clicks, or None where the run stopped early at a
-    lower target so the value is unknown. ``seconds`` is ``set_image`` plus every ``predict`` call.
+    ``ious`` are rounded to ``IOU_DIGITS`` digits; ``clicks`` holds ``(x, y, kind)`` with kind ``"pos"`` / ``"neg"``.
+    ``noc`` maps a threshold key ("85", "90", ...) to the number of clicks (computed from the exact IoUs), or None
+    where the run stopped early below that threshold so the value is unknown. ``seconds`` is ``set_image`` plus every
+    ``predict`` call.
     """
 
     index: int
@@ -162,16 +167,16 @@ def evaluate_sample(
         )
         seconds += time.perf_counter() - start
         pred = previous.mask
-        ious.append(round(float(iou(sim_gt, pred)), IOU_DIGITS))
+        ious.append(float(iou(sim_gt, pred)))
         if config.target_iou is not None and ious[-1] >= config.target_iou:
             break
 
     return SampleResult(
         index=index,
         name=sample.name,
-        ious=ious,
-        clicks=[(int(c.x), int(c.y), c.kind.value) for c in clicks],
-        noc=sample_nocs(ious, config),
+        ious=[round(v, IOU_DIGITS) for v in ious],
+        clicks=[(int(c.x), int(c.y), KIND_CODES[c.kind]) for c in clicks],
+        noc=sample_nocs(ious, config),  # from the exact IoUs: rounding must not move a value across a threshold
         seconds=seconds,
         set_image_seconds=set_image_seconds,
         size=(int(gt.shape[0]), int(gt.shape[1])),

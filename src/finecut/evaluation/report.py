@@ -150,6 +150,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
 
 
+def run_label(summary: dict[str, Any]) -> str:
+    """The model name, with the protocol variant when it is not the standard one."""
+    notes = []
+    if summary.get("mask_correction"):
+        notes.append("mask correction")
+    if summary.get("target_iou") is not None:
+        notes.append(f"stop at {summary['target_iou']}")
+    return str(summary.get("model")) + (f" ({', '.join(notes)})" if notes else "")
+
+
 def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLike | None = None) -> str:
     """Merge run summaries into one Markdown comparison: a NoC90 overview (rows model, columns dataset) and, per
     dataset, rows model with NoC85 / NoC90 / NoF90 / mIoU@1/5/10 / seconds per click and a link to the run."""
@@ -161,8 +171,8 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
     for s in summaries:
         if s.get("dataset") not in datasets:
             datasets.append(s.get("dataset"))
-        if s.get("model") not in models:
-            models.append(s.get("model"))
+        if run_label(s) not in models:
+            models.append(run_label(s))
 
     def link(s: dict[str, Any]) -> str:
         path = Path(s.get("_path", ""))
@@ -175,21 +185,18 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
                 pass
         return f"[{label}]({target})"
 
-    def label(s: dict[str, Any]) -> str:
-        notes = []
-        if s.get("mask_correction"):
-            notes.append("mask correction")
-        if s.get("target_iou") is not None:
-            notes.append(f"stop at {s['target_iou']}")
-        return str(s.get("model")) + (f" ({', '.join(notes)})" if notes else "")
-
+    max_clicks = sorted({int(s.get("max_clicks", 20)) for s in summaries})
+    thresholds = sorted({float(s.get("threshold", 0.49)) for s in summaries})
+    n_clicks = str(max_clicks[0]) if len(max_clicks) == 1 else "N (see each run)"
+    threshold = f"{thresholds[0]:g}" if len(thresholds) == 1 else "as recorded in each run"
     parts = [
         "# Evaluation results",
         "",
         "Standard (RITM) protocol: the simulated user clicks at the point farthest from the error boundary "
-        "(exact L2 distance, 1 px zero pad, ties negative), up to 20 clicks, prediction threshold 0.49, IoU ignoring "
-        "unlabelled pixels. NoC@t: mean clicks to reach IoU t (20 when never reached); NoF@t: samples that never "
-        "reach t in 20 clicks; mIoU@k in %; s/click: engine seconds (set_image included) per click.",
+        f"(exact L2 distance, 1 px zero pad, ties negative), up to {n_clicks} clicks, prediction threshold "
+        f"{threshold}, IoU ignoring unlabelled pixels. NoC@t: mean clicks to reach IoU t ({n_clicks} when never "
+        f"reached); NoF@t: samples that never reach t in {n_clicks} clicks; mIoU@k in %; s/click: engine seconds "
+        "(set_image included) per click. Each run folder holds its full config, per-sample results and plot.",
         "",
         "## NoC90 overview",
         "",
@@ -198,7 +205,7 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
     for model in models:
         row = [str(model)]
         for ds in datasets:
-            match = [s for s in summaries if s.get("model") == model and s.get("dataset") == ds]
+            match = [s for s in summaries if run_label(s) == model and s.get("dataset") == ds]
             row.append(_fmt(match[0]["noc"].get("90")) if match else "–")
         overview.append(row)
     parts += [_table(["model"] + [str(d) for d in datasets], overview), ""]
@@ -210,7 +217,7 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
         rows = []
         for s in runs:
             rows.append(
-                [label(s), str(s["num_samples"]), _fmt(s["noc"].get("85")), _fmt(s["noc"].get("90")),
+                [run_label(s), str(s["num_samples"]), _fmt(s["noc"].get("85")), _fmt(s["noc"].get("90")),
                  _fmt(s["nof"].get("90"))]
                 + [_fmt_miou(miou_at(s, k)) for k in MIOU_COLUMNS]
                 + [_fmt_spc(s.get("seconds_per_click")), link(s)]
@@ -246,7 +253,7 @@ def write_results_table(
     datasets: dict[str, dict[str, Sequence[float]]] = {}
     for s in summaries:
         if s.get("miou"):
-            datasets.setdefault(str(s.get("dataset")), {})[str(s.get("model"))] = s["miou"]
+            datasets.setdefault(str(s.get("dataset")), {})[run_label(s)] = s["miou"]
     for ds, curves in datasets.items():
         plot_miou(curves, out.parent / f"miou-{_slug(ds)}.png", title=f"{ds}: mIoU vs clicks")
     return out

@@ -62,6 +62,10 @@ def run_info() -> dict[str, Any]:
             "opencv": cv2.__version__,
         },
     }
+    try:
+        info["host"]["load_average"] = [round(v, 2) for v in os.getloadavg()]  # timings are only as clean as this
+    except OSError:
+        pass
     torch = sys.modules.get("torch")
     if torch is not None:
         info["host"]["torch"] = torch.__version__

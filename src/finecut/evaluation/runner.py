@@ -237,7 +237,7 @@ def run_evaluation(
             result = evaluate_sample(predictor, sample, config, index=index, init_mask=init)
             results.append(result)
             if samples_file is not None:
-                samples_file.write(json.dumps(result.to_json()) + "\n")
+                samples_file.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
                 samples_file.flush()
                 os.fsync(samples_file.fileno())
             nocs = [r.noc.get(key90) for r in results if r.noc.get(key90) is not None]

@@ -78,7 +78,8 @@ def _tile_axis(length: int, kernel_size: int, tile: int, device: torch.device) -
     region = min(length, tile + kernel_size - 1)
     first = starts[:, 0].clamp(max=length - region)
     keys = first[:, None] + torch.arange(region, device=device)[None, :]  # (nT, R)
-    valid = (keys[:, None, :] >= starts[:, :, None]) & (keys[:, None, :] < starts[:, :, None] + min(kernel_size, length))
+    window = min(kernel_size, length)
+    valid = (keys[:, None, :] >= starts[:, :, None]) & (keys[:, None, :] < starts[:, :, None] + window)
     rel = (keys[:, None, :] - queries.view(n_tiles, tile)[:, :, None] + kernel_size - 1).clamp(0, 2 * kernel_size - 2)
     return queries, keys, valid, rel
 
@@ -116,9 +117,18 @@ def neighborhood_attention_torch(
     per_tile_row = batch * heads * tiles_w * tile * tile * region_h * region_w
     chunk = max(1, min(tiles_h, int(chunk_elements) // max(per_tile_row, 1)))
     q = q * scale
+    # Additive bias per (tile, query, region key): rpb where the key is in the window, -inf elsewhere. A table with
+    # one extra "outside" slot turns mask + bias into a single gather. Interior tile rows share one pattern, so such
+    # a chunk gathers the bias of one tile row (broadcast over the chunk) and later chunks reuse it.
+    inner = rpb.to(q.dtype) if rpb is not None else q.new_zeros(1, 2 * ks - 1, 2 * ks - 1)
+    table = F.pad(inner, (0, 1, 0, 1), value=float("-inf"))  # (heads or 1, 2k, 2k); slot 2k-1 = outside
+    slot_rows = torch.where(valid_rows, rel_rows, 2 * ks - 1)  # (nTh, T, Rh)
+    slot_cols = torch.where(valid_cols, rel_cols, 2 * ks - 1)  # (nTw, T, Rw)
     col_q = q_cols.view(tiles_w, tile)[None, :, None, :]
     col_k = key_cols[None, :, None, :]
     outputs = []
+    cached_slots: torch.Tensor | None = None
+    bias = table
     for t0 in range(0, tiles_h, chunk):
         t1 = min(tiles_h, t0 + chunk)
         ct = t1 - t0
@@ -128,12 +138,15 @@ def neighborhood_attention_torch(
         k_t = k[:, :, row_k, col_k].flatten(4, 5)
         logits = torch.matmul(q_t, k_t.transpose(-1, -2))  # (B, heads, ct, nTw, T*T, Rh*Rw)
         del q_t, k_t
-        inside = valid_rows[t0:t1, None, :, None, :, None] & valid_cols[None, :, None, :, None, :]
-        inside = inside.reshape(ct, tiles_w, tile * tile, region_h * region_w)
-        if rpb is not None:
-            bias = rpb[:, rel_rows[t0:t1, None, :, None, :, None], rel_cols[None, :, None, :, None, :]]
-            logits = logits + bias.reshape(heads, ct, tiles_w, tile * tile, region_h * region_w)
-        attn = logits.masked_fill(~inside, float("-inf")).softmax(dim=-1)
+        slots = slot_rows[t0:t1]
+        if bool((slots == slots[:1]).all()):  # all tile rows of the chunk share one pattern: broadcast one row
+            slots = slots[:1]
+        if cached_slots is None or cached_slots.shape != slots.shape or not torch.equal(cached_slots, slots):
+            rows_in = slots.shape[0]
+            bias = table[:, slots[:, None, :, None, :, None], slot_cols[None, :, None, :, None, :]]
+            bias = bias.reshape(table.shape[0], rows_in, tiles_w, tile * tile, region_h * region_w)
+            cached_slots = slots
+        attn = logits.add_(bias).softmax(dim=-1)
         del logits
         v_t = v[:, :, row_k, col_k].flatten(4, 5)
         out = torch.matmul(attn, v_t)  # (B, heads, ct, nTw, T*T, d)
@@ -256,10 +269,15 @@ def masked_attention_reference(
 
 
 def grid_partition(x: torch.Tensor, interval: int) -> torch.Tensor:
-    """``(B, H, W, C)`` -> ``(B·K², H/K, W/K, C)``: group ``(r, s)`` holds the tokens with ``i % K == r, j % K == s``."""
+    """``(B, H, W, C)`` -> ``(B·K², H/K, W/K, C)``; group ``(r, s)`` holds the tokens with ``i % K == r, j % K == s``.
+
+    Row-major group order: group ``g`` of image ``b`` is ``b·K² + r·K + s``.
+    """
     batch, height, width, channels = x.shape
     if height % interval or width % interval:
-        raise FinecutError(f"grid attention needs a token grid divisible by the interval {interval}, got {height}x{width}")
+        raise FinecutError(
+            f"grid attention needs a token grid divisible by the interval {interval}, got {height}x{width}"
+        )
     x = x.reshape(batch, height // interval, interval, width // interval, interval, channels)
     x = x.permute(0, 2, 4, 1, 3, 5)  # (B, K, K, H/K, W/K, C)
     return x.reshape(batch * interval * interval, height // interval, width // interval, channels)
@@ -354,21 +372,23 @@ class TokenAttention2d(nn.Module):
             self.register_parameter("rpb", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, channels = x.shape
+        batch = x.shape[0]
+        if self.kind == "grid":  # the projections are per token, so partition first: groups become batch items
+            x = grid_partition(x, self.grid_interval)
+        groups, height, width, channels = x.shape
         heads = self.num_heads
-        qkv = self.qkv(x).reshape(batch, height, width, 3, heads, channels // heads)
-        q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # each (B, heads, H, W, d)
+        qkv = self.qkv(x).reshape(groups, height, width, 3, heads, channels // heads)
+        q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # each (B or B·K², heads, H, W, d)
         del qkv
         if self.kind == "neighborhood":
             out = neighborhood_attention(q, k, v, self.kernel_size, rpb=self.rpb)
-        elif self.kind == "grid":
-            out = grid_attention(q, k, v, self.grid_interval, fused=self.fused)
         else:
             out = global_attention(q, k, v, fused=self.fused)
         del q, k, v
-        out = out.permute(0, 2, 3, 1, 4).reshape(batch, height, width, channels)
-        return self.proj(out)
+        out = self.proj(out.permute(0, 2, 3, 1, 4).reshape(groups, height, width, channels))
+        return grid_unpartition(out, self.grid_interval, batch) if self.kind == "grid" else out
 
     def extra_repr(self) -> str:
         extra = {"neighborhood": f"kernel_size={self.kernel_size}", "grid": f"interval={self.grid_interval}"}
-        return f"kind={self.kind}, dim={self.dim}, heads={self.num_heads}, {extra.get(self.kind, f'fused={self.fused}')}"
+        detail = extra.get(self.kind, f"fused={self.fused}")
+        return f"kind={self.kind}, dim={self.dim}, heads={self.num_heads}, {detail}"

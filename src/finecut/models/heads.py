@@ -198,8 +198,8 @@ class OCRHead(nn.Module):
     The multi-scale maps are upsampled to the finest one and concatenated (270 channels for HRNet-W18); an auxiliary
     1x1 head predicts soft object regions, which pool the ``ocr_mid_channels`` pixel features into object
     representations; the object context block (``ocr_key_channels``) augments every pixel; a 1x1 conv predicts.
-    Defaults are RITM's hrnet18s (``ocr_width=48``: ``ocr_mid_channels=96, ocr_key_channels=48``); RITM's hrnet18
-    uses 128/64 and hrnet32 256/128.
+    Defaults are RITM's hrnet18s (``ocr_width=48``: ``ocr_mid_channels=96``, ``ocr_key_channels`` = mid / 2 = 48);
+    RITM's hrnet18 uses 128/64 and hrnet32 256/128. The second positional argument is ``ocr_mid_channels``.
     ``forward(feats, return_aux=True)`` also returns the auxiliary logits (supervised in RITM's loss).
     """
 
@@ -207,12 +207,14 @@ class OCRHead(nn.Module):
         self,
         in_channels: Sequence[int],
         ocr_mid_channels: int = 96,
-        ocr_key_channels: int = 48,
+        ocr_key_channels: int | None = None,
         dropout: float = 0.05,
         align_corners: bool = True,
     ) -> None:
         super().__init__()
         self.in_channels = _check_in_channels(in_channels, "OCRHead")
+        if ocr_key_channels is None:  # RITM: mid = 2 * ocr_width, key = ocr_width
+            ocr_key_channels = max(1, ocr_mid_channels // 2)
         if ocr_mid_channels < 1 or ocr_key_channels < 1:
             raise FinecutError(
                 f"OCRHead widths must be positive, got mid={ocr_mid_channels}, key={ocr_key_channels}"
@@ -259,6 +261,15 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "segformer": SegFormerHead,
     "ocr": OCRHead,
     "simpleclick_mlp": SimpleClickHead,
+}
+
+
+#: FocalClick's head for each segmentor backbone (ClickSEG: SegFormer-B0 embed 256, B3 embed 512; RITM hrnet18s
+#: OCR width 48): ``backbone name -> (head name, head kwargs)``.
+DEFAULT_HEADS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mit_b0": ("segformer", {"embed_dim": 256}),
+    "mit_b3": ("segformer", {"embed_dim": 512}),
+    "hrnet18s": ("ocr", {"ocr_mid_channels": 96, "ocr_key_channels": 48}),
 }
 
 

@@ -17,8 +17,9 @@ kind for every block, ``"global"`` being the memory baseline). Image and FBU map
 summed; a depthwise 3×3 conv adds position information (no absolute embedding: HRR runs at dynamic resolution). The
 decoder extracts low-level RGB features at strides 8, 4, 2 and 1 with four conv groups, and four times upsamples the
 running map ×2 (stride 16 -> 1) and fuses it with the low-level map of that size; a final conv group predicts the mask
-logit. ``forward(image, fbu) -> {"logits": (B, 1, H, W), "features": (B, C, h, w)}`` with ``fbu`` the (B, 3, H, W)
-FBU probabilities or one-hot map in :data:`~finecut.fbu.FBU_CLASSES` order. Inside, an image whose long side exceeds
+logit. ``forward(image, fbu) -> {"logits": (B, 1, H, W), "features": (B, C, h, w)}`` with ``image`` ImageNet-normalised
+RGB at full resolution and ``fbu`` the (B, 3, H, W) FBU probabilities or one-hot map in
+:data:`~finecut.fbu.FBU_CLASSES` order. Inside, an image whose long side exceeds
 ``max_side`` (4096) is downsampled to it (aspect kept) and the logits upsampled back; the working image is padded
 (never resized) to a multiple of ``patch_size × grid_interval`` (128) and the logits cropped back. With autograd off
 (``torch.no_grad`` / ``torch.inference_mode``) the full-resolution decoder stage runs in horizontal stripes with a
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from finecut.errors import FinecutError
 from finecut.models.attention import TokenAttention2d
@@ -158,7 +160,9 @@ class MLPHead(nn.Module):
         maps = []
         for proj, feat in zip(self.proj, feats):
             y = proj(feat)
-            maps.append(y if y.shape[-2:] == size else F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            maps.append(y)
         return self.classifier(self.fuse(torch.cat(maps, dim=1)))
 
 
@@ -215,6 +219,7 @@ class HRRConfig:
     ``low_channels`` are the widths of the low-level RGB groups at strides (1, 2, 4, 8); ``fuse_channels`` the widths
     of the four fusion stages at strides (8, 4, 2, 1). ``stripe_rows`` (0 = automatic) sets the stripe height of the
     striped full-resolution stage used when autograd is off; ``stripe_inference=False`` disables striping.
+    ``grad_checkpointing`` recomputes each backbone block in the backward pass (less training memory).
     """
 
     patch_size: int = 16
@@ -228,10 +233,11 @@ class HRRConfig:
     rel_pos_bias: bool = True
     fused_attention: bool = True
     low_channels: tuple[int, int, int, int] = (8, 16, 32, 48)
-    fuse_channels: tuple[int, int, int, int] = (64, 48, 32, 16)
+    fuse_channels: tuple[int, int, int, int] = (64, 32, 16, 8)
     max_side: int = 4096
     stripe_inference: bool = True
     stripe_rows: int = 0
+    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.patch_size != 16:
@@ -367,7 +373,10 @@ class NTClickHRR(nn.Module):
         x = x + self.pos_conv(x)
         x = x.permute(0, 2, 3, 1)
         for block in self.blocks:
-            x = block(x)
+            if self.config.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.norm(x).permute(0, 3, 1, 2).contiguous()
 
     # -- decoder -----------------------------------------------------------------------------------------------------

@@ -191,6 +191,9 @@ class SimpleClick(nn.Module):
         self.neck = SimpleFeaturePyramid(vit_cfg.embed_dim, cfg.neck_dims)  # type: ignore[arg-type]
         head_dim = int(cfg.head_dim)  # type: ignore[arg-type]
         self.head = SimpleClickHead(self.neck.out_channels, head_dim, cfg.head_dropout)
+        #: Channels and stride (w.r.t. the patch-padded input) of ``forward(...)["features"]``.
+        self.feature_channels = head_dim
+        self.feature_stride = 4
 
     @property
     def grad_checkpointing(self) -> bool:

@@ -297,6 +297,8 @@ class ViTConfig:
         for name in ("embed_dim", "depth", "num_heads"):
             if int(getattr(self, name)) < 1:
                 raise FinecutError(f"ViT {name} must be >= 1, got {getattr(self, name)}")
+        if min(self.grid_size) < 1:
+            raise FinecutError(f"ViT img_size {self.img_size} is smaller than the patch size {self.patch_size}")
         if self.window_size < 0:
             raise FinecutError(f"ViT window_size must be >= 0, got {self.window_size}")
         if self.global_attn_indexes is None:

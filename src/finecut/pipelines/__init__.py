@@ -18,7 +18,9 @@ def build_engine(model: nn.Module, doc: dict[str, Any], **kwargs: Any) -> Engine
 
         return FocalClickEngine(model, name=doc.get("name", "focalclick"), checkpoint=doc, **kwargs)
     if kind == "simpleclick":
-        from finecut.pipelines.simpleclick import SimpleClickEngine
+        from finecut.pipelines.focalclick import FocalClickEngine
 
-        return SimpleClickEngine(model, name=doc.get("name", "simpleclick"), checkpoint=doc, **kwargs)
+        # SimpleClick: zoom-in on a single network, no refiner, no progressive merge
+        options = {"progressive_merge": False, **kwargs}
+        return FocalClickEngine(model, name=doc.get("name", "simpleclick"), checkpoint=doc, **options)
     raise FinecutError(f"checkpoint names an unknown engine {kind!r}")

@@ -66,8 +66,14 @@ class FocalClickEngine(Engine):
         self.name = name
         self.options = {**DEFAULTS, **getattr(net, "pipeline", {}), **options}
         self.checkpoint = checkpoint or {}
+        # a plain interactive net (e.g. SimpleClick) is its own segmentor and has no refiner
+        self.segmentor = getattr(net, "segmentor", net)
+        self.refiner = getattr(net, "refiner", None)
+        if self.refiner is None:
+            self.options["focus"] = False
         if threads:
             torch.set_num_threads(threads)
+        torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down several times
 
     def config(self) -> dict[str, Any]:
         training = self.checkpoint.get("training", {})
@@ -102,9 +108,9 @@ class FocalClickEngine(Engine):
                  crop: tuple[int, int, int, int], size_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
         x0, y0, x1, y1 = crop
         inp = normalize(resize(image[y0:y1, x0:x1], size_hw))
-        out = self.net.segmentor(inp, maps)
+        out = self.segmentor(inp, maps)
         if self.options["flip_tta"]:
-            flipped = self.net.segmentor(inp.flip(-1), maps.flip(-1))
+            flipped = self.segmentor(inp.flip(-1), maps.flip(-1))
             out = {k: (v + flipped[k].flip(-1)) / 2 for k, v in out.items()}
         return out
 
@@ -144,7 +150,7 @@ class FocalClickEngine(Engine):
         box_img = torch.tensor([[fx0, fy0, fx1, fy1]], dtype=torch.float32)
         box_net = torch.tensor([[(fx0 - x0) * sx, (fy0 - y0) * sy, (fx1 - x0) * sx, (fy1 - y0) * sy]])
         stride = size_hw[1] / seg["features"].shape[-1]
-        ref = self.net.refiner(
+        ref = self.refiner(
             roi_align(features, box_img, (rh, rw)),
             roi_align(maps, box_net, (rh, rw)),
             roi_align(seg["logits"], box_net, (rh, rw)),

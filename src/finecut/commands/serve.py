@@ -1,0 +1,66 @@
+"""``finecut serve``: the CVAT interactor and Label Studio ML backend on one HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from finecut.errors import FinecutError
+
+NAME = "serve"
+HELP = "serve finecut models to CVAT (interactor) and Label Studio (ML backend)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default", help="model used by default (default: %(default)s)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated models offered to CVAT (default: every available model)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s; use 0.0.0.0 to reach it from containers)")
+    parser.add_argument("--port", type=int, default=9090, help="port (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
+    parser.add_argument("--cache", type=int, default=4, help="images kept encoded per model (default: %(default)s)")
+    parser.add_argument("--max-megapixels", type=float, default=40.0, help="largest image accepted")
+    parser.add_argument("--label-studio-url", default=os.environ.get("LABEL_STUDIO_URL"),
+                        help="Label Studio address, to fetch task images from it (env LABEL_STUDIO_URL)")
+    parser.add_argument("--label-studio-token", default=os.environ.get("LABEL_STUDIO_API_KEY"),
+                        help="Label Studio access token for those fetches (env LABEL_STUDIO_API_KEY)")
+    parser.add_argument("--local-files-root", type=Path, default=None,
+                        help="folder behind Label Studio's /data/local-files/?d=... URLs")
+    parser.add_argument("--allow-url-fetch", action="store_true",
+                        help="allow fetching task images from any http(s) URL (off by default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from finecut.registry import available_models
+    from finecut.server.app import ServeConfig, create_server
+
+    known = available_models()
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    for name in [args.model, *(models or [])]:
+        if name not in known:
+            raise FinecutError(f"unknown model {name!r}; available: {', '.join(known)}")
+    if args.local_files_root is not None and not args.local_files_root.is_dir():
+        raise FinecutError(f"{args.local_files_root}: local files root not found")
+    config = ServeConfig(
+        model=args.model,
+        models=models,
+        threshold=args.threshold,
+        cache_size=args.cache,
+        max_pixels=int(args.max_megapixels * 1e6),
+        label_studio_url=args.label_studio_url,
+        label_studio_token=args.label_studio_token,
+        local_files_root=args.local_files_root,
+        allow_url_fetch=args.allow_url_fetch,
+        public_port=args.port,
+    )
+    app = create_server(config)
+    base = f"http://{args.host}:{args.port}"
+    print(f"finecut serve: model {args.model!r} on {base}")
+    print(f"  Label Studio ML backend: {base}   (GET /health, POST /setup, POST /predict)")
+    print(f"  CVAT interactor:         {base}/cvat   (nuclio stand-in: {base}/api/functions)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,218 @@
+"""End to end: the annotation app in headless Chromium (Playwright driving Debian's chromium).
+
+Skips when Playwright or the chromium binary is missing (fails instead with FINECUT_REQUIRE_E2E=1); CI installs both (``pip install playwright`` and
+``apt-get install chromium``), and never runs ``playwright install``.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers_app import DiskEngine, LiveServer, photo_like
+
+from finecut.app import AppConfig, create_app
+from finecut.io import read_label_image, read_mask
+
+CHROMIUM = os.environ.get("FINECUT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+H, W = 480, 640
+
+# CI sets FINECUT_REQUIRE_E2E=1 so that a missing browser fails instead of skipping.
+REQUIRED = os.environ.get("FINECUT_REQUIRE_E2E") == "1"
+try:
+    from playwright import sync_api
+except ImportError:
+    if REQUIRED:
+        raise
+    pytest.skip("playwright is not installed (pip install playwright)", allow_module_level=True)
+if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+    if REQUIRED:
+        raise RuntimeError(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture()
+def app_url(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, name in enumerate(["a.png", "b.png"]):
+        cv2.imwrite(str(images / name), cv2.cvtColor(photo_like(H, W, seed=i), cv2.COLOR_RGB2BGR))
+    engine = DiskEngine(radius=40)
+    config = AppConfig(image_dir=images, default_model="disk", models=["disk"], model_factory=lambda n: engine)
+    with LiveServer(create_app(config)) as url:
+        yield url, images
+
+
+@pytest.fixture()
+def page():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 800})
+        pg.errors = []
+        pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+        pg.set_default_timeout(20_000)
+        yield pg
+        browser.close()
+
+
+def stage(page, key):
+    return page.eval_on_selector("#stage", f"el => el.dataset.{key}")
+
+
+def wait_idle(page, condition="true"):
+    page.wait_for_function(f"(() => {{ const d = document.querySelector('#stage').dataset; "
+                           f"return d.busy === '0' && ({condition}); }})()")
+
+
+def screen(page, x, y):
+    """Page coordinates of image pixel (x, y)."""
+    box = page.locator("#view").bounding_box()
+    v = page.evaluate("window.finecutApp.state.view")
+    return box["x"] + v["tx"] + (x + 0.5) * v["s"], box["y"] + v["ty"] + (y + 0.5) * v["s"]
+
+
+def canvas_pixel(page, x, y):
+    sx, sy = screen(page, x, y)
+    box = page.locator("#view").bounding_box()
+    return page.evaluate(
+        """([x, y]) => { const c = document.getElementById('view'); const dpr = window.devicePixelRatio || 1;
+             return Array.from(c.getContext('2d').getImageData(Math.round(x * dpr), Math.round(y * dpr), 1, 1).data); }""",
+        [sx - box["x"], sy - box["y"]],
+    )
+
+
+def test_annotate_undo_finish_export_reload(app_url, page, tmp_path):
+    url, images = app_url
+    page.goto(url + "/")
+    page.wait_for_selector('#stage[data-image="a.png"]')
+    assert page.locator("#image-pos").inner_text() == "1 / 2"
+
+    cx, cy = W // 3, H // 2  # the red disk of the test picture
+    before = canvas_pixel(page, cx, cy)
+    page.mouse.click(*screen(page, cx, cy))
+    wait_idle(page, "Number(d.area) > 0")
+    area1 = int(stage(page, "area"))
+    after = canvas_pixel(page, cx, cy)
+    assert after != before and after[2] > before[2]  # the blue mask now covers the photo
+    assert "model" in page.locator("#latency").inner_text() and "ms" in page.locator("#latency").inner_text()
+
+    page.mouse.click(*screen(page, cx + 30, cy), button="right")  # negative click
+    wait_idle(page, "d.clicks === '2'")
+    assert int(stage(page, "area")) < area1
+
+    page.keyboard.press("Control+z")
+    wait_idle(page, "d.clicks === '1'")
+    assert int(stage(page, "area")) == area1
+    page.keyboard.press("Control+Shift+z")
+    wait_idle(page, "d.clicks === '2'")
+    page.locator("#undo").click()
+    wait_idle(page, "d.clicks === '1'")
+
+    page.locator("#label").fill("cat")
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("Space")
+    wait_idle(page, "d.objects === '1' && d.area === '0'")
+    assert "#1 cat" in page.locator("#objects").inner_text()
+
+    # second object by dragging a box, finished with the button
+    x0, y0 = screen(page, int(W * 0.6), int(H * 0.28))
+    x1, y1 = screen(page, int(W * 0.87), int(H * 0.77))
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
+    page.mouse.move(x1, y1, steps=4)
+    page.mouse.up()
+    wait_idle(page, "Number(d.area) > 0")
+    page.locator("#label").fill("box")
+    page.locator("#finish").click()
+    wait_idle(page, "d.objects === '2'")
+
+    # navigation and persistence
+    page.keyboard.press("ArrowRight")
+    page.wait_for_selector('#stage[data-image="b.png"]')
+    wait_idle(page, "d.objects === '0'")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_selector('#stage[data-image="a.png"]')
+    wait_idle(page, "d.objects === '2'")
+    page.reload()
+    page.wait_for_selector('#stage[data-image="a.png"]')
+    wait_idle(page, "d.objects === '2'")
+
+    page.screenshot(path=str(tmp_path / "app.png"))
+
+    # export everything and check the files
+    page.locator("#export-open").click()
+    page.locator("#export-run").click()
+    page.wait_for_selector("#export-summary")
+    assert "2 object(s) from 1 image(s)" in page.locator("#export-summary").inner_text()
+    out = images / ".finecut" / "export"
+    coco = json.loads((out / "coco_rle.json").read_text())
+    assert [a["category_id"] for a in coco["annotations"]] == [2, 1]  # categories sorted: box=1, cat=2
+    assert {c["name"] for c in coco["categories"]} == {"cat", "box"}
+    cat = read_mask(out / "a" / "a_obj001_cat.png")
+    assert cat.shape == (H, W) and cat[cy, cx]
+    inst = read_label_image(out / "a" / "a_instances.png")
+    assert inst[cy, cx] == 1 and inst[int(H * 0.52), int(W * 0.73)] == 2 and inst[5, 5] == 0
+    polys = json.loads((out / "coco_polygons.json").read_text())
+    assert len(polys["annotations"]) == 2 and polys["annotations"][0]["segmentation"]
+    link = page.locator("#export-result a", has_text="coco_rle.json")
+    assert link.count() == 1
+    assert page.errors == []
+
+
+def test_bad_image_does_not_stop_the_rest(app_url, page):
+    url, images = app_url
+    (images / "0-broken.jpg").write_bytes(b"not a jpeg at all")
+    page.goto(url + "/")
+    page.wait_for_selector("#message.error")
+    assert "cannot decode image" in page.locator("#message").inner_text()
+    assert "cannot decode image" in page.locator("#status").inner_text()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_selector('#stage[data-image="a.png"]')
+    assert page.locator("#message").is_hidden()
+    page.mouse.click(*screen(page, W // 3, H // 2))
+    wait_idle(page, "Number(d.area) > 0")
+    assert np.isfinite(float(stage(page, "area")))
+    assert page.errors == []
+
+
+def test_tolerant_click_brush_and_zoom(app_url, page):
+    url, _ = app_url
+    page.goto(url + "/#b.png")
+    page.wait_for_selector('#stage[data-image="b.png"]')
+    page.keyboard.down("t")
+    page.mouse.click(*screen(page, W // 3, H // 2))
+    page.keyboard.up("t")
+    wait_idle(page, "d.clicks === '1'")
+    page.mouse.click(*screen(page, W // 3 + 20, H // 2), button="middle")
+    wait_idle(page, "d.clicks === '2'")
+    kinds = page.evaluate("window.finecutApp.state.data.current.clicks.map(c => c.kind)")
+    assert kinds == ["tolerant", "tolerant"]
+
+    page.keyboard.press("b")  # brush tool
+    assert page.locator('#tools button[data-tool="brush"]').get_attribute("class") == "active"
+    page.mouse.move(*screen(page, 500, 60))
+    page.mouse.down()
+    page.mouse.move(*screen(page, 560, 60), steps=6)
+    page.mouse.up()
+    wait_idle(page, "window.finecutApp.state.data.current.scribbles.length === 1")
+    assert page.evaluate("window.finecutApp.state.data.current.scribbles[0].positive") is True
+    area = int(stage(page, "area"))
+    assert area > 0
+
+    s0 = page.evaluate("window.finecutApp.state.view.s")
+    page.mouse.move(*screen(page, 300, 200))
+    page.mouse.wheel(0, -400)
+    page.wait_for_function(f"window.finecutApp.state.view.s > {s0} * 1.3")
+    page.keyboard.press("f")
+    page.wait_for_function(f"Math.abs(window.finecutApp.state.view.s - {s0}) < 1e-6")
+    page.keyboard.press("Escape")  # reset the object
+    wait_idle(page, "d.clicks === '0' && d.area === '0'")
+    assert page.errors == []
