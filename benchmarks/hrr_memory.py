@@ -144,6 +144,39 @@ def gib(value: float | None) -> str:
     return "—" if value is None else f"{value / GIB:.2f}"
 
 
+def summary_lines(results: list[Result], args: argparse.Namespace) -> list[str]:
+    """Plain-language comparison of grid+neighborhood attention with the global variants, size by size."""
+    by_key = {(r.variant, r.size): r for r in results}
+    unit = "CPU time" if args.device == "cpu" else "time"
+    lines = []
+    for size in sorted({r.size for r in results}):
+        base = by_key.get(("grid_na", size))
+        if base is None or base.status != "ok":
+            continue
+        base_time = base.median_cpu_s if args.device == "cpu" else base.median_s
+        parts = [f"**{size}²**: grid+neighborhood peaks at {gib(base.peak_bytes)} GiB "
+                 f"({gib(base.delta_bytes)} GiB for the forward), {base_time:.1f} s {unit}"]
+        for variant in ("global_explicit", "global_fused"):
+            other = by_key.get((variant, size))
+            if other is None:
+                continue
+            if other.status != "ok":
+                parts.append(f"{variant}: {other.note.removeprefix('skipped: ')}")
+                continue
+            other_time = other.median_cpu_s if args.device == "cpu" else other.median_s
+            parts.append(
+                f"{variant}: {other.delta_bytes / max(base.delta_bytes, 1.0):.1f}× the forward memory, "
+                f"{other_time / max(base_time, 1e-9):.1f}× the {unit}"
+            )
+        lines.append("- " + "; ".join(parts) + ".")
+    big = by_key.get(("grid_na", 4096))
+    if big is not None and big.status == "ok" and args.device == "cpu":
+        verdict = "within" if big.peak_bytes < 24 * GIB else "ABOVE"
+        lines.append(f"- 4096² inference with grid + neighborhood attention on CPU: peak RSS "
+                     f"{gib(big.peak_bytes)} GiB, {verdict} the 24 GiB budget.")
+    return lines
+
+
 def markdown(results: list[Result], args: argparse.Namespace, heads: int, wall: float,
              load: tuple[float, ...]) -> str:
     import torch
@@ -185,6 +218,7 @@ def markdown(results: list[Result], args: argparse.Namespace, heads: int, wall: 
             f"| {r.variant} | {DESCRIPTIONS[r.variant]} | {r.size}² | {tokens:,} | {gib(r.peak_bytes)} | "
             f"{gib(r.delta_bytes)} | {med} | {cpu} | {r.runs} | {r.note} |"
         )
+    lines += ["", "## Summary", ""] + summary_lines(results, args)
     lines += [
         "",
         "Attention-matrix size per explicit layer (logits + softmax, float32, "

@@ -5,9 +5,12 @@ The working image becomes an 8-connected graph whose edge lengths grow with the 
 the geodesic distance of every pixel to the foreground seeds and to the background seeds, and a pixel belongs to the
 object when it is nearer the foreground: ``p = D_bg / (D_fg + D_bg)``, so 0.5 is the decision boundary.
 
-Soft evidence enters as seeds with a head start cost (an edge from a virtual source node): tolerant clicks are
-foreground seeds ``tolerant_offset`` away, a prior mask makes its inside foreground and its outside background seeds
-``prior_offset`` away, and the image frame is a background seed ``border_offset`` away. Hard seeds (click disks, scribbles, the outside of a box) are at distance 0.
+Soft evidence enters as seeds with a head start (an edge from a virtual source node to each seed pixel): tolerant
+clicks are foreground seeds ``tolerant_offset`` away; a box's interior is a foreground seed ``box_offset`` away (by
+default Otsu's threshold of the interior's distances to the outside, so what is far from the outside is object);
+the core of a prior mask's inside and outside are foreground and background seeds ``prior_offset`` away, leaving a
+band of ``prior_band`` pixels each side of its boundary to the distances; and the image frame is a background seed
+``border_offset`` away. Hard seeds (click disks, scribbles, the outside of a box) start at 0.
 """
 
 from __future__ import annotations
@@ -19,9 +22,19 @@ import cv2
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
+from skimage.filters import threshold_otsu
 
 from finecut.engines.base import Engine, EngineOutput
-from finecut.engines.seeds import Seeds, WorkingImage, border_mask, build_seeds, empty_probs, frozen, to_original
+from finecut.engines.seeds import (
+    Seeds,
+    WorkingImage,
+    border_mask,
+    build_seeds,
+    check_seed_options,
+    empty_probs,
+    frozen,
+    to_original,
+)
 from finecut.errors import FinecutError
 from finecut.prompts import Prompts
 
@@ -93,31 +106,31 @@ class GeodesicEngine(Engine):
     Options: ``max_side`` (working resolution), ``click_radius`` (hard-seed disk radius, working px),
     ``tolerant_radius`` (seed area of a tolerant click), ``contrast`` (path cost per Lab unit of colour change,
     relative to one pixel of travel), ``smooth_sigma`` (Gaussian blur before measuring colour change, working px),
-    and the head starts of soft seeds in pixels of travel: ``tolerant_offset``, ``prior_offset`` and
-    ``border_offset`` (the image frame as background while nothing else marks it; None disables it).
+    ``colour_gate`` (click disks keep pixels within this Lab distance of the clicked colour; None: whole disks),
+    ``prior_band`` (working px either side of a prior mask's boundary left to the distances) and the head starts of
+    soft seeds, in the units of the distance (one pixel of travel through a flat region is 1): ``tolerant_offset``,
+    ``prior_offset``, ``box_offset`` (None: adaptive, see :func:`box_head_start`) and ``border_offset`` (the image
+    frame as background; None disables it).
     """
 
     name: ClassVar[str] = "geodesic"
 
-    max_side: int = 400
+    max_side: int = 256
     click_radius: float = 3.0
     tolerant_radius: float = 8.0
-    contrast: float = 1.0
-    smooth_sigma: float = 1.0
+    colour_gate: float | None = 25.0
+    contrast: float = 8.0
+    smooth_sigma: float = 1.5
     tolerant_offset: float = 10.0
     prior_offset: float = 20.0
     prior_band: float = 3.0
-    box_offset: float = 20.0
-    border_offset: float | None = 0.0
+    box_offset: float | None = None
+    border_offset: float | None = 10.0
 
     def __post_init__(self) -> None:
-        if self.max_side < 8:
-            raise FinecutError(f"geodesic: max_side must be >= 8, got {self.max_side}")
-        if self.click_radius < 0.5 or self.tolerant_radius < 0.5:
-            raise FinecutError(
-                f"geodesic: click_radius and tolerant_radius must be >= 0.5, got {self.click_radius}, "
-                f"{self.tolerant_radius}"
-            )
+        check_seed_options(
+            self.name, self.max_side, self.click_radius, self.tolerant_radius, self.colour_gate
+        )
         if self.contrast < 0 or self.smooth_sigma < 0:
             raise FinecutError(
                 f"geodesic: contrast and smooth_sigma must be >= 0, got {self.contrast}, {self.smooth_sigma}"
@@ -126,7 +139,7 @@ class GeodesicEngine(Engine):
             self.tolerant_offset,
             self.prior_offset,
             self.prior_band,
-            self.box_offset,
+            0.0 if self.box_offset is None else self.box_offset,
             0.0 if self.border_offset is None else self.border_offset,
         )
         if min(offsets) < 0:
@@ -140,14 +153,20 @@ class GeodesicEngine(Engine):
         indptr, indices, weights = image_graph(work.image, self.contrast, self.smooth_sigma)
         return GeodesicFeatures(work, frozen(indptr), frozen(indices), frozen(weights))
 
-    def seed_sets(self, seeds: Seeds) -> tuple[list[tuple[np.ndarray, float]], list[tuple[np.ndarray, float]]]:
+    def seed_sets(
+        self, seeds: Seeds, features: GeodesicFeatures
+    ) -> tuple[list[tuple[np.ndarray, float]], list[tuple[np.ndarray, float]]]:
         """(foreground, background) seed maps with their head-start offsets."""
         fg = [(seeds.fg, 0.0)]
         bg = [(seeds.bg, 0.0)]
         if seeds.tolerant.any():
             fg.append((seeds.tolerant, self.tolerant_offset))
-        if seeds.box is not None:
-            fg.append((seeds.box_interior, self.box_offset))
+        if seeds.box is not None and seeds.outside_box is not None:
+            interior = seeds.box_interior
+            offset = self.box_offset
+            if offset is None:
+                offset = box_head_start(seeded_distance(features, [(seeds.outside_box, 0.0)]), interior)
+            fg.append((interior, offset))
         if seeds.prior is not None:
             inside, outside = seeds.prior_cores(self.prior_band)
             fg.append((inside, self.prior_offset))
@@ -166,14 +185,29 @@ class GeodesicEngine(Engine):
         feats = features if isinstance(features, GeodesicFeatures) else self.encode_image(image)
         work = feats.work
         height, width = work.original_size
-        seeds = build_seeds(prompts, work.transform, self.click_radius, self.tolerant_radius)
+        seeds = build_seeds(
+            prompts, work.transform, self.click_radius, self.tolerant_radius, work.lab, self.colour_gate
+        )
         if not seeds.has_positive:
             return EngineOutput(empty_probs((height, width)))
-        fg_sets, bg_sets = self.seed_sets(seeds)
+        fg_sets, bg_sets = self.seed_sets(seeds, feats)
         d_fg = seeded_distance(feats, fg_sets)
         d_bg = seeded_distance(feats, bg_sets)
         probs = geodesic_probs(d_fg, d_bg).reshape(work.shape)
         return EngineOutput(to_original(probs, height, width))
+
+
+def box_head_start(distance_outside: np.ndarray, interior: np.ndarray) -> float:
+    """The head start of a box's interior: Otsu's threshold on the interior's geodesic distances to the outside.
+
+    Pixels of the box that are geodesically far from everything outside it (beyond the threshold) are the object;
+    those a cheap path joins to the outside are background.
+    """
+    values = np.asarray(distance_outside).reshape(interior.shape)[interior]
+    values = values[np.isfinite(values)]
+    if values.size == 0 or values.min() == values.max():
+        return 0.0
+    return float(threshold_otsu(values))
 
 
 def geodesic_probs(d_fg: np.ndarray, d_bg: np.ndarray) -> np.ndarray:

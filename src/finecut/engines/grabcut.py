@@ -2,9 +2,11 @@
 
 Each step builds OpenCV's four-label mask at the working resolution: hard seeds (click disks, scribbles, the outside of
 a box) are ``GC_FGD`` / ``GC_BGD``; everything else is ``GC_PR_FGD`` / ``GC_PR_BGD`` from the best current estimate
-(the previous step's mask, else the prior mask, else the box, else a disk around each positive click) and tolerant
-clicks add a ``GC_PR_FGD`` area. Probable labels only decide which colour model a pixel trains at the start; the
-graph cut relabels every one of them.
+(the previous step's mask, else the prior mask, else the box, else a disk around each positive click), with a disk
+of the click's probable label around every click once an estimate exists, and tolerant clicks add a ``GC_PR_FGD``
+area. Probable labels only decide which colour model a pixel trains at the start; the graph cut relabels every one
+of them. Object parts not connected to any positive seed are dropped, and probabilities are a sigmoid of the signed
+distance to the resulting boundary, so they threshold back to GrabCut's labels exactly.
 
 The two colour models (``bgdModel`` / ``fgdModel``, 5-component GMMs) are carried from step to step in
 :attr:`EngineOutput.state`, so a click sequence continues from where the last step left off without hidden state. The
@@ -27,6 +29,7 @@ from finecut.engines.seeds import (
     WorkingImage,
     border_mask,
     build_seeds,
+    check_seed_options,
     empty_probs,
     mask_to_working,
     seed_connected,
@@ -34,7 +37,7 @@ from finecut.engines.seeds import (
     to_original,
 )
 from finecut.errors import FinecutError
-from finecut.prompts import Click, Prompts, click_disks
+from finecut.prompts import Prompts
 
 if TYPE_CHECKING:
     from finecut.predictor import Prediction
@@ -91,40 +94,41 @@ class GrabCutEngine(Engine):
     """GrabCut on a working copy of the image, long side at most ``max_side``.
 
     Options: ``click_radius`` (hard-seed disk radius, working px), ``tolerant_radius`` (probable-foreground disk of
-    a tolerant click), ``iterations`` (GrabCut iterations on a first step) and ``update_iterations`` (on later steps,
-    continuing from the previous colour models), ``click_region`` (radius of the probable-foreground disk put around
-    positive clicks on a first step without box or prior mask, as a fraction of the working image diagonal),
+    a tolerant click), ``colour_gate`` (click disks keep pixels within this Lab distance of the clicked colour; None:
+    whole disks), ``iterations`` (GrabCut iterations on a first step) and ``update_iterations`` (on later steps,
+    continuing from the previous colour models), ``click_region`` / ``correction_region`` (radii of the
+    probable-label disks around clicks on a first step / on later steps, as fractions of the working image
+    diagonal; see :meth:`initial_estimate`),
     ``keep_connected`` (drop object parts not connected to a positive seed), ``softness`` (width in working px of
     the probability ramp across the boundary) and ``seed`` (OpenCV RNG seed).
     """
 
     name: ClassVar[str] = "grabcut"
 
-    max_side: int = 400
-    click_radius: float = 3.0
+    max_side: int = 320
+    click_radius: float = 5.0
     tolerant_radius: float = 8.0
+    colour_gate: float | None = 25.0
     iterations: int = 4
     update_iterations: int = 2
     click_region: float = 0.08
+    correction_region: float = 0.06
     keep_connected: bool = True
     softness: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_side < 8:
-            raise FinecutError(f"grabcut: max_side must be >= 8, got {self.max_side}")
-        if self.click_radius < 0.5 or self.tolerant_radius < 0.5:
-            raise FinecutError(
-                f"grabcut: click_radius and tolerant_radius must be >= 0.5, got {self.click_radius}, "
-                f"{self.tolerant_radius}"
-            )
+        check_seed_options(
+            self.name, self.max_side, self.click_radius, self.tolerant_radius, self.colour_gate
+        )
         if self.iterations < 1 or self.update_iterations < 1:
             raise FinecutError(
                 f"grabcut: iterations and update_iterations must be >= 1, got {self.iterations}, "
                 f"{self.update_iterations}"
             )
-        if not 0.0 <= self.click_region <= 1.0:
-            raise FinecutError(f"grabcut: click_region must be in [0, 1], got {self.click_region}")
+        for key in ("click_region", "correction_region"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise FinecutError(f"grabcut: {key} must be in [0, 1], got {getattr(self, key)}")
         if self.softness <= 0:
             raise FinecutError(f"grabcut: softness must be > 0, got {self.softness}")
 
@@ -134,31 +138,37 @@ class GrabCutEngine(Engine):
     def encode_image(self, image: np.ndarray) -> WorkingImage:
         return WorkingImage.build(image, self.max_side)
 
-    def _initial_estimate(
+    def initial_estimate(
         self, work: WorkingImage, prompts: Prompts, seeds: Seeds, previous: "Prediction | None"
     ) -> np.ndarray:
         """The probable-foreground map at the start of a step (bool, working resolution).
 
-        The previous step's mask if it has any object, else the prior mask, else the box interior, else a disk of
-        ``click_region`` around each positive or tolerant click.
+        The previous step's mask if it has any object, else the prior mask, else the box interior, else nothing;
+        then, click by click (later clicks win), a disk around each click is marked probably object (positive and
+        tolerant clicks) or probably background (negative clicks): ``click_region`` on a first step,
+        ``correction_region`` once an estimate exists. Radii are fractions of the working image diagonal.
         """
+        height, width = work.shape
+        estimate = None
         if previous is not None:
             estimate = mask_to_working(previous.mask, work.transform)
-            if estimate.any():
-                return estimate
-        if seeds.prior is not None and seeds.prior.any():
-            return seeds.prior.copy()
-        height, width = work.shape
-        estimate = np.zeros((height, width), dtype=bool)
-        if seeds.box is not None:
+        if (estimate is None or not estimate.any()) and seeds.prior is not None and seeds.prior.any():
+            estimate = seeds.prior.copy()
+        if (estimate is None or not estimate.any()) and seeds.box is not None:
             x0, y0, x1, y1 = seeds.box
+            estimate = np.zeros((height, width), dtype=bool)
             estimate[y0:y1, x0:x1] = True
-            return estimate
-        radius = self.click_region * float(np.hypot(height, width))
-        positives = [Click(c.x, c.y, "positive") for c in prompts.clicks if not c.is_negative]
-        if radius >= 0.5 and positives:
-            estimate = click_disks(positives, work.transform, radius=radius)[0] > 0
-        return estimate
+        first_step = estimate is None or not estimate.any()
+        region = self.click_region if first_step else self.correction_region
+        canvas = np.zeros((height, width), dtype=np.uint8) if first_step else estimate.astype(np.uint8)
+        radius = int(round(region * float(np.hypot(height, width))))
+        if radius >= 1:
+            for click in prompts.clicks:
+                if first_step and click.is_negative:
+                    continue
+                cx, cy = work.transform.apply(np.floor(click.x), np.floor(click.y))
+                cv2.circle(canvas, (int(round(cx)), int(round(cy))), radius, int(not click.is_negative), -1)
+        return canvas.astype(bool)
 
     def predict(
         self,
@@ -169,11 +179,13 @@ class GrabCutEngine(Engine):
     ) -> EngineOutput:
         work = features if isinstance(features, WorkingImage) else self.encode_image(image)
         height, width = work.original_size
-        seeds = build_seeds(prompts, work.transform, self.click_radius, self.tolerant_radius)
+        seeds = build_seeds(
+            prompts, work.transform, self.click_radius, self.tolerant_radius, work.lab, self.colour_gate
+        )
         if not seeds.has_positive:
             return EngineOutput(empty_probs((height, width)))
 
-        probable = self._initial_estimate(work, prompts, seeds, previous) | seeds.tolerant
+        probable = self.initial_estimate(work, prompts, seeds, previous) | seeds.tolerant
         gc_mask = np.where(probable, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
         gc_mask[seeds.fg] = cv2.GC_FGD
         gc_mask[seeds.bg] = cv2.GC_BGD

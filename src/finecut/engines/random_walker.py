@@ -1,17 +1,17 @@
 """Random walker segmentation (Grady 2006) with scikit-image's solver, soft seeds included (Grady 2005 priors).
 
 A pixel's probability of being object is the probability that a random walker leaving it, stepping to neighbours
-with weights ``exp(-beta * |ΔRGB|²)``, first reaches a foreground seed rather than a background one
-(``skimage.segmentation.random_walker`` with ``return_full_prob``). Hard seeds are click disks, scribbles and the
-outside of a box.
+with weights ``exp(-beta * |ΔRGB|² / (10 * std * sqrt(3)))`` (scikit-image's convention), first reaches a
+foreground seed rather than a background one: ``skimage.segmentation.random_walker`` with ``return_full_prob``,
+solved directly (mode ``"bf"``). Hard seeds are click disks, scribbles and the outside of a box.
 
 Soft evidence is expressed inside the same solver as a second layer of the grid: every pixel is tied to a fixed
 node of that layer, labelled foreground or background, by an edge whose weight is the strength of the evidence
 (the layer's colour is the pixel's own plus an offset chosen to give exactly that weight). This is Grady's random
-walker with priors: tolerant clicks pull their area towards the object with ``tolerant_weight``, a prior mask pulls
-inside and outside towards its labels with ``prior_weight``, and the image frame pulls towards the background with
-``border_weight`` (which also makes a single positive click well posed). Pixels with no evidence get a negligible
-tie.
+walker with priors: tolerant clicks pull their area towards the object with ``tolerant_weight``, a box's interior
+with ``box_weight``, the cores of a prior mask's inside and outside towards its labels with ``prior_weight``, and
+the image frame towards the background with ``border_weight`` (which also makes a lone positive click well posed).
+Pixels with no evidence get a negligible tie. The engine has no memory: ``previous`` is not needed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,16 @@ import numpy as np
 from skimage.segmentation import random_walker
 
 from finecut.engines.base import Engine, EngineOutput
-from finecut.engines.seeds import Seeds, WorkingImage, border_mask, build_seeds, empty_probs, frozen, to_original
+from finecut.engines.seeds import (
+    Seeds,
+    WorkingImage,
+    border_mask,
+    build_seeds,
+    check_seed_options,
+    empty_probs,
+    frozen,
+    to_original,
+)
 from finecut.errors import FinecutError
 from finecut.prompts import Prompts
 
@@ -54,35 +63,34 @@ class RandomWalkerFeatures:
 class RandomWalkerEngine(Engine):
     """scikit-image's random walker on a working copy of the image, long side at most ``max_side``.
 
-    Options: ``click_radius`` / ``tolerant_radius`` (seed disks, working px), ``beta`` (edge sensitivity, as in
-    scikit-image), ``mode`` (scikit-image's solver: ``"bf"``, one sparse LU factorisation, is by far the fastest at
-    working resolutions; the conjugate-gradient modes converge slowly on strong edges), ``tol`` (their tolerance),
-    and the tie weights of soft evidence, ``tolerant_weight``,
-    ``prior_weight`` and ``border_weight`` (in (0, 1]; an edge between equal colours weighs 1; 0 turns it off).
+    Options: ``click_radius`` / ``tolerant_radius`` (seed disks, working px), ``colour_gate`` (click disks keep
+    pixels within this Lab distance of the clicked colour; None: whole disks), ``prior_band`` (working px either
+    side of a prior mask's boundary left free), ``beta`` (edge sensitivity, as in scikit-image), ``mode``
+    (scikit-image's solver: ``"bf"``, one sparse LU factorisation, is by far the fastest at working resolutions; the
+    conjugate-gradient modes converge slowly across strong edges), ``tol`` (their tolerance), and the tie weights of
+    soft evidence, ``tolerant_weight``, ``prior_weight``, ``box_weight`` and ``border_weight`` (in [0, 1]; an edge between equal colours weighs 1, one
+    across a clear edge far less; 0 turns a tie off).
     """
 
     name: ClassVar[str] = "random_walker"
 
-    max_side: int = 256
-    click_radius: float = 2.0
+    max_side: int = 192
+    click_radius: float = 3.0
     tolerant_radius: float = 6.0
-    beta: float = 130.0
+    colour_gate: float | None = 25.0
+    beta: float = 2000.0
     mode: str = "bf"
     tol: float = 1e-3
     tolerant_weight: float = 0.05
-    prior_weight: float = 0.05
-    prior_band: float = 2.0
-    box_weight: float = 0.05
-    border_weight: float = 0.05
+    prior_weight: float = 1e-3
+    prior_band: float = 3.0
+    box_weight: float = 1e-4
+    border_weight: float = 0.02
 
     def __post_init__(self) -> None:
-        if self.max_side < 8:
-            raise FinecutError(f"random_walker: max_side must be >= 8, got {self.max_side}")
-        if self.click_radius < 0.5 or self.tolerant_radius < 0.5:
-            raise FinecutError(
-                f"random_walker: click_radius and tolerant_radius must be >= 0.5, got {self.click_radius}, "
-                f"{self.tolerant_radius}"
-            )
+        check_seed_options(
+            self.name, self.max_side, self.click_radius, self.tolerant_radius, self.colour_gate
+        )
         if self.mode not in _MODES:
             raise FinecutError(f"random_walker: mode must be one of {', '.join(_MODES)}, got {self.mode!r}")
         if self.beta <= 0 or not 0 < self.tol < 1:
@@ -132,7 +140,9 @@ class RandomWalkerEngine(Engine):
         feats = features if isinstance(features, RandomWalkerFeatures) else self.encode_image(image)
         work = feats.work
         height, width = work.original_size
-        seeds = build_seeds(prompts, work.transform, self.click_radius, self.tolerant_radius)
+        seeds = build_seeds(
+            prompts, work.transform, self.click_radius, self.tolerant_radius, work.lab, self.colour_gate
+        )
         if not seeds.has_positive:
             return EngineOutput(empty_probs((height, width)))
         hard = np.full(seeds.shape, _UNLABELLED, dtype=np.int32)

@@ -4,9 +4,9 @@ Classical engines (GrabCut, random walker, geodesic) work on a downscaled copy o
 ``max_side``) and upsample their probabilities back to the original size. :func:`build_seeds` turns every prompt kind
 into maps at that working resolution:
 
-* positive / negative clicks -> hard foreground / background disks of ``click_radius`` working pixels; where disks
-  of opposite kinds overlap, each pixel goes to the nearer click centre (ties to the later click), so every click
-  keeps its own pixel;
+* positive / negative clicks -> hard foreground / background disks of ``click_radius`` working pixels, optionally
+  limited to pixels coloured like the clicked one; where disks of opposite kinds overlap, each pixel goes to the
+  nearer click centre (ties to the later click), so every click keeps its own pixel;
 * tolerant clicks -> a *soft* foreground area (a disk of ``tolerant_radius``): probably object, never a constraint;
 * scribbles -> hard seeds along the stroke (pixels marked by both a positive and a negative stroke stay unlabelled);
   clicks take precedence over scribbles;
@@ -24,8 +24,23 @@ import numpy as np
 from finecut.errors import FinecutError
 from finecut.prompts import Click, CropTransform, Prompts, box_map, click_disks, scribble_maps
 
-#: Index of each click kind's channel in :func:`finecut.prompts.click_disks` output.
-_POS, _NEG, _TOL = 0, 1, 2
+#: Index of the tolerant channel in :func:`finecut.prompts.click_disks` output.
+_TOL = 2
+
+
+def check_seed_options(
+    engine: str, max_side: int, click_radius: float, tolerant_radius: float, colour_gate: float | None
+) -> None:
+    """Validate the options every classical engine shares; raise :class:`FinecutError` naming the engine."""
+    if max_side < 8:
+        raise FinecutError(f"{engine}: max_side must be >= 8, got {max_side}")
+    if click_radius < 0.5 or tolerant_radius < 0.5:
+        raise FinecutError(
+            f"{engine}: click_radius and tolerant_radius must be >= 0.5 working pixels, got {click_radius}, "
+            f"{tolerant_radius}"
+        )
+    if colour_gate is not None and colour_gate <= 0:
+        raise FinecutError(f"{engine}: colour_gate must be > 0 (Lab units) or None, got {colour_gate}")
 
 
 def working_transform(height: int, width: int, max_side: int) -> CropTransform:
@@ -63,6 +78,7 @@ class WorkingImage:
     """The per-image features every classical engine starts from: the image at its working resolution."""
 
     image: np.ndarray  # RGB uint8 (h, w, 3) at working resolution, read-only
+    lab: np.ndarray  # the same in CIE Lab, float32 (L in [0, 100]), read-only
     transform: CropTransform  # original -> working
     original_size: tuple[int, int]  # (H, W)
 
@@ -70,7 +86,9 @@ class WorkingImage:
     def build(cls, image: np.ndarray, max_side: int) -> "WorkingImage":
         height, width = image.shape[:2]
         transform = working_transform(height, width, max_side)
-        return cls(frozen(to_working(image, transform).copy()), transform, (height, width))
+        work = to_working(image, transform).copy()
+        lab = cv2.cvtColor(work.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+        return cls(frozen(work), frozen(lab), transform, (height, width))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -149,35 +167,47 @@ class Seeds:
         return inside.astype(bool) & free, outside.astype(bool) & free
 
 
-def _nearest_click_is_positive(
-    rows: np.ndarray, cols: np.ndarray, clicks: list[Click], transform: CropTransform
-) -> np.ndarray:
-    """For each pixel (rows, cols): True where the nearest hard click centre is positive (ties -> later click)."""
-    best = np.full(rows.shape, np.inf)
-    positive = np.zeros(rows.shape, dtype=bool)
-    for click in clicks:
-        cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
-        dist = (cols - cx) ** 2 + (rows - cy) ** 2
-        closer = dist <= best
-        best = np.where(closer, dist, best)
-        positive = np.where(closer, click.is_positive, positive)
-    return positive
-
-
 def hard_click_maps(
-    clicks: tuple[Click, ...], transform: CropTransform, radius: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(positive, negative, tolerant) disks; positive and negative made disjoint by the nearest click centre."""
-    disks = click_disks(clicks, transform, radius=radius) > 0
-    pos, neg = disks[_POS], disks[_NEG]
-    both = pos & neg
-    if both.any():
-        rows, cols = np.nonzero(both)
-        hard = [c for c in clicks if not c.is_tolerant]
-        to_pos = _nearest_click_is_positive(rows.astype(np.float64), cols.astype(np.float64), hard, transform)
-        pos[rows, cols] = to_pos
-        neg[rows, cols] = ~to_pos
-    return pos, neg, disks[_TOL]
+    clicks: tuple[Click, ...],
+    transform: CropTransform,
+    radius: float,
+    colours: np.ndarray | None = None,
+    gate: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positive, negative) hard-seed maps of the precise clicks: a disk of ``radius`` working px around each.
+
+    Disks use :func:`finecut.prompts.click_disks`'s geometry. Where disks of opposite kinds overlap, each pixel goes
+    to the nearest click centre (ties to the later click), so every click keeps its own pixel. With ``colours``
+    ((h, w, C) float, e.g. Lab) and ``gate``, a disk keeps only pixels whose colour is within ``gate`` of the
+    clicked pixel's, so a click on a thin or small part does not also seed the background beside it.
+    """
+    height, width = transform.out_size
+    owner = np.zeros((height, width), dtype=np.int8)  # 0 none, 1 positive, -1 negative
+    best = np.full((height, width), np.inf)
+    for click in clicks:
+        if click.is_tolerant:
+            continue
+        cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
+        y_lo, y_hi = max(0, int(np.floor(cy - radius))), min(height, int(np.ceil(cy + radius)) + 1)
+        x_lo, x_hi = max(0, int(np.floor(cx - radius))), min(width, int(np.ceil(cx + radius)) + 1)
+        if y_lo >= y_hi or x_lo >= x_hi:
+            continue
+        ys = np.arange(y_lo, y_hi, dtype=np.float64)[:, None]
+        xs = np.arange(x_lo, x_hi, dtype=np.float64)[None, :]
+        dist = (ys - cy) ** 2 + (xs - cx) ** 2
+        disk = dist <= float(radius) ** 2
+        row = min(max(int(round(cy)), 0), height - 1)
+        col = min(max(int(round(cx)), 0), width - 1)
+        if colours is not None and gate is not None:
+            window = colours[y_lo:y_hi, x_lo:x_hi]
+            disk &= np.linalg.norm(window - colours[row, col], axis=-1) <= gate
+        if y_lo <= row < y_hi and x_lo <= col < x_hi:
+            disk[row - y_lo, col - x_lo] = True  # the clicked pixel itself, always
+        win_best = best[y_lo:y_hi, x_lo:x_hi]
+        take = disk & (dist <= win_best)
+        win_best[take] = dist[take]
+        owner[y_lo:y_hi, x_lo:x_hi][take] = 1 if click.is_positive else -1
+    return owner == 1, owner == -1
 
 
 def build_seeds(
@@ -185,8 +215,13 @@ def build_seeds(
     transform: CropTransform,
     click_radius: float,
     tolerant_radius: float,
+    colours: np.ndarray | None = None,
+    gate: float | None = None,
 ) -> Seeds:
-    """Rasterise validated ``prompts`` at ``transform.out_size`` (see the module docstring for the rules)."""
+    """Rasterise validated ``prompts`` at ``transform.out_size`` (see the module docstring for the rules).
+
+    ``colours`` / ``gate`` restrict click disks to pixels coloured like the clicked one (see :func:`hard_click_maps`).
+    """
     shape = transform.out_size
     fg = np.zeros(shape, dtype=bool)
     bg = np.zeros(shape, dtype=bool)
@@ -211,16 +246,15 @@ def build_seeds(
         bg &= ~pos_s
         bg |= neg_s
 
-    pos, neg, tol_core = hard_click_maps(prompts.clicks, transform, click_radius)
+    pos, neg = hard_click_maps(prompts.clicks, transform, click_radius, colours, gate)
     if pos.any() or neg.any():
         fg = (fg & ~neg) | pos
         bg = (bg & ~pos) | neg
 
     tolerant = np.zeros(shape, dtype=bool)
-    if tol_core.any():
-        tolerant = click_disks(
-            [c for c in prompts.clicks if c.is_tolerant], transform, radius=tolerant_radius
-        )[_TOL] > 0
+    tolerant_clicks = [c for c in prompts.clicks if c.is_tolerant]
+    if tolerant_clicks:
+        tolerant = click_disks(tolerant_clicks, transform, radius=tolerant_radius)[_TOL] > 0
         tolerant &= ~fg & ~bg
 
     prior = None

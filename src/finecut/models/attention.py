@@ -216,10 +216,15 @@ def neighborhood_attention(
     """
     ks = _check_kernel_size(kernel_size)
     fits = q.ndim == 5 and min(q.shape[2], q.shape[3]) >= ks
-    if use_natten is True or (use_natten is None and fits and natten_available(q)):
-        if use_natten is True and not fits:
+    if use_natten is True:
+        if not fits:
             raise FinecutError(f"natten needs a token grid of at least {ks}x{ks}, got {tuple(q.shape[2:4])}")
         return neighborhood_attention_natten(q, k, v, ks, rpb=rpb, scale=scale)
+    if use_natten is None and fits and natten_available(q):
+        try:
+            return neighborhood_attention_natten(q, k, v, ks, rpb=rpb, scale=scale)
+        except ImportError:  # a natten build without what this call needs (e.g. rpb): fall back to PyTorch
+            pass
     return neighborhood_attention_torch(q, k, v, ks, rpb=rpb, scale=scale)
 
 

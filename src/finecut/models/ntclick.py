@@ -331,7 +331,7 @@ class NTClickHRR(nn.Module):
     #: Rows of context on each side of a stripe of the full-resolution stage (receptive field is 4 rows).
     STRIPE_HALO = 6
     #: Target number of float elements held by one stripe's largest intermediate maps.
-    STRIPE_ELEMENTS = 1 << 24
+    STRIPE_ELEMENTS = 1 << 25
 
     def __init__(self, config: HRRConfig | None = None) -> None:
         super().__init__()
@@ -383,7 +383,9 @@ class NTClickHRR(nn.Module):
 
     def decode(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Backbone features + padded image -> logits (B, 1, H, W)."""
-        x = features
+        # channels-last makes the thin full-resolution convolutions about twice as fast on CPU (oneDNN)
+        image = image.contiguous(memory_format=torch.channels_last)
+        x = features.contiguous(memory_format=torch.channels_last)
         for stage, low in zip(self.stages[:3], (self.low[3], self.low[2], self.low[1])):
             x = stage(x, low(image))
         if self.config.stripe_inference and not torch.is_grad_enabled():
