@@ -10,7 +10,8 @@ clicks are foreground seeds ``tolerant_offset`` away; a box's interior is a fore
 default Otsu's threshold of the interior's distances to the outside, so what is far from the outside is object);
 the core of a prior mask's inside and outside are foreground and background seeds ``prior_offset`` away, leaving a
 band of ``prior_band`` pixels each side of its boundary to the distances; and the image frame is a background seed
-``border_offset`` away. Hard seeds (click disks, scribbles, the outside of a box) start at 0.
+``border_offset`` away. Hard seeds (click disks, scribbles, the outside of a box) start at 0. The engine has no
+memory: each step depends on the prompts alone, so ``previous`` is not needed.
 """
 
 from __future__ import annotations
@@ -52,15 +53,15 @@ class GeodesicFeatures:
     weights: np.ndarray
 
 
-def image_graph(image: np.ndarray, contrast: float, smooth_sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected graph of an RGB uint8 image with edge lengths ``sqrt(step² + (contrast * |ΔLab|)²)``.
+def image_graph(lab: np.ndarray, contrast: float, smooth_sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected graph of a Lab image ((h, w, 3) float32) with edge lengths ``sqrt(step² + (contrast * |ΔLab|)²)``.
 
-    Returns CSR ``(indptr, indices, weights)`` over ``h*w + 1`` nodes; node ``h*w`` is a source with no edges.
+    Colours are blurred by ``smooth_sigma`` px first. Returns CSR ``(indptr, indices, weights)`` over ``h*w + 1``
+    nodes; node ``h*w`` is a source with no edges yet.
     """
-    lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
     if smooth_sigma > 0:
         lab = cv2.GaussianBlur(lab, (0, 0), smooth_sigma)
-    height, width = image.shape[:2]
+    height, width = lab.shape[:2]
     count = height * width
     index = np.arange(count, dtype=np.int32).reshape(height, width)
     src, dst, length = [], [], []
@@ -77,7 +78,7 @@ def image_graph(image: np.ndarray, contrast: float, smooth_sigma: float) -> tupl
         (np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(count + 1, count + 1)
     )
     graph.sort_indices()
-    return graph.indptr.astype(np.int64), graph.indices.astype(np.int32), graph.data.astype(np.float64)
+    return graph.indptr, graph.indices, graph.data.astype(np.float64)
 
 
 def seeded_distance(features: GeodesicFeatures, seeds: list[tuple[np.ndarray, float]]) -> np.ndarray:
@@ -87,7 +88,7 @@ def seeded_distance(features: GeodesicFeatures, seeds: list[tuple[np.ndarray, fl
     for mask, offset in seeds:
         flat = np.asarray(mask, dtype=bool).ravel()
         start[flat] = np.minimum(start[flat], float(offset))
-    nodes = np.flatnonzero(np.isfinite(start)).astype(np.int32)
+    nodes = np.flatnonzero(np.isfinite(start)).astype(features.indices.dtype)
     if nodes.size == 0:
         return np.full(count, np.inf)
     indptr = features.indptr.copy()
@@ -122,7 +123,7 @@ class GeodesicEngine(Engine):
     contrast: float = 8.0
     smooth_sigma: float = 1.5
     tolerant_offset: float = 10.0
-    prior_offset: float = 20.0
+    prior_offset: float = 100.0
     prior_band: float = 3.0
     box_offset: float | None = None
     border_offset: float | None = 10.0
@@ -150,7 +151,7 @@ class GeodesicEngine(Engine):
 
     def encode_image(self, image: np.ndarray) -> GeodesicFeatures:
         work = WorkingImage.build(image, self.max_side)
-        indptr, indices, weights = image_graph(work.image, self.contrast, self.smooth_sigma)
+        indptr, indices, weights = image_graph(work.lab, self.contrast, self.smooth_sigma)
         return GeodesicFeatures(work, frozen(indptr), frozen(indices), frozen(weights))
 
     def seed_sets(

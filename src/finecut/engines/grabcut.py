@@ -30,6 +30,8 @@ from finecut.engines.seeds import (
     border_mask,
     build_seeds,
     check_seed_options,
+    click_window,
+    colour_match,
     empty_probs,
     mask_to_working,
     seed_connected,
@@ -98,7 +100,8 @@ class GrabCutEngine(Engine):
     whole disks), ``iterations`` (GrabCut iterations on a first step) and ``update_iterations`` (on later steps,
     continuing from the previous colour models), ``click_region`` / ``correction_region`` (radii of the
     probable-label disks around clicks on a first step / on later steps, as fractions of the working image
-    diagonal; see :meth:`initial_estimate`),
+    diagonal; see :meth:`initial_estimate`), ``correction_gate`` (later-step disks keep pixels within this Lab
+    distance of the clicked colour, so a click on a thin part does not teach the colour model its surroundings),
     ``keep_connected`` (drop object parts not connected to a positive seed), ``softness`` (width in working px of
     the probability ramp across the boundary) and ``seed`` (OpenCV RNG seed).
     """
@@ -111,8 +114,9 @@ class GrabCutEngine(Engine):
     colour_gate: float | None = 25.0
     iterations: int = 4
     update_iterations: int = 2
-    click_region: float = 0.08
+    click_region: float = 0.15
     correction_region: float = 0.06
+    correction_gate: float | None = 25.0
     keep_connected: bool = True
     softness: float = 1.0
     seed: int = 0
@@ -129,6 +133,8 @@ class GrabCutEngine(Engine):
         for key in ("click_region", "correction_region"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise FinecutError(f"grabcut: {key} must be in [0, 1], got {getattr(self, key)}")
+        if self.correction_gate is not None and self.correction_gate <= 0:
+            raise FinecutError(f"grabcut: correction_gate must be > 0 (Lab units) or None, got {self.correction_gate}")
         if self.softness <= 0:
             raise FinecutError(f"grabcut: softness must be > 0, got {self.softness}")
 
@@ -146,7 +152,8 @@ class GrabCutEngine(Engine):
         The previous step's mask if it has any object, else the prior mask, else the box interior, else nothing;
         then, click by click (later clicks win), a disk around each click is marked probably object (positive and
         tolerant clicks) or probably background (negative clicks): ``click_region`` on a first step,
-        ``correction_region`` once an estimate exists. Radii are fractions of the working image diagonal.
+        ``correction_region`` (limited to pixels within ``correction_gate`` of the clicked colour) once an estimate
+        exists. Radii are fractions of the working image diagonal.
         """
         height, width = work.shape
         estimate = None
@@ -160,15 +167,19 @@ class GrabCutEngine(Engine):
             estimate[y0:y1, x0:x1] = True
         first_step = estimate is None or not estimate.any()
         region = self.click_region if first_step else self.correction_region
-        canvas = np.zeros((height, width), dtype=np.uint8) if first_step else estimate.astype(np.uint8)
-        radius = int(round(region * float(np.hypot(height, width))))
+        canvas = np.zeros((height, width), dtype=bool) if first_step else estimate.copy()
+        radius = region * float(np.hypot(height, width))
         if radius >= 1:
             for click in prompts.clicks:
                 if first_step and click.is_negative:
                     continue
-                cx, cy = work.transform.apply(np.floor(click.x), np.floor(click.y))
-                cv2.circle(canvas, (int(round(cx)), int(round(cy))), radius, int(not click.is_negative), -1)
-        return canvas.astype(bool)
+                rows, cols, disk = click_window(click, work.transform, radius)
+                if disk is None:
+                    continue
+                if not first_step and self.correction_gate is not None:
+                    disk &= colour_match(work.lab[rows, cols], work.lab, click, work.transform, self.correction_gate)
+                canvas[rows, cols][disk] = not click.is_negative
+        return canvas
 
     def predict(
         self,

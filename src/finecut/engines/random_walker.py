@@ -68,8 +68,8 @@ class RandomWalkerEngine(Engine):
     side of a prior mask's boundary left free), ``beta`` (edge sensitivity, as in scikit-image), ``mode``
     (scikit-image's solver: ``"bf"``, one sparse LU factorisation, is by far the fastest at working resolutions; the
     conjugate-gradient modes converge slowly across strong edges), ``tol`` (their tolerance), and the tie weights of
-    soft evidence, ``tolerant_weight``, ``prior_weight``, ``box_weight`` and ``border_weight`` (in [0, 1]; an edge between equal colours weighs 1, one
-    across a clear edge far less; 0 turns a tie off).
+    soft evidence, ``tolerant_weight``, ``prior_weight``, ``box_weight`` and ``border_weight`` (in [0, 1]; an edge
+    between equal colours weighs 1, one across a clear edge far less; 0 turns a tie off).
     """
 
     name: ClassVar[str] = "random_walker"

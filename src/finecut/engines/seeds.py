@@ -137,11 +137,6 @@ class Seeds:
         )
 
     @property
-    def has_negative(self) -> bool:
-        """Whether any hard background exists (negative clicks or scribbles, or the outside of a box)."""
-        return bool(self.bg.any())
-
-    @property
     def box_interior(self) -> np.ndarray:
         """The inside of the box minus hard seeds (probably object); all False without a box."""
         if self.outside_box is None:
@@ -167,6 +162,38 @@ class Seeds:
         return inside.astype(bool) & free, outside.astype(bool) & free
 
 
+def click_window(
+    click: Click, transform: CropTransform, radius: float
+) -> tuple[slice, slice, np.ndarray | None]:
+    """The window around a click's disk at working resolution: (rows, cols, disk) with ``disk`` a bool array of the
+    window's shape (None when the disk misses the image). Same geometry as :func:`finecut.prompts.click_disks`."""
+    height, width = transform.out_size
+    cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
+    y_lo, y_hi = max(0, int(np.floor(cy - radius))), min(height, int(np.ceil(cy + radius)) + 1)
+    x_lo, x_hi = max(0, int(np.floor(cx - radius))), min(width, int(np.ceil(cx + radius)) + 1)
+    rows, cols = slice(y_lo, max(y_lo, y_hi)), slice(x_lo, max(x_lo, x_hi))
+    if y_lo >= y_hi or x_lo >= x_hi:
+        return rows, cols, None
+    ys = np.arange(y_lo, y_hi, dtype=np.float64)[:, None]
+    xs = np.arange(x_lo, x_hi, dtype=np.float64)[None, :]
+    return rows, cols, (ys - cy) ** 2 + (xs - cx) ** 2 <= float(radius) ** 2
+
+
+def click_pixel(click: Click, transform: CropTransform) -> tuple[int, int]:
+    """The (row, col) of the working pixel holding a click."""
+    height, width = transform.out_size
+    cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
+    return min(max(int(round(cy)), 0), height - 1), min(max(int(round(cx)), 0), width - 1)
+
+
+def colour_match(
+    window: np.ndarray, colours: np.ndarray, click: Click, transform: CropTransform, gate: float
+) -> np.ndarray:
+    """Bool map over ``window`` (a slice of ``colours``): pixels within ``gate`` of the clicked pixel's colour."""
+    row, col = click_pixel(click, transform)
+    return np.linalg.norm(window - colours[row, col], axis=-1) <= gate
+
+
 def hard_click_maps(
     clicks: tuple[Click, ...],
     transform: CropTransform,
@@ -176,10 +203,10 @@ def hard_click_maps(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(positive, negative) hard-seed maps of the precise clicks: a disk of ``radius`` working px around each.
 
-    Disks use :func:`finecut.prompts.click_disks`'s geometry. Where disks of opposite kinds overlap, each pixel goes
-    to the nearest click centre (ties to the later click), so every click keeps its own pixel. With ``colours``
-    ((h, w, C) float, e.g. Lab) and ``gate``, a disk keeps only pixels whose colour is within ``gate`` of the
-    clicked pixel's, so a click on a thin or small part does not also seed the background beside it.
+    Where disks of opposite kinds overlap, each pixel goes to the nearest click centre (ties to the later click), so
+    every click keeps its own pixel. With ``colours`` ((h, w, C) float, e.g. Lab) and ``gate``, a disk keeps only
+    pixels whose colour is within ``gate`` of the clicked pixel's, so a click on a thin or small part does not also
+    seed the background beside it.
     """
     height, width = transform.out_size
     owner = np.zeros((height, width), dtype=np.int8)  # 0 none, 1 positive, -1 negative
@@ -187,26 +214,22 @@ def hard_click_maps(
     for click in clicks:
         if click.is_tolerant:
             continue
-        cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
-        y_lo, y_hi = max(0, int(np.floor(cy - radius))), min(height, int(np.ceil(cy + radius)) + 1)
-        x_lo, x_hi = max(0, int(np.floor(cx - radius))), min(width, int(np.ceil(cx + radius)) + 1)
-        if y_lo >= y_hi or x_lo >= x_hi:
+        rows, cols, disk = click_window(click, transform, radius)
+        if disk is None:
             continue
-        ys = np.arange(y_lo, y_hi, dtype=np.float64)[:, None]
-        xs = np.arange(x_lo, x_hi, dtype=np.float64)[None, :]
-        dist = (ys - cy) ** 2 + (xs - cx) ** 2
-        disk = dist <= float(radius) ** 2
-        row = min(max(int(round(cy)), 0), height - 1)
-        col = min(max(int(round(cx)), 0), width - 1)
         if colours is not None and gate is not None:
-            window = colours[y_lo:y_hi, x_lo:x_hi]
-            disk &= np.linalg.norm(window - colours[row, col], axis=-1) <= gate
-        if y_lo <= row < y_hi and x_lo <= col < x_hi:
-            disk[row - y_lo, col - x_lo] = True  # the clicked pixel itself, always
-        win_best = best[y_lo:y_hi, x_lo:x_hi]
+            disk &= colour_match(colours[rows, cols], colours, click, transform, gate)
+        row, col = click_pixel(click, transform)
+        if rows.start <= row < rows.stop and cols.start <= col < cols.stop:
+            disk[row - rows.start, col - cols.start] = True  # the clicked pixel itself, always
+        cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
+        ys = np.arange(rows.start, rows.stop, dtype=np.float64)[:, None]
+        xs = np.arange(cols.start, cols.stop, dtype=np.float64)[None, :]
+        dist = (ys - cy) ** 2 + (xs - cx) ** 2
+        win_best = best[rows, cols]
         take = disk & (dist <= win_best)
         win_best[take] = dist[take]
-        owner[y_lo:y_hi, x_lo:x_hi][take] = 1 if click.is_positive else -1
+        owner[rows, cols][take] = 1 if click.is_positive else -1
     return owner == 1, owner == -1
 
 
