@@ -58,7 +58,7 @@ def component_at(mask: np.ndarray, row: int, col: int) -> np.ndarray | None:
     return labels == labels[row, col]
 
 
-def net_size(box_w: float, box_h: float, long_side: int, multiple: int = 32) -> tuple[int, int]:
+def net_size(box_w: float, box_h: float, long_side: int, multiple: int = 16) -> tuple[int, int]:
     """(height, width) of a network input for a crop: long side ``long_side``, aspect kept, multiples of ``multiple``."""
     scale = long_side / max(box_w, box_h)
     h = max(multiple, int(round(box_h * scale / multiple)) * multiple)

@@ -113,15 +113,19 @@ def _resize_to(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 
 def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area_fraction: float = 0.002,
-                      max_area_fraction: float = 0.85, min_pixels: int = 64, progress: bool = True) -> ObjectBank:
-    """Decode every image once, downscale to ``max_side``, and keep object masks whose area is in range."""
+                      max_area_fraction: float = 0.85, min_pixels: int = 64, progress: bool = True,
+                      names: Sequence[str] | None = None) -> ObjectBank:
+    """Decode every image once, downscale to ``max_side``, and keep object masks whose area is in range.
+
+    ``names`` labels the sources (default: each dataset's name).
+    """
     images: list[np.ndarray] = []
-    names: list[str] = []
+    image_names: list[str] = []
     image_sources: list[int] = []
     chunks: list[np.ndarray] = []
     objects: list[BankObject] = []
     offset = 0
-    sources = [ds.name for ds in datasets]
+    sources = list(names) if names is not None else [ds.name for ds in datasets]
     from finecut.io import read_image
 
     for source_index, dataset in enumerate(datasets):
@@ -150,7 +154,7 @@ def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area
                 continue
             image_index = len(images)
             images.append(np.ascontiguousarray(small))
-            names.append(f"{dataset.name}/{Path(image_path).name}")
+            image_names.append(f"{dataset.name}/{Path(image_path).name}")
             image_sources.append(source_index)
             for mask in kept:
                 ys, xs = np.nonzero(mask)
@@ -162,4 +166,4 @@ def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area
     mask_bits = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
     if not objects:
         raise FinecutError("no training objects found (check the dataset paths and area limits)")
-    return ObjectBank(images, names, image_sources, mask_bits, objects, sources)
+    return ObjectBank(images, image_names, image_sources, mask_bits, objects, sources)

@@ -50,8 +50,13 @@ class TrainingStep(nn.Module):
 
     def forward(self, images: torch.Tensor, maps: torch.Tensor, masks: torch.Tensor, images_hi: torch.Tensor,
                 masks_hi: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
-        seg = self.net.segmentor(images, maps)
+        seg = segmentor_of(self.net)(images, maps)
         loss_seg = normalized_focal_loss(seg["logits"], masks)
+        refiner = getattr(self.net, "refiner", None)
+        if refiner is None:  # a single-network model (SimpleClick): segmentation loss only
+            zero = loss_seg.detach() * 0
+            return {"loss": loss_seg, "seg": loss_seg.detach(), "refine": zero, "boundary": zero,
+                    "logits": seg["logits"].detach()}
         r = self.refiner_size
         crop_img = roi_align(images_hi, boxes, (r, r), spatial_scale=self.hi_factor)
         crop_maps = roi_align(maps, boxes, (r, r))
@@ -60,12 +65,17 @@ class TrainingStep(nn.Module):
         stride = images.shape[-1] / seg["features"].shape[-1]
         crop_feats = roi_align(seg["features"], boxes, (feat_size, feat_size), spatial_scale=1.0 / stride)
         crop_gt = (roi_align(masks_hi, boxes, (r, r), spatial_scale=self.hi_factor) > 0.5).float()
-        ref = self.net.refiner(crop_img, crop_maps, crop_logits, crop_feats)
+        ref = refiner(crop_img, crop_maps, crop_logits, crop_feats)
         loss_ref = boundary_weighted_nfl(ref["logits"], crop_gt)
         loss_bnd = boundary_bce(ref["boundary"], crop_gt)
         total = loss_seg + self.refiner_weight * (loss_ref + loss_bnd)
         return {"loss": total, "seg": loss_seg.detach(), "refine": loss_ref.detach(), "boundary": loss_bnd.detach(),
                 "logits": seg["logits"].detach()}
+
+
+def segmentor_of(net: nn.Module) -> nn.Module:
+    """The network that maps (image, prompt maps) to logits: FocalClick's segmentor, or the net itself."""
+    return getattr(net, "segmentor", net)
 
 
 @dataclass
@@ -96,7 +106,7 @@ def load_or_build_bank(cfg: TrainConfig, info: DistInfo) -> ObjectBank:
             root = Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()
             datasets = [open_dataset(name, root=root) for name in cfg.data.sources]
             bank = build_object_bank(datasets, cfg.data.max_side, cfg.data.min_area_fraction,
-                                     cfg.data.max_area_fraction)
+                                     cfg.data.max_area_fraction, names=cfg.data.sources)
             bank.save(path)
         if info.world > 1:
             dist.barrier()
@@ -131,7 +141,7 @@ def iterate_clicks(net: nn.Module, batch: Batch, num_iters: int, cfg: TrainConfi
     for _ in range(num_iters):
         with torch.no_grad():
             maps = prompt_maps(batch.clicks, previous, cfg.click_radius, channels)
-            probs = torch.sigmoid(net.segmentor(batch.images, maps)["logits"])
+            probs = torch.sigmoid(segmentor_of(net)(batch.images, maps)["logits"])
         preds = (probs[:, 0] > 0.49).numpy()
         for i in range(len(batch.clicks)):
             click = next_training_click(batch.masks_np[i], preds[i], batch.clicks[i], rng)
@@ -161,8 +171,8 @@ def validate(net: nn.Module, bank: ObjectBank, indices: np.ndarray, cfg: TrainCo
         ious = []
         for _ in range(cfg.val_clicks):
             clicks.append(next_click(gt, pred, clicks))
-            probs = torch.sigmoid(net.segmentor(image, prompt_maps([clicks], previous, cfg.click_radius,
-                                                                   channels))["logits"])
+            maps = prompt_maps([clicks], previous, cfg.click_radius, channels)
+            probs = torch.sigmoid(segmentor_of(net)(image, maps)["logits"])
             pred = probs[0, 0].numpy() > 0.49
             previous = probs
             ious.append(iou(gt, pred))
@@ -180,7 +190,7 @@ def validate(net: nn.Module, bank: ObjectBank, indices: np.ndarray, cfg: TrainCo
 
 def _save(run_dir: Path, name: str, net: nn.Module, cfg: TrainConfig, step: int, extra: dict[str, Any]) -> None:
     meta = {
-        "engine": "focalclick",
+        "engine": "focalclick" if hasattr(net, "refiner") else "simpleclick",
         "training": {"config": cfg.to_dict(), "step": step, "samples_seen": step * cfg.batch_size * extra.get(
             "world", 1), **{k: v for k, v in extra.items() if k != "world"}},
     }
@@ -209,7 +219,10 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
 
     net = build_model(cfg.model)
     if cfg.pretrained not in ("none", ""):
-        net.segmentor.backbone.load_pretrained(None if cfg.pretrained == "imagenet" else cfg.pretrained)
+        backbone = getattr(segmentor_of(net), "backbone", None)
+        if backbone is None or not hasattr(backbone, "load_pretrained"):
+            raise FinecutError(f"{cfg.model.get('arch')}: no backbone weights to load; set pretrained = \"none\"")
+        backbone.load_pretrained(None if cfg.pretrained == "imagenet" else cfg.pretrained)
     net = net.to(memory_format=torch.channels_last)
     net.train()
     groups = _param_groups(net, cfg)

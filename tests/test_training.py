@@ -1,0 +1,187 @@
+"""Training pieces on tiny synthetic data: object bank, views, click simulation, losses, train/resume/load, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import finecut
+from finecut.datasets import open_dataset
+from finecut.prompts import ClickKind
+from finecut.training.augment import ViewConfig, random_view
+from finecut.training.clicks import ClickSimConfig, corrupt_mask, next_training_click, sample_initial_clicks
+from finecut.training.config import TrainConfig
+from finecut.training.losses import boundary_map, boundary_weighted_nfl, normalized_focal_loss
+from finecut.training.objects import ObjectBank, build_object_bank
+from finecut.training.trainer import train
+
+
+def _make_folder(root: Path, count: int = 6, size: int = 96) -> Path:
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(count):
+        img = np.zeros((size, size + 16, 3), np.uint8)
+        img[:] = (40, 60, 200)  # blue background (RGB)
+        img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+        mask = np.zeros(img.shape[:2], np.uint8)
+        center = (int(rng.integers(30, size - 14)), int(rng.integers(30, size - 30)))
+        cv2.ellipse(mask, center, (int(rng.integers(12, 25)), int(rng.integers(10, 20))), 30, 0, 360, 255, -1)
+        img[mask > 0] = (220, 40, 30)  # red object
+        cv2.imwrite(str(root / "images" / f"im{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "masks" / f"im{i}.png"), mask)
+    return root
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    return _make_folder(tmp_path / "data")
+
+
+def test_object_bank_roundtrip(folder: Path, tmp_path: Path) -> None:
+    dataset = open_dataset(folder)
+    bank = build_object_bank([dataset], max_side=64, progress=False)
+    assert len(bank) == 6 and max(bank.images[0].shape[:2]) == 64
+    path = tmp_path / "bank.npz"
+    bank.save(path)
+    loaded = ObjectBank.load(path)
+    assert len(loaded) == len(bank) and loaded.sources == bank.sources
+    for i in range(len(bank)):
+        assert np.array_equal(loaded.mask(i), bank.mask(i))
+        assert np.array_equal(loaded.image(i), bank.image(i))
+        x0, y0, x1, y1 = loaded.objects[i].bbox
+        ys, xs = np.nonzero(loaded.mask(i))
+        assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x0, y0, x1, y1)
+    train_idx, val_idx = loaded.split(0.5)
+    assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(len(loaded)))
+
+
+def test_views_keep_image_and_mask_aligned(folder: Path) -> None:
+    bank = build_object_bank([open_dataset(folder)], max_side=96, progress=False)
+    rng = np.random.default_rng(1)
+    cfg = ViewConfig(size=48, hi_factor=2, brightness=0, contrast=0, saturation=0)
+    for i in range(len(bank)):
+        view = random_view(bank.image(i), bank.mask(i), bank.objects[i].bbox, rng, cfg)
+        assert view.image.shape == (48, 48, 3) and view.image_hi.shape == (96, 96, 3)
+        inner = cv2.erode(view.mask_hi.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        outer = ~cv2.dilate(view.mask_hi.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        outer &= view.image_hi.sum(axis=2) > 0  # skip zero padding outside the photo
+        assert inner.any()
+        red, blue = view.image_hi[..., 0].astype(int), view.image_hi[..., 2].astype(int)
+        assert (red[inner] > blue[inner]).mean() > 0.98
+        assert (blue[outer] > red[outer]).mean() > 0.98
+
+
+def test_click_simulation_respects_the_mask() -> None:
+    rng = np.random.default_rng(0)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 20:44] = True
+    cfg = ClickSimConfig(tolerant_probability=1.0)
+    for _ in range(20):
+        clicks = sample_initial_clicks(mask, rng, cfg)
+        assert clicks[0].kind is ClickKind.POSITIVE
+        for c in clicks:
+            r, col = c.pixel
+            if c.kind is ClickKind.POSITIVE:
+                assert mask[r, col]
+            elif c.kind is ClickKind.NEGATIVE:
+                assert not mask[r, col]
+        assert any(c.kind is ClickKind.TOLERANT for c in clicks)
+    pred = mask.copy()
+    pred[16:48, 20:30] = False  # a false-negative strip
+    click = next_training_click(mask, pred, [], rng)
+    assert click is not None and click.is_positive and mask[click.pixel] and not pred[click.pixel]
+    assert next_training_click(mask, mask, [], rng) is None
+    corrupted = corrupt_mask(mask, rng)
+    assert corrupted.shape == mask.shape and corrupted.dtype == bool
+
+
+def test_losses() -> None:
+    target = torch.zeros(2, 1, 32, 32)
+    target[:, :, 8:24, 8:24] = 1
+    good = (target * 2 - 1) * 8
+    bad = -good
+    assert normalized_focal_loss(good, target) < 0.01 < normalized_focal_loss(bad, target)
+    assert boundary_weighted_nfl(good, target) < boundary_weighted_nfl(bad, target)
+    edge = boundary_map(target, 1)
+    assert edge[0, 0, 16, 16] == 0 and edge[0, 0, 8, 16] == 1 and edge[0, 0, 0, 0] == 0
+
+
+def _tiny_config(tmp_path: Path, folder: Path, steps: int) -> TrainConfig:
+    return TrainConfig.from_dict({
+        "run_dir": str(tmp_path / "run"),
+        "model": {"arch": "focalclick", "head_channels": 16, "refiner_channels": 8},
+        "pretrained": "none",
+        "data": {"sources": [str(folder)], "weights": [1.0], "bank": str(tmp_path / "bank.npz"), "max_side": 96,
+                 "val_fraction": 0.3},
+        "steps": steps, "batch_size": 2, "size": 64, "refiner_size": 32, "warmup_steps": 1, "threads": 1,
+        "log_every": 1, "checkpoint_every": 2, "val_every": 2, "val_objects": 2, "val_clicks": 2,
+    })
+
+
+def test_train_resume_and_load_checkpoint(folder: Path, tmp_path: Path) -> None:
+    cfg = _tiny_config(tmp_path, folder, steps=2)
+    run_dir = train(cfg, progress=False)
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in records) and any("val_miou@1" in r for r in records)
+    with pytest.raises(finecut.FinecutError, match="--resume"):
+        train(cfg, progress=False)
+    cfg.steps = 3
+    train(cfg, resume=True, progress=False)
+    doc = json.loads((run_dir / "last.json").read_text())
+    assert doc["training"]["step"] == 3 and doc["model"]["arch"] == "focalclick" and doc["engine"] == "focalclick"
+    engine = finecut.load_model(run_dir / "last.json")
+    predictor = finecut.Predictor(engine)
+    image = open_dataset(folder)[0].image
+    predictor.set_image(image)
+    first = predictor.predict(clicks=[finecut.Click(40, 40)])
+    second = predictor.predict(clicks=[finecut.Click(40, 40), finecut.Click(5, 5, "negative")], previous=first)
+    assert second.probs.shape == image.shape[:2] and second.mask.dtype == bool
+    assert 0.0 <= second.probs.min() and second.probs.max() <= 1.0
+
+
+def test_corrupt_checkpoint_gives_clear_error(folder: Path, tmp_path: Path) -> None:
+    run_dir = train(_tiny_config(tmp_path, folder, steps=1), progress=False)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(run_dir / "last.json", broken / "m.json")
+    (broken / "m.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(finecut.FinecutError, match="corrupt checkpoint weights"):
+        finecut.load_model(broken / "m.json")
+    (broken / "m.json").write_text("{not json")
+    with pytest.raises(finecut.FinecutError, match="corrupt checkpoint config"):
+        finecut.load_model(broken / "m.json")
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+                    reason="torchrun not installed")
+def test_ddp_two_cpu_processes_on_gloo(folder: Path, tmp_path: Path) -> None:
+    cfg = _tiny_config(tmp_path, folder, steps=2)
+    config_path = tmp_path / "tiny.toml"
+    data = cfg.data
+    config_path.write_text(
+        f'run_dir = "{cfg.run_dir}"\npretrained = "none"\nsteps = 2\nbatch_size = 2\nsize = 64\nrefiner_size = 32\n'
+        "warmup_steps = 1\nthreads = 1\nlog_every = 1\ncheckpoint_every = 2\nval_every = 100\n"
+        '[model]\narch = "focalclick"\nhead_channels = 16\nrefiner_channels = 8\n'
+        f'[data]\nsources = ["{data.sources[0]}"]\nweights = [1.0]\nbank = "{data.bank}"\nmax_side = 96\n'
+        "val_fraction = 0.3\n"
+    )
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "finecut.cli", "train", str(config_path),
+         "--no-progress"],
+        capture_output=True, text=True, timeout=240, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads((Path(cfg.run_dir) / "last.json").read_text())
+    assert doc["training"]["step"] == 2 and doc["training"]["samples_seen"] == 2 * 2 * 2
