@@ -408,6 +408,12 @@ def test_results_table_merges_runs(tmp_path: Path) -> None:
     assert (tmp_path / "miou-Alpha.png").is_file() and (tmp_path / "miou-Beta.png").is_file()
     with pytest.raises(FinecutError, match="no evaluation summaries"):
         results_markdown([])
+    published = {"source_note": "from a paper", "rows": [{"model": "Paper net", "source": "Tab. 1",
+                                                          "Alpha": {"85": 1.5, "90": 2.25}}]}
+    (tmp_path / "published.json").write_text(json.dumps(published))
+    text = write_results_table(tmp_path / "RESULTS.md", root=tmp_path / "runs").read_text()
+    assert "## Published numbers for comparison" in text and "from a paper" in text
+    assert "| Paper net | 1.50 | 2.25 | – | – | Tab. 1 |" in text
 
 
 class FixedIoUEngine(Engine):

@@ -160,7 +160,27 @@ def run_label(summary: dict[str, Any]) -> str:
     return str(summary.get("model")) + (f" ({', '.join(notes)})" if notes else "")
 
 
-def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLike | None = None) -> str:
+def published_markdown(published: dict[str, Any], datasets: Sequence[str]) -> list[str]:
+    """A table of published NoC numbers (``published.json``: ``{"source_note", "rows": [{"model", "source",
+    DATASET: {"85": x, "90": y}}]}``), clearly separated from what finecut measured."""
+    header = ["published (not measured here)"]
+    for ds in datasets:
+        header += [f"{ds} NoC85", f"{ds} NoC90"]
+    header.append("source")
+    rows = []
+    for row in published.get("rows", []):
+        cells = [str(row.get("model"))]
+        for ds in datasets:
+            values = row.get(ds, {})
+            cells += [_fmt(values.get("85")), _fmt(values.get("90"))]
+        cells.append(str(row.get("source", "")))
+        rows.append(cells)
+    note = str(published.get("source_note", ""))
+    return ["## Published numbers for comparison", "", note, "", _table(header, rows), ""]
+
+
+def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLike | None = None,
+                     published: dict[str, Any] | None = None) -> str:
     """Merge run summaries into one Markdown comparison: a NoC90 overview (rows model, columns dataset) and, per
     dataset, rows model with NoC85 / NoC90 / NoF90 / mIoU@1/5/10 / seconds per click and a link to the run."""
     if not summaries:
@@ -209,6 +229,8 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
             row.append(_fmt(match[0]["noc"].get("90")) if match else "–")
         overview.append(row)
     parts += [_table(["model"] + [str(d) for d in datasets], overview), ""]
+    if published:
+        parts += published_markdown(published, [str(d) for d in datasets])
     for ds in datasets:
         runs = [s for s in summaries if s.get("dataset") == ds]
         parts += [f"## {ds}", ""]
@@ -238,8 +260,8 @@ def write_results_table(
 ) -> Path:
     """Write the merged Markdown table to ``out_path`` (and one mIoU plot per dataset beside it).
 
-    Give the summaries directly, or a ``root`` folder whose ``*/summary.json`` files are merged. The table is a
-    generated file and is replaced on every call.
+    Give the summaries directly, or a ``root`` folder whose ``*/summary.json`` files are merged. A ``published.json``
+    beside ``out_path`` adds a table of published numbers. The table is a generated file, replaced on every call.
     """
     if summaries is None:
         if root is None:
@@ -248,7 +270,9 @@ def write_results_table(
         if not summaries:
             raise FinecutError(f"{root}: no summary.json found below this folder")
     out = Path(out_path)
-    text = results_markdown(summaries, base=out.parent)
+    published_path = out.parent / "published.json"
+    published = json.loads(published_path.read_text()) if published_path.exists() else None
+    text = results_markdown(summaries, base=out.parent, published=published)
     atomic_write_bytes(out, text.encode(), overwrite=True)
     datasets: dict[str, dict[str, Sequence[float]]] = {}
     for s in summaries:
