@@ -191,8 +191,7 @@ def validate(net: nn.Module, bank: ObjectBank, indices: np.ndarray, cfg: TrainCo
 def _save(run_dir: Path, name: str, net: nn.Module, cfg: TrainConfig, step: int, extra: dict[str, Any]) -> None:
     meta = {
         "engine": "focalclick" if hasattr(net, "refiner") else "simpleclick",
-        "training": {"config": cfg.to_dict(), "step": step, "samples_seen": step * cfg.batch_size * extra.get(
-            "world", 1), **{k: v for k, v in extra.items() if k != "world"}},
+        "training": {"config": cfg.to_dict(), "step": step, **extra},
     }
     save_checkpoint(run_dir / name, net, cfg.model, meta)
 
@@ -230,6 +229,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
 
     step = 0
     elapsed_before = 0.0
+    samples_before = 0
     if resume and state_path.exists():
         from safetensors.torch import load_file
 
@@ -238,6 +238,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         elapsed_before = float(state.get("train_seconds", 0.0))
+        samples_before = int(state.get("samples_seen", step * cfg.batch_size))
         rng = np.random.default_rng([cfg.seed, info.rank, step])
         torch.manual_seed(cfg.seed + info.rank + step)
 
@@ -294,10 +295,12 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
                 with log_path.open("a") as fh:
                     fh.write(json.dumps({"step": step, **{k: round(v, 4) for k, v in last_val.items()}}) + "\n")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                _checkpoint(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start, info, last_val)
+                _checkpoint(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start,
+                            samples_before + samples_this_run, info, last_val)
     bar.close()
     if info.main:
-        _checkpoint(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start, info, last_val)
+        _checkpoint(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start,
+                    samples_before + samples_this_run, info, last_val)
         with log_path.open("a") as fh:
             fh.write(json.dumps({"step": step, "event": f"stopped ({stop_reason})", "host": platform.node()}) + "\n")
     if info.world > 1:
@@ -307,9 +310,10 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
 
 
 def _checkpoint(run_dir: Path, net: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int,
-                seconds: float, info: DistInfo, last_val: dict[str, float]) -> None:
-    _save(run_dir, "last", net, cfg, step, {"world": info.world, "train_seconds": round(seconds, 1),
-                                             "validation": last_val})
+                seconds: float, samples: int, info: DistInfo, last_val: dict[str, float]) -> None:
+    _save(run_dir, "last", net, cfg, step, {"processes": info.world, "samples_seen": samples,
+                                             "train_seconds": round(seconds, 1), "validation": last_val})
     tmp = run_dir / ".trainer_state.pt.tmp"
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "train_seconds": seconds}, tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "train_seconds": seconds,
+                "samples_seen": samples}, tmp)
     os.replace(tmp, run_dir / "trainer_state.pt")
