@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file

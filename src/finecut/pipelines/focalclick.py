@@ -120,18 +120,16 @@ class FocalClickEngine(Engine):
         x0, y0, x1, y1 = crop
         o = self.options
         row, col = click.pixel
-        diff = (coarse > 0.5) != (prev > 0.5)
-        comp = component_at(diff, row - y0, col - x0) if (y0 <= row < y1 and x0 <= col < x1) else None
         cw, ch = x1 - x0, y1 - y0
-        if comp is not None and comp.sum() >= o["focus_min"]:
-            bx = mask_box(comp)
-            assert bx is not None
-            box = (bx[0] + x0, bx[1] + y0, bx[2] + x0, bx[3] + y0)
+        diff = (coarse > 0.5) != (prev > 0.5)
+        inside = y0 <= row < y1 and x0 <= col < x1
+        comp = component_at(diff, row - y0, col - x0) if inside else None
+        local = mask_box(comp) if comp is not None and comp.sum() >= o["focus_min"] else None
+        if local is None:  # no (or a tiny) changed region under the click: a fixed window around it
+            local = (col - x0, row - y0, col - x0 + 1, row - y0 + 1)
+            min_side = max(o["focus_min"], o["focus_fallback"] * max(cw, ch))
         else:
-            box = click_box(click)
-        min_side = max(o["focus_min"], o["focus_fallback"] * max(cw, ch)) if comp is None else o["focus_min"]
-        # expand inside the crop's frame, then shift back to image coords
-        local = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+            min_side = o["focus_min"]
         lx0, ly0, lx1, ly1 = expand_box(local, o["focus_expand"], min_side, ch, cw)
         return integer_box((lx0 + x0, ly0 + y0, lx1 + x0, ly1 + y0), y1, x1)
 
