@@ -185,3 +185,19 @@ def test_ddp_two_cpu_processes_on_gloo(folder: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads((Path(cfg.run_dir) / "last.json").read_text())
     assert doc["training"]["step"] == 2 and doc["training"]["samples_seen"] == 2 * 2 * 2
+
+
+def test_validation_on_held_out_bank_images(folder: Path, tmp_path: Path) -> None:
+    from finecut.evaluation.config import EvalConfig
+    from finecut.training.validation import evaluate_on_validation, validation_samples
+
+    cfg = _tiny_config(tmp_path, folder, steps=1)
+    run_dir = train(cfg, progress=False)
+    bank = ObjectBank.load(cfg.data.bank)
+    samples = validation_samples(bank, 0.5, count=10)
+    _, val_idx = bank.split(0.5)
+    assert len(samples) == len(val_idx) > 0
+    assert samples[0].gt.shape == samples[0].image.shape[:2] and set(np.unique(samples[0].gt)) <= {0, 1}
+    result = evaluate_on_validation(finecut.load_model(run_dir / "last.json"), bank, 0.5, 10, tmp_path / "val",
+                                    config=EvalConfig(max_clicks=3), progress=False)
+    assert result.summary["num_samples"] == len(val_idx) and (tmp_path / "val" / "summary.json").is_file()

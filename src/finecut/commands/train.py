@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="folder holding the training sets")
     parser.add_argument("--bank", default=None, help="object-bank cache file (built on first use)")
     parser.add_argument("--threads", type=int, default=None, help="override the number of CPU threads")
+    parser.add_argument("--validate", metavar="CHECKPOINT", default=None,
+                        help="instead of training: evaluate CHECKPOINT (full inference pipeline, standard protocol) "
+                             "on the held-out images of the config's object bank")
+    parser.add_argument("--val-count", type=int, default=100, help="objects for --validate (default 100)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="inference option for --validate, e.g. target_size=320 (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -35,6 +41,43 @@ def run(args: argparse.Namespace) -> int:
         cfg.threads = args.threads
     if args.bank is not None:
         cfg.data.bank = args.bank
+    if args.validate:
+        return _validate(cfg, args)
     run_dir = train(cfg, resume=args.resume, max_minutes=args.max_minutes, progress=not args.no_progress)
     print(f"checkpoint: {run_dir / 'last.json'}")
+    return 0
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    import json
+
+    from finecut.errors import FinecutError
+
+    if "=" not in text:
+        raise FinecutError(f"--option {text!r}: expected KEY=VALUE")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _validate(cfg, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import finecut
+    from finecut.training.objects import ObjectBank
+    from finecut.training.validation import evaluate_on_validation
+
+    options = dict(_parse_option(o) for o in args.option)
+    engine = finecut.load_model(args.validate, **options)
+    bank = ObjectBank.load(cfg.data.bank)
+    suffix = "".join(f"-{k}{v}" for k, v in sorted(options.items()))
+    out = Path(cfg.run_dir) / "validation" / f"{Path(args.validate).stem}{suffix}"
+    result = evaluate_on_validation(engine, bank, cfg.data.val_fraction, args.val_count, out,
+                                    model_name=Path(args.validate).stem, progress=not args.no_progress)
+    s = result.summary
+    miou = s.get("miou") or []
+    print(f"validation ({s['num_samples']} objects): NoC85 {s['noc'].get('85')}, NoC90 {s['noc'].get('90')}, "
+          f"mIoU@1 {miou[0] if miou else '-'}, mIoU@5 {miou[4] if len(miou) > 4 else '-'} -> {out}")
     return 0
