@@ -441,3 +441,18 @@ def test_noc_uses_exact_iou_not_the_rounded_record() -> None:
                               EvalConfig(max_clicks=2, target_iou=0.85))
     assert len(result3.ious) == 2  # ... but the exact value does not trigger the stop at 0.85
     assert result3.noc["85"] == 2  # never reached: scores max_clicks
+
+
+def test_ntclick_protocol_records_tolerant_clicks_and_is_seeded() -> None:
+    line = _line_sample()
+    runs = {}
+    for seed in (0, 0, 1):
+        config = EvalConfig(max_clicks=4, protocol="ntclick", tolerant_offset=3, seed=seed)
+        result = run_evaluation(DiskEngine(), [line], None, config, progress=False).results[0]
+        runs.setdefault(seed, []).append(result.clicks)
+    assert all(kind == "tol" for _, _, kind in runs[0][0])  # a 1-px line lies wholly in the uncertain band
+    assert runs[0][0] == runs[0][1]  # same seed, same clicks
+    standard = run_evaluation(DiskEngine(), [line], None, EvalConfig(max_clicks=4), progress=False).results[0]
+    assert all(kind != "tol" for _, _, kind in standard.clicks)
+    with pytest.raises(FinecutError, match="unknown click protocol"):
+        EvalConfig(protocol="other")

@@ -200,3 +200,28 @@ def test_miou_curve_is_mean_over_samples_per_click() -> None:
 def test_miou_curve_refuses_runs_that_stopped_early() -> None:
     with pytest.raises(FinecutError, match="disable early stopping"):
         miou_curve([[0.9] * 20, [0.9] * 3])
+
+
+def test_ntclick_protocol_gives_tolerant_clicks_inside_the_uncertain_band() -> None:
+    from finecut.evaluation.protocol import next_click_tolerant, uncertain_band
+
+    gt = np.zeros((40, 60), dtype=np.int8)
+    gt[10:30, 10:50] = 1
+    band = uncertain_band(gt)
+    # the band of the supplementary's evaluation snippet: 3 iterations of a 5x5 kernel = 6 px either side
+    assert band[10, 30] and band[4, 30] and not band[3, 30] and band[15, 30] and not band[16, 30]
+    rng = np.random.default_rng(0)
+    pred = np.zeros_like(gt, dtype=bool)
+    pred[10:30, 10:50] = True
+    pred[10:30, 45:50] = False  # a thin false-negative strip at the object's edge, inside the band
+    click = next_click_tolerant(gt, pred, [], band, rng, max_offset=4)
+    precise = next_click(gt, pred, [])
+    assert click.kind is ClickKind.TOLERANT and band[click.pixel]
+    assert (click.x - precise.x) ** 2 + (click.y - precise.y) ** 2 <= 16
+    # a large error far from the boundary stays a precise click
+    empty = np.zeros_like(pred)
+    big = next_click_tolerant(gt, empty, [], band, rng)
+    assert big == next_click(gt, empty, []) and big.kind is ClickKind.POSITIVE
+    # the offset is seeded: the same seed gives the same click
+    again = next_click_tolerant(gt, pred, [], band, np.random.default_rng(0), max_offset=4)
+    assert again == click

@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-iou", type=float, metavar="T",
                         help="stop a sample once its IoU reaches T (faster; reports NoC up to T, no mIoU@k)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, set before every sample (default: 0)")
+    parser.add_argument("--protocol", choices=("standard", "ntclick"), default="standard",
+                        help="click simulation: standard (RITM) or ntclick (clicks that land in the GT uncertain band "
+                             "become tolerant clicks at a seeded random offset)")
+    parser.add_argument("--tolerant-offset", type=float, default=10.0, metavar="PX",
+                        help="ntclick protocol: largest offset of a tolerant click from the precise one (default 10)")
     parser.add_argument("--init-masks", metavar="DIR",
                         help="mask correction: start each sample from DIR/<sample name>.png instead of empty")
     parser.add_argument("--mask-correction", action="store_true",
@@ -127,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         mask_correction=bool(args.init_masks or args.mask_correction),
         seed=args.seed,
         limit=args.limit,
+        protocol=args.protocol,
+        tolerant_offset=args.tolerant_offset,
     )
     init_masks = InitMaskFolder(args.init_masks) if args.init_masks else None
     # Open every dataset and build every model first, so a bad name or folder fails before hours of work.

@@ -34,6 +34,8 @@ class EvalConfig:
     mask_correction: bool = False
     seed: int = 0
     limit: int | None = None
+    protocol: str = "standard"
+    tolerant_offset: float = 10.0
 
     def __post_init__(self) -> None:
         if int(self.max_clicks) != self.max_clicks or self.max_clicks < 1:
@@ -46,6 +48,10 @@ class EvalConfig:
         if not thresholds or not all(0.0 < t <= 1.0 for t in thresholds):
             raise FinecutError(f"NoC thresholds must be in (0, 1], got {self.noc_thresholds!r}")
         object.__setattr__(self, "noc_thresholds", thresholds)
+        if self.protocol not in ("standard", "ntclick"):
+            raise FinecutError(f"unknown click protocol {self.protocol!r}: use 'standard' or 'ntclick'")
+        if not self.tolerant_offset >= 0:
+            raise FinecutError(f"tolerant offset must be >= 0, got {self.tolerant_offset!r}")
         if self.limit is not None and (int(self.limit) != self.limit or self.limit < 1):
             raise FinecutError(f"limit must be a positive integer, got {self.limit!r}")
 

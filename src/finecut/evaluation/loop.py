@@ -13,7 +13,7 @@ import numpy as np
 
 from finecut.errors import FinecutError
 from finecut.evaluation.config import EvalConfig, pct
-from finecut.evaluation.protocol import IGNORE_LABEL, iou, next_click, noc
+from finecut.evaluation.protocol import IGNORE_LABEL, iou, next_click, next_click_tolerant, noc, uncertain_band
 from finecut.predictor import Prediction, Predictor
 from finecut.prompts import Click, ClickKind, check_mask_shape
 
@@ -159,8 +159,14 @@ def evaluate_sample(
     clicks: list[Click] = []
     ious: list[float] = []
     previous: Prediction | None = None
+    if config.protocol == "ntclick":
+        band = uncertain_band(sim_gt)
+        rng = np.random.default_rng([config.seed, index])
     for _ in range(config.max_clicks):
-        clicks.append(next_click(sim_gt, pred, clicks))
+        if config.protocol == "ntclick":
+            clicks.append(next_click_tolerant(sim_gt, pred, clicks, band, rng, config.tolerant_offset))
+        else:
+            clicks.append(next_click(sim_gt, pred, clicks))
         start = time.perf_counter()
         previous = predictor.predict(
             clicks=clicks, prior_mask=init, previous=previous, threshold=config.threshold

@@ -111,3 +111,32 @@ def miou_curve(all_ious: Sequence[Sequence[float]], max_clicks: int = 20) -> np.
             )
         rows.append(arr[:max_clicks])
     return np.mean(np.stack(rows), axis=0) if rows else np.zeros(max_clicks)
+
+
+def uncertain_band(gt: np.ndarray) -> np.ndarray:
+    """NTClick's evaluation uncertain band of the object (gt == 1): the FBU map's uncertain pixels (5x5 kernel,
+    3 iterations, the supplementary's evaluation snippet), ignore pixels excluded."""
+    from finecut.fbu import CODE_UNCERTAIN, eval_fbu_map
+
+    gt = np.asarray(gt)
+    return (eval_fbu_map(gt == 1) == CODE_UNCERTAIN) & (gt != IGNORE_LABEL)
+
+
+def next_click_tolerant(gt: np.ndarray, pred: np.ndarray, clicks: Sequence[Click], band: np.ndarray,
+                        rng: np.random.Generator, max_offset: float = 10.0) -> Click:
+    """NTClick's protocol: the standard click, except that when it falls in the GT ``band`` (the uncertain band of
+    fine structure) the simulated user gives a *tolerant* click at a random offset (at most ``max_offset`` px,
+    drawn from ``rng``) that still lies inside the band."""
+    click = next_click(gt, pred, clicks)
+    row, col = click.pixel
+    if not band[row, col]:
+        return click
+    r = int(np.ceil(max_offset))
+    r0, r1 = max(0, row - r), min(band.shape[0], row + r + 1)
+    c0, c1 = max(0, col - r), min(band.shape[1], col + r + 1)
+    ys, xs = np.nonzero(band[r0:r1, c0:c1])
+    ys, xs = ys + r0, xs + c0
+    near = (ys - row) ** 2 + (xs - col) ** 2 <= max_offset**2
+    ys, xs = ys[near], xs[near]
+    k = int(rng.integers(len(ys)))  # the click's own pixel is always a candidate
+    return Click(x=int(xs[k]), y=int(ys[k]), kind=ClickKind.TOLERANT)
