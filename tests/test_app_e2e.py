@@ -176,7 +176,7 @@ def test_bad_image_does_not_stop_the_rest(app_url, page):
     assert "cannot decode image" in page.locator("#status").inner_text()
     page.keyboard.press("ArrowRight")
     page.wait_for_selector('#stage[data-image="a.png"]')
-    assert page.locator("#message").is_hidden()
+    page.wait_for_selector("#message", state="hidden")
     page.mouse.click(*screen(page, W // 3, H // 2))
     wait_idle(page, "Number(d.area) > 0")
     assert np.isfinite(float(stage(page, "area")))

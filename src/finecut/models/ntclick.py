@@ -24,6 +24,10 @@ RGB at full resolution and ``fbu`` the (B, 3, H, W) FBU probabilities or one-hot
 (never resized) to a multiple of ``patch_size × grid_interval`` (128) and the logits cropped back. With autograd off
 (``torch.no_grad`` / ``torch.inference_mode``) the full-resolution decoder stage runs in horizontal stripes with a
 halo, which gives the same result with a fraction of the memory.
+
+**Both** (``arch="ntclick"``) — :class:`NTClickNet`, a container with ``.ecp`` and ``.hrr`` children, so one checkpoint
+(``{"arch": "ntclick", "ecp": {...}, "hrr": {...}}``) holds the whole model; the inference engine is
+:class:`finecut.pipelines.ntclick.NTClickEngine` (checkpoint ``"engine": "ntclick"``).
 """
 
 from __future__ import annotations
@@ -450,3 +454,41 @@ class NTClickHRR(nn.Module):
 @register_model("ntclick_hrr")
 def build_ntclick_hrr(**config: Any) -> NTClickHRR:
     return NTClickHRR(_config_from_dict(HRRConfig, config))
+
+
+# ------------------------------------------------------------------------------------------------------- ECP + HRR
+
+
+def _sub_config(values: dict[str, Any] | None, arch: str) -> dict[str, Any]:
+    cfg = dict(values or {})
+    found = cfg.pop("arch", arch)
+    if found != arch:
+        raise FinecutError(f"ntclick model config: expected a {arch!r} sub-config, got arch {found!r}")
+    return cfg
+
+
+class NTClickNet(nn.Module):
+    """NTClick's two networks in one checkpoint (``{"arch": "ntclick", "ecp": {...}, "hrr": {...}}``)."""
+
+    def __init__(self, ecp: NTClickECP, hrr: NTClickHRR) -> None:
+        super().__init__()
+        self.ecp = ecp
+        self.hrr = hrr
+
+    @property
+    def prompt_channels(self) -> int:
+        return self.ecp.config.prompt_channels
+
+    def arch_config(self) -> dict[str, Any]:
+        """The ``{"arch": "ntclick", "ecp": {...}, "hrr": {...}}`` dict that rebuilds this model."""
+        return {"arch": "ntclick", "ecp": _sub_config(self.ecp.arch_config(), "ntclick_ecp"),
+                "hrr": _sub_config(self.hrr.arch_config(), "ntclick_hrr")}
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise FinecutError("NTClickNet is a container: call its .ecp and .hrr networks (or use the ntclick engine)")
+
+
+@register_model("ntclick")
+def build_ntclick(ecp: dict[str, Any] | None = None, hrr: dict[str, Any] | None = None) -> NTClickNet:
+    return NTClickNet(build_ntclick_ecp(**_sub_config(ecp, "ntclick_ecp")),
+                      build_ntclick_hrr(**_sub_config(hrr, "ntclick_hrr")))

@@ -23,4 +23,8 @@ def build_engine(model: nn.Module, doc: dict[str, Any], **kwargs: Any) -> Engine
         # SimpleClick: zoom-in on a single network, no refiner, no progressive merge
         options = {"progressive_merge": False, **kwargs}
         return FocalClickEngine(model, name=doc.get("name", "simpleclick"), checkpoint=doc, **options)
+    if kind == "ntclick":
+        from finecut.pipelines.ntclick import NTClickEngine
+
+        return NTClickEngine(model, name=doc.get("name", "ntclick"), checkpoint=doc, **kwargs)
     raise FinecutError(f"checkpoint names an unknown engine {kind!r}")

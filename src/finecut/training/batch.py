@@ -11,6 +11,7 @@ from finecut.prompts import Click, CropTransform, click_disks
 from finecut.training.augment import ViewConfig, random_view
 from finecut.training.clicks import ClickSimConfig, corrupt_mask, next_training_click, sample_initial_clicks
 from finecut.training.objects import ObjectBank
+from finecut.training.synthetic import SYNTHETIC_OBJECT_ID, SyntheticPool, synthetic_view
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -50,7 +51,7 @@ class BatchSampler:
 
     def __init__(self, bank: ObjectBank, indices: np.ndarray, source_weights: dict[int, float],
                  view: ViewConfig, clicks: ClickSimConfig, prior_mask_probability: float,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, synthetic_probability: float = 0.0) -> None:
         self.bank = bank
         self.view = view
         self.click_cfg = clicks
@@ -66,6 +67,9 @@ class BatchSampler:
         weights = np.array([source_weights[k] for k in keys], dtype=np.float64)
         self.source_keys = keys
         self.source_probs = weights / weights.sum()
+        self.synthetic_probability = synthetic_probability  # procedural thin structures / cutouts (synthetic.py)
+        self.synthetic_pool = (SyntheticPool.of(bank, np.concatenate([self.groups[k] for k in keys]))
+                               if synthetic_probability > 0 else None)
 
     def draw_object(self) -> int:
         source = self.source_keys[self.rng.choice(len(self.source_keys), p=self.source_probs)]
@@ -75,9 +79,13 @@ class BatchSampler:
     def sample(self, batch_size: int) -> Batch:
         images, images_hi, masks, masks_hi, clicks, prevs, ids = [], [], [], [], [], [], []
         for _ in range(batch_size):
-            index = self.draw_object()
-            obj = self.bank.objects[index]
-            view = random_view(self.bank.image(index), self.bank.mask(index), obj.bbox, self.rng, self.view)
+            if self.synthetic_probability > 0 and self.rng.random() < self.synthetic_probability:
+                index = SYNTHETIC_OBJECT_ID
+                view = synthetic_view(self.bank, self.rng, self.view, pool=self.synthetic_pool)
+            else:
+                index = self.draw_object()
+                obj = self.bank.objects[index]
+                view = random_view(self.bank.image(index), self.bank.mask(index), obj.bbox, self.rng, self.view)
             prev = np.zeros(view.mask.shape, dtype=np.float32)
             if self.rng.random() < self.prior_mask_probability:
                 prior = corrupt_mask(view.mask, self.rng)

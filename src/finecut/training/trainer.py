@@ -198,6 +198,10 @@ def _save(run_dir: Path, name: str, net: nn.Module, cfg: TrainConfig, step: int,
 
 def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = None, progress: bool = True) -> Path:
     """Run (or resume) training; returns the run directory. Stops after ``steps`` or ``max_minutes``."""
+    if cfg.model.get("arch") in ("ntclick_ecp", "ntclick_hrr"):  # NTClick's networks have their own loop
+        from finecut.training.ntclick import train_ntclick
+
+        return train_ntclick(cfg, resume=resume, max_minutes=max_minutes, progress=progress)
     info = _init_distributed()
     torch.set_num_threads(max(1, cfg.threads))
     torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down several times
@@ -249,7 +253,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
 
     weights = {i: float(w) for i, w in enumerate(cfg.data.weights)}
     sampler = BatchSampler(bank, train_idx, weights, ViewConfig(size=cfg.size, hi_factor=cfg.hi_factor),
-                           ClickSimConfig(), cfg.prior_mask_probability, rng)
+                           ClickSimConfig(), cfg.prior_mask_probability, rng, cfg.data.synthetic_thin)
     channels = net.prompt_channels
     log_path = run_dir / "log.jsonl"
     start = time.time()

@@ -1,0 +1,203 @@
+"""NTClick inference: ECP (coarse FBU map at low resolution) -> HRR (full-resolution refinement of the uncertain band).
+
+Per click:
+1. **Target crop** (optional zoom-in, as FocalClick's): the box of the previous mask, the prompt box and the new click,
+   expanded by ``expand``; the first click of an object sees the whole image.
+2. **ECP** on the crop resized so its long side is ``ecp_size`` (default: the ECP's ``img_size``), with the prompt
+   maps [previous mask, positive, negative, tolerant] -> 3-class FBU probabilities (background, foreground,
+   uncertain), upsampled to the crop's full resolution. Outside the crop the previous mask gives the FBU labels
+   (foreground where it is set, background elsewhere).
+3. **HRR** on the full-resolution RGB + one-hot FBU map, but only over the bounding box of the uncertain region plus
+   ``hrr_margin`` pixels, grown (with real image content where the image allows) to a multiple of the HRR's padding
+   unit (128), so the expensive pass never sees the large certain areas.
+4. Final mask ``FBU foreground ∪ (FBU uncertain ∧ HRR > threshold)`` (:func:`finecut.fbu.final_mask`); ``probs`` is
+   :func:`finecut.fbu.combine_probs` (1 on foreground, 0 on background, the HRR probability where uncertain).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from finecut import fbu
+from finecut.engines.base import Engine, EngineOutput
+from finecut.errors import FinecutError
+from finecut.pipelines.common import crop_prompt_maps, normalize
+from finecut.pipelines.geometry import click_box, expand_box, integer_box, mask_box, net_size, union_box
+from finecut.prompts import Click, ClickKind, Prompts
+
+if TYPE_CHECKING:
+    from finecut.predictor import Prediction
+
+DEFAULTS: dict[str, Any] = {
+    "ecp_size": None,  # None: the ECP's img_size
+    "zoom_in": True,
+    "expand": 1.4,
+    "min_crop": 48,
+    "click_radius": 5.0,
+    "hrr": True,  # False: uncertain pixels follow the ECP alone (P(fg) > P(bg))
+    "hrr_margin": 16,
+    "threshold": 0.5,
+}
+
+
+def grow_box(box: tuple[int, int, int, int], multiple: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """Grow ``box`` (x0, y0, x1, y1) around its centre to sides that are multiples of ``multiple`` (capped by the image),
+    shifted to stay inside the image."""
+    x0, y0, x1, y1 = box
+
+    def grow(a: int, b: int, limit: int) -> tuple[int, int]:
+        side = min(limit, math.ceil((b - a) / multiple) * multiple)
+        start = (a + b) // 2 - side // 2
+        start = int(np.clip(start, 0, limit - side))
+        return start, start + side
+
+    nx0, nx1 = grow(x0, x1, width)
+    ny0, ny1 = grow(y0, y1, height)
+    return nx0, ny0, nx1, ny1
+
+
+class NTClickEngine(Engine):
+    """A trained :class:`~finecut.models.ntclick.NTClickNet` (``.ecp`` + ``.hrr``) behind the Engine interface."""
+
+    def __init__(self, net: nn.Module, name: str = "ntclick", checkpoint: dict[str, Any] | None = None,
+                 threads: int | None = None, **options: Any) -> None:
+        unknown = set(options) - set(DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown NTClick option(s): {', '.join(sorted(unknown))}")
+        if not hasattr(net, "ecp") or not hasattr(net, "hrr"):
+            raise FinecutError(f"the ntclick engine needs a model with .ecp and .hrr networks, got {type(net).__name__}")
+        self.net = net.eval()
+        self.ecp = net.ecp
+        self.hrr = net.hrr
+        self.name = name
+        self.options = {**DEFAULTS, **options}
+        if self.options["ecp_size"] is None:
+            self.options["ecp_size"] = int(self.ecp.config.img_size)
+        self.checkpoint = checkpoint or {}
+        if threads:
+            torch.set_num_threads(threads)
+        torch.set_flush_denormal(True)
+
+    def config(self) -> dict[str, Any]:
+        training = self.checkpoint.get("training", {})
+        return {"name": self.name, "model": self.checkpoint.get("model", {}), "pipeline": dict(self.options),
+                "zoom_in": self.options["zoom_in"], "trained_steps": training.get("step")}
+
+    def encode_image(self, image: np.ndarray) -> dict[str, Any]:
+        """The normalized full image (HRR input, source of every ECP crop) and the ECP input of the whole image."""
+        full = normalize(image)
+        h, w = image.shape[:2]
+        size_hw = net_size(w, h, self.options["ecp_size"])
+        return {"full": full, "whole_size": size_hw, "whole": self._resize(full, size_hw)}
+
+    # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def _resize(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == tuple(size_hw):
+            return x
+        return F.interpolate(x, size=size_hw, mode="bilinear", align_corners=False, antialias=True)
+
+    def _target_box(self, prev_mask: np.ndarray, prompts: Prompts, click: Click | None) -> tuple[int, int, int, int]:
+        h, w = prev_mask.shape
+        o = self.options
+        if not o["zoom_in"]:
+            return 0, 0, w, h
+        box = mask_box(prev_mask)
+        if prompts.box is not None:
+            box = union_box(box, prompts.box.as_tuple())
+        if box is None:
+            return 0, 0, w, h
+        if click is not None:
+            box = union_box(box, click_box(click))
+        return integer_box(expand_box(box, o["expand"], o["min_crop"], h, w), h, w)
+
+    def _ecp_probs(self, features: dict[str, Any], prompts: Prompts, clicks: tuple[Click, ...], prev: np.ndarray,
+                   crop: tuple[int, int, int, int]) -> np.ndarray:
+        """(3, crop_h, crop_w) FBU probabilities over the crop, at full resolution."""
+        h, w = prev.shape
+        x0, y0, x1, y1 = crop
+        if crop == (0, 0, w, h):
+            size_hw, inp = features["whole_size"], features["whole"]
+        else:
+            size_hw = net_size(x1 - x0, y1 - y0, self.options["ecp_size"])
+            inp = self._resize(features["full"][:, :, y0:y1, x0:x1], size_hw)
+        maps = crop_prompt_maps(prompts, clicks, prev, crop, size_hw, self.options["click_radius"], 4)
+        if self.ecp.config.prompt_channels == 3:  # the paper's [positive, negative, tolerant]
+            maps = maps[:, 1:]
+        logits = self.ecp(inp, maps)["logits"]
+        probs = torch.softmax(F.interpolate(logits, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False),
+                              dim=1)
+        return probs[0].numpy()
+
+    def hrr_box(self, uncertain: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The region HRR runs on: the uncertain pixels' box plus the margin, grown to HRR's padding unit."""
+        box = mask_box(uncertain)
+        if box is None:
+            return None
+        h, w = uncertain.shape
+        m = self.options["hrr_margin"]
+        x0, y0, x1, y1 = box
+        tight = integer_box((x0 - m, y0 - m, x1 + m, y1 + m), h, w)
+        return grow_box(tight, int(self.hrr.config.pad_multiple), h, w)
+
+    def _hrr_probs(self, full: torch.Tensor, labels: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        one_hot = torch.from_numpy(fbu.labels_to_one_hot(labels[y0:y1, x0:x1]))[None]
+        logits = self.hrr(full[:, :, y0:y1, x0:x1], one_hot)["logits"]
+        return torch.sigmoid(logits[0, 0]).numpy()
+
+    # ----------------------------------------------------------------- main
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray, features: Any, prompts: Prompts,
+                previous: "Prediction | None") -> EngineOutput:
+        h, w = image.shape[:2]
+        o = self.options
+        if not isinstance(features, dict) or "full" not in features:
+            features = self.encode_image(image)
+        if previous is not None:
+            prev = previous.probs.astype(np.float32, copy=False)
+        elif prompts.prior_mask is not None:
+            prev = prompts.prior_mask.astype(np.float32)
+        else:
+            prev = np.zeros((h, w), np.float32)
+        clicks = prompts.clicks
+        if prompts.box is not None and not any(c.is_positive for c in clicks):
+            b = prompts.box
+            center = Click(min(w - 1, (b.x0 + b.x1) / 2), min(h - 1, (b.y0 + b.y1) / 2), ClickKind.POSITIVE)
+            clicks = (center, *clicks)
+        if not clicks and not prompts.scribbles:
+            return EngineOutput(prev.copy(), {"num_clicks": 0})
+        click = prompts.clicks[-1] if prompts.clicks else None
+        crop = self._target_box(prev > 0.5, prompts, click)
+        x0, y0, x1, y1 = crop
+        crop_probs = self._ecp_probs(features, prompts, clicks, prev, crop)
+        labels = np.where(prev > 0.5, fbu.FBU_FOREGROUND, fbu.FBU_BACKGROUND).astype(np.int64)
+        labels[y0:y1, x0:x1] = fbu.probs_to_labels(crop_probs)
+        if prompts.box is not None:
+            outside = np.ones((h, w), bool)
+            bx0, by0, bx1, by1 = integer_box(prompts.box.as_tuple(), h, w)
+            outside[by0:by1, bx0:bx1] = False
+            labels[outside] = fbu.FBU_BACKGROUND
+        uncertain = labels == fbu.FBU_UNCERTAIN
+        hrr_probs = np.zeros((h, w), np.float32)
+        box = self.hrr_box(uncertain) if o["hrr"] else None
+        if box is not None:
+            bx0, by0, bx1, by1 = box
+            hrr_probs[by0:by1, bx0:bx1] = self._hrr_probs(features["full"], labels, box)
+        elif uncertain.any():  # HRR disabled: the ECP's foreground-vs-background odds decide
+            fg = np.zeros((h, w), np.float32)
+            bg = np.ones((h, w), np.float32)
+            fg[y0:y1, x0:x1] = crop_probs[fbu.FBU_FOREGROUND]
+            bg[y0:y1, x0:x1] = crop_probs[fbu.FBU_BACKGROUND]
+            hrr_probs = fg / np.maximum(fg + bg, 1e-6)
+        probs = fbu.combine_probs(labels, hrr_probs)
+        mask = fbu.final_mask(labels, hrr_probs, o["threshold"])
+        state = {"num_clicks": len(prompts.clicks), "target_crop": list(crop),
+                 "hrr_box": list(box) if box is not None else None, "uncertain_pixels": int(uncertain.sum())}
+        return EngineOutput(probs, state, mask=mask)

@@ -1,0 +1,362 @@
+"""NTClick training: the ECP (3-class FBU map from clicks) and the HRR (refinement of the uncertain band), one at a time.
+
+``finecut train CONFIG`` runs :func:`train_ntclick` when ``[model].arch`` is ``ntclick_ecp`` or ``ntclick_hrr``
+(dispatched from :func:`finecut.training.trainer.train`); :func:`assemble_ntclick` joins the two trained checkpoints
+into one ``ntclick`` checkpoint that :func:`finecut.load_model` opens as the NTClick engine.
+
+**ECP** (supplementary §1.3): object views from the bank (:func:`~finecut.training.augment.random_view`) at
+``size``; FBU ground truth :func:`finecut.fbu.train_fbu_map` (random elliptical kernel 15–30); clicks of the three
+kinds drawn from their FBU regions (positive from foreground, negative from background, tolerant from the uncertain
+band); with ``iterative_probability`` 1..``max_iterative_clicks`` extra no-grad passes, each adding a click of the
+right kind in the largest misclassified region and feeding the prediction back as the previous mask (the prediction
+seen through a perfect HRR: ``P(fg) + P(uncertain) · mask``); with ``prior_mask_probability`` the first previous mask
+is a corrupted ground truth. Loss: cross-entropy over the 3 classes.
+
+**HRR** (supplementary §2.2): random square crops (a multiple of 128 between ``size`` and ``size · hi_factor``,
+centred on a random uncertain pixel) of the ``size · hi_factor`` view, the training-rule FBU map as one-hot input;
+loss = L1 + gradient (Sobel) loss between the HRR probabilities and the mask, weighted 1 in the uncertain band (the
+only place the HRR's output is used) and :data:`HRR_OUTSIDE_WEIGHT` elsewhere.
+
+Resume / checkpoint / log behave as the FocalClick trainer's (``last.json`` + ``last.safetensors``,
+``trainer_state.pt``, ``log.jsonl``); runs are single-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from finecut import fbu
+from finecut.errors import FinecutError
+from finecut.models.checkpoint import load_checkpoint, save_checkpoint
+from finecut.models.registry import build_model
+from finecut.prompts import Click, ClickKind
+from finecut.training.augment import View, ViewConfig, random_view
+from finecut.training.batch import BatchSampler, prompt_maps, to_tensor_images
+from finecut.training.clicks import ClickSimConfig, _distance_inside, _geometric_count, _pick, corrupt_mask
+from finecut.training.config import TrainConfig
+from finecut.training.objects import ObjectBank
+from finecut.training.trainer import DistInfo, _param_groups, load_or_build_bank, lr_at
+
+ARCHS = ("ntclick_ecp", "ntclick_hrr")
+#: Weight of the HRR loss outside the uncertain band (1 inside).
+HRR_OUTSIDE_WEIGHT = 0.1
+#: Click-count limits of the ECP's initial clicks.
+MAX_POSITIVE, MAX_NEGATIVE, MAX_TOLERANT = 8, 8, 3
+KIND_OF_CLASS = {fbu.FBU_BACKGROUND: ClickKind.NEGATIVE, fbu.FBU_FOREGROUND: ClickKind.POSITIVE,
+                 fbu.FBU_UNCERTAIN: ClickKind.TOLERANT}
+
+
+# ------------------------------------------------------------------------------------------------------------ ECP
+
+
+def sample_fbu_clicks(labels: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> list[Click]:
+    """Positive clicks from the FBU foreground, negative from the background, tolerant from the uncertain band.
+
+    An object too thin to have an eroded foreground gets its positive click on the mask itself.
+    """
+    fg = labels == fbu.FBU_FOREGROUND
+    pos_region = fg if fg.any() else mask
+    n_pos = _geometric_count(rng, 1, MAX_POSITIVE, 0.7)
+    n_neg = _geometric_count(rng, 0, MAX_NEGATIVE, 0.7)
+    n_tol = _geometric_count(rng, 0, MAX_TOLERANT, 0.6)
+    clicks = [Click(x, y, ClickKind.POSITIVE) for y, x in _pick(rng, pos_region, n_pos)]
+    clicks += [Click(x, y, ClickKind.NEGATIVE) for y, x in _pick(rng, labels == fbu.FBU_BACKGROUND, n_neg)]
+    clicks += [Click(x, y, ClickKind.TOLERANT) for y, x in _pick(rng, labels == fbu.FBU_UNCERTAIN, n_tol)]
+    return clicks
+
+
+def next_fbu_click(labels: np.ndarray, pred: np.ndarray, clicks: list[Click],
+                   rng: np.random.Generator) -> Click | None:
+    """A click in the inner third of the largest region whose true FBU class was missed, of that class's kind."""
+    best: tuple[float, int, np.ndarray] | None = None
+    for cls in (fbu.FBU_BACKGROUND, fbu.FBU_FOREGROUND, fbu.FBU_UNCERTAIN):
+        error = (labels == cls) & (pred != cls)
+        for click in clicks:
+            error[click.pixel] = False
+        if not error.any():
+            continue
+        dt = _distance_inside(error)
+        if best is None or dt.max() > best[0]:
+            best = (float(dt.max()), cls, dt)
+    if best is None or best[0] <= 0:
+        return None
+    peak, cls, dt = best
+    y, x = _pick(rng, dt > peak / 3, 1)[0]
+    return Click(x, y, KIND_OF_CLASS[cls])
+
+
+def _view_config(cfg: TrainConfig, hi_factor: int) -> ViewConfig:
+    return ViewConfig(size=cfg.size, hi_factor=hi_factor)
+
+
+def ecp_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np.random.Generator
+              ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list[list[Click]], torch.Tensor]:
+    """(images, FBU labels (B, S, S), masks (B, S, S), clicks, previous masks (B, 1, S, S))."""
+    images, labels, masks, clicks, prevs = [], [], [], [], []
+    for _ in range(cfg.batch_size):
+        index = sampler.draw_object()
+        view = random_view(bank.image(index), bank.mask(index), bank.objects[index].bbox, rng, _view_config(cfg, 1))
+        lab = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask, rng))
+        prev = np.zeros(view.mask.shape, np.float32)
+        if rng.random() < cfg.prior_mask_probability:
+            prev = corrupt_mask(view.mask, rng).astype(np.float32)
+        images.append(view.image)
+        labels.append(lab)
+        masks.append(view.mask)
+        clicks.append(sample_fbu_clicks(lab, view.mask, rng))
+        prevs.append(prev)
+    return (to_tensor_images(np.stack(images)), np.stack(labels), np.stack(masks), clicks,
+            torch.from_numpy(np.stack(prevs)[:, None]))
+
+
+def ecp_maps(clicks: list[list[Click]], previous: torch.Tensor, cfg: TrainConfig, channels: int) -> torch.Tensor:
+    maps = prompt_maps(clicks, previous, cfg.click_radius, 4)
+    return maps[:, 1:] if channels == 3 else maps
+
+
+def ecp_iterate(net: nn.Module, images: torch.Tensor, labels: np.ndarray, masks: np.ndarray,
+                clicks: list[list[Click]], previous: torch.Tensor, num_iters: int, cfg: TrainConfig,
+                rng: np.random.Generator) -> torch.Tensor:
+    """Extra no-grad ECP passes, each adding a click on the current FBU error; returns the last previous mask."""
+    channels = net.config.prompt_channels
+    mask_t = torch.from_numpy(masks[:, None].astype(np.float32))
+    for _ in range(num_iters):
+        with torch.no_grad():
+            probs = torch.softmax(net(images, ecp_maps(clicks, previous, cfg, channels))["logits"], dim=1)
+        pred = probs.argmax(1).numpy()
+        for i in range(len(clicks)):
+            click = next_fbu_click(labels[i], pred[i], clicks[i], rng)
+            if click is not None:
+                clicks[i].append(click)
+        previous = (probs[:, fbu.FBU_FOREGROUND:fbu.FBU_FOREGROUND + 1]
+                    + probs[:, fbu.FBU_UNCERTAIN:fbu.FBU_UNCERTAIN + 1] * mask_t).clamp(0, 1)
+    return previous
+
+
+def ecp_step(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig,
+             rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    images, labels, masks, clicks, previous = ecp_batch(bank, sampler, cfg, rng)
+    num_iters = int(rng.integers(1, cfg.max_iterative_clicks + 1)) \
+        if cfg.max_iterative_clicks > 0 and rng.random() < cfg.iterative_probability else 0
+    previous = ecp_iterate(net, images, labels, masks, clicks, previous, num_iters, cfg, rng)
+    logits = net(images, ecp_maps(clicks, previous, cfg, net.config.prompt_channels))["logits"]
+    loss = F.cross_entropy(logits, torch.from_numpy(labels))
+    return {"loss": loss, "ce": loss.detach()}
+
+
+# ------------------------------------------------------------------------------------------------------------ HRR
+
+
+def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel gradients (gx, gy) of a (B, 1, H, W) map (replicate padding)."""
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype) / 4
+    weight = torch.stack([kx, kx.t()])[:, None]
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight)
+    return g[:, :1], g[:, 1:]
+
+
+def hrr_loss(probs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Weighted L1 + gradient loss between probabilities and the mask, all (B, 1, H, W)."""
+    norm = weight.sum().clamp_min(1e-6)
+    l1 = (weight * (probs - target).abs()).sum() / norm
+    pgx, pgy = sobel(probs)
+    tgx, tgy = sobel(target)
+    grad = (weight * ((pgx - tgx).abs() + (pgy - tgy).abs())).sum() / norm
+    return {"loss": l1 + grad, "l1": l1.detach(), "grad": grad.detach()}
+
+
+def hrr_crop_sides(cfg: TrainConfig, multiple: int = 128) -> list[int]:
+    """Crop sides HRR trains on: multiples of ``multiple`` between ``size`` and ``size · hi_factor``."""
+    hi = cfg.size * cfg.hi_factor
+    sides = [s for s in range(multiple, hi + 1, multiple) if s >= min(cfg.size, hi)]
+    return sides or [hi]
+
+
+def hrr_crop(view: View, labels: np.ndarray, side: int, rng: np.random.Generator
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ``side``² crop of the hi-res view, centred (when possible) on a random uncertain pixel."""
+    hi = view.mask_hi.shape[0]
+    ys, xs = np.nonzero(labels == fbu.FBU_UNCERTAIN)
+    if len(ys):
+        k = int(rng.integers(len(ys)))
+        cy, cx = int(ys[k]), int(xs[k])
+    else:
+        cy, cx = int(rng.integers(hi)), int(rng.integers(hi))
+    y0 = int(np.clip(cy - side // 2, 0, hi - side))
+    x0 = int(np.clip(cx - side // 2, 0, hi - side))
+    sl = (slice(y0, y0 + side), slice(x0, x0 + side))
+    return view.image_hi[sl], view.mask_hi[sl], labels[sl]
+
+
+def hrr_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np.random.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images, one-hot FBU maps, masks (B, 1, s, s), uncertain (B, 1, s, s)) for one crop side ``s``."""
+    sides = hrr_crop_sides(cfg)
+    side = int(sides[rng.integers(len(sides))])
+    images, onehots, masks, uncertain = [], [], [], []
+    for _ in range(cfg.batch_size):
+        index = sampler.draw_object()
+        view = random_view(bank.image(index), bank.mask(index), bank.objects[index].bbox, rng,
+                           _view_config(cfg, cfg.hi_factor))
+        labels = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask_hi, rng))
+        image, mask, lab = hrr_crop(view, labels, side, rng)
+        images.append(image)
+        onehots.append(fbu.labels_to_one_hot(lab))
+        masks.append(mask)
+        uncertain.append(lab == fbu.FBU_UNCERTAIN)
+    return (to_tensor_images(np.stack(images)), torch.from_numpy(np.stack(onehots)),
+            torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)),
+            torch.from_numpy(np.stack(uncertain)[:, None].astype(np.float32)))
+
+
+def hrr_step(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig,
+             rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    images, onehot, masks, uncertain = hrr_batch(bank, sampler, cfg, rng)
+    probs = torch.sigmoid(net(images, onehot)["logits"])
+    weight = uncertain + HRR_OUTSIDE_WEIGHT * (1 - uncertain)
+    return hrr_loss(probs, masks, weight)
+
+
+# ------------------------------------------------------------------------------------------------- training loop
+
+
+def _save(run_dir: Path, net: nn.Module, cfg: TrainConfig, optimizer: torch.optim.Optimizer, step: int,
+          seconds: float, samples: int) -> None:
+    meta = {"engine": cfg.model["arch"], "training": {"config": cfg.to_dict(), "step": step, "processes": 1,
+                                                      "samples_seen": samples, "train_seconds": round(seconds, 1)}}
+    save_checkpoint(run_dir / "last", net, cfg.model, meta)
+    tmp = run_dir / ".trainer_state.pt.tmp"
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "train_seconds": seconds,
+                "samples_seen": samples}, tmp)
+    os.replace(tmp, run_dir / "trainer_state.pt")
+
+
+def train_ntclick(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = None,
+                  progress: bool = True) -> Path:
+    """Train (or resume) NTClick's ECP or HRR per ``cfg.model["arch"]``; returns the run directory."""
+    arch = cfg.model.get("arch")
+    if arch not in ARCHS:
+        raise FinecutError(f"train_ntclick: [model].arch must be one of {ARCHS}, got {arch!r}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise FinecutError("NTClick training runs in a single process; launch it without torchrun")
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.set_flush_denormal(True)
+    run_dir = Path(cfg.run_dir)
+    state_path = run_dir / "trainer_state.pt"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and state_path.exists():
+        raise FinecutError(f"{run_dir}: holds a previous run (pass --resume to continue it, or pick another run_dir)")
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed * 1000)
+    bank = load_or_build_bank(cfg, DistInfo())
+    train_idx, _ = bank.split(cfg.data.val_fraction)
+    net = build_model(cfg.model)
+    if cfg.pretrained not in ("none", ""):
+        backbone = getattr(net, "backbone", None)
+        if backbone is None or not hasattr(backbone, "load_pretrained"):
+            raise FinecutError(f"{arch}: no backbone weights to load; set pretrained = \"none\"")
+        backbone.load_pretrained(None if cfg.pretrained == "imagenet" else cfg.pretrained)
+    net.train()
+    optimizer = torch.optim.Adam(_param_groups(net, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, elapsed_before, samples_before = 0, 0.0, 0
+    if resume and state_path.exists():
+        from safetensors.torch import load_file
+
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        net.load_state_dict(load_file(str(run_dir / "last.safetensors")))
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        elapsed_before = float(state.get("train_seconds", 0.0))
+        samples_before = int(state.get("samples_seen", step * cfg.batch_size))
+        rng = np.random.default_rng([cfg.seed, 0, step])
+        torch.manual_seed(cfg.seed + step)
+    weights = {i: float(w) for i, w in enumerate(cfg.data.weights)}
+    sampler = BatchSampler(bank, train_idx, weights, _view_config(cfg, 1), ClickSimConfig(), 0.0, rng)
+    step_fn = ecp_step if arch == "ntclick_ecp" else hrr_step
+    log_path = run_dir / "log.jsonl"
+    start = time.time()
+    samples = 0
+    running: dict[str, float] = {}
+    stop_reason = "steps"
+    bar = tqdm(total=cfg.steps, initial=step, desc=arch, disable=not progress, dynamic_ncols=True)
+    while step < cfg.steps:
+        if max_minutes is not None and (time.time() - start) / 60 >= max_minutes:
+            stop_reason = "time"
+            break
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        out = step_fn(net, bank, sampler, cfg, rng)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        optimizer.step()
+        step += 1
+        samples += cfg.batch_size
+        for key, value in out.items():
+            v = float(value.detach())
+            running[key] = running[key] * 0.95 + v * 0.05 if key in running else v
+        bar.update(1)
+        bar.set_postfix(loss=f"{running['loss']:.3f}")
+        if step % cfg.log_every == 0:
+            record = {"step": step, "lr": lr, **{k: round(v, 5) for k, v in running.items()},
+                      "samples_per_s": round(samples / (time.time() - start), 2),
+                      "train_seconds": round(elapsed_before + time.time() - start, 1)}
+            with log_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _save(run_dir, net, cfg, optimizer, step, elapsed_before + time.time() - start, samples_before + samples)
+    bar.close()
+    _save(run_dir, net, cfg, optimizer, step, elapsed_before + time.time() - start, samples_before + samples)
+    with log_path.open("a") as fh:
+        fh.write(json.dumps({"step": step, "event": f"stopped ({stop_reason})", "host": platform.node()}) + "\n")
+    return run_dir
+
+
+# ------------------------------------------------------------------------------------------------------ assemble
+
+
+def assemble_ntclick(ecp_path: str | os.PathLike, hrr_path: str | os.PathLike, out_path: str | os.PathLike,
+                     name: str = "ntclick") -> Path:
+    """Join a trained ECP and a trained HRR checkpoint into one ``ntclick`` checkpoint; returns its JSON path."""
+    from finecut.models.ntclick import NTClickECP, NTClickHRR, NTClickNet
+
+    ecp, ecp_doc = load_checkpoint(ecp_path)
+    hrr, hrr_doc = load_checkpoint(hrr_path)
+    if not isinstance(ecp, NTClickECP):
+        raise FinecutError(f"{ecp_path}: not an ntclick_ecp checkpoint (arch {ecp_doc['model'].get('arch')!r})")
+    if not isinstance(hrr, NTClickHRR):
+        raise FinecutError(f"{hrr_path}: not an ntclick_hrr checkpoint (arch {hrr_doc['model'].get('arch')!r})")
+    net = NTClickNet(ecp, hrr)
+    meta = {"engine": "ntclick", "name": name,
+            "training": {"step": ecp_doc.get("training", {}).get("step"),
+                         "ecp": {"source": str(ecp_path), **ecp_doc.get("training", {})},
+                         "hrr": {"source": str(hrr_path), **hrr_doc.get("training", {})}}}
+    json_path, _ = save_checkpoint(out_path, net, net.arch_config(), meta)
+    return json_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m finecut.training.ntclick ECP_CHECKPOINT HRR_CHECKPOINT OUT``: assemble an NTClick checkpoint."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3:
+        print("usage: python -m finecut.training.ntclick ECP_CHECKPOINT HRR_CHECKPOINT OUT", file=sys.stderr)
+        return 2
+    print(f"checkpoint: {assemble_ntclick(*args)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""NTClick engine: shapes, the final-mask rule, HRR only on the uncertain box, tolerant clicks, checkpoint round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import finecut
+from finecut import fbu
+from finecut.models.checkpoint import save_checkpoint
+from finecut.models.ntclick import ECPConfig, HRRConfig, NTClickNet, build_ntclick
+from finecut.models.registry import build_model
+from finecut.pipelines import build_engine
+from finecut.pipelines.ntclick import NTClickEngine, grow_box
+from finecut.predictor import Predictor
+from finecut.prompts import Click, ClickKind, Prompts
+
+TINY_HRR = {"embed_dim": 32, "depth": 2, "num_heads": 2, "kernel_size": 5, "low_channels": [4, 4, 8, 8],
+            "fuse_channels": [16, 8, 8, 4]}
+TINY_ECP = {"img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2, "pyramid_channels": [8, 8, 16, 16],
+            "head_channels": 16}
+
+
+def _tiny_net() -> NTClickNet:
+    torch.manual_seed(0)
+    return build_ntclick(ecp=TINY_ECP, hrr=TINY_HRR).eval()
+
+
+def _image(height: int = 200, width: int = 300) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+    image[: height // 2] += 180  # bright top half, dark bottom half
+    return image
+
+
+class PatternECP(nn.Module):
+    """ECP stand-in: foreground left of 30 % of the width, uncertain in a central block, background elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = ECPConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_ECP.items()})
+        self.maps: list[torch.Tensor] = []
+
+    def forward(self, image: torch.Tensor, maps: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.maps.append(maps.clone())
+        _, _, h, w = image.shape
+        rows = torch.arange(h)[:, None].float() / h
+        cols = torch.arange(w)[None, :].float() / w
+        labels = torch.full((h, w), fbu.FBU_BACKGROUND)
+        labels[(cols < 0.3).expand(h, w)] = fbu.FBU_FOREGROUND
+        labels[(rows > 0.35) & (rows < 0.65) & (cols > 0.4) & (cols < 0.6)] = fbu.FBU_UNCERTAIN
+        logits = torch.nn.functional.one_hot(labels, 3).permute(2, 0, 1).float()[None] * 20
+        return {"logits": logits.expand(image.shape[0], -1, -1, -1), "features": image[:, :, ::16, ::16]}
+
+
+class SpyHRR(nn.Module):
+    """HRR stand-in recording its input sizes: logit +10 on bright pixels, -10 on dark ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = HRRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_HRR.items()})
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, image: torch.Tensor, fbu_map: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.shapes.append(tuple(image.shape))
+        assert fbu_map.shape[1] == 3 and fbu_map.shape[-2:] == image.shape[-2:]
+        return {"logits": torch.where(image[:, :1] > 0, 10.0, -10.0), "features": image}
+
+
+def _stub_engine(**options) -> tuple[NTClickEngine, PatternECP, SpyHRR]:
+    net = _tiny_net()
+    net.ecp, net.hrr = PatternECP(), SpyHRR()
+    return NTClickEngine(net, zoom_in=False, **options), net.ecp, net.hrr
+
+
+def test_engine_predicts_full_size_probs_and_mask() -> None:
+    engine = NTClickEngine(_tiny_net())
+    image = _image(120, 170)
+    features = engine.encode_image(image)
+    assert features["full"].shape == (1, 3, 120, 170)
+    prompts = Prompts(clicks=(Click(80, 60, ClickKind.POSITIVE),))
+    out = engine.predict(image, features, prompts, None)
+    assert out.probs.shape == (120, 170) and out.probs.dtype == np.float32
+    assert out.mask is not None and out.mask.shape == (120, 170) and out.mask.dtype == bool
+    assert 0.0 <= out.probs.min() and out.probs.max() <= 1.0
+    assert out.state["num_clicks"] == 1 and len(out.state["target_crop"]) == 4
+    # a second click goes through the Predictor with the previous prediction (zoom-in crop from its mask)
+    predictor = Predictor(engine)
+    predictor.set_image(image)
+    first = predictor.predict([Click(80, 60)])
+    second = predictor.predict([Click(80, 60), Click(20, 100, ClickKind.NEGATIVE)], previous=first)
+    assert second.mask.shape == (120, 170) and second.probs.shape == (120, 170)
+
+
+def test_final_mask_rule_and_hrr_runs_only_on_uncertain_box() -> None:
+    engine, _, hrr = _stub_engine()
+    image = _image(400, 600)
+    out = engine.predict(image, engine.encode_image(image), Prompts(clicks=(Click(50, 200),)), None)
+    # the ECP's labels, upsampled to full resolution: recompute them the way the engine does
+    cols = (np.arange(600) + 0.5) / 600
+    rows = (np.arange(400) + 0.5) / 400
+    fg = np.broadcast_to(cols[None] < 0.3, (400, 600))
+    uncertain = (rows[:, None] > 0.35) & (rows[:, None] < 0.65) & (cols[None] > 0.4) & (cols[None] < 0.6)
+    bright = np.zeros((400, 600), bool)
+    bright[:200] = True
+    interior = np.zeros((400, 600), bool)
+    interior[150:250, 250:350] = True  # well inside the uncertain block, far from resampling blur
+    assert out.mask[interior & bright].all() and not out.mask[interior & ~bright].any()
+    assert out.mask[:, :170].all() and not out.mask[:, 370:].any() and not out.mask[:140, 200:].any()
+    assert np.all(out.probs[interior & bright] > 0.99) and np.all(out.probs[interior & ~bright] < 0.01)
+    assert np.all(out.probs[fg & ~uncertain] == 1.0) and np.all(out.probs[:, 380:] == 0.0)
+    assert np.array_equal(out.mask, out.probs > 0.5)
+    # HRR saw one box: the uncertain block plus margin, grown to multiples of 128, much smaller than the image
+    assert len(hrr.shapes) == 1
+    x0, y0, x1, y1 = out.state["hrr_box"]
+    assert hrr.shapes[0] == (1, 3, y1 - y0, x1 - x0)
+    assert (y1 - y0) % 128 == 0 and (x1 - x0) % 128 == 0
+    assert (y1 - y0, x1 - x0) == (256, 256) and (y1 - y0) * (x1 - x0) < 0.3 * 400 * 600
+    assert x0 <= 240 and x1 >= 360 and y0 <= 140 and y1 >= 260
+    assert out.state["uncertain_pixels"] > 0
+
+
+def test_hrr_is_skipped_without_uncertain_pixels() -> None:
+    engine, ecp, hrr = _stub_engine()
+    ecp_forward = ecp.forward
+
+    def no_uncertain(image: torch.Tensor, maps: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = ecp_forward(image, maps)
+        logits = out["logits"].clone()
+        logits[:, fbu.FBU_UNCERTAIN] = -20
+        return {"logits": logits, "features": out["features"]}
+
+    ecp.forward = no_uncertain
+    image = _image(100, 140)
+    out = engine.predict(image, engine.encode_image(image), Prompts(clicks=(Click(10, 10),)), None)
+    assert hrr.shapes == [] and out.state["hrr_box"] is None
+    assert set(np.unique(out.probs).tolist()) <= {0.0, 1.0}
+
+
+def test_tolerant_clicks_change_the_prompt_maps() -> None:
+    engine, ecp, _ = _stub_engine()
+    image = _image(128, 128)
+    features = engine.encode_image(image)
+    engine.predict(image, features, Prompts(clicks=(Click(30, 30),)), None)
+    engine.predict(image, features, Prompts(clicks=(Click(30, 30), Click(90, 90, ClickKind.TOLERANT))), None)
+    plain, tolerant = ecp.maps
+    assert plain.shape == tolerant.shape == (1, 4, 64, 64)
+    assert plain[0, 3].sum() == 0 and tolerant[0, 3].sum() > 0
+    assert torch.equal(plain[0, :3], tolerant[0, :3])
+    row, col = torch.nonzero(tolerant[0, 3]).float().mean(0).tolist()
+    assert abs(row - 45) < 2 and abs(col - 45) < 2  # (90, 90) at 128 px -> (45, 45) at 64 px
+
+
+def test_real_tolerant_click_changes_the_prediction() -> None:
+    engine = NTClickEngine(_tiny_net(), zoom_in=False)
+    image = _image(96, 96)
+    features = engine.encode_image(image)
+    a = engine.predict(image, features, Prompts(clicks=(Click(30, 30),)), None)
+    b = engine.predict(image, features, Prompts(clicks=(Click(30, 30), Click(60, 60, ClickKind.TOLERANT))), None)
+    assert not np.array_equal(a.probs, b.probs)
+
+
+def test_grow_box_rounds_up_and_stays_inside() -> None:
+    assert grow_box((100, 50, 150, 90), 128, 400, 600) == (61, 6, 189, 134)
+    assert grow_box((0, 0, 10, 10), 128, 100, 600) == (0, 0, 128, 100)
+    x0, y0, x1, y1 = grow_box((590, 390, 600, 400), 128, 400, 600)
+    assert (x1, y1) == (600, 400) and x1 - x0 == 128 and y1 - y0 == 128
+
+
+def test_checkpoint_round_trip_and_build_engine(tmp_path: Path) -> None:
+    net = _tiny_net()
+    config = net.arch_config()
+    assert config["arch"] == "ntclick" and "arch" not in config["ecp"] and config["hrr"]["embed_dim"] == 32
+    rebuilt = build_model(config)
+    assert isinstance(rebuilt, NTClickNet)
+    save_checkpoint(tmp_path / "nt", net, config, {"engine": "ntclick"})
+    engine = finecut.load_model(tmp_path / "nt.json")
+    assert isinstance(engine, NTClickEngine) and engine.config()["model"]["arch"] == "ntclick"
+    image = _image(64, 80)
+    ref = NTClickEngine(net).predict(image, None, Prompts(clicks=(Click(40, 30),)), None)
+    out = engine.predict(image, engine.encode_image(image), Prompts(clicks=(Click(40, 30),)), None)
+    assert np.allclose(ref.probs, out.probs, atol=1e-5)
+    assert isinstance(build_engine(net, {"engine": "ntclick"}, hrr_margin=8), NTClickEngine)
+    with pytest.raises(TypeError, match="unknown NTClick option"):
+        NTClickEngine(net, focus=True)
+    with pytest.raises(finecut.FinecutError, match="ntclick_ecp"):
+        build_model({"arch": "ntclick", "ecp": {"arch": "ntclick_hrr"}})

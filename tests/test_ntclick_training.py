@@ -1,0 +1,148 @@
+"""NTClick training on tiny synthetic data: FBU clicks, HRR loss, ECP/HRR train + resume, assemble + load + predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import finecut
+from finecut import fbu
+from finecut.pipelines.ntclick import NTClickEngine
+from finecut.prompts import Click, ClickKind, Prompts
+from finecut.training.config import TrainConfig
+from finecut.training.ntclick import (
+    assemble_ntclick,
+    hrr_crop_sides,
+    hrr_loss,
+    main,
+    next_fbu_click,
+    sample_fbu_clicks,
+    sobel,
+)
+from finecut.training.trainer import train
+
+TINY_HRR = {"embed_dim": 32, "depth": 2, "num_heads": 2, "kernel_size": 5, "low_channels": [4, 4, 8, 8],
+            "fuse_channels": [16, 8, 8, 4]}
+TINY_ECP = {"img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2, "pyramid_channels": [8, 8, 16, 16],
+            "head_channels": 16}
+
+
+def _make_folder(root: Path, count: int = 5, size: int = 96) -> Path:
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(count):
+        img = np.zeros((size, size + 16, 3), np.uint8)
+        img[:] = (40, 60, 200)
+        img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+        mask = np.zeros(img.shape[:2], np.uint8)
+        center = (int(rng.integers(30, size - 14)), int(rng.integers(30, size - 30)))
+        cv2.ellipse(mask, center, (int(rng.integers(14, 25)), int(rng.integers(12, 20))), 30, 0, 360, 255, -1)
+        cv2.line(mask, center, (2, 2), 255, 1)  # a thin structure
+        img[mask > 0] = (220, 40, 30)
+        cv2.imwrite(str(root / "images" / f"im{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "masks" / f"im{i}.png"), mask)
+    return root
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    return _make_folder(tmp_path / "data")
+
+
+def _config(tmp_path: Path, folder: Path, arch: str, steps: int) -> TrainConfig:
+    model = {"arch": arch, **(TINY_ECP if arch == "ntclick_ecp" else TINY_HRR)}
+    return TrainConfig.from_dict({
+        "run_dir": str(tmp_path / arch), "model": model, "pretrained": "none",
+        "data": {"sources": [str(folder)], "weights": [1.0], "bank": str(tmp_path / "bank.npz"), "max_side": 96,
+                 "val_fraction": 0.2},
+        "steps": steps, "batch_size": 2, "size": 64, "hi_factor": 2, "warmup_steps": 1, "threads": 1,
+        "log_every": 1, "checkpoint_every": 2, "max_iterative_clicks": 1, "iterative_probability": 1.0,
+        "prior_mask_probability": 0.5,
+    })
+
+
+def test_fbu_clicks_come_from_their_regions() -> None:
+    rng = np.random.default_rng(0)
+    mask = np.zeros((80, 80), bool)
+    mask[20:60, 15:65] = True
+    labels = fbu.code_map_to_labels(fbu.train_fbu_map(mask, rng, kernel_size=9))
+    kinds = set()
+    for _ in range(30):
+        for click in sample_fbu_clicks(labels, mask, rng):
+            expected = {ClickKind.POSITIVE: fbu.FBU_FOREGROUND, ClickKind.NEGATIVE: fbu.FBU_BACKGROUND,
+                        ClickKind.TOLERANT: fbu.FBU_UNCERTAIN}[click.kind]
+            assert labels[click.pixel] == expected
+            kinds.add(click.kind)
+    assert kinds == {ClickKind.POSITIVE, ClickKind.NEGATIVE, ClickKind.TOLERANT}
+    # a missed uncertain band gets a tolerant click; a perfect prediction none
+    pred = np.where(labels == fbu.FBU_UNCERTAIN, fbu.FBU_BACKGROUND, labels)
+    click = next_fbu_click(labels, pred, [], rng)
+    assert click is not None and click.kind is ClickKind.TOLERANT and labels[click.pixel] == fbu.FBU_UNCERTAIN
+    assert next_fbu_click(labels, labels, [], rng) is None
+
+
+def test_hrr_loss_l1_and_gradient_in_the_uncertain_band() -> None:
+    target = torch.zeros(1, 1, 32, 32)
+    target[..., 8:24, 8:24] = 1
+    band = torch.zeros_like(target)
+    band[..., 4:28, 4:28] = 1
+    band[..., 12:20, 12:20] = 0
+    perfect = hrr_loss(target.clone(), target, band)
+    assert float(perfect["loss"]) == 0.0
+    blurred = torch.nn.functional.avg_pool2d(target, 5, 1, 2)
+    soft = hrr_loss(blurred, target, band)
+    assert float(soft["grad"]) > 0 and float(soft["l1"]) > 0
+    wrong_outside = target.clone()
+    wrong_outside[..., 0, 0] = 1  # an error outside the band costs nothing with weight 0 there
+    assert float(hrr_loss(wrong_outside, target, band)["loss"]) == 0.0
+    gx, gy = sobel(target)
+    assert gx[0, 0, 16, 8] > 0 and gy[0, 0, 8, 16] > 0 and gx[0, 0, 16, 16] == 0
+    assert hrr_crop_sides(TrainConfig(size=256, hi_factor=2)) == [256, 384, 512]
+
+
+@pytest.mark.parametrize("arch", ["ntclick_ecp", "ntclick_hrr"])
+def test_train_and_resume(arch: str, folder: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, folder, arch, steps=2)
+    run_dir = train(cfg, progress=False)
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert (("ce" in records[0]) if arch == "ntclick_ecp" else ("l1" in records[0] and "grad" in records[0]))
+    doc = json.loads((run_dir / "last.json").read_text())
+    assert doc["model"]["arch"] == arch and doc["training"]["step"] == 2
+    with pytest.raises(finecut.FinecutError, match="--resume"):
+        train(cfg, progress=False)
+    before = {k: v.clone() for k, v in torch.load(run_dir / "trainer_state.pt", weights_only=False)
+              ["optimizer"]["state"][0].items()}
+    cfg.steps = 3
+    train(cfg, resume=True, progress=False)
+    doc = json.loads((run_dir / "last.json").read_text())
+    assert doc["training"]["step"] == 3
+    state = torch.load(run_dir / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 3 and int(state["optimizer"]["state"][0]["step"]) == int(before["step"]) + 1
+
+
+def test_assemble_load_and_predict(folder: Path, tmp_path: Path) -> None:
+    ecp_dir = train(_config(tmp_path, folder, "ntclick_ecp", steps=1), progress=False)
+    hrr_dir = train(_config(tmp_path, folder, "ntclick_hrr", steps=1), progress=False)
+    out = assemble_ntclick(ecp_dir / "last.json", hrr_dir / "last.safetensors", tmp_path / "models" / "nt")
+    doc = json.loads(out.read_text())
+    assert doc["engine"] == "ntclick" and doc["model"]["arch"] == "ntclick"
+    assert doc["model"]["ecp"]["embed_dim"] == 32 and doc["model"]["hrr"]["depth"] == 2
+    assert doc["training"]["ecp"]["step"] == 1 and doc["training"]["hrr"]["step"] == 1
+    engine = finecut.load_model(out)
+    assert isinstance(engine, NTClickEngine)
+    image = np.full((90, 130, 3), 60, np.uint8)
+    image[30:60, 40:90] = (220, 40, 30)
+    pred = engine.predict(image, engine.encode_image(image), Prompts(clicks=(Click(60, 45),)), None)
+    assert pred.probs.shape == (90, 130) and pred.mask.shape == (90, 130)
+    with pytest.raises(finecut.FinecutError, match="not an ntclick_hrr"):
+        assemble_ntclick(ecp_dir / "last.json", ecp_dir / "last.json", tmp_path / "bad")
+    assert main([str(ecp_dir / "last"), str(hrr_dir / "last"), str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli.json").exists() and (tmp_path / "cli.safetensors").exists()
