@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 import torch
 
-from finecut.prompts import Click, CropTransform, Prompts, click_disks, scribble_maps
+from finecut.pipelines.geometry import click_box, expand_box, integer_box, mask_box, union_box
+from finecut.prompts import Click, ClickKind, CropTransform, Prompts, click_disks, scribble_maps
+
+if TYPE_CHECKING:
+    from finecut.predictor import Prediction
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
@@ -42,3 +48,40 @@ def crop_prompt_maps(prompts: Prompts, clicks: tuple[Click, ...], previous: np.n
     prev = resize(np.ascontiguousarray(previous[y0:y1, x0:x1], dtype=np.float32), size_hw)
     maps = np.concatenate([prev[None], disks], axis=0)[:channels]
     return torch.from_numpy(np.ascontiguousarray(maps))[None]
+
+
+def previous_probs(prompts: Prompts, previous: "Prediction | None", shape: tuple[int, int]) -> np.ndarray:
+    """The probabilities the step starts from: the previous prediction's, else the prior mask, else zeros."""
+    if previous is not None:
+        return previous.probs.astype(np.float32, copy=False)
+    if prompts.prior_mask is not None:
+        return prompts.prior_mask.astype(np.float32)
+    return np.zeros(shape, np.float32)
+
+
+def network_clicks(prompts: Prompts, shape: tuple[int, int]) -> tuple[Click, ...]:
+    """The clicks a click-trained network sees: a box without any positive click adds one at the box's centre."""
+    h, w = shape
+    clicks = prompts.clicks
+    if prompts.box is not None and not any(c.is_positive for c in clicks):
+        b = prompts.box
+        center = Click(min(w - 1, (b.x0 + b.x1) / 2), min(h - 1, (b.y0 + b.y1) / 2), ClickKind.POSITIVE)
+        clicks = (center, *clicks)
+    return clicks
+
+
+def target_box(prev_mask: np.ndarray, prompts: Prompts, click: Click | None, zoom_in: bool, expand: float,
+               min_crop: float) -> tuple[int, int, int, int]:
+    """Zoom-in / Target Crop: the box of the previous mask (and the user's box) with the new click, expanded by
+    ``expand``; the whole image when zoom-in is off or nothing is segmented yet."""
+    h, w = prev_mask.shape
+    if not zoom_in:
+        return 0, 0, w, h
+    box = mask_box(prev_mask)
+    if prompts.box is not None:
+        box = union_box(box, prompts.box.as_tuple())
+    if box is None:
+        return 0, 0, w, h
+    if click is not None:
+        box = union_box(box, click_box(click))
+    return integer_box(expand_box(box, expand, min_crop, h, w), h, w)

@@ -23,11 +23,11 @@ import torch.nn as nn
 
 from finecut.engines.base import Engine, EngineOutput
 from finecut.models.roi_align import roi_align
-from finecut.pipelines.common import crop_prompt_maps, normalize, resize
+from finecut.pipelines.common import crop_prompt_maps, network_clicks, normalize, previous_probs, resize, target_box
 from finecut.pipelines.geometry import (
-    click_box, component_at, expand_box, integer_box, mask_box, net_size, union_box,
+    component_at, expand_box, integer_box, mask_box, net_size,
 )
-from finecut.prompts import Click, ClickKind, Prompts
+from finecut.prompts import Click, Prompts
 
 if TYPE_CHECKING:
     from finecut.predictor import Prediction
@@ -91,18 +91,8 @@ class FocalClickEngine(Engine):
 
     # ----------------------------------------------------------------- helpers
     def _target_box(self, prev_mask: np.ndarray, prompts: Prompts, click: Click | None) -> tuple[int, int, int, int]:
-        h, w = prev_mask.shape
         o = self.options
-        if not o["zoom_in"]:
-            return 0, 0, w, h
-        box = mask_box(prev_mask)
-        if prompts.box is not None:
-            box = union_box(box, prompts.box.as_tuple())
-        if box is None:
-            return 0, 0, w, h
-        if click is not None:
-            box = union_box(box, click_box(click))
-        return integer_box(expand_box(box, o["expand"], o["min_crop"], h, w), h, w)
+        return target_box(prev_mask, prompts, click, o["zoom_in"], o["expand"], o["min_crop"])
 
     def _segment(self, features: torch.Tensor, image: np.ndarray, maps: torch.Tensor,
                  crop: tuple[int, int, int, int], size_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -162,17 +152,8 @@ class FocalClickEngine(Engine):
                 previous: "Prediction | None") -> EngineOutput:
         h, w = image.shape[:2]
         o = self.options
-        if previous is not None:
-            prev = previous.probs.astype(np.float32, copy=False)
-        elif prompts.prior_mask is not None:
-            prev = prompts.prior_mask.astype(np.float32)
-        else:
-            prev = np.zeros((h, w), np.float32)
-        clicks = prompts.clicks
-        if prompts.box is not None and not any(c.is_positive for c in clicks):
-            b = prompts.box
-            center = Click(min(w - 1, (b.x0 + b.x1) / 2), min(h - 1, (b.y0 + b.y1) / 2), ClickKind.POSITIVE)
-            clicks = (center, *clicks)
+        prev = previous_probs(prompts, previous, (h, w))
+        clicks = network_clicks(prompts, (h, w))
         if not clicks and not prompts.scribbles:
             return EngineOutput(prev.copy(), {"num_clicks": 0})
         click = prompts.clicks[-1] if prompts.clicks else None

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from finecut import fbu
 from finecut.engines.base import Engine, EngineOutput
 from finecut.errors import FinecutError
-from finecut.pipelines.common import crop_prompt_maps, normalize
-from finecut.pipelines.geometry import click_box, expand_box, integer_box, mask_box, net_size, union_box
-from finecut.prompts import Click, ClickKind, Prompts
+from finecut.pipelines.common import crop_prompt_maps, network_clicks, normalize, previous_probs, target_box
+from finecut.pipelines.geometry import integer_box, mask_box, net_size
+from finecut.prompts import Click, Prompts
 
 if TYPE_CHECKING:
     from finecut.predictor import Prediction
@@ -104,18 +104,8 @@ class NTClickEngine(Engine):
         return F.interpolate(x, size=size_hw, mode="bilinear", align_corners=False, antialias=True)
 
     def _target_box(self, prev_mask: np.ndarray, prompts: Prompts, click: Click | None) -> tuple[int, int, int, int]:
-        h, w = prev_mask.shape
         o = self.options
-        if not o["zoom_in"]:
-            return 0, 0, w, h
-        box = mask_box(prev_mask)
-        if prompts.box is not None:
-            box = union_box(box, prompts.box.as_tuple())
-        if box is None:
-            return 0, 0, w, h
-        if click is not None:
-            box = union_box(box, click_box(click))
-        return integer_box(expand_box(box, o["expand"], o["min_crop"], h, w), h, w)
+        return target_box(prev_mask, prompts, click, o["zoom_in"], o["expand"], o["min_crop"])
 
     def _ecp_probs(self, features: dict[str, Any], prompts: Prompts, clicks: tuple[Click, ...], prev: np.ndarray,
                    crop: tuple[int, int, int, int]) -> np.ndarray:
@@ -160,17 +150,8 @@ class NTClickEngine(Engine):
         o = self.options
         if not isinstance(features, dict) or "full" not in features:
             features = self.encode_image(image)
-        if previous is not None:
-            prev = previous.probs.astype(np.float32, copy=False)
-        elif prompts.prior_mask is not None:
-            prev = prompts.prior_mask.astype(np.float32)
-        else:
-            prev = np.zeros((h, w), np.float32)
-        clicks = prompts.clicks
-        if prompts.box is not None and not any(c.is_positive for c in clicks):
-            b = prompts.box
-            center = Click(min(w - 1, (b.x0 + b.x1) / 2), min(h - 1, (b.y0 + b.y1) / 2), ClickKind.POSITIVE)
-            clicks = (center, *clicks)
+        prev = previous_probs(prompts, previous, (h, w))
+        clicks = network_clicks(prompts, (h, w))
         if not clicks and not prompts.scribbles:
             return EngineOutput(prev.copy(), {"num_clicks": 0})
         click = prompts.clicks[-1] if prompts.clicks else None
