@@ -1,0 +1,252 @@
+"""Training throughput (samples/s) of a training config under several settings, side by side.
+
+Each setting runs the real trainer (:func:`finecut.training.trainer.train`, temporary run_dir, ``steps = warmup +
+timed``) in a fresh subprocess — one process, or ``torchrun --standalone --nproc_per_node 2`` (gloo DDP) — and the time
+of every optimizer step is taken with a global optimizer step hook, so the timed window covers exactly the training
+steps after the warm-up (batch sampling, iterative-click passes, forward/backward, DDP all-reduce, Adam) and nothing
+else (no bank loading, model building or checkpoint writing).
+
+Settings vary one factor at a time from a baseline (1 process, 1 thread, the config's crop size, iterative clicks as
+configured): threads per process, processes, crop size, iterative clicks off. ``--grid`` runs the full product.
+
+    python3 benchmarks/train_throughput.py --config configs/focalclick-lite0.toml --steps 20 --warmup 3
+    python3 benchmarks/train_throughput.py --only base --steps 2 --warmup 1 --out /tmp/tt.md   # smoke test
+
+Writes a Markdown table (with machine info and load averages) to ``--out`` (default
+``results/train_throughput.md``) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    processes: int
+    threads: int
+    size: int
+    iterative: bool
+
+
+def default_settings(base_size: int, sizes: list[int], grid: bool) -> list[Setting]:
+    """Baseline + one factor changed at a time (or the full product with ``grid``)."""
+    if grid:
+        out = []
+        for procs, threads, size, it in itertools.product((1, 2), (1, 2), sizes, (True, False)):
+            out.append(Setting(f"p{procs}-t{threads}-s{size}-{'it' if it else 'noit'}", procs, threads, size, it))
+        return out
+    out = [Setting("base", 1, 1, base_size, True),
+           Setting("threads2", 1, 2, base_size, True),
+           Setting("ddp2", 2, 1, base_size, True),
+           Setting("no-iterative", 1, 1, base_size, False)]
+    for size in sizes:
+        if size != base_size:
+            out.append(Setting(f"size{size}", 1, 1, size, True))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------- worker
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """One setting inside its own process (or torchrun group): train warmup + steps with the real trainer."""
+    import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from finecut.training.config import TrainConfig
+    from finecut.training.trainer import train
+
+    cfg = TrainConfig.from_file(args.config)
+    cfg.data.bank = args.bank or cfg.data.bank
+    cfg.size = args.size
+    cfg.threads = args.threads
+    if not args.iterative:
+        cfg.iterative_probability = 0.0
+    cfg.steps = args.warmup + args.steps
+    huge = 10**9
+    cfg.log_every, cfg.val_every, cfg.checkpoint_every = huge, huge, huge
+    cfg.run_dir = args.run_dir
+    cfg.pretrained = "none"  # init does not change the speed; avoids needing backbone weights
+
+    stamps: list[float] = []
+
+    def hook(optimizer: Any, fargs: Any, fkwargs: Any) -> None:
+        stamps.append(time.perf_counter())
+
+    handle = register_optimizer_step_post_hook(hook)
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        t0 = time.perf_counter()
+        train(cfg, progress=False)
+        total = time.perf_counter() - t0
+    finally:
+        handle.remove()
+    if rank != 0:
+        return
+    if len(stamps) < args.warmup + args.steps:
+        raise SystemExit(f"expected {args.warmup + args.steps} optimizer steps, saw {len(stamps)}")
+    start = stamps[args.warmup - 1] if args.warmup > 0 else t0
+    timed = stamps[args.warmup + args.steps - 1] - start
+    samples = args.steps * cfg.batch_size * world
+    result = {"seconds": timed, "steps": args.steps, "samples": samples, "samples_per_s": samples / timed,
+              "seconds_per_step": timed / args.steps, "batch_per_process": cfg.batch_size, "world": world,
+              "torch_threads": torch.get_num_threads(), "wall_seconds": total}
+    Path(args.result).write_text(json.dumps(result) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------------- driver
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
+def run_setting(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="finecut-tt-") as tmp:
+        result_path = Path(tmp) / "result.json"
+        worker = [str(Path(__file__).resolve()), "--worker", "--config", args.config, "--size", str(setting.size),
+                  "--threads", str(setting.threads), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                  "--run-dir", str(Path(tmp) / "run"), "--result", str(result_path)]
+        if args.bank:
+            worker += ["--bank", args.bank]
+        if not setting.iterative:
+            worker.append("--no-iterative")
+        if setting.processes > 1:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc_per_node", str(setting.processes)] + worker
+        else:
+            cmd = [sys.executable] + worker
+        env = dict(os.environ, OMP_NUM_THREADS=str(setting.threads), MKL_NUM_THREADS=str(setting.threads))
+        load = os.getloadavg()[0]
+        t0 = time.time()
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {args.timeout} s", "load_start": load}
+        if proc.returncode != 0 or not result_path.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            return {"error": f"exit {proc.returncode}: {' / '.join(tail)}", "load_start": load}
+        out = json.loads(result_path.read_text())
+        out["load_start"] = load
+        out["load_end"] = os.getloadavg()[0]
+        out["process_seconds"] = time.time() - t0
+        return out
+
+
+def render(rows: list[tuple[Setting, dict[str, Any]]], info: dict[str, Any], args: argparse.Namespace,
+           load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> str:
+    lines = ["# Training throughput", "",
+             (f"Config `{args.config}`; {args.steps} timed steps after {args.warmup} warm-up step(s) per setting, "
+             "each setting in a fresh process (group) running the real trainer "
+             "(`finecut.training.trainer.train`); samples/s counts all processes."), "",
+             (f"* Machine: {info['host']}, {info['cpu']}, {info['cores']} logical cores; Python {info['python']}, "
+             f"torch {info['torch']}"),
+             f"* Date: {info['date']}",
+             "* Load average (1/5/15 min) before: " + " / ".join(f"{v:.2f}" for v in load_before)
+             + "; after: " + " / ".join(f"{v:.2f}" for v in load_after),
+             f"* Command: `{' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`", "",
+             ("| setting | processes | threads/process | crop | iterative clicks | batch/process | s/step | samples/s "
+             "| load (1 min) at start |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s, r in rows:
+        head = f"| {s.name} | {s.processes} | {s.threads} | {s.size} | {'on' if s.iterative else 'off'} | "
+        if "error" in r:
+            lines.append(head + f"– | – | failed: {r['error']} | {r['load_start']:.2f} |")
+        else:
+            lines.append(head + f"{r['batch_per_process']} | {r['seconds_per_step']:.3f} | {r['samples_per_s']:.2f} "
+                         f"| {r['load_start']:.2f} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/focalclick-lite0.toml")
+    parser.add_argument("--bank", default=None, help="object bank (default: the config's [data].bank)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per setting")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--sizes", default="192,224,256", help="crop sizes compared (comma-separated)")
+    parser.add_argument("--grid", action="store_true", help="full product of processes x threads x sizes x iterative")
+    parser.add_argument("--only", default=None, help="comma-separated setting names to run (e.g. base,ddp2)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per setting")
+    parser.add_argument("--out", default="results/train_throughput.md")
+    parser.add_argument("--json", default=None, help="also write the raw results as JSON")
+    # worker mode (internal)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--no-iterative", dest="iterative", action="store_false", help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return 0
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
+
+    from finecut.training.config import TrainConfig
+
+    cfg = TrainConfig.from_file(args.config)
+    bank = Path(args.bank or cfg.data.bank)
+    if not bank.exists():
+        parser.error(f"{bank}: object bank not found (pass --bank; the benchmark does not build one)")
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    settings = default_settings(cfg.size, sizes, args.grid)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = sorted(set(wanted) - {s.name for s in settings})
+        if unknown:
+            parser.error(f"unknown setting(s) {unknown}; known: {', '.join(s.name for s in settings)}")
+        settings = [s for s in settings if s.name in wanted]
+
+    info = machine_info()
+    load_before = os.getloadavg()
+    rows = []
+    for setting in settings:
+        print(f"[{setting.name}] {setting.processes} proc x {setting.threads} thr, crop {setting.size}, "
+              f"iterative {'on' if setting.iterative else 'off'} ...", flush=True)
+        result = run_setting(setting, args)
+        summary = result["error"] if "error" in result else f"{result['samples_per_s']:.2f} samples/s"
+        print(f"  -> {summary}", flush=True)
+        rows.append((setting, result))
+    text = render(rows, info, args, load_before, os.getloadavg())
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "runs": [{**asdict(s), **r} for s, r in rows]},
+                                              indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

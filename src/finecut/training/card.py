@@ -1,0 +1,250 @@
+"""Model cards: a Markdown page describing a trained checkpoint (``finecut card CHECKPOINT --out FILE``).
+
+The card is built from what a checkpoint carries (``NAME.json``: architecture config, engine, the trainer's record of
+the run; ``NAME.safetensors``: the weights, read lazily for tensor shapes) plus every evaluation summary
+(``summary.json`` written by ``finecut evaluate``) under a results folder whose ``model`` names this checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+
+from finecut.errors import FinecutError
+from finecut.models.checkpoint import checkpoint_paths, read_checkpoint_config
+
+#: mIoU@k columns of the evaluation table.
+MIOU_CLICKS: tuple[int, ...] = (1, 5, 10)
+
+
+def weight_stats(weights_path: str | os.PathLike) -> dict[str, int]:
+    """``{"tensors", "values", "bytes"}`` of a safetensors file, from its header only (no tensor is loaded)."""
+    path = Path(weights_path)
+    if not path.exists():
+        raise FinecutError(f"{path}: checkpoint weights not found")
+    values = 0
+    tensors = 0
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open handles are not containers
+                count = 1
+                for dim in fh.get_slice(key).get_shape():
+                    count *= int(dim)
+                values += count
+                tensors += 1
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise FinecutError(f"{path}: corrupt checkpoint weights ({exc})") from exc
+    return {"tensors": tensors, "values": values, "bytes": path.stat().st_size}
+
+
+def parameter_count(weights_path: str | os.PathLike, model_config: dict[str, Any]) -> int:
+    """Learnable parameters stored in the weights file: tensors whose names are parameters of the architecture
+    (built on the meta device, so nothing is allocated); buffers such as BatchNorm statistics are not counted.
+    Falls back to every stored value when the architecture cannot be built."""
+    import torch
+
+    from finecut.models.registry import build_model
+
+    try:
+        with torch.device("meta"):
+            names = {name for name, _ in build_model(model_config).named_parameters()}
+    except Exception:  # noqa: BLE001 - an unknown/legacy architecture still gets a card
+        return weight_stats(weights_path)["values"]
+    total = 0
+    path = Path(weights_path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open handles are not containers
+                if key in names:
+                    count = 1
+                    for dim in fh.get_slice(key).get_shape():
+                        count *= int(dim)
+                    total += count
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise FinecutError(f"{path}: corrupt checkpoint weights ({exc})") from exc
+    return total
+
+
+def _names_for(json_path: Path) -> set[str]:
+    """Model labels an evaluation of this checkpoint may carry (``finecut evaluate --model`` spec or its stem)."""
+    stem = json_path.with_suffix("")
+    names = {stem.name, str(stem), str(json_path), str(stem.with_suffix(".safetensors"))}
+    try:
+        resolved = stem.resolve()
+        names |= {str(resolved), str(resolved) + ".json", str(resolved) + ".safetensors"}
+    except OSError:
+        pass
+    return names
+
+
+def _matches(model: str, names: set[str]) -> bool:
+    if model in names:
+        return True
+    p = Path(model)
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    try:
+        return str(p.resolve()) in names
+    except OSError:
+        return False
+
+
+def find_summaries(results_root: str | os.PathLike, model_names: Iterable[str]) -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``summary.json`` under ``results_root`` (recursively) whose ``model`` is one of ``model_names``."""
+    root = Path(results_root)
+    if not root.is_dir():
+        raise FinecutError(f"{root}: results folder not found")
+    names = set(model_names)
+    found: list[tuple[Path, dict[str, Any]]] = []
+    for path in sorted(root.rglob("summary.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise FinecutError(f"{path}: unreadable evaluation summary ({exc})") from exc
+        if isinstance(doc, dict) and _matches(str(doc.get("model", "")), names):
+            found.append((path, doc))
+    return found
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = round(float(seconds))
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _evaluation_row(path: Path, summary: dict[str, Any], root: Path) -> list[str]:
+    noc = summary.get("noc") or {}
+    nof = summary.get("nof") or {}
+    miou = summary.get("miou") or []
+    cells = [str(summary.get("dataset", "?")), _fmt(summary.get("num_samples")),
+             _fmt(noc.get("85")), _fmt(noc.get("90")), _fmt(nof.get("90"))]
+    for k in MIOU_CLICKS:
+        cells.append(f"{100 * float(miou[k - 1]):.1f}" if len(miou) >= k else "–")
+    spc = summary.get("seconds_per_click")
+    cells.append(f"{float(spc):.3f}" if spc is not None else "–")
+    cells.append(f"`{path.parent.relative_to(root)}`" if path.parent != root else "`.`")
+    return cells
+
+
+def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
+                      evaluations: Sequence[tuple[Path, dict[str, Any]]] = (),
+                      results_root: Path | None = None) -> str:
+    """The card's Markdown for a checkpoint config ``doc`` (see :func:`write_model_card`)."""
+    model = dict(doc["model"])
+    stats = weight_stats(weights_path)
+    params = parameter_count(weights_path, model)
+    training = doc.get("training") or {}
+    cfg = training.get("config") or {}
+    title = json_path.parent.name if json_path.stem in ("last", "best") else json_path.stem
+    out = [f"# Model card: {title}", ""]
+    out += [(f"* Checkpoint: `{json_path.with_suffix('')}` (`.json` + `.safetensors`, format "
+            f"{doc.get('format_version', '?')})"),
+            f"* Engine: `{doc.get('engine', '?')}`",
+            f"* Architecture: `{model.get('arch', '?')}`"
+            + (f", backbone `{model['backbone']}`" if "backbone" in model else "")
+            + (f", head `{model['head']}`" if "head" in model else "")
+            + (f", variant `{model['variant']}`" if "variant" in model else ""),
+            (f"* Parameters: {params:,} ({params / 1e6:.2f} M); weights file {stats['bytes'] / 2**20:.1f} MiB, "
+            f"{stats['tensors']} tensors, {stats['values']:,} values (incl. buffers)"), ""]
+    out += ["## Architecture config", ""]
+    out += _table(["key", "value"], [[f"`{k}`", f"`{json.dumps(v)}`"] for k, v in model.items()]) + [""]
+
+    out += ["## Training", ""]
+    if not training:
+        out += ["No training record in this checkpoint (weights saved outside `finecut train`).", ""]
+    else:
+        data = cfg.get("data") or {}
+        sources = list(data.get("sources") or [])
+        weights = list(data.get("weights") or [])
+        steps = training.get("step")
+        batch = cfg.get("batch_size")
+        processes = training.get("processes", 1)
+        samples = training.get("samples_seen")
+        if samples is None and steps is not None and batch is not None:
+            samples = int(steps) * int(batch) * int(processes)
+        rows = [
+            ["steps", f"{_fmt(steps)} of {_fmt(cfg.get('steps'))} configured"],
+            ["samples seen", f"{samples:,}" if isinstance(samples, int) else _fmt(samples)],
+            ["train time", _duration(training.get("train_seconds"))],
+            ["processes", _fmt(processes)],
+            ["threads per process", _fmt(cfg.get("threads"))],
+            ["batch size (per process)", _fmt(batch)],
+            ["crop size", (f"{_fmt(cfg.get('size'))}² (refiner {_fmt(cfg.get('refiner_size'))}², "
+                          f"hi factor {_fmt(cfg.get('hi_factor'))})")],
+            ["initialisation", f"`{cfg.get('pretrained', '?')}`"],
+            ["optimizer", (f"Adam, lr {cfg.get('lr', '?')} (backbone × {_fmt(cfg.get('backbone_lr_mult'))}), "
+                          f"warm-up {_fmt(cfg.get('warmup_steps'))} + cosine")],
+            ["iterative clicks", (f"up to {_fmt(cfg.get('max_iterative_clicks'))} on "
+                                 f"{100 * float(cfg.get('iterative_probability', 0)):.0f} % of batches")],
+            ["prior-mask samples", f"{100 * float(cfg.get('prior_mask_probability', 0)):.0f} %"],
+            ["synthetic fraction", f"{100 * float(data.get('synthetic_thin', 0) or 0):.0f} %"],
+            ["held-out fraction", f"{100 * float(data.get('val_fraction', 0) or 0):.0f} % of the images"],
+        ]
+        out += _table(["", ""], rows) + [""]
+        if sources:
+            total = sum(float(w) for w in weights[: len(sources)]) or 1.0
+            src_rows = []
+            for i, name in enumerate(sources):
+                w = float(weights[i]) if i < len(weights) else 1.0
+                src_rows.append([name, _fmt(w), f"{100 * w / total:.0f} %"])
+            out += ["Data sources (object bank `" + str(data.get("bank", "?")) + "`):", ""]
+            out += _table(["source", "weight", "share of real samples"], src_rows) + [""]
+    validation = training.get("validation") or {}
+    out += ["## Validation (held-out training images, segmentor only)", ""]
+    if validation:
+        out += _table(["metric", "value"], [[k, f"{float(v):.4f}"] for k, v in validation.items()]) + [""]
+    else:
+        out += ["No validation scores recorded yet.", ""]
+
+    out += ["## Evaluation", ""]
+    if results_root is None:
+        out += ["No results folder given.", ""]
+    elif not evaluations:
+        out += [f"No evaluation summary under `{results_root}` names this model.", ""]
+    else:
+        header = ["dataset", "samples", "NoC85", "NoC90", "NoF90"] + [f"mIoU@{k}" for k in MIOU_CLICKS]
+        header += ["s/click", "run"]
+        rows = [_evaluation_row(p, s, results_root) for p, s in evaluations]
+        out += [f"From `{results_root}` (standard protocol; mIoU in %):", ""]
+        out += _table(header, rows) + [""]
+    return "\n".join(out)
+
+
+def write_model_card(checkpoint_json: str | os.PathLike, out_md: str | os.PathLike,
+                     results_root: str | os.PathLike | None = None,
+                     model_names: Iterable[str] = ()) -> Path:
+    """Render the Markdown model card of a checkpoint into ``out_md``; returns its path.
+
+    ``checkpoint_json``: ``NAME.json`` (or ``NAME.safetensors`` / the stem). Evaluation summaries under
+    ``results_root`` are included when their ``model`` is the checkpoint's stem or path (what ``finecut evaluate
+    --model PATH`` records), or one of ``model_names``.
+    """
+    json_path, weights_path = checkpoint_paths(checkpoint_json)
+    doc = read_checkpoint_config(json_path)
+    root = Path(results_root) if results_root is not None else None
+    evaluations = find_summaries(root, _names_for(json_path) | set(model_names)) if root is not None else []
+    text = render_model_card(doc, json_path, weights_path, evaluations, root)
+    out = Path(out_md)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    return out
