@@ -46,7 +46,9 @@ from finecut.training.batch import BatchSampler, prompt_maps, to_tensor_images
 from finecut.training.clicks import ClickSimConfig, _distance_inside, _geometric_count, _pick, corrupt_mask
 from finecut.training.config import TrainConfig
 from finecut.training.objects import ObjectBank
-from finecut.training.trainer import DistInfo, _param_groups, load_or_build_bank, lr_at
+from finecut.training.trainer import (
+    DistInfo, ResumeState, _param_groups, load_backbone_weights, load_or_build_bank, lr_at, resume_from,
+)
 
 ARCHS = ("ntclick_ecp", "ntclick_hrr")
 #: Weight of the HRR loss outside the uncertain band (1 inside).
@@ -263,23 +265,12 @@ def train_ntclick(cfg: TrainConfig, resume: bool = False, max_minutes: float | N
     bank = load_or_build_bank(cfg, DistInfo())
     train_idx, _ = bank.split(cfg.data.val_fraction)
     net = build_model(cfg.model)
-    if cfg.pretrained not in ("none", ""):
-        backbone = getattr(net, "backbone", None)
-        if backbone is None or not hasattr(backbone, "load_pretrained"):
-            raise FinecutError(f"{arch}: no backbone weights to load; set pretrained = \"none\"")
-        backbone.load_pretrained(None if cfg.pretrained == "imagenet" else cfg.pretrained)
+    load_backbone_weights(net, cfg)
     net.train()
     optimizer = torch.optim.Adam(_param_groups(net, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, elapsed_before, samples_before = 0, 0.0, 0
-    if resume and state_path.exists():
-        from safetensors.torch import load_file
-
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        net.load_state_dict(load_file(str(run_dir / "last.safetensors")))
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        elapsed_before = float(state.get("train_seconds", 0.0))
-        samples_before = int(state.get("samples_seen", step * cfg.batch_size))
+    resumed = resume_from(run_dir, net, optimizer, cfg) if resume else ResumeState()
+    step, elapsed_before, samples_before = resumed.step, resumed.train_seconds, resumed.samples_seen
+    if step:
         rng = np.random.default_rng([cfg.seed, 0, step])
         torch.manual_seed(cfg.seed + step)
     weights = {i: float(w) for i, w in enumerate(cfg.data.weights)}

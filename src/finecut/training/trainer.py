@@ -126,6 +126,38 @@ def _param_groups(net: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     return [{"params": backbone, "lr_mult": cfg.backbone_lr_mult}, {"params": rest, "lr_mult": 1.0}]
 
 
+@dataclass
+class ResumeState:
+    step: int = 0
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+
+
+def load_backbone_weights(net: nn.Module, cfg: TrainConfig) -> None:
+    """Initialise the backbone from ``cfg.pretrained`` ("imagenet", a path, or "none")."""
+    if cfg.pretrained in ("none", ""):
+        return
+    backbone = getattr(segmentor_of(net), "backbone", None)
+    if backbone is None or not hasattr(backbone, "load_pretrained"):
+        raise FinecutError(f"{cfg.model.get('arch')}: no backbone weights to load; set pretrained = \"none\"")
+    backbone.load_pretrained(None if cfg.pretrained == "imagenet" else cfg.pretrained)
+
+
+def resume_from(run_dir: Path, net: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> ResumeState:
+    """Load the last checkpoint's weights and the optimizer state of ``run_dir`` (nothing if there is none)."""
+    state_path = run_dir / "trainer_state.pt"
+    if not state_path.exists():
+        return ResumeState()
+    from safetensors.torch import load_file
+
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    net.load_state_dict(load_file(str(run_dir / "last.safetensors")))
+    optimizer.load_state_dict(state["optimizer"])
+    step = int(state["step"])
+    return ResumeState(step, float(state.get("train_seconds", 0.0)),
+                       int(state.get("samples_seen", step * cfg.batch_size)))
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -221,28 +253,15 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     val_idx = val_rng.choice(val_idx, size=min(cfg.val_objects, len(val_idx)), replace=False) if len(val_idx) else val_idx
 
     net = build_model(cfg.model)
-    if cfg.pretrained not in ("none", ""):
-        backbone = getattr(segmentor_of(net), "backbone", None)
-        if backbone is None or not hasattr(backbone, "load_pretrained"):
-            raise FinecutError(f"{cfg.model.get('arch')}: no backbone weights to load; set pretrained = \"none\"")
-        backbone.load_pretrained(None if cfg.pretrained == "imagenet" else cfg.pretrained)
+    load_backbone_weights(net, cfg)
     net = net.to(memory_format=torch.channels_last)
     net.train()
     groups = _param_groups(net, cfg)
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    step = 0
-    elapsed_before = 0.0
-    samples_before = 0
-    if resume and state_path.exists():
-        from safetensors.torch import load_file
-
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        net.load_state_dict(load_file(str(run_dir / "last.safetensors")))
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        elapsed_before = float(state.get("train_seconds", 0.0))
-        samples_before = int(state.get("samples_seen", step * cfg.batch_size))
+    resumed = resume_from(run_dir, net, optimizer, cfg) if resume else ResumeState()
+    step, elapsed_before, samples_before = resumed.step, resumed.train_seconds, resumed.samples_seen
+    if step:
         rng = np.random.default_rng([cfg.seed, info.rank, step])
         torch.manual_seed(cfg.seed + info.rank + step)
 
