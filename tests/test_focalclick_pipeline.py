@@ -135,3 +135,19 @@ def test_real_network_engine_runs_end_to_end_and_replays() -> None:
     assert not boxed.mask[:, 61:].any() and not boxed.mask[:9].any()
     with pytest.raises(finecut.FinecutError, match="outside"):
         predictor.predict(clicks=[finecut.Click(200, 5)])
+
+
+def test_shipped_learned_model_loads_by_name_and_segments() -> None:
+    assert "focalclick-lite0-preview" in finecut.available_models()
+    engine = finecut.load_model("focalclick-lite0-preview")
+    assert engine.config()["model"]["backbone"] == "efficientnet_lite0" and engine.config()["trained_steps"] > 0
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[:] = (40, 90, 170)
+    image[30:90, 50:110] = (230, 200, 40)  # a plain yellow square on blue
+    predictor = finecut.Predictor(engine)
+    predictor.set_image(image)
+    pred = predictor.predict(clicks=[finecut.Click(80, 60)])
+    truth = np.zeros((120, 160), bool)
+    truth[30:90, 50:110] = True
+    iou = (pred.mask & truth).sum() / (pred.mask | truth).sum()
+    assert iou > 0.8, iou
