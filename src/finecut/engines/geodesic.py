@@ -16,7 +16,7 @@ memory: each step depends on the prompts alone, so ``previous`` is not needed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import cv2
@@ -25,13 +25,12 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 from skimage.filters import threshold_otsu
 
-from finecut.engines.base import Engine, EngineOutput
+from finecut.engines.base import EngineOutput
 from finecut.engines.seeds import (
+    SeededEngine,
     Seeds,
     WorkingImage,
     border_mask,
-    build_seeds,
-    check_seed_options,
     empty_probs,
     frozen,
     to_original,
@@ -101,7 +100,7 @@ def seeded_distance(features: GeodesicFeatures, seeds: list[tuple[np.ndarray, fl
 
 
 @dataclass(frozen=True)
-class GeodesicEngine(Engine):
+class GeodesicEngine(SeededEngine):
     """Nearest-seed segmentation under a colour-sensitive geodesic distance, on a working copy of the image.
 
     Options: ``max_side`` (working resolution), ``click_radius`` (hard-seed disk radius, working px),
@@ -129,9 +128,7 @@ class GeodesicEngine(Engine):
     border_offset: float | None = 10.0
 
     def __post_init__(self) -> None:
-        check_seed_options(
-            self.name, self.max_side, self.click_radius, self.tolerant_radius, self.colour_gate
-        )
+        self.check_seed_options()
         if self.contrast < 0 or self.smooth_sigma < 0:
             raise FinecutError(
                 f"geodesic: contrast and smooth_sigma must be >= 0, got {self.contrast}, {self.smooth_sigma}"
@@ -145,9 +142,6 @@ class GeodesicEngine(Engine):
         )
         if min(offsets) < 0:
             raise FinecutError(f"geodesic: seed offsets must be >= 0, got {offsets}")
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self)}
 
     def encode_image(self, image: np.ndarray) -> GeodesicFeatures:
         work = WorkingImage.build(image, self.max_side)
@@ -186,9 +180,7 @@ class GeodesicEngine(Engine):
         feats = features if isinstance(features, GeodesicFeatures) else self.encode_image(image)
         work = feats.work
         height, width = work.original_size
-        seeds = build_seeds(
-            prompts, work.transform, self.click_radius, self.tolerant_radius, work.lab, self.colour_gate
-        )
+        seeds = self.prompt_seeds(prompts, work)
         if not seeds.has_positive:
             return EngineOutput(empty_probs((height, width)))
         fg_sets, bg_sets = self.seed_sets(seeds, feats)

@@ -17,19 +17,18 @@ re-learns them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import cv2
 import numpy as np
 
-from finecut.engines.base import Engine, EngineOutput
+from finecut.engines.base import EngineOutput
 from finecut.engines.seeds import (
+    SeededEngine,
     Seeds,
     WorkingImage,
     border_mask,
-    build_seeds,
-    check_seed_options,
     click_window,
     colour_match,
     empty_probs,
@@ -92,7 +91,7 @@ def _state_model(previous: "Prediction | None", key: str) -> np.ndarray | None:
 
 
 @dataclass(frozen=True)
-class GrabCutEngine(Engine):
+class GrabCutEngine(SeededEngine):
     """GrabCut on a working copy of the image, long side at most ``max_side``.
 
     Options: ``click_radius`` (hard-seed disk radius, working px), ``tolerant_radius`` (probable-foreground disk of
@@ -122,9 +121,7 @@ class GrabCutEngine(Engine):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_seed_options(
-            self.name, self.max_side, self.click_radius, self.tolerant_radius, self.colour_gate
-        )
+        self.check_seed_options()
         if self.iterations < 1 or self.update_iterations < 1:
             raise FinecutError(
                 f"grabcut: iterations and update_iterations must be >= 1, got {self.iterations}, "
@@ -137,9 +134,6 @@ class GrabCutEngine(Engine):
             raise FinecutError(f"grabcut: correction_gate must be > 0 (Lab units) or None, got {self.correction_gate}")
         if self.softness <= 0:
             raise FinecutError(f"grabcut: softness must be > 0, got {self.softness}")
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self)}
 
     def encode_image(self, image: np.ndarray) -> WorkingImage:
         return WorkingImage.build(image, self.max_side)
@@ -190,9 +184,7 @@ class GrabCutEngine(Engine):
     ) -> EngineOutput:
         work = features if isinstance(features, WorkingImage) else self.encode_image(image)
         height, width = work.original_size
-        seeds = build_seeds(
-            prompts, work.transform, self.click_radius, self.tolerant_radius, work.lab, self.colour_gate
-        )
+        seeds = self.prompt_seeds(prompts, work)
         if not seeds.has_positive:
             return EngineOutput(empty_probs((height, width)))
 

@@ -17,19 +17,18 @@ Pixels with no evidence get a negligible tie. The engine has no memory: ``previo
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from skimage.segmentation import random_walker
 
-from finecut.engines.base import Engine, EngineOutput
+from finecut.engines.base import EngineOutput
 from finecut.engines.seeds import (
+    SeededEngine,
     Seeds,
     WorkingImage,
     border_mask,
-    build_seeds,
-    check_seed_options,
     empty_probs,
     frozen,
     to_original,
@@ -60,7 +59,7 @@ class RandomWalkerFeatures:
 
 
 @dataclass(frozen=True)
-class RandomWalkerEngine(Engine):
+class RandomWalkerEngine(SeededEngine):
     """scikit-image's random walker on a working copy of the image, long side at most ``max_side``.
 
     Options: ``click_radius`` / ``tolerant_radius`` (seed disks, working px), ``colour_gate`` (click disks keep
@@ -88,9 +87,7 @@ class RandomWalkerEngine(Engine):
     border_weight: float = 0.02
 
     def __post_init__(self) -> None:
-        check_seed_options(
-            self.name, self.max_side, self.click_radius, self.tolerant_radius, self.colour_gate
-        )
+        self.check_seed_options()
         if self.mode not in _MODES:
             raise FinecutError(f"random_walker: mode must be one of {', '.join(_MODES)}, got {self.mode!r}")
         if self.beta <= 0 or not 0 < self.tol < 1:
@@ -101,9 +98,6 @@ class RandomWalkerEngine(Engine):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 raise FinecutError(f"random_walker: {key} must be in [0, 1], got {value}")
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self)}
 
     def encode_image(self, image: np.ndarray) -> RandomWalkerFeatures:
         work = WorkingImage.build(image, self.max_side)
@@ -140,9 +134,7 @@ class RandomWalkerEngine(Engine):
         feats = features if isinstance(features, RandomWalkerFeatures) else self.encode_image(image)
         work = feats.work
         height, width = work.original_size
-        seeds = build_seeds(
-            prompts, work.transform, self.click_radius, self.tolerant_radius, work.lab, self.colour_gate
-        )
+        seeds = self.prompt_seeds(prompts, work)
         if not seeds.has_positive:
             return EngineOutput(empty_probs((height, width)))
         hard = np.full(seeds.shape, _UNLABELLED, dtype=np.int32)

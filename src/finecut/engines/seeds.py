@@ -16,11 +16,13 @@ into maps at that working resolution:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
+from finecut.engines.base import Engine
 from finecut.errors import FinecutError
 from finecut.prompts import Click, CropTransform, Prompts, box_map, click_disks, scribble_maps
 
@@ -330,3 +332,22 @@ def signed_distance_probs(mask: np.ndarray, softness: float) -> np.ndarray:
     signed = np.where(mask, inside - 0.5, 0.5 - outside)
     logits = np.clip(signed / max(softness, 1e-6), -60.0, 60.0)
     return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+class SeededEngine(Engine):
+    """Base of the classical engines: frozen dataclasses with ``max_side``, ``click_radius``, ``tolerant_radius`` and
+    ``colour_gate`` options, whose prompts become seeds on a :class:`WorkingImage`."""
+
+    max_side: int
+    click_radius: float
+    tolerant_radius: float
+    colour_gate: float | None
+
+    def check_seed_options(self) -> None:
+        check_seed_options(self.name, self.max_side, self.click_radius, self.tolerant_radius, self.colour_gate)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self)}  # type: ignore[call-overload]
+
+    def prompt_seeds(self, prompts: Prompts, work: "WorkingImage") -> "Seeds":
+        return build_seeds(prompts, work.transform, self.click_radius, self.tolerant_radius, work.lab, self.colour_gate)
