@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from finecut.errors import FinecutError
 from finecut.models.registry import build_model, list_models
 from finecut.training.config import TrainConfig
 
@@ -43,3 +44,21 @@ def test_short_run_configs_need_no_downloaded_weights(path: Path) -> None:
     cfg = TrainConfig.from_file(path)
     assert cfg.pretrained == "none"
     assert 1000 <= cfg.steps <= 3000 and cfg.batch_size == 8
+
+
+def test_reader_options_reach_the_dataset_and_evaluation_splits_are_refused() -> None:
+    cfg = TrainConfig.from_dict({"data": {"sources": ["COCO128", "DRIVE"], "weights": [1.0, 0.5],
+                                          "options": {"DRIVE": {"split": "training"}}}})
+    assert cfg.data.options == {"DRIVE": {"split": "training"}}
+    with pytest.raises(FinecutError, match="DRIVE needs options"):
+        TrainConfig.from_dict({"data": {"sources": ["DRIVE"], "weights": [1.0]}})
+    with pytest.raises(FinecutError, match="DRIVE needs options"):
+        TrainConfig.from_dict({"data": {"sources": ["DRIVE"], "weights": [1.0],
+                                        "options": {"DRIVE": {"split": "test"}}}})
+    for bench in ("GrabCut", "berkeley", "DAVIS", "CrackForest"):
+        with pytest.raises(FinecutError, match="evaluation benchmark"):
+            TrainConfig.from_dict({"data": {"sources": ["COCO128", bench], "weights": [1.0, 1.0]}})
+    with pytest.raises(FinecutError, match="not in \\[data\\].sources"):
+        TrainConfig.from_dict({"data": {"sources": ["COCO128"], "weights": [1.0], "options": {"DRIVE": {}}}})
+    with pytest.raises(FinecutError, match="2 sources but 1 weights"):
+        TrainConfig.from_dict({"data": {"sources": ["COCO128", "BSDS500"], "weights": [1.0]}})

@@ -146,3 +146,26 @@ def test_assemble_load_and_predict(folder: Path, tmp_path: Path) -> None:
         assemble_ntclick(ecp_dir / "last.json", ecp_dir / "last.json", tmp_path / "bad")
     assert main([str(ecp_dir / "last"), str(hrr_dir / "last"), str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli.json").exists() and (tmp_path / "cli.safetensors").exists()
+
+
+@pytest.mark.parametrize("arch", ["ntclick_ecp", "ntclick_hrr"])
+def test_training_draws_synthetic_thin_structures(arch: str, folder: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from finecut.training import batch as batch_module
+
+    drawn: list[int] = []
+    real = batch_module.synthetic_view
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        view = real(*args, **kwargs)
+        drawn.append(view.mask_hi.shape[0])
+        return view
+
+    monkeypatch.setattr(batch_module, "synthetic_view", counting)
+    cfg = _config(tmp_path, folder, arch, steps=1)
+    cfg.data.synthetic_thin = 1.0
+    run_dir = train(cfg, progress=False)
+    assert json.loads((run_dir / "last.json").read_text())["training"]["step"] == 1
+    # every sample of the batch was synthetic, at the view size the ECP (size) or the HRR (size * hi_factor) uses
+    side = cfg.size if arch == "ntclick_ecp" else cfg.size * cfg.hi_factor
+    assert drawn == [side] * cfg.batch_size

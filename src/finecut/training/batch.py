@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from finecut.prompts import Click, CropTransform, click_disks
-from finecut.training.augment import ViewConfig, random_view
+from finecut.training.augment import View, ViewConfig, random_view
 from finecut.training.clicks import ClickSimConfig, corrupt_mask, next_training_click, sample_initial_clicks
 from finecut.training.objects import ObjectBank
 from finecut.training.synthetic import SYNTHETIC_OBJECT_ID, SyntheticPool, synthetic_view
@@ -76,16 +76,20 @@ class BatchSampler:
         group = self.groups[source]
         return int(group[self.rng.integers(len(group))])
 
+    def draw_view(self, view: ViewConfig | None = None) -> tuple[int, View]:
+        """One augmented training view (``view`` overrides the sampler's sizes): a bank object, or with
+        ``synthetic_probability`` a synthetic one (index :data:`SYNTHETIC_OBJECT_ID`)."""
+        view = view or self.view
+        if self.synthetic_probability > 0 and self.rng.random() < self.synthetic_probability:
+            return SYNTHETIC_OBJECT_ID, synthetic_view(self.bank, self.rng, view, pool=self.synthetic_pool)
+        index = self.draw_object()
+        obj = self.bank.objects[index]
+        return index, random_view(self.bank.image(index), self.bank.mask(index), obj.bbox, self.rng, view)
+
     def sample(self, batch_size: int) -> Batch:
         images, images_hi, masks, masks_hi, clicks, prevs, ids = [], [], [], [], [], [], []
         for _ in range(batch_size):
-            if self.synthetic_probability > 0 and self.rng.random() < self.synthetic_probability:
-                index = SYNTHETIC_OBJECT_ID
-                view = synthetic_view(self.bank, self.rng, self.view, pool=self.synthetic_pool)
-            else:
-                index = self.draw_object()
-                obj = self.bank.objects[index]
-                view = random_view(self.bank.image(index), self.bank.mask(index), obj.bbox, self.rng, self.view)
+            index, view = self.draw_view()
             prev = np.zeros(view.mask.shape, dtype=np.float32)
             if self.rng.random() < self.prior_mask_probability:
                 prior = corrupt_mask(view.mask, self.rng)

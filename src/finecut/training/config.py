@@ -22,6 +22,33 @@ class DataConfig:
     max_area_fraction: float = 0.85
     val_fraction: float = 0.04
     synthetic_thin: float = 0.0  # probability of a procedural thin-structure sample
+    # reader options per source, e.g. {"DRIVE" = {split = "training"}} (see finecut.datasets.open_dataset)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+    def check(self) -> None:
+        """Refuse configs that cannot work or would train on an evaluation split."""
+        if len(self.weights) != len(self.sources):
+            raise FinecutError(f"[data]: {len(self.sources)} sources but {len(self.weights)} weights")
+        stray = set(self.options) - set(self.sources)
+        if stray:
+            raise FinecutError(f"[data].options names {sorted(stray)}, which are not in [data].sources")
+        for name in self.sources:
+            check_training_source(name, self.options.get(name, {}))
+
+
+#: Benchmark sets that are evaluation-only (``../shared/DATA.md``); DRIVE is allowed with ``split = "training"``.
+EVALUATION_ONLY = ("GrabCut", "Berkeley", "DAVIS", "DAVIS345", "CrackForest", "CFD", "COCO-MVal")
+
+
+def check_training_source(name: str, options: dict[str, Any]) -> None:
+    """Raise :class:`FinecutError` when ``name`` (with reader ``options``) is an evaluation split."""
+    low = name.lower()
+    if low in {n.lower() for n in EVALUATION_ONLY}:
+        raise FinecutError(f"[data].sources: {name} is an evaluation benchmark and must not be trained on")
+    if low == "drive" and options.get("split") != "training":
+        raise FinecutError('[data].sources: DRIVE needs options {split = "training"}; its test split is for '
+                           "evaluation only")
 
 
 @dataclass
@@ -64,7 +91,9 @@ class TrainConfig:
         data_known = {f.name for f in dataclasses.fields(DataConfig)}
         if set(data) - data_known:
             raise FinecutError(f"unknown [data] option(s): {', '.join(sorted(set(data) - data_known))}")
-        return cls(data=DataConfig(**data), **raw)
+        cfg = cls(data=DataConfig(**data), **raw)
+        cfg.data.check()
+        return cfg
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":

@@ -41,7 +41,7 @@ from finecut.errors import FinecutError
 from finecut.models.checkpoint import load_checkpoint, save_checkpoint
 from finecut.models.registry import build_model
 from finecut.prompts import Click, ClickKind
-from finecut.training.augment import View, ViewConfig, random_view
+from finecut.training.augment import View, ViewConfig
 from finecut.training.batch import BatchSampler, prompt_maps, to_tensor_images
 from finecut.training.clicks import ClickSimConfig, _distance_inside, _geometric_count, _pick, corrupt_mask
 from finecut.training.config import TrainConfig
@@ -107,8 +107,7 @@ def ecp_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np
     """(images, FBU labels (B, S, S), masks (B, S, S), clicks, previous masks (B, 1, S, S))."""
     images, labels, masks, clicks, prevs = [], [], [], [], []
     for _ in range(cfg.batch_size):
-        index = sampler.draw_object()
-        view = random_view(bank.image(index), bank.mask(index), bank.objects[index].bbox, rng, _view_config(cfg, 1))
+        _, view = sampler.draw_view(_view_config(cfg, 1))
         lab = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask, rng))
         prev = np.zeros(view.mask.shape, np.float32)
         if rng.random() < cfg.prior_mask_probability:
@@ -208,9 +207,7 @@ def hrr_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np
     side = int(sides[rng.integers(len(sides))])
     images, onehots, masks, uncertain = [], [], [], []
     for _ in range(cfg.batch_size):
-        index = sampler.draw_object()
-        view = random_view(bank.image(index), bank.mask(index), bank.objects[index].bbox, rng,
-                           _view_config(cfg, cfg.hi_factor))
+        _, view = sampler.draw_view(_view_config(cfg, cfg.hi_factor))
         labels = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask_hi, rng))
         image, mask, lab = hrr_crop(view, labels, side, rng)
         images.append(image)
@@ -274,7 +271,8 @@ def train_ntclick(cfg: TrainConfig, resume: bool = False, max_minutes: float | N
         rng = np.random.default_rng([cfg.seed, 0, step])
         torch.manual_seed(cfg.seed + step)
     weights = {i: float(w) for i, w in enumerate(cfg.data.weights)}
-    sampler = BatchSampler(bank, train_idx, weights, _view_config(cfg, 1), ClickSimConfig(), 0.0, rng)
+    sampler = BatchSampler(bank, train_idx, weights, _view_config(cfg, 1), ClickSimConfig(), 0.0, rng,
+                           cfg.data.synthetic_thin)
     step_fn = ecp_step if arch == "ntclick_ecp" else hrr_step
     log_path = run_dir / "log.jsonl"
     start = time.time()

@@ -104,7 +104,7 @@ def load_or_build_bank(cfg: TrainConfig, info: DistInfo) -> ObjectBank:
             from finecut.datasets import default_data_root, open_dataset
 
             root = Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()
-            datasets = [open_dataset(name, root=root) for name in cfg.data.sources]
+            datasets = [open_dataset(name, root=root, **cfg.data.options.get(name, {})) for name in cfg.data.sources]
             bank = build_object_bank(datasets, cfg.data.max_side, cfg.data.min_area_fraction,
                                      cfg.data.max_area_fraction, names=cfg.data.sources)
             bank.save(path)
