@@ -337,6 +337,33 @@ def test_evaluate_table_only_rebuilds_from_existing_runs(tmp_path: Path) -> None
     assert "## set" in text and "[testdisk-set](testdisk-set/summary.md)" in text
 
 
+def test_evaluate_several_seeds_of_the_ntclick_protocol_form_one_row(tmp_path: Path) -> None:
+    data = _folder_dataset(tmp_path / "thin")
+    out = tmp_path / "runs"
+    assert main(["evaluate", "--model", "testdisk", "--dataset", str(data), "--out", str(out), "--max-clicks", "5",
+                 "--protocol", "ntclick", "--tolerant-offset", "4", "--seed", "0", "1", "2", "--no-progress"]) == 0
+    assert main(["evaluate", "--model", "testdisk", "--dataset", str(data), "--out", str(out), "--max-clicks", "5",
+                 "--table", str(out / "RESULTS.md"), "--no-progress"]) == 0
+    summaries = {}
+    for seed in (0, 1, 2):
+        summaries[seed] = json.loads((out / f"testdisk-thin-ntclick-s{seed}" / "summary.json").read_text())
+        assert summaries[seed]["protocol"] == "ntclick" and summaries[seed]["seed"] == seed
+        assert summaries[seed]["tolerant_offset"] == 4 and 0 <= summaries[seed]["tolerant_click_fraction"] <= 1
+    standard = json.loads((out / "testdisk-thin" / "summary.json").read_text())
+    assert standard["protocol"] == "standard" and "tolerant_click_fraction" not in standard
+    text = (out / "RESULTS.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| testdisk")]
+    # one standard row and one ntclick row (mean ± std of 3 seeds) per table, plus 3 robustness rows
+    ntclick = [r for r in rows if r.startswith("| testdisk (ntclick protocol) | 3 |")]
+    assert len(ntclick) == 1 and "±" in ntclick[0] and "3 seeds:" in ntclick[0]
+    nocs = [summaries[s]["noc"]["90"] for s in (0, 1, 2)]
+    mean = sum(nocs) / 3
+    std = (sum((v - mean) ** 2 for v in nocs) / 3) ** 0.5
+    assert f"{mean:.2f} ± {std:.2f}" in ntclick[0]
+    assert sum(1 for r in rows if r.startswith("| testdisk (ntclick protocol) | ")) == 1 + 3 + 1  # table, seeds, overview
+    assert "Robustness over seeds on thin" in text
+
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks"
 
 

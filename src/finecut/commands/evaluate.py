@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-clicks", type=int, default=20, help="clicks per sample (default: %(default)s)")
     parser.add_argument("--target-iou", type=float, metavar="T",
                         help="stop a sample once its IoU reaches T (faster; reports NoC up to T, no mIoU@k)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed, set before every sample (default: 0)")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], metavar="SEED",
+                        help="random seed, set before every sample (default: 0); several seeds give one run each, "
+                             "reported as mean ± std (NTClick's robustness table)")
     parser.add_argument("--protocol", choices=("standard", "ntclick"), default="standard",
                         help="click simulation: standard (RITM) or ntclick (clicks that land in the GT uncertain band "
                              "become tolerant clicks at a seeded random offset)")
@@ -113,6 +115,17 @@ def _print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
           + ", ".join(parts) + where)
 
 
+def run_folder_name(model: str, dataset: str, config: EvalConfig, several_seeds: bool = False) -> str:
+    """``MODEL-DATASET`` for a standard run; the protocol and the seed are appended when they vary
+    (``MODEL-DATASET-ntclick-s3``)."""
+    name = f"{slug(model)}-{slug(dataset)}"
+    if config.protocol != "standard":
+        name += f"-{config.protocol}"
+    if several_seeds or config.seed != 0:
+        name += f"-s{config.seed}"
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     out_root = Path(args.out)
     if args.dataset is None:
@@ -125,44 +138,48 @@ def run(args: argparse.Namespace) -> int:
         raise FinecutError("--init-masks already turns on mask correction; drop --mask-correction")
     if args.masks and len(args.dataset) != 1:
         raise FinecutError("--masks goes with exactly one --dataset folder")
-    config = EvalConfig(
-        max_clicks=args.max_clicks,
-        threshold=args.threshold,
-        target_iou=args.target_iou,
-        mask_correction=bool(args.init_masks or args.mask_correction),
-        seed=args.seed,
-        limit=args.limit,
-        protocol=args.protocol,
-        tolerant_offset=args.tolerant_offset,
-    )
+    seeds = list(dict.fromkeys(args.seed))
+    configs = [
+        EvalConfig(
+            max_clicks=args.max_clicks,
+            threshold=args.threshold,
+            target_iou=args.target_iou,
+            mask_correction=bool(args.init_masks or args.mask_correction),
+            seed=seed,
+            limit=args.limit,
+            protocol=args.protocol,
+            tolerant_offset=args.tolerant_offset,
+        )
+        for seed in seeds
+    ]
     init_masks = InitMaskFolder(args.init_masks) if args.init_masks else None
     # Open every dataset and build every model first, so a bad name or folder fails before hours of work.
     datasets = [open_dataset_arg(spec, args.data_root, args.masks) for spec in args.dataset]
     model_specs = args.model or ["default"]
     engines = [(spec, load_model(spec)) for spec in model_specs]
-    names = [(slug(_model_label(spec)), slug(ds.name)) for spec, _ in engines for ds in datasets]
-    if len(set(names)) != len(names):
+    runs = [(spec, engine, dataset, config) for spec, engine in engines for dataset in datasets for config in configs]
+    folders = [out_root / run_folder_name(_model_label(spec), dataset.name, config, len(seeds) > 1)
+               for spec, _, dataset, config in runs]
+    if len(set(folders)) != len(folders):
         raise FinecutError("two runs would share a folder: give each --model and --dataset only once")
-    for model_slug, dataset_slug in names:
-        check_run_dir(out_root / f"{model_slug}-{dataset_slug}", args.resume, args.overwrite)
-    for spec, engine in engines:
+    for folder in folders:
+        check_run_dir(folder, args.resume, args.overwrite)
+    for (spec, engine, dataset, config), out_dir in zip(runs, folders):
         label = _model_label(spec)
-        for dataset in datasets:
-            out_dir = out_root / f"{slug(label)}-{slug(dataset.name)}"
-            result = run_evaluation(
-                engine,
-                dataset,
-                out_dir,
-                config,
-                model_name=label,
-                dataset_name=dataset.name,
-                dataset_root=getattr(dataset, "root", None),
-                init_masks=init_masks,
-                resume=args.resume,
-                overwrite=args.overwrite,
-                progress=not args.no_progress,
-            )
-            _print_summary(result.summary, out_dir)
+        result = run_evaluation(
+            engine,
+            dataset,
+            out_dir,
+            config,
+            model_name=label,
+            dataset_name=dataset.name,
+            dataset_root=getattr(dataset, "root", None),
+            init_masks=init_masks,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+        _print_summary(result.summary, out_dir)
     if args.table:
         table = write_results_table(args.table, root=out_root)
         print(f"wrote {table}")

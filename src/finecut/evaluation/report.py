@@ -157,6 +157,8 @@ def run_label(summary: dict[str, Any]) -> str:
         notes.append("mask correction")
     if summary.get("target_iou") is not None:
         notes.append(f"stop at {summary['target_iou']}")
+    if summary.get("protocol", "standard") != "standard":
+        notes.append(f"{summary['protocol']} protocol")
     return str(summary.get("model")) + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -179,20 +181,56 @@ def published_markdown(published: dict[str, Any], datasets: Sequence[str]) -> li
     return ["## Published numbers for comparison", "", note, "", _table(header, rows), ""]
 
 
+def _spread(values: Sequence[float | int | None], scale: float = 1.0, digits: int = 2) -> str:
+    """One value as is; several (one per seed) as ``mean ± std`` (population std); "–" when any is missing."""
+    if not values or any(v is None for v in values):
+        return "–"
+    if len(values) == 1:
+        v = values[0]
+        return _fmt(v, digits) if scale == 1.0 or v is None else f"{scale * float(v):.{digits}f}"
+    arr = [scale * float(v) for v in values]  # type: ignore[arg-type]
+    mean = sum(arr) / len(arr)
+    std = (sum((a - mean) ** 2 for a in arr) / len(arr)) ** 0.5
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def group_runs(summaries: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Runs keyed by (label, dataset), in first-seen order; runs that differ only by seed share a key."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for s in summaries:
+        groups.setdefault((run_label(s), str(s.get("dataset"))), []).append(s)
+    for runs in groups.values():
+        runs.sort(key=lambda r: int(r.get("seed", 0) or 0))
+    return groups
+
+
+def mean_curve(runs: Sequence[dict[str, Any]]) -> list[float] | None:
+    """The mIoU@k curve of one run, or the mean curve of several seeds (None when a run has none)."""
+    curves = [r.get("miou") for r in runs]
+    if not curves or any(not c for c in curves) or len({len(c) for c in curves}) != 1:  # type: ignore[arg-type]
+        return None
+    return [sum(values) / len(values) for values in zip(*curves)]  # type: ignore[misc]
+
+
 def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLike | None = None,
                      published: dict[str, Any] | None = None) -> str:
     """Merge run summaries into one Markdown comparison: a NoC90 overview (rows model, columns dataset) and, per
-    dataset, rows model with NoC85 / NoC90 / NoF90 / mIoU@1/5/10 / seconds per click and a link to the run."""
+    dataset, rows model with NoC85 / NoC90 / NoF90 / mIoU@1/5/10 / seconds per click and a link to the run.
+
+    Runs of one model, dataset and protocol that differ only by seed (``finecut evaluate --seed 0 1 2 3 4``) are one
+    row of ``mean ± std`` over the seeds, and a robustness table lists each seed's NoC90 and mIoU@5.
+    """
     if not summaries:
         raise FinecutError("no evaluation summaries to merge")
     base_dir = Path(base) if base is not None else None
+    groups = group_runs(summaries)
     datasets: list[str] = []
     models: list[str] = []
-    for s in summaries:
-        if s.get("dataset") not in datasets:
-            datasets.append(s.get("dataset"))
-        if run_label(s) not in models:
-            models.append(run_label(s))
+    for label, ds in groups:
+        if ds not in datasets:
+            datasets.append(ds)
+        if label not in models:
+            models.append(label)
 
     def link(s: dict[str, Any]) -> str:
         path = Path(s.get("_path", ""))
@@ -204,6 +242,11 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
             except ValueError:
                 pass
         return f"[{label}]({target})"
+
+    def links(runs: Sequence[dict[str, Any]]) -> str:
+        if len(runs) == 1:
+            return link(runs[0])
+        return f"{len(runs)} seeds: " + ", ".join(link(r) for r in runs)
 
     max_clicks = sorted({int(s.get("max_clicks", 20)) for s in summaries})
     thresholds = sorted({float(s.get("threshold", 0.49)) for s in summaries})
@@ -218,6 +261,10 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
         f"reached); NoF@t: samples that never reach t in {n_clicks} clicks; mIoU@k in %; s/click: engine seconds "
         "(set_image included) per click. Each run folder holds its full config, per-sample results and plot.",
         "",
+        "Rows marked *ntclick protocol* use NTClick's simulated user: where the click would land in the ground "
+        "truth's uncertain band (the mask's boundary band, kernel 5, 3 iterations), it is a *tolerant* click at a "
+        "seeded random offset inside that band. Several seeds are shown as mean ± std over the seeds.",
+        "",
         "## NoC90 overview",
         "",
     ]
@@ -225,27 +272,39 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
     for model in models:
         row = [str(model)]
         for ds in datasets:
-            match = [s for s in summaries if run_label(s) == model and s.get("dataset") == ds]
-            row.append(_fmt(match[0]["noc"].get("90")) if match else "–")
+            runs = groups.get((model, ds), [])
+            row.append(_spread([r["noc"].get("90") for r in runs]) if runs else "–")
         overview.append(row)
     parts += [_table(["model"] + [str(d) for d in datasets], overview), ""]
     if published:
         parts += published_markdown(published, [str(d) for d in datasets])
     for ds in datasets:
-        runs = [s for s in summaries if s.get("dataset") == ds]
+        ds_groups = [(label, runs) for (label, d), runs in groups.items() if d == ds]
         parts += [f"## {ds}", ""]
         header = ["model", "samples", "NoC85", "NoC90", "NoF90"] + [f"mIoU@{k}" for k in MIOU_COLUMNS]
         header += ["s/click", "run"]
         rows = []
-        for s in runs:
+        for label, runs in ds_groups:
             rows.append(
-                [run_label(s), str(s["num_samples"]), _fmt(s["noc"].get("85")), _fmt(s["noc"].get("90")),
-                 _fmt(s["nof"].get("90"))]
-                + [_fmt_miou(miou_at(s, k)) for k in MIOU_COLUMNS]
-                + [_fmt_spc(s.get("seconds_per_click")), link(s)]
+                [label, str(runs[0]["num_samples"]), _spread([r["noc"].get("85") for r in runs]),
+                 _spread([r["noc"].get("90") for r in runs]), _spread([r["nof"].get("90") for r in runs], digits=1)
+                 if len(runs) > 1 else _fmt(runs[0]["nof"].get("90"))]
+                + [_spread([miou_at(r, k) for r in runs], scale=100) for k in MIOU_COLUMNS]
+                + [_spread([r.get("seconds_per_click") for r in runs], digits=3) if len(runs) > 1
+                   else _fmt_spc(runs[0].get("seconds_per_click")), links(runs)]
             )
         parts += [_table(header, rows), ""]
-        if any(s.get("miou") for s in runs):
+        seeded = [(label, runs) for label, runs in ds_groups if len(runs) > 1]
+        if seeded:
+            parts += [f"Robustness over seeds on {ds} (each seed's NoC90 / mIoU@5 / share of tolerant clicks):", ""]
+            seed_rows = []
+            for label, runs in seeded:
+                for r in runs:
+                    frac = r.get("tolerant_click_fraction")
+                    seed_rows.append([label, str(r.get("seed")), _fmt(r["noc"].get("90")),
+                                      _fmt_miou(miou_at(r, 5)), "–" if frac is None else f"{100 * frac:.1f} %"])
+            parts += [_table(["model", "seed", "NoC90", "mIoU@5", "tolerant clicks"], seed_rows), ""]
+        if any(mean_curve(runs) for _, runs in ds_groups):
             parts += [f"![mIoU vs clicks on {ds}](miou-{_slug(str(ds))}.png)", ""]
     hosts = sorted({s.get("host_cpu") for s in summaries if s.get("host_cpu")})
     if hosts:
@@ -275,9 +334,10 @@ def write_results_table(
     text = results_markdown(summaries, base=out.parent, published=published)
     atomic_write_bytes(out, text.encode(), overwrite=True)
     datasets: dict[str, dict[str, Sequence[float]]] = {}
-    for s in summaries:
-        if s.get("miou"):
-            datasets.setdefault(str(s.get("dataset")), {})[run_label(s)] = s["miou"]
+    for (label, ds), runs in group_runs(summaries).items():
+        curve = mean_curve(runs)
+        if curve:
+            datasets.setdefault(ds, {})[label] = curve
     for ds, curves in datasets.items():
         plot_miou(curves, out.parent / f"miou-{_slug(ds)}.png", title=f"{ds}: mIoU vs clicks")
     return out

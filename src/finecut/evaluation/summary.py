@@ -41,6 +41,8 @@ def summarize(results: Sequence[SampleResult], config: EvalConfig) -> dict[str, 
         "threshold": config.threshold,
         "target_iou": config.target_iou,
         "mask_correction": config.mask_correction,
+        "protocol": config.protocol,
+        "seed": config.seed,
         "noc": noc_mean,
         "nof": nof_count,
         "miou": miou,
@@ -48,6 +50,10 @@ def summarize(results: Sequence[SampleResult], config: EvalConfig) -> dict[str, 
         "total_seconds": total_seconds,
         "seconds_per_click": total_seconds / total_clicks if total_clicks else None,
     }
+    if config.protocol != "standard":
+        summary["tolerant_offset"] = config.tolerant_offset
+        summary["tolerant_click_fraction"] = (
+            sum(1 for r in results for c in r.clicks if c[2] == "tol") / total_clicks if total_clicks else None)
     init = [r.init_iou for r in results if r.init_iou is not None]
     if init:
         summary["mean_init_iou"] = float(np.mean(init))
