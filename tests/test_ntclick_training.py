@@ -113,7 +113,9 @@ def test_train_and_resume(arch: str, folder: Path, tmp_path: Path) -> None:
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
-    assert (("ce" in records[0]) if arch == "ntclick_ecp" else ("l1" in records[0] and "grad" in records[0]))
+    assert records[0]["event"] == "started" and records[0]["config"]["model"]["arch"] == arch
+    first = next(r for r in records if "loss" in r)
+    assert (("ce" in first) if arch == "ntclick_ecp" else ("l1" in first and "grad" in first))
     doc = json.loads((run_dir / "last.json").read_text())
     assert doc["model"]["arch"] == arch and doc["training"]["step"] == 2
     with pytest.raises(finecut.FinecutError, match="--resume"):
@@ -124,6 +126,9 @@ def test_train_and_resume(arch: str, folder: Path, tmp_path: Path) -> None:
     train(cfg, resume=True, progress=False)
     doc = json.loads((run_dir / "last.json").read_text())
     assert doc["training"]["step"] == 3
+    resumed = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()
+               if '"event": "resumed"' in line]
+    assert len(resumed) == 1 and resumed[0]["step"] == 2 and resumed[0]["config"]["steps"] == 3
     state = torch.load(run_dir / "trainer_state.pt", weights_only=False)
     assert state["step"] == 3 and int(state["optimizer"]["state"][0]["step"]) == int(before["step"]) + 1
 

@@ -139,6 +139,9 @@ def test_train_resume_and_load_checkpoint(folder: Path, tmp_path: Path) -> None:
     train(cfg, resume=True, progress=False)
     doc = json.loads((run_dir / "last.json").read_text())
     assert doc["training"]["step"] == 3 and doc["model"]["arch"] == "focalclick" and doc["engine"] == "focalclick"
+    events = [r for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if "event" in r
+              and r["event"] in ("started", "resumed")]
+    assert [(e["event"], e["step"], e["config"]["steps"]) for e in events] == [("started", 0, 2), ("resumed", 2, 3)]
     engine = finecut.load_model(run_dir / "last.json")
     predictor = finecut.Predictor(engine)
     image = open_dataset(folder)[0].image

@@ -47,7 +47,7 @@ from finecut.training.clicks import ClickSimConfig, _distance_inside, _geometric
 from finecut.training.config import TrainConfig
 from finecut.training.objects import ObjectBank
 from finecut.training.trainer import (
-    DistInfo, ResumeState, _param_groups, load_backbone_weights, load_or_build_bank, lr_at, resume_from,
+    DistInfo, ResumeState, _param_groups, load_backbone_weights, load_or_build_bank, log_start, lr_at, resume_from,
 )
 
 ARCHS = ("ntclick_ecp", "ntclick_hrr")
@@ -275,6 +275,7 @@ def train_ntclick(cfg: TrainConfig, resume: bool = False, max_minutes: float | N
                            cfg.data.synthetic_thin)
     step_fn = ecp_step if arch == "ntclick_ecp" else hrr_step
     log_path = run_dir / "log.jsonl"
+    log_start(log_path, step, cfg)
     start = time.time()
     samples = 0
     running: dict[str, float] = {}

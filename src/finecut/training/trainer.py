@@ -158,6 +158,14 @@ def resume_from(run_dir: Path, net: nn.Module, optimizer: torch.optim.Optimizer,
                        int(state.get("samples_seen", step * cfg.batch_size)))
 
 
+def log_start(log_path: Path, step: int, cfg: TrainConfig, processes: int = 1) -> None:
+    """Append a start/resume event with the full config, so a run resumed with changed settings stays traceable."""
+    event = {"step": step, "event": "resumed" if step else "started", "processes": processes,
+             "host": platform.node(), "config": cfg.to_dict()}
+    with log_path.open("a") as fh:
+        fh.write(json.dumps(event) + "\n")
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -275,6 +283,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
                            ClickSimConfig(), cfg.prior_mask_probability, rng, cfg.data.synthetic_thin)
     channels = net.prompt_channels
     log_path = run_dir / "log.jsonl"
+    if info.main:
+        log_start(log_path, step, cfg, info.world)
     start = time.time()
     samples_this_run = 0
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not (progress and info.main), dynamic_ncols=True)
