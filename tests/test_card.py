@@ -91,10 +91,10 @@ def test_card_of_trained_checkpoint_with_evaluations(trained: Path, tmp_path: Pa
     assert "val_miou@1" in text and "No validation scores" not in text
 
     grabcut = _row(text, "GrabCut")
-    assert grabcut[:5] == ["GrabCut", "10", "3.25", "4.75", "3"]
-    assert grabcut[5:9] == ["50.0", "58.0", "68.0", "0.042"]
-    assert grabcut[9] == "`last-GrabCut`"
-    assert _row(text, "Berkeley")[2] == "5.00" and "`nested/tiny-Berkeley`" in text
+    assert grabcut[:6] == ["GrabCut", "standard", "10", "3.25", "4.75", "3"]
+    assert grabcut[6:10] == ["50.0", "58.0", "68.0", "0.042"]
+    assert grabcut[10] == "`last-GrabCut`"
+    assert _row(text, "Berkeley")[3] == "5.00" and "`nested/tiny-Berkeley`" in text
     assert "9.00" not in text  # the grabcut engine's summary is not this model's
 
 
@@ -122,7 +122,7 @@ def test_extra_model_names_and_bad_inputs(tmp_path: Path) -> None:
     assert find_summaries(results, {"last"}) == []
     assert len(find_summaries(results, {"lite0-step1800"})) == 1
     text = write_model_card(json_path, tmp_path / "c.md", results, model_names=["lite0-step1800"]).read_text()
-    assert _row(text, "GrabCut")[2] == "4.06"
+    assert _row(text, "GrabCut")[3] == "4.06"
 
     with pytest.raises(FinecutError, match="results folder not found"):
         write_model_card(json_path, tmp_path / "c.md", tmp_path / "missing")
@@ -143,4 +143,4 @@ def test_card_command(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     out = tmp_path / "card.md"
     assert cli_main(["card", str(trained), "--out", str(out), "--results", str(results)]) == 0
     assert str(out) in capsys.readouterr().out
-    assert _row(out.read_text(), "DAVIS")[2] == "7.50"
+    assert _row(out.read_text(), "DAVIS")[3] == "7.50"

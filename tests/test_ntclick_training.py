@@ -151,6 +151,10 @@ def test_assemble_load_and_predict(folder: Path, tmp_path: Path) -> None:
         assemble_ntclick(ecp_dir / "last.json", ecp_dir / "last.json", tmp_path / "bad")
     assert main([str(ecp_dir / "last"), str(hrr_dir / "last"), str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli.json").exists() and (tmp_path / "cli.safetensors").exists()
+    from finecut.training.card import write_model_card
+
+    card = write_model_card(out, tmp_path / "card.md").read_text()
+    assert "### ECP" in card and "### HRR" in card and card.count("1 of 1 configured") == 2
 
 
 @pytest.mark.parametrize("arch", ["ntclick_ecp", "ntclick_hrr"])

@@ -47,6 +47,15 @@ register_engine(
 )
 
 
+#: The shipped checkpoint that ``"default"`` names (the classical GrabCut engine when it is not installed).
+DEFAULT_MODEL = "focalclick-lite0"
+
+
+def default_model_name() -> str:
+    """What ``load_model("default")`` builds: :data:`DEFAULT_MODEL` when shipped, else ``"grabcut"``."""
+    return DEFAULT_MODEL if DEFAULT_MODEL in shipped_checkpoints() else "grabcut"
+
+
 def shipped_checkpoints() -> dict[str, Path]:
     """Learned checkpoints shipped inside the package: name -> JSON config path."""
     if not WEIGHTS_DIR.is_dir():
@@ -59,8 +68,7 @@ def available_models() -> dict[str, str]:
     names = {name: entry.description for name, entry in _ENGINES.items()}
     for name in shipped_checkpoints():
         names[name] = "learned checkpoint shipped with finecut"
-    if "default" not in names:
-        names["default"] = "alias of grabcut until a learned default model is shipped"
+    names["default"] = f"alias of {default_model_name()}"
     return dict(sorted(names.items()))
 
 
@@ -78,7 +86,7 @@ def load_model(name_or_path: str | Path = "default", **kwargs: Any) -> Engine:
     if key in shipped:
         return _load_checkpoint(shipped[key], **kwargs)
     if key == "default":
-        return _ENGINES["grabcut"].build(**kwargs)
+        return load_model(default_model_name(), **kwargs)
     path = Path(key)
     if path.suffix in (".json", ".safetensors") or path.exists():
         if not path.exists():

@@ -136,7 +136,10 @@ def _evaluation_row(path: Path, summary: dict[str, Any], root: Path) -> list[str
     noc = summary.get("noc") or {}
     nof = summary.get("nof") or {}
     miou = summary.get("miou") or []
-    cells = [str(summary.get("dataset", "?")), _fmt(summary.get("num_samples")),
+    protocol = str(summary.get("protocol", "standard"))
+    if protocol != "standard":
+        protocol += f", seed {summary.get('seed', 0)}"
+    cells = [str(summary.get("dataset", "?")), protocol, _fmt(summary.get("num_samples")),
              _fmt(noc.get("85")), _fmt(noc.get("90")), _fmt(nof.get("90"))]
     for k in MIOU_CLICKS:
         cells.append(f"{100 * float(miou[k - 1]):.1f}" if len(miou) >= k else "–")
@@ -146,30 +149,10 @@ def _evaluation_row(path: Path, summary: dict[str, Any], root: Path) -> list[str
     return cells
 
 
-def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
-                      evaluations: Sequence[tuple[Path, dict[str, Any]]] = (),
-                      results_root: Path | None = None) -> str:
-    """The card's Markdown for a checkpoint config ``doc`` (see :func:`write_model_card`)."""
-    model = dict(doc["model"])
-    stats = weight_stats(weights_path)
-    params = parameter_count(weights_path, model)
-    training = doc.get("training") or {}
+def _training_section(training: dict[str, Any]) -> list[str]:
+    """Markdown lines describing one ``finecut train`` record (steps, samples, recipe, data sources)."""
     cfg = training.get("config") or {}
-    title = json_path.parent.name if json_path.stem in ("last", "best") else json_path.stem
-    out = [f"# Model card: {title}", ""]
-    out += [(f"* Checkpoint: `{json_path.with_suffix('')}` (`.json` + `.safetensors`, format "
-            f"{doc.get('format_version', '?')})"),
-            f"* Engine: `{doc.get('engine', '?')}`",
-            f"* Architecture: `{model.get('arch', '?')}`"
-            + (f", backbone `{model['backbone']}`" if "backbone" in model else "")
-            + (f", head `{model['head']}`" if "head" in model else "")
-            + (f", variant `{model['variant']}`" if "variant" in model else ""),
-            (f"* Parameters: {params:,} ({params / 1e6:.2f} M); weights file {stats['bytes'] / 2**20:.1f} MiB, "
-            f"{stats['tensors']} tensors, {stats['values']:,} values (incl. buffers)"), ""]
-    out += ["## Architecture config", ""]
-    out += _table(["key", "value"], [[f"`{k}`", f"`{json.dumps(v)}`"] for k, v in model.items()]) + [""]
-
-    out += ["## Training", ""]
+    out: list[str] = []
     if not training:
         out += ["No training record in this checkpoint (weights saved outside `finecut train`).", ""]
     else:
@@ -206,9 +189,43 @@ def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
             src_rows = []
             for i, name in enumerate(sources):
                 w = float(weights[i]) if i < len(weights) else 1.0
-                src_rows.append([name, _fmt(w), f"{100 * w / total:.0f} %"])
+                options = (data.get("options") or {}).get(name)
+                label = name + (f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else "")
+                src_rows.append([label, _fmt(w), f"{100 * w / total:.0f} %"])
             out += ["Data sources (object bank `" + str(data.get("bank", "?")) + "`):", ""]
             out += _table(["source", "weight", "share of real samples"], src_rows) + [""]
+    return out
+
+
+def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
+                      evaluations: Sequence[tuple[Path, dict[str, Any]]] = (),
+                      results_root: Path | None = None) -> str:
+    """The card's Markdown for a checkpoint config ``doc`` (see :func:`write_model_card`)."""
+    model = dict(doc["model"])
+    stats = weight_stats(weights_path)
+    params = parameter_count(weights_path, model)
+    training = doc.get("training") or {}
+    title = json_path.parent.name if json_path.stem in ("last", "best") else json_path.stem
+    out = [f"# Model card: {title}", ""]
+    out += [(f"* Checkpoint: `{json_path.with_suffix('')}` (`.json` + `.safetensors`, format "
+            f"{doc.get('format_version', '?')})"),
+            f"* Engine: `{doc.get('engine', '?')}`",
+            f"* Architecture: `{model.get('arch', '?')}`"
+            + (f", backbone `{model['backbone']}`" if "backbone" in model else "")
+            + (f", head `{model['head']}`" if "head" in model else "")
+            + (f", variant `{model['variant']}`" if "variant" in model else ""),
+            (f"* Parameters: {params:,} ({params / 1e6:.2f} M); weights file {stats['bytes'] / 2**20:.1f} MiB, "
+            f"{stats['tensors']} tensors, {stats['values']:,} values (incl. buffers)"), ""]
+    out += ["## Architecture config", ""]
+    out += _table(["key", "value"], [[f"`{k}`", f"`{json.dumps(v)}`"] for k, v in model.items()]) + [""]
+
+    out += ["## Training", ""]
+    parts = {k: v for k, v in training.items() if k in ("ecp", "hrr") and isinstance(v, dict)}
+    if parts:  # an assembled NTClick checkpoint: one training record per network
+        for key, record in parts.items():
+            out += [f"### {key.upper()}", ""] + _training_section(record)
+    else:
+        out += _training_section(training)
     validation = training.get("validation") or {}
     out += ["## Validation (held-out training images, segmentor only)", ""]
     if validation:
@@ -222,10 +239,10 @@ def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
     elif not evaluations:
         out += [f"No evaluation summary under `{results_root}` names this model.", ""]
     else:
-        header = ["dataset", "samples", "NoC85", "NoC90", "NoF90"] + [f"mIoU@{k}" for k in MIOU_CLICKS]
+        header = ["dataset", "protocol", "samples", "NoC85", "NoC90", "NoF90"] + [f"mIoU@{k}" for k in MIOU_CLICKS]
         header += ["s/click", "run"]
         rows = [_evaluation_row(p, s, results_root) for p, s in evaluations]
-        out += [f"From `{results_root}` (standard protocol; mIoU in %):", ""]
+        out += [f"From `{results_root}` (mIoU in %; *ntclick* rows use NTClick's tolerant-click user):", ""]
         out += _table(header, rows) + [""]
     return "\n".join(out)
 
