@@ -137,10 +137,15 @@ def test_real_network_engine_runs_end_to_end_and_replays() -> None:
         predictor.predict(clicks=[finecut.Click(200, 5)])
 
 
-def test_shipped_learned_model_loads_by_name_and_segments() -> None:
-    assert "focalclick-lite0-preview" in finecut.available_models()
-    engine = finecut.load_model("focalclick-lite0-preview")
-    assert engine.config()["model"]["backbone"] == "efficientnet_lite0" and engine.config()["trained_steps"] > 0
+def test_shipped_default_model_loads_by_name_and_segments() -> None:
+    from finecut.registry import DEFAULT_MODEL, default_model_name
+
+    assert DEFAULT_MODEL == "focalclick-lite0" and default_model_name() == DEFAULT_MODEL
+    assert DEFAULT_MODEL in finecut.available_models()
+    assert finecut.available_models()["default"] == f"alias of {DEFAULT_MODEL}"
+    engine = finecut.load_model("default")
+    assert engine.config()["name"] == DEFAULT_MODEL
+    assert engine.config()["model"]["backbone"] == "efficientnet_lite0" and engine.config()["trained_steps"] > 5000
     image = np.zeros((120, 160, 3), np.uint8)
     image[:] = (40, 90, 170)
     image[30:90, 50:110] = (230, 200, 40)  # a plain yellow square on blue
@@ -151,3 +156,13 @@ def test_shipped_learned_model_loads_by_name_and_segments() -> None:
     truth[30:90, 50:110] = True
     iou = (pred.mask & truth).sum() / (pred.mask | truth).sum()
     assert iou > 0.8, iou
+
+
+def test_default_falls_back_to_grabcut_without_the_shipped_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from finecut import registry
+    from finecut.engines.grabcut import GrabCutEngine
+
+    monkeypatch.setattr(registry, "shipped_checkpoints", lambda: {})
+    assert registry.default_model_name() == "grabcut"
+    assert registry.available_models()["default"] == "alias of grabcut"
+    assert isinstance(registry.load_model("default"), GrabCutEngine)

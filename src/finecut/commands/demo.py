@@ -56,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(engine)
     start = time.perf_counter()
     predictor.set_image(image)
-    prediction = predictor.predict(clicks=list(DEMO_CLICKS))
+    prediction = None
+    for count in range(1, len(DEMO_CLICKS) + 1):  # click by click, as a person would, each result fed back
+        prediction = predictor.predict(clicks=list(DEMO_CLICKS[:count]), previous=prediction)
+    assert prediction is not None
     seconds = time.perf_counter() - start
     mask = prediction.mask
     write_image(paths["image.png"], image, overwrite=args.overwrite)
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     area = int(mask.sum())
     clicks = ", ".join(f"({c.x:g}, {c.y:g}) {c.kind.value}" for c in DEMO_CLICKS)
     print(f"finecut demo: {engine.name} on scikit-image's astronaut.png ({image.shape[1]}x{image.shape[0]})")
-    print(f"  clicks: {clicks}")
+    print(f"  clicks, one after the other: {clicks}")
     print(f"  mask: {area} px ({100.0 * area / mask.size:.1f}% of the image) in {seconds:.2f} s")
     for name in ("mask.png", "overlay.png", "image.png"):
         print(f"  wrote {paths[name]}")
