@@ -80,6 +80,18 @@ def test_fbu_clicks_come_from_their_regions() -> None:
             assert labels[click.pixel] == expected
             kinds.add(click.kind)
     assert kinds == {ClickKind.POSITIVE, ClickKind.NEGATIVE, ClickKind.TOLERANT}
+    # some samples start from tolerant clicks alone (as on fine structure); thin objects mostly do
+    draws = [sample_fbu_clicks(labels, mask, rng) for _ in range(200)]
+    tolerant_only = [c for c in draws if not any(k.kind is ClickKind.POSITIVE for k in c)]
+    assert 0.1 < len(tolerant_only) / 200 < 0.45
+    assert all(any(k.kind is ClickKind.TOLERANT for k in c) for c in tolerant_only)
+    thin = np.zeros((80, 80), bool)
+    thin[10:70, 40:42] = True
+    thin_labels = fbu.code_map_to_labels(fbu.train_fbu_map(thin, rng, kernel_size=15))
+    assert not (thin_labels == fbu.FBU_FOREGROUND).any()
+    thin_draws = [sample_fbu_clicks(thin_labels, thin, rng) for _ in range(200)]
+    share = sum(not any(k.kind is ClickKind.POSITIVE for k in c) for c in thin_draws) / 200
+    assert 0.55 < share < 0.85
     # a missed uncertain band gets a tolerant click; a perfect prediction none
     pred = np.where(labels == fbu.FBU_UNCERTAIN, fbu.FBU_BACKGROUND, labels)
     click = next_fbu_click(labels, pred, [], rng)

@@ -55,6 +55,9 @@ ARCHS = ("ntclick_ecp", "ntclick_hrr")
 HRR_OUTSIDE_WEIGHT = 0.1
 #: Click-count limits of the ECP's initial clicks.
 MAX_POSITIVE, MAX_NEGATIVE, MAX_TOLERANT = 8, 8, 3
+#: Probability that a sample's clicks are tolerant only (no positive click): any object / an object without an eroded
+#: foreground (thin structure).
+TOLERANT_START, TOLERANT_START_THIN = 0.25, 0.7
 KIND_OF_CLASS = {fbu.FBU_BACKGROUND: ClickKind.NEGATIVE, fbu.FBU_FOREGROUND: ClickKind.POSITIVE,
                  fbu.FBU_UNCERTAIN: ClickKind.TOLERANT}
 
@@ -65,13 +68,17 @@ KIND_OF_CLASS = {fbu.FBU_BACKGROUND: ClickKind.NEGATIVE, fbu.FBU_FOREGROUND: Cli
 def sample_fbu_clicks(labels: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> list[Click]:
     """Positive clicks from the FBU foreground, negative from the background, tolerant from the uncertain band.
 
-    An object too thin to have an eroded foreground gets its positive click on the mask itself.
+    An object too thin to have an eroded foreground gets its positive click on the mask itself. With
+    :data:`TOLERANT_START` (:data:`TOLERANT_START_THIN` for such thin objects) the sample starts from tolerant clicks
+    alone — what a person (and the NTClick protocol's simulated user) does on fine structure.
     """
     fg = labels == fbu.FBU_FOREGROUND
     pos_region = fg if fg.any() else mask
-    n_pos = _geometric_count(rng, 1, MAX_POSITIVE, 0.7)
+    band = labels == fbu.FBU_UNCERTAIN
+    tolerant_start = band.any() and rng.random() < (TOLERANT_START if fg.any() else TOLERANT_START_THIN)
+    n_pos = 0 if tolerant_start else _geometric_count(rng, 1, MAX_POSITIVE, 0.7)
     n_neg = _geometric_count(rng, 0, MAX_NEGATIVE, 0.7)
-    n_tol = _geometric_count(rng, 0, MAX_TOLERANT, 0.6)
+    n_tol = _geometric_count(rng, 1 if tolerant_start else 0, MAX_TOLERANT, 0.6)
     clicks = [Click(x, y, ClickKind.POSITIVE) for y, x in _pick(rng, pos_region, n_pos)]
     clicks += [Click(x, y, ClickKind.NEGATIVE) for y, x in _pick(rng, labels == fbu.FBU_BACKGROUND, n_neg)]
     clicks += [Click(x, y, ClickKind.TOLERANT) for y, x in _pick(rng, labels == fbu.FBU_UNCERTAIN, n_tol)]
