@@ -15,6 +15,8 @@ from finecut.io import atomic_write_bytes
 
 #: mIoU@k columns of the tables.
 MIOU_COLUMNS: tuple[int, ...] = (1, 5, 10)
+#: Benchmarks first in this order in merged tables (others follow in the order first seen).
+DATASET_ORDER: tuple[str, ...] = ("GrabCut", "Berkeley", "DAVIS", "COCO-MVal", "SBD", "PascalVOC", "DRIVE", "CrackForest")
 
 
 def _fmt(value: float | int | None, digits: int = 2) -> str:
@@ -231,6 +233,7 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
             datasets.append(ds)
         if label not in models:
             models.append(label)
+    datasets.sort(key=lambda d: DATASET_ORDER.index(d) if d in DATASET_ORDER else len(DATASET_ORDER))
 
     def link(s: dict[str, Any]) -> str:
         path = Path(s.get("_path", ""))
