@@ -189,3 +189,22 @@ def test_checkpoint_round_trip_and_build_engine(tmp_path: Path) -> None:
         NTClickEngine(net, focus=True)
     with pytest.raises(finecut.FinecutError, match="ntclick_ecp"):
         build_model({"arch": "ntclick", "ecp": {"arch": "ntclick_hrr"}})
+
+
+def test_shipped_ntclick_model_loads_by_name_and_segments() -> None:
+    assert "ntclick" in finecut.available_models()
+    engine = finecut.load_model("ntclick")
+    assert isinstance(engine, NTClickEngine)
+    training = engine.checkpoint["training"]
+    assert training["ecp"]["step"] >= 2000 and training["hrr"]["step"] >= 4000
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[:] = (40, 90, 170)
+    image[30:90, 50:110] = (230, 200, 40)  # a plain yellow square on blue
+    predictor = Predictor(engine)
+    predictor.set_image(image)
+    pred = predictor.predict(clicks=[Click(80, 60)])
+    truth = np.zeros((120, 160), bool)
+    truth[30:90, 50:110] = True
+    iou = (pred.mask & truth).sum() / (pred.mask | truth).sum()
+    assert iou > 0.6, iou
+    assert pred.state["hrr_box"] is not None and pred.state["uncertain_pixels"] > 0
