@@ -18,11 +18,8 @@ from finecut.pipelines import build_engine
 from finecut.pipelines.ntclick import NTClickEngine, grow_box
 from finecut.predictor import Predictor
 from finecut.prompts import Click, ClickKind, Prompts
+from helpers_training import TINY_ECP, TINY_HRR
 
-TINY_HRR = {"embed_dim": 32, "depth": 2, "num_heads": 2, "kernel_size": 5, "low_channels": [4, 4, 8, 8],
-            "fuse_channels": [16, 8, 8, 4]}
-TINY_ECP = {"img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2, "pyramid_channels": [8, 8, 16, 16],
-            "head_channels": 16}
 
 
 def _tiny_net() -> NTClickNet:

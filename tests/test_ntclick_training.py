@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -25,34 +24,11 @@ from finecut.training.ntclick import (
     sobel,
 )
 from finecut.training.trainer import train
-
-TINY_HRR = {"embed_dim": 32, "depth": 2, "num_heads": 2, "kernel_size": 5, "low_channels": [4, 4, 8, 8],
-            "fuse_channels": [16, 8, 8, 4]}
-TINY_ECP = {"img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2, "pyramid_channels": [8, 8, 16, 16],
-            "head_channels": 16}
-
-
-def _make_folder(root: Path, count: int = 5, size: int = 96) -> Path:
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(count):
-        img = np.zeros((size, size + 16, 3), np.uint8)
-        img[:] = (40, 60, 200)
-        img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
-        mask = np.zeros(img.shape[:2], np.uint8)
-        center = (int(rng.integers(30, size - 14)), int(rng.integers(30, size - 30)))
-        cv2.ellipse(mask, center, (int(rng.integers(14, 25)), int(rng.integers(12, 20))), 30, 0, 360, 255, -1)
-        cv2.line(mask, center, (2, 2), 255, 1)  # a thin structure
-        img[mask > 0] = (220, 40, 30)
-        cv2.imwrite(str(root / "images" / f"im{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"im{i}.png"), mask)
-    return root
-
+from helpers_training import TINY_ECP, TINY_HRR, make_object_folder
 
 @pytest.fixture()
 def folder(tmp_path: Path) -> Path:
-    return _make_folder(tmp_path / "data")
+    return make_object_folder(tmp_path / "data", count=5, min_axes=(14, 12), thin_line=True)
 
 
 def _config(tmp_path: Path, folder: Path, arch: str, steps: int) -> TrainConfig:

@@ -23,28 +23,12 @@ from finecut.training.config import TrainConfig
 from finecut.training.losses import boundary_map, boundary_weighted_nfl, normalized_focal_loss
 from finecut.training.objects import ObjectBank, build_object_bank
 from finecut.training.trainer import train
-
-
-def _make_folder(root: Path, count: int = 6, size: int = 96) -> Path:
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(count):
-        img = np.zeros((size, size + 16, 3), np.uint8)
-        img[:] = (40, 60, 200)  # blue background (RGB)
-        img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
-        mask = np.zeros(img.shape[:2], np.uint8)
-        center = (int(rng.integers(30, size - 14)), int(rng.integers(30, size - 30)))
-        cv2.ellipse(mask, center, (int(rng.integers(12, 25)), int(rng.integers(10, 20))), 30, 0, 360, 255, -1)
-        img[mask > 0] = (220, 40, 30)  # red object
-        cv2.imwrite(str(root / "images" / f"im{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"im{i}.png"), mask)
-    return root
+from helpers_training import make_object_folder
 
 
 @pytest.fixture()
 def folder(tmp_path: Path) -> Path:
-    return _make_folder(tmp_path / "data")
+    return make_object_folder(tmp_path / "data")
 
 
 def test_object_bank_roundtrip(folder: Path, tmp_path: Path) -> None:

@@ -187,10 +187,11 @@ def _spread(values: Sequence[float | int | None], scale: float = 1.0, digits: in
     """One value as is; several (one per seed) as ``mean ± std`` (population std); "–" when any is missing."""
     if not values or any(v is None for v in values):
         return "–"
-    if len(values) == 1:
-        v = values[0]
-        return _fmt(v, digits) if scale == 1.0 or v is None else f"{scale * float(v):.{digits}f}"
+    if len(values) == 1 and scale == 1.0:
+        return _fmt(values[0], digits)
     arr = [scale * float(v) for v in values]  # type: ignore[arg-type]
+    if len(arr) == 1:
+        return f"{arr[0]:.{digits}f}"
     mean = sum(arr) / len(arr)
     std = (sum((a - mean) ** 2 for a in arr) / len(arr)) ** 0.5
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -290,8 +291,7 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
         for label, runs in ds_groups:
             rows.append(
                 [label, str(runs[0]["num_samples"]), _spread([r["noc"].get("85") for r in runs]),
-                 _spread([r["noc"].get("90") for r in runs]), _spread([r["nof"].get("90") for r in runs], digits=1)
-                 if len(runs) > 1 else _fmt(runs[0]["nof"].get("90"))]
+                 _spread([r["noc"].get("90") for r in runs]), _spread([r["nof"].get("90") for r in runs], digits=1)]
                 + [_spread([miou_at(r, k) for r in runs], scale=100) for k in MIOU_COLUMNS]
                 + [_spread([r.get("seconds_per_click") for r in runs], digits=3) if len(runs) > 1
                    else _fmt_spc(runs[0].get("seconds_per_click")), links(runs)]

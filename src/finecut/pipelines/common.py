@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -16,6 +16,20 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
+
+
+def check_options(options: dict[str, Any], defaults: dict[str, Any], method: str) -> None:
+    """Raise ``TypeError`` naming every key of ``options`` that ``defaults`` does not know."""
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown {method} option(s): {', '.join(sorted(unknown))}")
+
+
+def configure_torch(threads: int | None) -> None:
+    """Set torch's CPU thread count (when given) and flush denormals, which slow CPU convolutions several times."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:

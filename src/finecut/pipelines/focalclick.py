@@ -23,7 +23,9 @@ import torch.nn as nn
 
 from finecut.engines.base import Engine, EngineOutput
 from finecut.models.roi_align import roi_align
-from finecut.pipelines.common import crop_prompt_maps, network_clicks, normalize, previous_probs, resize, target_box
+from finecut.pipelines.common import (
+    check_options, configure_torch, crop_prompt_maps, network_clicks, normalize, previous_probs, resize, target_box,
+)
 from finecut.pipelines.geometry import (
     component_at, expand_box, integer_box, mask_box, net_size,
 )
@@ -59,9 +61,7 @@ class FocalClickEngine(Engine):
 
     def __init__(self, net: nn.Module, name: str = "focalclick", checkpoint: dict[str, Any] | None = None,
                  threads: int | None = None, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise TypeError(f"unknown FocalClick option(s): {', '.join(sorted(unknown))}")
+        check_options(options, DEFAULTS, "FocalClick")
         self.net = net.eval()
         self.name = name
         self.options = {**DEFAULTS, **getattr(net, "pipeline", {}), **options}
@@ -71,9 +71,7 @@ class FocalClickEngine(Engine):
         self.refiner = getattr(net, "refiner", None)
         if self.refiner is None:
             self.options["focus"] = False
-        if threads:
-            torch.set_num_threads(threads)
-        torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down several times
+        configure_torch(threads)
 
     def config(self) -> dict[str, Any]:
         training = self.checkpoint.get("training", {})

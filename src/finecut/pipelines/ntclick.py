@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from finecut import fbu
 from finecut.engines.base import Engine, EngineOutput
 from finecut.errors import FinecutError
-from finecut.pipelines.common import crop_prompt_maps, network_clicks, normalize, previous_probs, target_box
+from finecut.pipelines.common import (
+    check_options, configure_torch, crop_prompt_maps, network_clicks, normalize, previous_probs, target_box,
+)
 from finecut.pipelines.geometry import integer_box, mask_box, net_size
 from finecut.prompts import Click, Prompts
 
@@ -67,9 +69,7 @@ class NTClickEngine(Engine):
 
     def __init__(self, net: nn.Module, name: str = "ntclick", checkpoint: dict[str, Any] | None = None,
                  threads: int | None = None, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise TypeError(f"unknown NTClick option(s): {', '.join(sorted(unknown))}")
+        check_options(options, DEFAULTS, "NTClick")
         if not hasattr(net, "ecp") or not hasattr(net, "hrr"):
             raise FinecutError(f"the ntclick engine needs a model with .ecp and .hrr networks, got {type(net).__name__}")
         self.net = net.eval()
@@ -80,9 +80,7 @@ class NTClickEngine(Engine):
         if self.options["ecp_size"] is None:
             self.options["ecp_size"] = int(self.ecp.config.img_size)
         self.checkpoint = checkpoint or {}
-        if threads:
-            torch.set_num_threads(threads)
-        torch.set_flush_denormal(True)
+        configure_torch(threads)
 
     def config(self) -> dict[str, Any]:
         training = self.checkpoint.get("training", {})

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,8 @@ from finecut.training.clicks import ClickSimConfig, _distance_inside, _geometric
 from finecut.training.config import TrainConfig
 from finecut.training.objects import ObjectBank
 from finecut.training.trainer import (
-    DistInfo, ResumeState, _param_groups, load_backbone_weights, load_or_build_bank, log_start, lr_at, resume_from,
+    DistInfo, ResumeState, _param_groups, append_log, load_backbone_weights, load_or_build_bank, log_start, log_stop,
+    lr_at, optimizer_step, progress_record, resume_from, save_run_state, update_running,
 )
 
 ARCHS = ("ntclick_ecp", "ntclick_hrr")
@@ -237,17 +237,6 @@ def hrr_step(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: Train
 # ------------------------------------------------------------------------------------------------- training loop
 
 
-def _save(run_dir: Path, net: nn.Module, cfg: TrainConfig, optimizer: torch.optim.Optimizer, step: int,
-          seconds: float, samples: int) -> None:
-    meta = {"engine": cfg.model["arch"], "training": {"config": cfg.to_dict(), "step": step, "processes": 1,
-                                                      "samples_seen": samples, "train_seconds": round(seconds, 1)}}
-    save_checkpoint(run_dir / "last", net, cfg.model, meta)
-    tmp = run_dir / ".trainer_state.pt.tmp"
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "train_seconds": seconds,
-                "samples_seen": samples}, tmp)
-    os.replace(tmp, run_dir / "trainer_state.pt")
-
-
 def train_ntclick(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = None,
                   progress: bool = True) -> Path:
     """Train (or resume) NTClick's ECP or HRR per ``cfg.model["arch"]``; returns the run directory."""
@@ -285,6 +274,11 @@ def train_ntclick(cfg: TrainConfig, resume: bool = False, max_minutes: float | N
     log_start(log_path, step, cfg)
     start = time.time()
     samples = 0
+
+    def save(at_step: int) -> None:
+        save_run_state(run_dir, net, optimizer, cfg, at_step, elapsed_before + time.time() - start,
+                       samples_before + samples, arch, {"processes": 1})
+
     running: dict[str, float] = {}
     stop_reason = "steps"
     bar = tqdm(total=cfg.steps, initial=step, desc=arch, disable=not progress, dynamic_ncols=True)
@@ -293,32 +287,20 @@ def train_ntclick(cfg: TrainConfig, resume: bool = False, max_minutes: float | N
             stop_reason = "time"
             break
         lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
         out = step_fn(net, bank, sampler, cfg, rng)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        optimizer.step()
+        optimizer_step(net, optimizer, out["loss"], lr)
         step += 1
         samples += cfg.batch_size
-        for key, value in out.items():
-            v = float(value.detach())
-            running[key] = running[key] * 0.95 + v * 0.05 if key in running else v
+        update_running(running, out)
         bar.update(1)
         bar.set_postfix(loss=f"{running['loss']:.3f}")
         if step % cfg.log_every == 0:
-            record = {"step": step, "lr": lr, **{k: round(v, 5) for k, v in running.items()},
-                      "samples_per_s": round(samples / (time.time() - start), 2),
-                      "train_seconds": round(elapsed_before + time.time() - start, 1)}
-            with log_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_log(log_path, progress_record(step, lr, running, samples, start, elapsed_before))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _save(run_dir, net, cfg, optimizer, step, elapsed_before + time.time() - start, samples_before + samples)
+            save(step)
     bar.close()
-    _save(run_dir, net, cfg, optimizer, step, elapsed_before + time.time() - start, samples_before + samples)
-    with log_path.open("a") as fh:
-        fh.write(json.dumps({"step": step, "event": f"stopped ({stop_reason})", "host": platform.node()}) + "\n")
+    save(step)
+    log_stop(log_path, step, stop_reason)
     return run_dir
 
 

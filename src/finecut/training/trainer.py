@@ -158,12 +158,57 @@ def resume_from(run_dir: Path, net: nn.Module, optimizer: torch.optim.Optimizer,
                        int(state.get("samples_seen", step * cfg.batch_size)))
 
 
+def append_log(log_path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON record to a run's ``log.jsonl``."""
+    with log_path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
 def log_start(log_path: Path, step: int, cfg: TrainConfig, processes: int = 1) -> None:
     """Append a start/resume event with the full config, so a run resumed with changed settings stays traceable."""
-    event = {"step": step, "event": "resumed" if step else "started", "processes": processes,
-             "host": platform.node(), "config": cfg.to_dict()}
-    with log_path.open("a") as fh:
-        fh.write(json.dumps(event) + "\n")
+    append_log(log_path, {"step": step, "event": "resumed" if step else "started", "processes": processes,
+                          "host": platform.node(), "config": cfg.to_dict()})
+
+
+def log_stop(log_path: Path, step: int, reason: str) -> None:
+    append_log(log_path, {"step": step, "event": f"stopped ({reason})", "host": platform.node()})
+
+
+def progress_record(step: int, lr: float, running: dict[str, float], samples: int, start: float,
+                    elapsed_before: float) -> dict[str, Any]:
+    """The periodic ``log.jsonl`` line: smoothed losses, this run's throughput and the total training time."""
+    now = time.time()
+    return {"step": step, "lr": lr, **{k: round(v, 5) for k, v in running.items()},
+            "samples_per_s": round(samples / (now - start), 2), "train_seconds": round(elapsed_before + now - start, 1)}
+
+
+def update_running(running: dict[str, float], values: dict[str, torch.Tensor]) -> None:
+    """Exponential moving averages (0.95) of the step's loss terms."""
+    for key, value in values.items():
+        v = float(value.detach())
+        running[key] = running[key] * 0.95 + v * 0.05 if key in running else v
+
+
+def optimizer_step(net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
+    """Set the scheduled lr (times each group's ``lr_mult``), backpropagate, clip gradients at norm 5, step."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+    optimizer.step()
+
+
+def save_run_state(run_dir: Path, net: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int,
+                   seconds: float, samples: int, engine: str, extra: dict[str, Any] | None = None) -> None:
+    """Write ``last.{json,safetensors}`` (config + training record) and ``trainer_state.pt`` (optimizer, counters)."""
+    meta = {"engine": engine, "training": {"config": cfg.to_dict(), "step": step, "samples_seen": samples,
+                                           "train_seconds": round(seconds, 1), **(extra or {})}}
+    save_checkpoint(run_dir / "last", net, cfg.model, meta)
+    tmp = run_dir / ".trainer_state.pt.tmp"
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "train_seconds": seconds,
+                "samples_seen": samples}, tmp)
+    os.replace(tmp, run_dir / "trainer_state.pt")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -228,14 +273,6 @@ def validate(net: nn.Module, bank: ObjectBank, indices: np.ndarray, cfg: TrainCo
     }
 
 
-def _save(run_dir: Path, name: str, net: nn.Module, cfg: TrainConfig, step: int, extra: dict[str, Any]) -> None:
-    meta = {
-        "engine": "focalclick" if hasattr(net, "refiner") else "simpleclick",
-        "training": {"config": cfg.to_dict(), "step": step, **extra},
-    }
-    save_checkpoint(run_dir / name, net, cfg.model, meta)
-
-
 def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = None, progress: bool = True) -> Path:
     """Run (or resume) training; returns the run directory. Stops after ``steps`` or ``max_minutes``."""
     if cfg.model.get("arch") in ("ntclick_ecp", "ntclick_hrr"):  # NTClick's networks have their own loop
@@ -296,8 +333,6 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
             stop_reason = "time"
             break
         lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
         batch = sampler.sample(cfg.batch_size)
         num_iters = int(rng.integers(1, cfg.max_iterative_clicks + 1)) if rng.random() < cfg.iterative_probability else 0
         previous = iterate_clicks(net, batch, num_iters, cfg, rng, channels)
@@ -305,28 +340,18 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         preds_np = (batch.previous[:, 0].numpy() > 0.5) if num_iters == 0 else (previous[:, 0].numpy() > 0.49)
         boxes = sample_focus_boxes(batch.masks_np, preds_np, rng)
         out = model_ddp(batch.images, maps, batch.masks, batch.images_hi, batch.masks_hi, boxes)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        optimizer.step()
+        optimizer_step(net, optimizer, out["loss"], lr)
         step += 1
         samples_this_run += cfg.batch_size * info.world
-        for key in ("loss", "seg", "refine", "boundary"):
-            value = float(out[key].detach())
-            running[key] = running[key] * 0.95 + value * 0.05 if key in running else value
+        update_running(running, {key: out[key] for key in ("loss", "seg", "refine", "boundary")})
         bar.update(1)
         if info.main:
             bar.set_postfix(loss=f"{running['loss']:.3f}", sps=f"{samples_this_run / (time.time() - start):.1f}")
             if step % cfg.log_every == 0:
-                record = {"step": step, "lr": lr, **{k: round(v, 5) for k, v in running.items()},
-                          "samples_per_s": round(samples_this_run / (time.time() - start), 2),
-                          "train_seconds": round(elapsed_before + time.time() - start, 1)}
-                with log_path.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                append_log(log_path, progress_record(step, lr, running, samples_this_run, start, elapsed_before))
             if step % cfg.val_every == 0 and len(val_idx):
                 last_val = validate(net, bank, val_idx, cfg)
-                with log_path.open("a") as fh:
-                    fh.write(json.dumps({"step": step, **{k: round(v, 4) for k, v in last_val.items()}}) + "\n")
+                append_log(log_path, {"step": step, **{k: round(v, 4) for k, v in last_val.items()}})
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 _checkpoint(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start,
                             samples_before + samples_this_run, info, last_val)
@@ -334,8 +359,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     if info.main:
         _checkpoint(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start,
                     samples_before + samples_this_run, info, last_val)
-        with log_path.open("a") as fh:
-            fh.write(json.dumps({"step": step, "event": f"stopped ({stop_reason})", "host": platform.node()}) + "\n")
+        log_stop(log_path, step, stop_reason)
     if info.world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -344,9 +368,6 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
 
 def _checkpoint(run_dir: Path, net: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int,
                 seconds: float, samples: int, info: DistInfo, last_val: dict[str, float]) -> None:
-    _save(run_dir, "last", net, cfg, step, {"processes": info.world, "samples_seen": samples,
-                                             "train_seconds": round(seconds, 1), "validation": last_val})
-    tmp = run_dir / ".trainer_state.pt.tmp"
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "train_seconds": seconds,
-                "samples_seen": samples}, tmp)
-    os.replace(tmp, run_dir / "trainer_state.pt")
+    engine = "focalclick" if hasattr(net, "refiner") else "simpleclick"
+    save_run_state(run_dir, net, optimizer, cfg, step, seconds, samples, engine,
+                   {"processes": info.world, "validation": last_val})
