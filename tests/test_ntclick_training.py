@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ import finecut
 from finecut import fbu
 from finecut.pipelines.ntclick import NTClickEngine
 from finecut.prompts import Click, ClickKind, Prompts
+from finecut.models.registry import build_model
 from finecut.training.config import TrainConfig
 from finecut.training.ntclick import (
     assemble_ntclick,
@@ -23,6 +25,7 @@ from finecut.training.ntclick import (
     sample_fbu_clicks,
     sobel,
 )
+from finecut.training import ntclick as ntclick_training
 from finecut.training.trainer import train
 from helpers_training import TINY_ECP, TINY_HRR, make_object_folder
 
@@ -75,23 +78,65 @@ def test_fbu_clicks_come_from_their_regions() -> None:
     assert next_fbu_click(labels, labels, [], rng) is None
 
 
-def test_hrr_loss_l1_and_gradient_in_the_uncertain_band() -> None:
+def _logits(probs: torch.Tensor) -> torch.Tensor:
+    return torch.logit(probs.clamp(1e-6, 1 - 1e-6))
+
+
+def test_hrr_loss_l1_gradient_and_bce_in_the_uncertain_band() -> None:
     target = torch.zeros(1, 1, 32, 32)
     target[..., 8:24, 8:24] = 1
     band = torch.zeros_like(target)
     band[..., 4:28, 4:28] = 1
     band[..., 12:20, 12:20] = 0
-    perfect = hrr_loss(target.clone(), target, band)
-    assert float(perfect["loss"]) == 0.0
+    perfect = hrr_loss(_logits(target), target, band)
+    assert float(perfect["loss"]) < 1e-4
     blurred = torch.nn.functional.avg_pool2d(target, 5, 1, 2)
-    soft = hrr_loss(blurred, target, band)
-    assert float(soft["grad"]) > 0 and float(soft["l1"]) > 0
+    soft = hrr_loss(_logits(blurred), target, band)
+    assert float(soft["grad"]) > 0 and float(soft["l1"]) > 0 and float(soft["bce"]) > 0
+    # the paper's loss alone (bce_weight 0) is L1 + gradient
+    paper = hrr_loss(_logits(blurred), target, band, bce_weight=0.0)
+    assert float(paper["loss"]) == pytest.approx(float(soft["l1"] + soft["grad"]), rel=1e-5)
     wrong_outside = target.clone()
     wrong_outside[..., 0, 0] = 1  # an error outside the band costs nothing with weight 0 there
-    assert float(hrr_loss(wrong_outside, target, band)["loss"]) == 0.0
+    assert float(hrr_loss(_logits(wrong_outside), target, band)["loss"]) < 1e-4
     gx, gy = sobel(target)
     assert gx[0, 0, 16, 8] > 0 and gy[0, 0, 8, 16] > 0 and gx[0, 0, 16, 16] == 0
     assert hrr_crop_sides(TrainConfig(size=256, hi_factor=2)) == [256, 384, 512]
+
+
+def test_hrr_learns_the_band_instead_of_collapsing_to_a_constant() -> None:
+    """A tiny HRR fitted for 60 steps on a red-on-blue object must get the uncertain band nearly right.
+
+    With the paper's L1 + gradient loss alone the first trained HRR collapsed to one constant output; here that loss
+    alone reaches 94 % band accuracy, with the BCE term 99 % (measured), against a 62 % all-background baseline.
+    """
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    target = np.zeros((128, 128), np.uint8)
+    cv2.circle(target, (64, 64), 30, 1, -1)
+    cv2.line(target, (64, 64), (120, 10), 1, 2)
+    image = np.zeros((128, 128, 3), np.float32)
+    image[:] = (-1.0, -0.5, 1.5)
+    image[target > 0] = (1.5, -1.0, -1.0)
+    image += rng.normal(0, 0.3, image.shape).astype(np.float32)
+    labels = fbu.code_map_to_labels(fbu.train_fbu_map(target, kernel_size=15))
+    images = torch.from_numpy(image.transpose(2, 0, 1))[None]
+    onehot = torch.from_numpy(fbu.labels_to_one_hot(labels))[None]
+    mask = torch.from_numpy(target.astype(np.float32))[None, None]
+    band = torch.from_numpy((labels == fbu.FBU_UNCERTAIN).astype(np.float32))[None, None]
+    net = build_model({"arch": "ntclick_hrr", **TINY_HRR})
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(60):
+        out = hrr_loss(net(images, onehot)["logits"], mask, band + 0.1 * (1 - band))
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+    with torch.no_grad():
+        pred = (net(images, onehot)["logits"] > 0).float()
+    in_band = band > 0
+    accuracy = float((pred[in_band] == mask[in_band]).float().mean())
+    majority = max(float(mask[in_band].mean()), 1 - float(mask[in_band].mean()))
+    assert accuracy > 0.97 and accuracy > majority + 0.3
 
 
 @pytest.mark.parametrize("arch", ["ntclick_ecp", "ntclick_hrr"])
@@ -143,6 +188,32 @@ def test_assemble_load_and_predict(folder: Path, tmp_path: Path) -> None:
 
     card = write_model_card(out, tmp_path / "card.md").read_text()
     assert "### ECP" in card and "### HRR" in card and card.count("1 of 1 configured") == 2
+
+
+def test_hrr_trains_on_fbu_maps_predicted_by_a_trained_ecp(folder: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    ecp_dir = train(_config(tmp_path, folder, "ntclick_ecp", steps=1), progress=False)
+    calls = []
+    real = ntclick_training.ecp_labels
+
+    def spy(ecp, image, labels, mask, cfg, rng):  # type: ignore[no-untyped-def]
+        out = real(ecp, image, labels, mask, cfg, rng)
+        calls.append((image.shape, out.shape, out.dtype))
+        return out
+
+    monkeypatch.setattr(ntclick_training, "ecp_labels", spy)
+    cfg = _config(tmp_path, folder, "ntclick_hrr", steps=2)
+    cfg.hrr_ecp_checkpoint = str(ecp_dir / "last.json")
+    cfg.hrr_ecp_probability = 1.0
+    run_dir = train(cfg, progress=False)
+    assert len(calls) == 2 * cfg.batch_size  # every sample of both steps
+    assert all(shape[-2:] == (64, 64) and out == (64, 64) for shape, out, _ in calls)
+    losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    cfg.hrr_ecp_checkpoint = str(run_dir / "last.json")  # an HRR is not an ECP
+    cfg.run_dir = str(tmp_path / "other")
+    with pytest.raises(finecut.FinecutError, match="must hold an NTClick ECP"):
+        train(cfg, progress=False)
 
 
 @pytest.mark.parametrize("arch", ["ntclick_ecp", "ntclick_hrr"])

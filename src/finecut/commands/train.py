@@ -56,6 +56,9 @@ def _parse_option(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise FinecutError(f"--option {text!r}: expected KEY=VALUE")
     key, value = text.split("=", 1)
+    words = {"true": True, "false": False, "none": None}  # Python spellings as well as JSON's
+    if value.lower() in words:
+        return key, words[value.lower()]
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:

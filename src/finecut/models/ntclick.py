@@ -358,11 +358,23 @@ class NTClickHRR(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """ViT-style init for the blocks; He (fan-in, ReLU) init for the convolutional decoder.
+
+        PyTorch's default conv init halves the signal at every conv + ReLU, so through the eight layers between the
+        backbone and the output the backbone's gradient (the only path by which the FBU map reaches the mask) came out
+        about 1000× smaller than the head's and the HRR learned next to nothing; He init keeps both at the same scale.
+        """
         for module in self.blocks.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        for part in (self.low, self.stages, self.head):
+            for module in part.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                    nn.init.zeros_(module.bias)
+        nn.init.normal_(self.head[-1].weight, std=0.01)
         nn.init.zeros_(self.head[-1].bias)
 
     def arch_config(self) -> dict[str, Any]:

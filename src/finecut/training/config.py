@@ -72,6 +72,9 @@ class TrainConfig:
     prior_mask_probability: float = 0.15
     click_radius: float = 5.0
     refiner_loss_weight: float = 1.0
+    hrr_bce_weight: float = 1.0  # NTClick HRR: weight of the BCE term beside L1 + gradient loss (0 = the paper's loss)
+    hrr_ecp_checkpoint: str = ""  # NTClick HRR: a trained ECP whose predicted FBU maps replace the ground-truth ones ...
+    hrr_ecp_probability: float = 0.0  # ... on this share of samples (the maps the HRR sees at inference)
     seed: int = 0
     threads: int = 2
     log_every: int = 20

@@ -14,8 +14,9 @@ is a corrupted ground truth. Loss: cross-entropy over the 3 classes.
 
 **HRR** (supplementary §2.2): random square crops (a multiple of 128 between ``size`` and ``size · hi_factor``,
 centred on a random uncertain pixel) of the ``size · hi_factor`` view, the training-rule FBU map as one-hot input;
-loss = L1 + gradient (Sobel) loss between the HRR probabilities and the mask, weighted 1 in the uncertain band (the
-only place the HRR's output is used) and :data:`HRR_OUTSIDE_WEIGHT` elsewhere.
+loss = L1 + gradient (Sobel) loss between the HRR probabilities and the mask, plus ``hrr_bce_weight`` × BCE (see
+:func:`hrr_loss`), weighted 1 in the uncertain band (the only place the HRR's
+output is used) and :data:`HRR_OUTSIDE_WEIGHT` elsewhere.
 
 Resume / checkpoint / log behave as the FocalClick trainer's (``last.json`` + ``last.safetensors``,
 ``trainer_state.pt``, ``log.jsonl``); runs are single-process.
@@ -29,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -53,6 +55,8 @@ from finecut.training.trainer import (
 ARCHS = ("ntclick_ecp", "ntclick_hrr")
 #: Weight of the HRR loss outside the uncertain band (1 inside).
 HRR_OUTSIDE_WEIGHT = 0.1
+#: Default weight of the BCE term added to the HRR's L1 + gradient loss (see :func:`hrr_loss`).
+HRR_BCE_WEIGHT = 1.0
 #: Click-count limits of the ECP's initial clicks.
 MAX_POSITIVE, MAX_NEGATIVE, MAX_TOLERANT = 8, 8, 3
 #: Probability that a sample's clicks are tolerant only (no positive click): any object / an object without an eroded
@@ -174,14 +178,24 @@ def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return g[:, :1], g[:, 1:]
 
 
-def hrr_loss(probs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Weighted L1 + gradient loss between probabilities and the mask, all (B, 1, H, W)."""
+def hrr_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+             bce_weight: float = HRR_BCE_WEIGHT) -> dict[str, torch.Tensor]:
+    """Weighted L1 + gradient loss between the HRR probabilities and the mask (+ ``bce_weight`` × BCE); (B, 1, H, W).
+
+    L1 and the Sobel gradient loss are the supplementary's HRR loss. The first trained HRR (4,000 steps of that loss,
+    with PyTorch's default conv init, since replaced by He init in :class:`~finecut.models.ntclick.NTClickHRR`)
+    collapsed to one constant output, "background everywhere" — the L1 optimum for a band that is mostly background.
+    The L1 gradient has the same size however wrong a pixel is and vanishes through a saturated sigmoid; the BCE term
+    on the logits keeps a gradient that grows with the error (``bce_weight = 0`` restores the paper's loss).
+    """
+    probs = torch.sigmoid(logits)
     norm = weight.sum().clamp_min(1e-6)
     l1 = (weight * (probs - target).abs()).sum() / norm
     pgx, pgy = sobel(probs)
     tgx, tgy = sobel(target)
     grad = (weight * ((pgx - tgx).abs() + (pgy - tgy).abs())).sum() / norm
-    return {"loss": l1 + grad, "l1": l1.detach(), "grad": grad.detach()}
+    bce = (weight * F.binary_cross_entropy_with_logits(logits, target, reduction="none")).sum() / norm
+    return {"loss": l1 + grad + bce_weight * bce, "l1": l1.detach(), "grad": grad.detach(), "bce": bce.detach()}
 
 
 def hrr_crop_sides(cfg: TrainConfig, multiple: int = 128) -> list[int]:
@@ -207,15 +221,35 @@ def hrr_crop(view: View, labels: np.ndarray, side: int, rng: np.random.Generator
     return view.image_hi[sl], view.mask_hi[sl], labels[sl]
 
 
-def hrr_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np.random.Generator
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images, one-hot FBU maps, masks (B, 1, s, s), uncertain (B, 1, s, s)) for one crop side ``s``."""
+def ecp_labels(ecp: nn.Module, image: torch.Tensor, labels: np.ndarray, mask: np.ndarray, cfg: TrainConfig,
+               rng: np.random.Generator) -> np.ndarray:
+    """The FBU labels a trained ECP predicts for one view (1, 3, S, S), from clicks drawn as in its own training."""
+    clicks = [sample_fbu_clicks(labels, mask, rng)]
+    previous = torch.zeros(1, 1, *labels.shape)
+    with torch.no_grad():
+        logits = ecp(image, ecp_maps(clicks, previous, cfg, ecp.config.prompt_channels))["logits"]
+    return logits.argmax(1)[0].numpy()
+
+
+def hrr_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np.random.Generator,
+              ecp: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images, one-hot FBU maps, masks (B, 1, s, s), uncertain (B, 1, s, s)) for one crop side ``s``.
+
+    With ``ecp`` (and ``cfg.hrr_ecp_probability``), a share of samples takes its FBU map from the ECP's prediction on
+    the whole view instead of the ground-truth rule: the HRR then learns to resolve the uncertain regions the ECP
+    really produces (wider and less regular than the training rule's band), not only the idealised ones.
+    """
     sides = hrr_crop_sides(cfg)
     side = int(sides[rng.integers(len(sides))])
     images, onehots, masks, uncertain = [], [], [], []
     for _ in range(cfg.batch_size):
         _, view = sampler.draw_view(_view_config(cfg, cfg.hi_factor))
         labels = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask_hi, rng))
+        if ecp is not None and rng.random() < cfg.hrr_ecp_probability:
+            low = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask, rng))
+            predicted = ecp_labels(ecp, to_tensor_images(view.image[None]), low, view.mask, cfg, rng)
+            labels = cv2.resize(predicted.astype(np.uint8), labels.shape[::-1], interpolation=cv2.INTER_NEAREST)
+            labels = labels.astype(np.int64)
         image, mask, lab = hrr_crop(view, labels, side, rng)
         images.append(image)
         onehots.append(fbu.labels_to_one_hot(lab))
@@ -226,12 +260,28 @@ def hrr_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np
             torch.from_numpy(np.stack(uncertain)[:, None].astype(np.float32)))
 
 
+def load_hrr_ecp(cfg: TrainConfig) -> nn.Module | None:
+    """The frozen ECP named by ``cfg.hrr_ecp_checkpoint`` (an ``ntclick_ecp`` or assembled ``ntclick`` checkpoint)."""
+    if not cfg.hrr_ecp_checkpoint or cfg.hrr_ecp_probability <= 0:
+        return None
+    from finecut.models.ntclick import NTClickECP
+
+    net, doc = load_checkpoint(cfg.hrr_ecp_checkpoint)
+    ecp = getattr(net, "ecp", net)
+    if not isinstance(ecp, NTClickECP):
+        raise FinecutError(f"{cfg.hrr_ecp_checkpoint}: hrr_ecp_checkpoint must hold an NTClick ECP "
+                           f"(arch {doc['model'].get('arch')!r})")
+    for p in ecp.parameters():
+        p.requires_grad_(False)
+    return ecp.eval()
+
+
 def hrr_step(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig,
-             rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    images, onehot, masks, uncertain = hrr_batch(bank, sampler, cfg, rng)
-    probs = torch.sigmoid(net(images, onehot)["logits"])
+             rng: np.random.Generator, ecp: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    images, onehot, masks, uncertain = hrr_batch(bank, sampler, cfg, rng, ecp)
+    logits = net(images, onehot)["logits"]
     weight = uncertain + HRR_OUTSIDE_WEIGHT * (1 - uncertain)
-    return hrr_loss(probs, masks, weight)
+    return hrr_loss(logits, masks, weight, cfg.hrr_bce_weight)
 
 
 # ------------------------------------------------------------------------------------------------- training loop
@@ -269,7 +319,14 @@ def train_ntclick(cfg: TrainConfig, resume: bool = False, max_minutes: float | N
     weights = {i: float(w) for i, w in enumerate(cfg.data.weights)}
     sampler = BatchSampler(bank, train_idx, weights, _view_config(cfg, 1), ClickSimConfig(), 0.0, rng,
                            cfg.data.synthetic_thin)
-    step_fn = ecp_step if arch == "ntclick_ecp" else hrr_step
+    if arch == "ntclick_ecp":
+        step_fn = ecp_step
+    else:
+        hrr_ecp = load_hrr_ecp(cfg)
+
+        def step_fn(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig,
+                    rng: np.random.Generator) -> dict[str, torch.Tensor]:
+            return hrr_step(net, bank, sampler, cfg, rng, hrr_ecp)
     log_path = run_dir / "log.jsonl"
     log_start(log_path, step, cfg)
     start = time.time()
