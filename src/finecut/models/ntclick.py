@@ -362,7 +362,7 @@ class NTClickHRR(nn.Module):
 
         PyTorch's default conv init halves the signal at every conv + ReLU, so through the eight layers between the
         backbone and the output the backbone's gradient (the only path by which the FBU map reaches the mask) came out
-        about 1000× smaller than the head's and the HRR learned next to nothing; He init keeps both at the same scale.
+        orders of magnitude smaller than the head's and the HRR learned next to nothing; He init keeps the signal's scale.
         """
         for module in self.blocks.modules():
             if isinstance(module, nn.Linear):

@@ -15,8 +15,9 @@ is a corrupted ground truth. Loss: cross-entropy over the 3 classes.
 **HRR** (supplementary §2.2): random square crops (a multiple of 128 between ``size`` and ``size · hi_factor``,
 centred on a random uncertain pixel) of the ``size · hi_factor`` view, the training-rule FBU map as one-hot input;
 loss = L1 + gradient (Sobel) loss between the HRR probabilities and the mask, plus ``hrr_bce_weight`` × BCE (see
-:func:`hrr_loss`), weighted 1 in the uncertain band (the only place the HRR's
-output is used) and :data:`HRR_OUTSIDE_WEIGHT` elsewhere.
+:func:`hrr_loss`), weighted 1 in the uncertain band (the only place the HRR's output is used) and
+:data:`HRR_OUTSIDE_WEIGHT` elsewhere; with ``hrr_ecp_checkpoint`` a share of samples (``hrr_ecp_probability``) takes
+its FBU map from a trained ECP's prediction instead (:func:`hrr_batch`).
 
 Resume / checkpoint / log behave as the FocalClick trainer's (``last.json`` + ``last.safetensors``,
 ``trainer_state.pt``, ``log.jsonl``); runs are single-process.
@@ -24,6 +25,7 @@ Resume / checkpoint / log behave as the FocalClick trainer's (``last.json`` + ``
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -244,12 +246,13 @@ def hrr_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np
     images, onehots, masks, uncertain = [], [], [], []
     for _ in range(cfg.batch_size):
         _, view = sampler.draw_view(_view_config(cfg, cfg.hi_factor))
-        labels = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask_hi, rng))
         if ecp is not None and rng.random() < cfg.hrr_ecp_probability:
             low = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask, rng))
             predicted = ecp_labels(ecp, to_tensor_images(view.image[None]), low, view.mask, cfg, rng)
-            labels = cv2.resize(predicted.astype(np.uint8), labels.shape[::-1], interpolation=cv2.INTER_NEAREST)
-            labels = labels.astype(np.int64)
+            labels = cv2.resize(predicted.astype(np.uint8), view.mask_hi.shape[::-1],
+                                interpolation=cv2.INTER_NEAREST).astype(np.int64)
+        else:
+            labels = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask_hi, rng))
         image, mask, lab = hrr_crop(view, labels, side, rng)
         images.append(image)
         onehots.append(fbu.labels_to_one_hot(lab))
@@ -319,14 +322,7 @@ def train_ntclick(cfg: TrainConfig, resume: bool = False, max_minutes: float | N
     weights = {i: float(w) for i, w in enumerate(cfg.data.weights)}
     sampler = BatchSampler(bank, train_idx, weights, _view_config(cfg, 1), ClickSimConfig(), 0.0, rng,
                            cfg.data.synthetic_thin)
-    if arch == "ntclick_ecp":
-        step_fn = ecp_step
-    else:
-        hrr_ecp = load_hrr_ecp(cfg)
-
-        def step_fn(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig,
-                    rng: np.random.Generator) -> dict[str, torch.Tensor]:
-            return hrr_step(net, bank, sampler, cfg, rng, hrr_ecp)
+    step_fn = ecp_step if arch == "ntclick_ecp" else functools.partial(hrr_step, ecp=load_hrr_ecp(cfg))
     log_path = run_dir / "log.jsonl"
     log_start(log_path, step, cfg)
     start = time.time()
