@@ -121,6 +121,26 @@ def test_final_mask_rule_and_hrr_runs_only_on_uncertain_box() -> None:
     assert out.state["uncertain_pixels"] > 0
 
 
+def test_ecp_inputs_are_never_padded_inside_the_network() -> None:
+    """The ECP input's sides are multiples of its input_multiple, so it never pads: a zero strip inside the network
+    (DRIVE's 565×584 at long side 256 was 240×256, padded to 256²) is out of the ECP's training distribution."""
+    engine, ecp, _ = _stub_engine()
+    engine.options["zoom_in"] = True
+    multiple = ecp.config.input_multiple
+    assert multiple == 2 * ecp.config.patch_size == 32
+    image = _image(400, 300)  # at long side 64 the width is 48: a multiple of 16 but not of 32
+    predictor = Predictor(engine)
+    predictor.set_image(image)
+    first = predictor.predict([Click(50, 300)])
+    predictor.predict([Click(50, 300), Click(90, 310, ClickKind.NEGATIVE)], previous=first)
+    assert len(ecp.maps) == 2
+    for maps in ecp.maps:
+        h, w = maps.shape[-2:]
+        assert h % multiple == 0 and w % multiple == 0
+        assert max(h, w) == engine.options["ecp_size"] == 64
+    assert tuple(ecp.maps[0].shape[-2:]) == (64, 64)
+
+
 def test_hrr_is_skipped_without_uncertain_pixels() -> None:
     engine, ecp, hrr = _stub_engine()
     ecp_forward = ecp.forward
@@ -193,7 +213,7 @@ def test_shipped_ntclick_model_loads_by_name_and_segments() -> None:
     engine = finecut.load_model("ntclick")
     assert isinstance(engine, NTClickEngine)
     training = engine.checkpoint["training"]
-    assert training["ecp"]["step"] >= 5600 and training["hrr"]["step"] >= 5000
+    assert training["ecp"]["step"] >= 5600 and training["hrr"]["step"] >= 9200
     image = np.zeros((120, 160, 3), np.uint8)
     image[:] = (40, 90, 170)
     image[30:90, 50:110] = (230, 200, 40)  # a plain yellow square on blue

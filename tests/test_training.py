@@ -65,6 +65,30 @@ def test_views_keep_image_and_mask_aligned(folder: Path) -> None:
         assert (blue[outer] > red[outer]).mean() > 0.98
 
 
+def test_native_scale_views_keep_the_image_resolution() -> None:
+    """``native_scale`` views cut size·hi_factor source pixels: one view pixel per image pixel (NTClick's HRR)."""
+    height, width = 300, 420
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, :, 0] = (np.arange(width) % 200)[None, :]  # red = column index mod 200
+    image[:, :, 1] = (np.arange(height) % 200)[:, None]  # green = row index mod 200
+    mask = np.zeros((height, width), bool)
+    mask[100:200, 150:300] = True
+    rng = np.random.default_rng(0)
+    cfg = ViewConfig(size=64, hi_factor=2, native_scale=1.0, flip=False, brightness=0, contrast=0, saturation=0)
+    for _ in range(5):
+        view = random_view(image, mask, (150, 100, 300, 200), rng, cfg)
+        assert view.image_hi.shape == (128, 128, 3)
+        dx = np.diff(view.image_hi[:, :, 0].astype(int), axis=1)
+        dy = np.diff(view.image_hi[:, :, 1].astype(int), axis=0)
+        assert np.median(dx) == 1 and np.median(dy) == 1  # no zoom: neighbours are neighbouring source pixels
+        assert view.mask_hi.any()
+    # the default views zoom: a whole-object crop of this 150-pixel-wide object is not at scale 1
+    zoomed = random_view(image, mask, (150, 100, 300, 200), np.random.default_rng(1),
+                         ViewConfig(size=64, hi_factor=2, object_centric=1.0, flip=False, brightness=0, contrast=0,
+                                    saturation=0))
+    assert np.median(np.diff(zoomed.image_hi[:, :, 0].astype(int), axis=1)) > 1
+
+
 def test_click_simulation_respects_the_mask() -> None:
     rng = np.random.default_rng(0)
     mask = np.zeros((64, 64), bool)

@@ -122,6 +122,15 @@ class ECPConfig:
         if self.img_size % self.patch_size:
             raise FinecutError(f"ECP img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
 
+    @property
+    def input_multiple(self) -> int:
+        """Input sides that are multiples of this (two patches: the pyramid's stride-32 level) need no padding.
+
+        Other sides are zero-padded inside :meth:`NTClickECP.forward`; the ECP never sees such padding in training
+        (square ``img_size`` views), and it can change the prediction far from the pad (see the NTClick pipeline).
+        """
+        return 2 * self.patch_size
+
 
 def _refine_group(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 1, bias=False), LayerNorm2d(cout), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
@@ -199,7 +208,7 @@ class NTClickECP(nn.Module):
                 f"ECP prompt maps {tuple(prompt_maps.shape)} do not match the image {tuple(image.shape)}"
             )
         height, width = image.shape[-2:]
-        multiple = 2 * cfg.patch_size
+        multiple = cfg.input_multiple
         image_p = _pad_to_multiple(image, multiple)
         prompts_p = _pad_to_multiple(prompt_maps.to(image.dtype), multiple)
         features = self.backbone(image_p, extra_tokens=self.prompt_embed(prompts_p))

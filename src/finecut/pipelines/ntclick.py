@@ -3,10 +3,14 @@
 Per click:
 1. **Target crop** (optional zoom-in, as FocalClick's): the box of the previous mask, the prompt box and the new click,
    expanded by ``expand``; the first click of an object sees the whole image.
-2. **ECP** on the crop resized so its long side is ``ecp_size`` (default: the ECP's ``img_size``), with the prompt
-   maps [previous mask, positive, negative, tolerant] -> 3-class FBU probabilities (background, foreground,
-   uncertain), upsampled to the crop's full resolution. Outside the crop the previous mask gives the FBU labels
-   (foreground where it is set, background elsewhere).
+2. **ECP** on the crop resized so its long side is ``ecp_size`` (default: the ECP's ``img_size``) and both sides are
+   multiples of the ECP's ``input_multiple`` (32), so the network never pads its input: the ECP trains on unpadded
+   square views, and an input padded inside it is out of that distribution — measured on DRIVE's 20 training images
+   (565×584; ``benchmarks/ecp_input_padding.py``), the 240×256 input (padded to 256² with a zero strip) labelled a
+   median 55 % of the field of view "foreground" instead of the vessels' uncertain band; 224×256 or 256²: 0 %. With
+   the prompt maps [previous mask, positive, negative, tolerant] -> 3-class FBU probabilities (background,
+   foreground, uncertain), upsampled to the crop's full resolution. Outside the crop the previous mask gives the FBU
+   labels (foreground where it is set, background elsewhere).
 3. **HRR** on the full-resolution RGB + one-hot FBU map, but only over the bounding box of the uncertain region plus
    ``hrr_margin`` pixels, grown (with real image content where the image allows) to a multiple of the HRR's padding
    unit (128), so the expensive pass never sees the large certain areas.
@@ -91,7 +95,7 @@ class NTClickEngine(Engine):
         """The normalized full image (HRR input, source of every ECP crop) and the ECP input of the whole image."""
         full = normalize(image)
         h, w = image.shape[:2]
-        size_hw = net_size(w, h, self.options["ecp_size"])
+        size_hw = self._ecp_size(w, h)
         return {"full": full, "whole_size": size_hw, "whole": self._resize(full, size_hw)}
 
     # ----------------------------------------------------------------- helpers
@@ -100,6 +104,10 @@ class NTClickEngine(Engine):
         if tuple(x.shape[-2:]) == tuple(size_hw):
             return x
         return F.interpolate(x, size=size_hw, mode="bilinear", align_corners=False, antialias=True)
+
+    def _ecp_size(self, box_w: int, box_h: int) -> tuple[int, int]:
+        """(height, width) of the ECP input for a crop: long side ``ecp_size``, aspect kept, no padding needed."""
+        return net_size(box_w, box_h, self.options["ecp_size"], self.ecp.config.input_multiple)
 
     def _target_box(self, prev_mask: np.ndarray, prompts: Prompts, click: Click | None) -> tuple[int, int, int, int]:
         o = self.options
@@ -113,7 +121,7 @@ class NTClickEngine(Engine):
         if crop == (0, 0, w, h):
             size_hw, inp = features["whole_size"], features["whole"]
         else:
-            size_hw = net_size(x1 - x0, y1 - y0, self.options["ecp_size"])
+            size_hw = self._ecp_size(x1 - x0, y1 - y0)
             inp = self._resize(features["full"][:, :, y0:y1, x0:x1], size_hw)
         maps = crop_prompt_maps(prompts, clicks, prev, crop, size_hw, self.options["click_radius"], 4)
         if self.ecp.config.prompt_channels == 3:  # the paper's [positive, negative, tolerant]

@@ -19,6 +19,7 @@ class ViewConfig:
     object_centric: float = 0.6  # probability of an object-centred crop (like inference's Target Crop)
     expand_range: tuple[float, float] = (1.15, 2.4)  # object box side multiplier for object-centred crops
     scale_range: tuple[float, float] = (0.75, 1.4)  # zoom of random crops relative to the image's short side
+    native_scale: float = 0.0  # probability of a crop at the image's own resolution (size * hi_factor source pixels)
     flip: bool = True
     brightness: float = 0.15
     contrast: float = 0.2
@@ -37,13 +38,16 @@ class View:
 def _crop_square(bbox: tuple[int, int, int, int], height: int, width: int, mask: np.ndarray,
                  rng: np.random.Generator, cfg: ViewConfig) -> tuple[float, float, float]:
     x0, y0, x1, y1 = bbox
-    if rng.random() < cfg.object_centric:
+    if cfg.native_scale > 0 and rng.random() < cfg.native_scale:
+        side = float(cfg.size * cfg.hi_factor)
+    elif rng.random() < cfg.object_centric:
         side = max(x1 - x0, y1 - y0) * rng.uniform(*cfg.expand_range)
         side = max(side, 24.0)
         cx = (x0 + x1) / 2 + rng.uniform(-0.15, 0.15) * side
         cy = (y0 + y1) / 2 + rng.uniform(-0.15, 0.15) * side
         return cx, cy, side
-    side = min(height, width) / rng.uniform(*cfg.scale_range)
+    else:
+        side = min(height, width) / rng.uniform(*cfg.scale_range)
     ys, xs = np.nonzero(mask)
     k = rng.integers(len(ys))
     cx = xs[k] + rng.uniform(-0.4, 0.4) * side

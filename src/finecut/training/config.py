@@ -75,6 +75,7 @@ class TrainConfig:
     hrr_bce_weight: float = 1.0  # NTClick HRR: weight of the BCE term beside L1 + gradient loss (0 = the paper's loss)
     hrr_ecp_checkpoint: str = ""  # NTClick HRR: a trained ECP whose predicted FBU maps replace the ground-truth ones ...
     hrr_ecp_probability: float = 0.0  # ... on this share of samples (the maps the HRR sees at inference)
+    hrr_native_scale: float = 0.0  # NTClick HRR: share of views at the image's own resolution (as at inference)
     seed: int = 0
     threads: int = 2
     log_every: int = 20

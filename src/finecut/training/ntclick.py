@@ -111,8 +111,8 @@ def next_fbu_click(labels: np.ndarray, pred: np.ndarray, clicks: list[Click],
     return Click(x, y, KIND_OF_CLASS[cls])
 
 
-def _view_config(cfg: TrainConfig, hi_factor: int) -> ViewConfig:
-    return ViewConfig(size=cfg.size, hi_factor=hi_factor)
+def _view_config(cfg: TrainConfig, hi_factor: int, native_scale: float = 0.0) -> ViewConfig:
+    return ViewConfig(size=cfg.size, hi_factor=hi_factor, native_scale=native_scale)
 
 
 def ecp_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np.random.Generator
@@ -245,7 +245,7 @@ def hrr_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np
     side = int(sides[rng.integers(len(sides))])
     images, onehots, masks, uncertain = [], [], [], []
     for _ in range(cfg.batch_size):
-        _, view = sampler.draw_view(_view_config(cfg, cfg.hi_factor))
+        _, view = sampler.draw_view(_view_config(cfg, cfg.hi_factor, cfg.hrr_native_scale))
         if ecp is not None and rng.random() < cfg.hrr_ecp_probability:
             low = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask, rng))
             predicted = ecp_labels(ecp, to_tensor_images(view.image[None]), low, view.mask, cfg, rng)
