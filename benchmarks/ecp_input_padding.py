@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 import finecut
 from finecut import fbu
 from finecut.datasets import open_dataset
-from finecut.pipelines.common import normalize
-from finecut.prompts import Click, ClickKind
-from finecut.training.batch import prompt_maps
+from finecut.evaluation.protocol import next_click
+from finecut.pipelines.common import crop_prompt_maps, normalize
+from finecut.prompts import Prompts
 
 SIZES: tuple[tuple[int, int], ...] = ((256, 240), (256, 224), (256, 256))  # (height, width)
 
@@ -50,23 +49,21 @@ def main() -> None:
         gt = sample.gt == 1
         fov = sample.region if sample.region is not None else np.ones_like(gt)
         vessel_share.append((gt & fov).sum() / fov.sum())
-        dist = ndimage.distance_transform_edt(np.pad(gt, 1))[1:-1, 1:-1]
-        y, x = np.unravel_index(int(dist.argmax()), dist.shape)
+        prompts = Prompts(clicks=(next_click(sample.gt, np.zeros_like(gt)),))  # the standard protocol's first click
         full = normalize(sample.image)
         height, width = gt.shape
-        for h, w in SIZES:
-            image = F.interpolate(full, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-            click = Click(int(round((x + 0.5) * w / width - 0.5)), int(round((y + 0.5) * h / height - 0.5)),
-                          ClickKind.POSITIVE)
-            maps = prompt_maps([[click]], torch.zeros(1, 1, h, w), engine.options["click_radius"], 4)
+        for size_hw in SIZES:
+            image = F.interpolate(full, size=size_hw, mode="bilinear", align_corners=False, antialias=True)
+            maps = crop_prompt_maps(prompts, prompts.clicks, np.zeros((height, width), np.float32),
+                                    (0, 0, width, height), size_hw, engine.options["click_radius"], 4)
             if ecp.config.prompt_channels == 3:
                 maps = maps[:, 1:]
             with torch.no_grad():
                 logits = ecp(image, maps)["logits"]
             labels = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False).argmax(1)[0]
             labels = labels.numpy()
-            share = lambda cls: float(((labels == cls) & fov).sum() / fov.sum())  # noqa: E731
-            rows[(h, w)].append((share(fbu.FBU_FOREGROUND), share(fbu.FBU_UNCERTAIN)))
+            rows[size_hw].append(tuple(float(((labels == cls) & fov).sum() / fov.sum())
+                                       for cls in (fbu.FBU_FOREGROUND, fbu.FBU_UNCERTAIN)))
     lines = [
         "# ECP labels on DRIVE training images by input size",
         "",
