@@ -22,6 +22,7 @@ from finecut.datasets.base import Sample
 from finecut.evaluation.config import EvalConfig
 from finecut.evaluation.loop import evaluate_sample
 from finecut.predictor import Predictor
+from finecut.registry import parse_model_spec
 from finecut.training.objects import ObjectBank
 
 
@@ -45,7 +46,8 @@ def main() -> None:
     config = EvalConfig(max_clicks=args.clicks)
     rows = []
     for model in args.models:
-        predictor = Predictor(finecut.load_model(model, threads=1))
+        name, options = parse_model_spec(model)  # NAME[:KEY=VALUE,...]: inference options
+        predictor = Predictor(finecut.load_model(name, threads=1, **options))
         curves = [evaluate_sample(predictor, Sample(str(i), np.ascontiguousarray(bank.image(int(i))),
                                                     (bank.mask(int(i)) > 0).astype(np.int8)), config).ious
                   for i in picked]

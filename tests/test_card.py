@@ -96,6 +96,22 @@ def test_card_of_trained_checkpoint_with_evaluations(trained: Path, tmp_path: Pa
     assert grabcut[10] == "`last-GrabCut`"
     assert _row(text, "Berkeley")[3] == "5.00" and "`nested/tiny-Berkeley`" in text
     assert "9.00" not in text  # the grabcut engine's summary is not this model's
+    assert "Inference options" not in text  # these runs recorded no config.json
+
+
+def test_card_names_the_inference_options_of_the_runs(trained: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for run, dataset, rule in [("a", "GrabCut", "paper"), ("b", "Berkeley", "paper"), ("c", "DAVIS", "detached")]:
+        folder = _summary(results, run, "last", dataset, 3.0).parent
+        config = {"model": {"name": "last", "config": {"pipeline": {"negative_rule": rule, "threshold": 0.5}}}}
+        (folder / "config.json").write_text(json.dumps(config))
+    text = write_model_card(trained, tmp_path / "card.md", results).read_text()
+    assert "Inference options differ between these runs:" in text
+    assert '* `{"negative_rule": "paper", "threshold": 0.5}`: `a`, `b`' in text
+    assert '* `{"negative_rule": "detached", "threshold": 0.5}`: `c`' in text
+    (results / "c" / "config.json").unlink()
+    text = write_model_card(trained, tmp_path / "card.md", results).read_text()
+    assert 'Inference options of these runs: `{"negative_rule": "paper", "threshold": 0.5}`' in text
 
 
 def test_card_without_training_record_or_results(tmp_path: Path) -> None:

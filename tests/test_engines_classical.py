@@ -364,3 +364,18 @@ def test_real_photo_sanity():
             previous = pred.predict(clicks=clicks, previous=previous, threshold=0.49)
             mask = previous.mask
         assert iou(gt, mask) > 0.7, name
+
+
+def test_model_spec_names_a_model_with_inference_options() -> None:
+    from finecut.registry import parse_model_spec, parse_option
+
+    assert parse_model_spec("ntclick") == ("ntclick", {})
+    assert parse_model_spec("ntclick:negative_rule=paper,hrr_margin=8,hrr=false") == (
+        "ntclick", {"negative_rule": "paper", "hrr_margin": 8, "hrr": False})
+    assert parse_model_spec("C:/models/mine.json") == ("C:/models/mine.json", {})
+    assert parse_model_spec("runs/a:b/last.json:threshold=0.4") == ("runs/a:b/last.json", {"threshold": 0.4})
+    assert parse_option("scales=[1, 2]") == ("scales", [1, 2])
+    with pytest.raises(FinecutError, match="KEY=VALUE"):
+        parse_option("threshold")
+    name, options = parse_model_spec("geodesic:max_side=64")
+    assert isinstance(finecut.load_model(name, **options), Engine)

@@ -1,9 +1,10 @@
-"""NTClick engine: shapes, the final-mask rule, HRR only on the uncertain box, tolerant clicks, checkpoint round trip."""
+"""NTClick engine: shapes, final-mask rule, HRR only on the uncertain box, tolerant clicks, click rules, checkpoints."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -37,10 +38,11 @@ def _image(height: int = 200, width: int = 300) -> np.ndarray:
 class PatternECP(nn.Module):
     """ECP stand-in: foreground left of 30 % of the width, uncertain in a central block, background elsewhere."""
 
-    def __init__(self) -> None:
+    def __init__(self, uncertain_cols: tuple[float, float] = (0.4, 0.6)) -> None:
         super().__init__()
         self.config = ECPConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_ECP.items()})
         self.maps: list[torch.Tensor] = []
+        self.uncertain_cols = uncertain_cols
 
     def forward(self, image: torch.Tensor, maps: torch.Tensor) -> dict[str, torch.Tensor]:
         self.maps.append(maps.clone())
@@ -49,28 +51,31 @@ class PatternECP(nn.Module):
         cols = torch.arange(w)[None, :].float() / w
         labels = torch.full((h, w), fbu.FBU_BACKGROUND)
         labels[(cols < 0.3).expand(h, w)] = fbu.FBU_FOREGROUND
-        labels[(rows > 0.35) & (rows < 0.65) & (cols > 0.4) & (cols < 0.6)] = fbu.FBU_UNCERTAIN
+        lo, hi = self.uncertain_cols
+        labels[(rows > 0.35) & (rows < 0.65) & (cols > lo) & (cols < hi)] = fbu.FBU_UNCERTAIN
         logits = torch.nn.functional.one_hot(labels, 3).permute(2, 0, 1).float()[None] * 20
         return {"logits": logits.expand(image.shape[0], -1, -1, -1), "features": image[:, :, ::16, ::16]}
 
 
 class SpyHRR(nn.Module):
-    """HRR stand-in recording its input sizes: logit +10 on bright pixels, -10 on dark ones."""
+    """HRR stand-in recording its input sizes: logit +10 on bright pixels, ``dark_logit`` (-10) on dark ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, dark_logit: float = -10.0) -> None:
         super().__init__()
         self.config = HRRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_HRR.items()})
         self.shapes: list[tuple[int, ...]] = []
+        self.dark_logit = dark_logit
 
     def forward(self, image: torch.Tensor, fbu_map: torch.Tensor) -> dict[str, torch.Tensor]:
         self.shapes.append(tuple(image.shape))
         assert fbu_map.shape[1] == 3 and fbu_map.shape[-2:] == image.shape[-2:]
-        return {"logits": torch.where(image[:, :1] > 0, 10.0, -10.0), "features": image}
+        return {"logits": torch.where(image[:, :1] > 0, 10.0, self.dark_logit), "features": image}
 
 
-def _stub_engine(**options) -> tuple[NTClickEngine, PatternECP, SpyHRR]:
+def _stub_engine(uncertain_cols: tuple[float, float] = (0.4, 0.6), dark_logit: float = -10.0,
+                 **options) -> tuple[NTClickEngine, PatternECP, SpyHRR]:
     net = _tiny_net()
-    net.ecp, net.hrr = PatternECP(), SpyHRR()
+    net.ecp, net.hrr = PatternECP(uncertain_cols), SpyHRR(dark_logit)
     return NTClickEngine(net, zoom_in=False, **options), net.ecp, net.hrr
 
 
@@ -141,6 +146,89 @@ def test_ecp_inputs_are_never_padded_inside_the_network() -> None:
     assert tuple(ecp.maps[0].shape[-2:]) == (64, 64)
 
 
+@pytest.mark.parametrize("rule", ["paper", "disk", "component", "detached"])
+def test_negative_click_rules(rule: str) -> None:
+    """A negative click on foreground the HRR decided: kept ("paper", the paper's mask), a click-radius disk removed
+    ("disk"), or the whole HRR-decided component touching that disk removed ("component"); the ECP's certain
+    foreground is never taken away beyond the disk."""
+    engine, _, _ = _stub_engine(negative_rule=rule)
+    image = _image(400, 600)
+    features = engine.encode_image(image)
+    positive = Click(50, 300)
+    base = engine.predict(image, features, Prompts(clicks=(positive,)), None)
+    hrr_fg = np.zeros((400, 600), bool)
+    hrr_fg[150:195, 250:350] = True  # bright part of the ECP's uncertain block, where the stub HRR says foreground
+    assert base.mask[hrr_fg].all()
+    clicks = (positive, Click(300, 170, ClickKind.NEGATIVE), Click(60, 100, ClickKind.NEGATIVE))
+    out = engine.predict(image, features, Prompts(clicks=clicks), None)
+    disk = np.zeros((400, 600), np.uint8)
+    for c in clicks[1:]:
+        cv2.circle(disk, (int(c.x), int(c.y)), 5, 1, thickness=-1)
+    disk = disk.astype(bool)
+    certain_fg = np.zeros((400, 600), bool)
+    certain_fg[:, :170] = True
+    if rule == "paper":
+        assert np.array_equal(out.mask, base.mask)
+    else:
+        assert not out.mask[disk].any() and out.probs[disk].max() == 0.0
+        assert out.mask[certain_fg & ~disk].all()
+        assert np.array_equal(out.mask, out.probs > 0.5)
+    if rule == "disk":
+        assert out.mask[hrr_fg & ~disk].all()
+    if rule in ("component", "detached"):  # this HRR-decided region does not touch the ECP's certain foreground
+        assert not out.mask[hrr_fg].any()
+
+
+@pytest.mark.parametrize("rule", ["component", "detached"])
+def test_detached_rule_keeps_the_rim_of_certain_foreground(rule: str) -> None:
+    """HRR-decided foreground that touches the ECP's certain foreground (an object's rim) is dropped by "component"
+    but kept, except the click's disk, by "detached"."""
+    engine, _, _ = _stub_engine(uncertain_cols=(0.25, 0.6), negative_rule=rule)
+    image = _image(400, 600)
+    clicks = (Click(50, 300), Click(300, 170, ClickKind.NEGATIVE))
+    out = engine.predict(image, engine.encode_image(image), Prompts(clicks=clicks), None)
+    rim = np.zeros((400, 600), bool)
+    rim[150:195, 160:350] = True  # bright part of the uncertain block, joined to the certain foreground on its left
+    disk = np.zeros((400, 600), np.uint8)
+    cv2.circle(disk, (300, 170), 5, 1, thickness=-1)
+    assert not out.mask[disk.astype(bool)].any() and out.mask[:, :140].all()
+    if rule == "detached":
+        assert out.mask[rim & ~disk.astype(bool)].all()
+    else:
+        assert not out.mask[rim & (np.arange(600)[None] > 180)].any()
+
+
+def test_grow_threshold_adds_weak_hrr_foreground_near_tolerant_clicks() -> None:
+    """With grow_threshold, uncertain pixels the HRR gives more than that (but less than 0.5) join the mask when
+    their component comes within tolerant_radius of a tolerant click; precise clicks grow nothing."""
+    weak = float(np.log(0.4 / 0.6))  # the stub HRR says 0.4 on dark pixels
+    image = _image(400, 600)
+    dark_block = np.zeros((400, 600), bool)
+    dark_block[205:255, 250:350] = True  # dark part of the uncertain block, well inside
+    for clicks, grows in [
+        ((Click(50, 300),), False),  # a click far from the block
+        ((Click(50, 300), Click(300, 230)), False),  # a precise positive click in it
+        ((Click(50, 300), Click(300, 230, ClickKind.TOLERANT)), True),  # a tolerant click in it
+        ((Click(50, 300), Click(300, 268, ClickKind.TOLERANT)), True),  # a tolerant click 8 px below it
+        ((Click(50, 300), Click(300, 290, ClickKind.TOLERANT)), False),  # a tolerant click 30 px below it
+    ]:
+        engine, _, _ = _stub_engine(dark_logit=weak, grow_threshold=0.3)
+        out = engine.predict(image, engine.encode_image(image), Prompts(clicks=clicks), None)
+        assert out.mask[dark_block].all() == grows and out.mask[dark_block].any() == grows
+        assert np.array_equal(out.mask, out.probs > 0.5)
+        if grows:  # the remap keeps order: bright (HRR ~1) stays above the grown dark pixels
+            assert 0.5 < out.probs[dark_block].max() < out.probs[170, 300]
+    plain, _, _ = _stub_engine(dark_logit=weak, grow_threshold=None)
+    clicks = (Click(50, 300), Click(300, 230, ClickKind.TOLERANT))
+    out = plain.predict(image, plain.encode_image(image), Prompts(clicks=clicks), None)
+    assert not out.mask[dark_block].any()
+
+
+def test_unknown_negative_rule_is_refused() -> None:
+    with pytest.raises(finecut.FinecutError, match="negative_rule"):
+        _stub_engine(negative_rule="erase")
+
+
 def test_hrr_is_skipped_without_uncertain_pixels() -> None:
     engine, ecp, hrr = _stub_engine()
     ecp_forward = ecp.forward
@@ -202,6 +290,11 @@ def test_checkpoint_round_trip_and_build_engine(tmp_path: Path) -> None:
     out = engine.predict(image, engine.encode_image(image), Prompts(clicks=(Click(40, 30),)), None)
     assert np.allclose(ref.probs, out.probs, atol=1e-5)
     assert isinstance(build_engine(net, {"engine": "ntclick"}, hrr_margin=8), NTClickEngine)
+    # pipeline options stored with the checkpoint are the defaults; the caller's options win over them
+    stored = build_engine(net, {"engine": "ntclick", "pipeline": {"negative_rule": "paper", "hrr_margin": 8}})
+    assert stored.options["negative_rule"] == "paper" and stored.options["hrr_margin"] == 8
+    assert build_engine(net, {"engine": "ntclick", "pipeline": {"hrr_margin": 8}}, hrr_margin=4).options[
+        "hrr_margin"] == 4
     with pytest.raises(TypeError, match="unknown NTClick option"):
         NTClickEngine(net, focus=True)
     with pytest.raises(finecut.FinecutError, match="ntclick_ecp"):

@@ -7,6 +7,7 @@ shipped learned models) or a path to a checkpoint (``NAME.json`` + ``NAME.safete
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,3 +94,28 @@ def load_model(name_or_path: str | Path = "default", **kwargs: Any) -> Engine:
             raise FinecutError(f"{path}: checkpoint not found")
         return _load_checkpoint(path, **kwargs)
     raise FinecutError(f"unknown model {key!r}; available: {', '.join(available_models())}")
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, value): JSON values (numbers, lists, strings in quotes), true/false/none in any case,
+    anything else as text."""
+    if "=" not in text:
+        raise FinecutError(f"option {text!r}: expected KEY=VALUE")
+    key, value = text.split("=", 1)
+    words = {"true": True, "false": False, "none": None}  # Python spellings as well as JSON's
+    if value.lower() in words:
+        return key, words[value.lower()]
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``NAME[:KEY=VALUE,KEY=VALUE...]`` -> (name, inference options), e.g. ``ntclick:negative_rule=paper``.
+
+    Only the last ``:`` followed by ``KEY=`` starts the options, so Windows drive letters and paths keep working."""
+    name, sep, rest = spec.rpartition(":")
+    if not sep or "=" not in rest.split(",")[0]:
+        return spec, {}
+    return name, dict(parse_option(item) for item in rest.split(",") if item)

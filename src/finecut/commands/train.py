@@ -48,31 +48,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_option(text: str) -> tuple[str, object]:
-    import json
-
-    from finecut.errors import FinecutError
-
-    if "=" not in text:
-        raise FinecutError(f"--option {text!r}: expected KEY=VALUE")
-    key, value = text.split("=", 1)
-    words = {"true": True, "false": False, "none": None}  # Python spellings as well as JSON's
-    if value.lower() in words:
-        return key, words[value.lower()]
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def _validate(cfg, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import finecut
+    from finecut.registry import parse_option
     from finecut.training.objects import ObjectBank
     from finecut.training.validation import evaluate_on_validation
 
-    options = dict(_parse_option(o) for o in args.option)
+    options = dict(parse_option(o) for o in args.option)
     engine = finecut.load_model(args.validate, **options)
     bank = ObjectBank.load(cfg.data.bank)
     suffix = "".join(f"-{k}{v}" for k, v in sorted(options.items()))

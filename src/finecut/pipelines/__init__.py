@@ -13,6 +13,7 @@ from finecut.errors import FinecutError
 def build_engine(model: nn.Module, doc: dict[str, Any], **kwargs: Any) -> Engine:
     """Wrap a loaded network in the inference engine named by its checkpoint (``doc["engine"]``)."""
     kind = doc.get("engine", "focalclick")
+    kwargs = {**doc.get("pipeline", {}), **kwargs}  # pipeline options stored with the checkpoint, then the caller's
     if kind == "focalclick":
         from finecut.pipelines.focalclick import FocalClickEngine
 

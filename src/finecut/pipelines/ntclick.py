@@ -14,7 +14,11 @@ Per click:
 3. **HRR** on the full-resolution RGB + one-hot FBU map, but only over the bounding box of the uncertain region plus
    ``hrr_margin`` pixels, grown (with real image content where the image allows) to a multiple of the HRR's padding
    unit (128), so the expensive pass never sees the large certain areas.
-4. Final mask ``FBU foreground ∪ (FBU uncertain ∧ HRR > threshold)`` (:func:`finecut.fbu.final_mask`); ``probs`` is
+4. Click rules on the HRR's decisions (departures from the paper, chosen on held-out data; docs/ntclick.md):
+   :func:`grow_near_tolerant` (hysteresis from tolerant clicks, ``grow_threshold``) and :func:`drop_near_negative`
+   (negative clicks cut HRR-decided components, ``negative_rule``); ``negative_rule="paper"`` with
+   ``grow_threshold=None`` is the paper's pipeline.
+5. Final mask ``FBU foreground ∪ (FBU uncertain ∧ HRR > threshold)`` (:func:`finecut.fbu.final_mask`); ``probs`` is
    :func:`finecut.fbu.combine_probs` (1 on foreground, 0 on background, the HRR probability where uncertain).
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -35,7 +40,7 @@ from finecut.pipelines.common import (
     check_options, configure_torch, crop_prompt_maps, network_clicks, normalize, previous_probs, target_box,
 )
 from finecut.pipelines.geometry import integer_box, mask_box, net_size
-from finecut.prompts import Click, Prompts
+from finecut.prompts import Click, ClickKind, Prompts
 
 if TYPE_CHECKING:
     from finecut.predictor import Prediction
@@ -49,7 +54,17 @@ DEFAULTS: dict[str, Any] = {
     "hrr": True,  # False: uncertain pixels follow the ECP alone (P(fg) > P(bg))
     "hrr_margin": 16,
     "threshold": 0.5,
+    # negative clicks: "paper" = the paper's final mask; "disk" = background within click_radius of each negative click;
+    # "component" = that, and the HRR-decided foreground connected to such a disk is dropped too; "detached" = like
+    # "component", but only components that do not touch the ECP's certain foreground (not the rim of an object)
+    "negative_rule": "detached",
+    # hysteresis from tolerant clicks ("fine structure near here"): uncertain pixels the HRR gives more than this
+    # lower threshold join the mask when their connected component comes within tolerant_radius of a tolerant click
+    # (None: off)
+    "grow_threshold": 0.3,
+    "tolerant_radius": 10.0,
 }
+NEGATIVE_RULES = ("paper", "disk", "component", "detached")
 
 
 def grow_box(box: tuple[int, int, int, int], multiple: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -68,12 +83,64 @@ def grow_box(box: tuple[int, int, int, int], multiple: int, height: int, width: 
     return nx0, ny0, nx1, ny1
 
 
+def click_disks(clicks: tuple[Click, ...], kind: ClickKind, shape: tuple[int, int], radius: float) -> np.ndarray:
+    """(H, W) bool: pixels within ``radius`` of a click of ``kind`` (none when ``radius`` <= 0)."""
+    out = np.zeros(shape, np.uint8)
+    if radius <= 0:
+        return out.astype(bool)
+    r = int(round(radius))
+    for c in clicks:
+        if c.kind == kind:
+            cv2.circle(out, (int(round(c.x)), int(round(c.y))), r, 1, thickness=-1)
+    return out.astype(bool)
+
+
+def components_touching(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the 8-connected components of ``mask`` that touch a ``seeds`` pixel or its 8 neighbours."""
+    if not mask.any() or not seeds.any():
+        return np.zeros(mask.shape, bool)
+    _, components = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    near = cv2.dilate(seeds.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    ids = np.unique(components[near & mask])
+    return np.isin(components, ids[ids > 0])
+
+
+def grow_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple[Click, ...], low: float | None,
+                       threshold: float, radius: float) -> np.ndarray:
+    """Hysteresis from tolerant clicks, in place: uncertain pixels with HRR probability above ``low`` whose connected
+    component comes within ``radius`` of a tolerant click are remapped from (low, 1] onto (threshold, 1] (order kept),
+    so they pass ``threshold``. Returns the grown pixels (none when ``low`` is None or not below ``threshold``)."""
+    if low is None or low >= threshold:
+        return np.zeros(labels.shape, bool)
+    seeds = click_disks(clicks, ClickKind.TOLERANT, labels.shape, radius)
+    grown = components_touching((labels == fbu.FBU_UNCERTAIN) & (hrr_probs > low), seeds)
+    hrr_probs[grown] = threshold + (1 - threshold) * (hrr_probs[grown] - low) / (1 - low)
+    return grown
+
+
+def drop_near_negative(labels: np.ndarray, hrr_probs: np.ndarray, vetoed: np.ndarray, rule: str,
+                       threshold: float) -> np.ndarray:
+    """Negative-click rule, in place: HRR-decided foreground (uncertain ∧ HRR > threshold) whose connected component
+    touches a negative click's disk (``vetoed``) is set to 0 — every such component under ``"component"``, only those
+    not touching the ECP's certain foreground under ``"detached"``. Returns the dropped pixels."""
+    if rule not in ("component", "detached"):
+        return np.zeros(labels.shape, bool)
+    decided = (labels == fbu.FBU_UNCERTAIN) & (hrr_probs > threshold)
+    dropped = components_touching(decided, vetoed)
+    if rule == "detached":
+        dropped &= ~components_touching(decided, labels == fbu.FBU_FOREGROUND)
+    hrr_probs[dropped] = 0.0
+    return dropped
+
+
 class NTClickEngine(Engine):
     """A trained :class:`~finecut.models.ntclick.NTClickNet` (``.ecp`` + ``.hrr``) behind the Engine interface."""
 
     def __init__(self, net: nn.Module, name: str = "ntclick", checkpoint: dict[str, Any] | None = None,
                  threads: int | None = None, **options: Any) -> None:
         check_options(options, DEFAULTS, "NTClick")
+        if options.get("negative_rule", "paper") not in NEGATIVE_RULES:
+            raise FinecutError(f"NTClick negative_rule {options['negative_rule']!r}: use one of {NEGATIVE_RULES}")
         if not hasattr(net, "ecp") or not hasattr(net, "hrr"):
             raise FinecutError(f"the ntclick engine needs a model with .ecp and .hrr networks, got {type(net).__name__}")
         self.net = net.eval()
@@ -166,6 +233,10 @@ class NTClickEngine(Engine):
         crop_probs = self._ecp_probs(features, prompts, clicks, prev, crop)
         labels = np.where(prev > 0.5, fbu.FBU_FOREGROUND, fbu.FBU_BACKGROUND).astype(np.int64)
         labels[y0:y1, x0:x1] = fbu.probs_to_labels(crop_probs)
+        vetoed = np.zeros((h, w), bool)
+        if o["negative_rule"] != "paper":
+            vetoed = click_disks(prompts.clicks, ClickKind.NEGATIVE, (h, w), max(o["click_radius"], 1.0))
+            labels[vetoed] = fbu.FBU_BACKGROUND
         if prompts.box is not None:
             outside = np.ones((h, w), bool)
             bx0, by0, bx1, by1 = integer_box(prompts.box.as_tuple(), h, w)
@@ -183,8 +254,12 @@ class NTClickEngine(Engine):
             fg[y0:y1, x0:x1] = crop_probs[fbu.FBU_FOREGROUND]
             bg[y0:y1, x0:x1] = crop_probs[fbu.FBU_BACKGROUND]
             hrr_probs = fg / np.maximum(fg + bg, 1e-6)
+        grown = grow_near_tolerant(labels, hrr_probs, prompts.clicks, o["grow_threshold"], o["threshold"],
+                                   o["tolerant_radius"])
+        dropped = drop_near_negative(labels, hrr_probs, vetoed, o["negative_rule"], o["threshold"])
         probs = fbu.combine_probs(labels, hrr_probs)
         mask = fbu.final_mask(labels, hrr_probs, o["threshold"])
         state = {"num_clicks": len(prompts.clicks), "target_crop": list(crop),
-                 "hrr_box": list(box) if box is not None else None, "uncertain_pixels": int(uncertain.sum())}
+                 "hrr_box": list(box) if box is not None else None, "uncertain_pixels": int(uncertain.sum()),
+                 "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum())}
         return EngineOutput(probs, state, mask=mask)

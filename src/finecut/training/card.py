@@ -244,7 +244,34 @@ def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
         rows = [_evaluation_row(p, s, results_root) for p, s in evaluations]
         out += [f"From `{results_root}` (mIoU in %; *ntclick* rows use NTClick's tolerant-click user):", ""]
         out += _table(header, rows) + [""]
+        out += _pipeline_lines([p for p, _ in evaluations], results_root)
     return "\n".join(out)
+
+
+def _run_pipeline(summary_path: Path) -> str | None:
+    """The inference-pipeline options recorded in a run's ``config.json`` (beside its summary), as compact JSON."""
+    try:
+        config = json.loads((summary_path.parent / "config.json").read_text())
+        pipeline = config["model"]["config"]["pipeline"]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+    return json.dumps(pipeline, sort_keys=True) if isinstance(pipeline, dict) else None
+
+
+def _pipeline_lines(summary_paths: Sequence[Path], root: Path) -> list[str]:
+    """Which inference options produced the evaluation rows (the engine's defaults can change between runs)."""
+    found: dict[str, list[str]] = {}
+    for path in summary_paths:
+        options = _run_pipeline(path)
+        if options is not None:
+            found.setdefault(options, []).append(f"`{path.parent.relative_to(root)}`")
+    if not found:
+        return []
+    if len(found) == 1:
+        return [f"Inference options of these runs: `{next(iter(found))}`", ""]
+    lines = ["Inference options differ between these runs:", ""]
+    lines += [f"* `{options}`: {', '.join(runs)}" for options, runs in found.items()]
+    return lines + [""]
 
 
 def write_model_card(checkpoint_json: str | os.PathLike, out_md: str | os.PathLike,
