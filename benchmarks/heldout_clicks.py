@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 import finecut
-from finecut.datasets.base import Sample
 from finecut.evaluation.config import EvalConfig
-from finecut.evaluation.loop import evaluate_sample
+from finecut.evaluation.loop import mean_iou_curve
 from finecut.predictor import Predictor
 from finecut.registry import parse_model_spec
 from finecut.training.objects import ObjectBank
+from finecut.training.validation import BankSamples, validation_indices
 
 
 def main() -> None:
@@ -39,19 +39,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     bank = ObjectBank.load(args.bank)
-    _, val = bank.split(args.val_fraction)
-    excluded = {bank.sources.index(name) for name in args.exclude_source if name in bank.sources}
-    val = [int(i) for i in val if bank.objects[int(i)].source not in excluded]
+    val = validation_indices(bank, args.val_fraction, args.exclude_source)
     picked = np.random.default_rng(args.seed).choice(val, size=min(args.objects, len(val)), replace=False)
+    samples = BankSamples(bank, picked, "heldout")
     config = EvalConfig(max_clicks=args.clicks)
     rows = []
     for model in args.models:
         name, options = parse_model_spec(model)  # NAME[:KEY=VALUE,...]: inference options
-        predictor = Predictor(finecut.load_model(name, threads=1, **options))
-        curves = [evaluate_sample(predictor, Sample(str(i), np.ascontiguousarray(bank.image(int(i))),
-                                                    (bank.mask(int(i)) > 0).astype(np.int8)), config).ious
-                  for i in picked]
-        miou = np.array(curves).mean(axis=0) * 100
+        miou = mean_iou_curve(Predictor(finecut.load_model(name, threads=1, **options)), samples, config)
         rows.append(f"| {model} | " + " | ".join(f"{v:.2f}" for v in miou) + " |")
         print(rows[-1], flush=True)
     sources = sorted({bank.sources[bank.objects[int(i)].source] for i in picked})

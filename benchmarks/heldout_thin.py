@@ -26,22 +26,20 @@ import finecut
 from finecut.datasets import open_dataset
 from finecut.datasets.base import Sample
 from finecut.evaluation.config import EvalConfig
-from finecut.evaluation.loop import evaluate_sample
+from finecut.evaluation.loop import mean_iou_curve
 from finecut.predictor import Predictor
 from finecut.registry import parse_model_spec
 from finecut.training.augment import ViewConfig
 from finecut.training.objects import ObjectBank
 from finecut.training.synthetic import SyntheticConfig, SyntheticPool, synthetic_view
+from finecut.training.validation import validation_indices
 
 KIND_WEIGHTS = {"vessels": 0.5, "wires": 0.3, "string": 0.2}
 
 
 def thin_samples(bank: ObjectBank, count: int, size: int, val_fraction: float, seed: int) -> list[Sample]:
     """Synthetic thin structures on validation-split photos (DRIVE's images excluded), one per sample."""
-    _, val = bank.split(val_fraction)
-    drive = bank.sources.index("DRIVE") if "DRIVE" in bank.sources else -1
-    val = np.array([int(i) for i in val if bank.objects[int(i)].source != drive])
-    pool = SyntheticPool.of(bank, val)
+    pool = SyntheticPool.of(bank, validation_indices(bank, val_fraction, ("DRIVE",)))
     view = ViewConfig(size=size, hi_factor=1, min_object_pixels=60)
     cfg = SyntheticConfig(kind_weights=KIND_WEIGHTS)
     rng = np.random.default_rng(seed)
@@ -79,8 +77,7 @@ def main() -> None:
         for set_name, samples in sets.items():
             for protocol in ("standard", "ntclick"):
                 config = EvalConfig(max_clicks=args.clicks, protocol=protocol, seed=args.seed)
-                curves = np.array([evaluate_sample(predictor, s, config, index=i).ious for i, s in enumerate(samples)])
-                miou = curves.mean(axis=0) * 100
+                miou = mean_iou_curve(predictor, samples, config)
                 rows.append(f"| {spec} | {set_name} | {protocol} | "
                             + " | ".join(f"{miou[k - 1]:.2f}" for k in shown) + " |")
                 print(rows[-1], flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -189,3 +190,11 @@ def evaluate_sample(
         init_iou=None if init_iou is None else round(float(init_iou), IOU_DIGITS),
         extra={"region": True} if region is not None else {},
     )
+
+
+def mean_iou_curve(predictor: Predictor, samples: Sequence[Sample], config: EvalConfig) -> np.ndarray:
+    """Mean IoU (%) after each of ``config.max_clicks`` clicks over ``samples`` (every sample runs all clicks)."""
+    if not config.full_runs:
+        raise FinecutError("a mean IoU curve needs every sample to take all clicks (no target IoU)")
+    curves = [evaluate_sample(predictor, sample, config, index=i).ious for i, sample in enumerate(samples)]
+    return np.array(curves, dtype=np.float64).mean(axis=0) * 100

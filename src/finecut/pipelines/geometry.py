@@ -58,6 +58,16 @@ def component_at(mask: np.ndarray, row: int, col: int) -> np.ndarray | None:
     return labels == labels[row, col]
 
 
+def components_touching(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the 8-connected components of ``mask`` that touch a ``seeds`` pixel or its 8 neighbours."""
+    if not mask.any() or not seeds.any():
+        return np.zeros(mask.shape, bool)
+    _, components = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    near = cv2.dilate(seeds.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    ids = np.unique(components[near & mask])
+    return np.isin(components, ids[ids > 0])
+
+
 def net_size(box_w: float, box_h: float, long_side: int, multiple: int = 16) -> tuple[int, int]:
     """(height, width) of a network input for a crop: long side ``long_side``, aspect kept, multiples of ``multiple``."""
     scale = long_side / max(box_w, box_h)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -35,12 +34,13 @@ import torch.nn.functional as F
 
 from finecut import fbu
 from finecut.engines.base import Engine, EngineOutput
+from finecut.engines.seeds import click_window
 from finecut.errors import FinecutError
 from finecut.pipelines.common import (
     check_options, configure_torch, crop_prompt_maps, network_clicks, normalize, previous_probs, target_box,
 )
-from finecut.pipelines.geometry import integer_box, mask_box, net_size
-from finecut.prompts import Click, ClickKind, Prompts
+from finecut.pipelines.geometry import components_touching, integer_box, mask_box, net_size
+from finecut.prompts import Click, ClickKind, CropTransform, Prompts
 
 if TYPE_CHECKING:
     from finecut.predictor import Prediction
@@ -83,26 +83,19 @@ def grow_box(box: tuple[int, int, int, int], multiple: int, height: int, width: 
     return nx0, ny0, nx1, ny1
 
 
-def click_disks(clicks: tuple[Click, ...], kind: ClickKind, shape: tuple[int, int], radius: float) -> np.ndarray:
-    """(H, W) bool: pixels within ``radius`` of a click of ``kind`` (none when ``radius`` <= 0)."""
-    out = np.zeros(shape, np.uint8)
+def disks_of_kind(clicks: tuple[Click, ...], kind: ClickKind, shape: tuple[int, int], radius: float) -> np.ndarray:
+    """(H, W) bool: the full-resolution disks of the clicks of ``kind`` (none when ``radius`` <= 0), with the disk
+    geometry of :func:`finecut.prompts.click_disks` — one window per click, not a (3, H, W) float map of the image."""
+    out = np.zeros(shape, bool)
     if radius <= 0:
-        return out.astype(bool)
-    r = int(round(radius))
+        return out
+    transform = CropTransform.identity(*shape)
     for c in clicks:
         if c.kind == kind:
-            cv2.circle(out, (int(round(c.x)), int(round(c.y))), r, 1, thickness=-1)
-    return out.astype(bool)
-
-
-def components_touching(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the 8-connected components of ``mask`` that touch a ``seeds`` pixel or its 8 neighbours."""
-    if not mask.any() or not seeds.any():
-        return np.zeros(mask.shape, bool)
-    _, components = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    near = cv2.dilate(seeds.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    ids = np.unique(components[near & mask])
-    return np.isin(components, ids[ids > 0])
+            rows, cols, disk = click_window(c, transform, radius)
+            if disk is not None:
+                out[rows, cols] |= disk
+    return out
 
 
 def grow_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple[Click, ...], low: float | None,
@@ -112,7 +105,7 @@ def grow_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple[
     so they pass ``threshold``. Returns the grown pixels (none when ``low`` is None or not below ``threshold``)."""
     if low is None or low >= threshold:
         return np.zeros(labels.shape, bool)
-    seeds = click_disks(clicks, ClickKind.TOLERANT, labels.shape, radius)
+    seeds = disks_of_kind(clicks, ClickKind.TOLERANT, labels.shape, radius)
     grown = components_touching((labels == fbu.FBU_UNCERTAIN) & (hrr_probs > low), seeds)
     hrr_probs[grown] = threshold + (1 - threshold) * (hrr_probs[grown] - low) / (1 - low)
     return grown
@@ -235,7 +228,7 @@ class NTClickEngine(Engine):
         labels[y0:y1, x0:x1] = fbu.probs_to_labels(crop_probs)
         vetoed = np.zeros((h, w), bool)
         if o["negative_rule"] != "paper":
-            vetoed = click_disks(prompts.clicks, ClickKind.NEGATIVE, (h, w), max(o["click_radius"], 1.0))
+            vetoed = disks_of_kind(prompts.clicks, ClickKind.NEGATIVE, (h, w), max(o["click_radius"], 1.0))
             labels[vetoed] = fbu.FBU_BACKGROUND
         if prompts.box is not None:
             outside = np.ones((h, w), bool)

@@ -17,7 +17,7 @@ from finecut.evaluation.runner import RunResult, run_evaluation
 from finecut.training.objects import ObjectBank
 
 
-class _BankSamples(Sequence[Sample]):
+class BankSamples(Sequence[Sample]):
     """Objects of an :class:`ObjectBank` as evaluation samples (image at bank resolution, gt 1/0)."""
 
     def __init__(self, bank: ObjectBank, indices: np.ndarray, name: str) -> None:
@@ -30,7 +30,7 @@ class _BankSamples(Sequence[Sample]):
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
-            return _BankSamples(self.bank, np.asarray(self.indices[index]), self.name)
+            return BankSamples(self.bank, np.asarray(self.indices[index]), self.name)
         obj_index = self.indices[index]
         obj = self.bank.objects[obj_index]
         return Sample(name=f"{self.bank.image_names[obj.image_index]}#{obj_index}",
@@ -42,12 +42,20 @@ class _BankSamples(Sequence[Sample]):
             yield self[i]
 
 
+def validation_indices(bank: ObjectBank, val_fraction: float, exclude_sources: Sequence[str] = ()) -> np.ndarray:
+    """Indices of the objects on the bank's validation images (the split every trainer leaves out), in bank order,
+    without those of the named sources (e.g. ``("DRIVE",)``)."""
+    _, val_idx = bank.split(val_fraction)
+    excluded = {bank.sources.index(name) for name in exclude_sources if name in bank.sources}
+    return np.array([int(i) for i in val_idx if bank.objects[int(i)].source not in excluded], dtype=np.int64)
+
+
 def validation_samples(bank: ObjectBank, val_fraction: float, count: int, seed: int = 7) -> Sequence[Sample]:
     """A fixed random subset of ``count`` objects from the bank's validation images."""
-    _, val_idx = bank.split(val_fraction)
+    val_idx = validation_indices(bank, val_fraction)
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(val_idx, size=min(count, len(val_idx)), replace=False)) if len(val_idx) else val_idx
-    return _BankSamples(bank, chosen, "train-val")
+    return BankSamples(bank, chosen, "train-val")
 
 
 def evaluate_on_validation(engine: Engine, bank: ObjectBank, val_fraction: float, count: int,
