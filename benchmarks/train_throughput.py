@@ -6,11 +6,13 @@ of every optimizer step is taken with a global optimizer step hook, so the timed
 steps after the warm-up (batch sampling, iterative-click passes, forward/backward, DDP all-reduce, Adam) and nothing
 else (no bank loading, model building or checkpoint writing).
 
-Settings vary one factor at a time from a baseline (1 process, 1 thread, the config's crop size, iterative clicks as
-configured): threads per process, processes, crop size, iterative clicks off. ``--grid`` runs the full product.
+Settings vary one lever at a time from today's recipe (2 processes x 1 thread, the config's full crop, batches drawn
+in the training process, channels_last): a small crop, a batch-prefetching worker process, NCHW instead of
+channels_last, torch.compile, 1 process x 2 threads, no iterative clicks; then the new recipe's two stages. The
+whole-schedule rate of the new recipe weights its stages by the config's step counts.
 
-    python3 benchmarks/train_throughput.py --config configs/focalclick-lite0.toml --steps 20 --warmup 3
-    python3 benchmarks/train_throughput.py --only base --steps 2 --warmup 1 --out /tmp/tt.md   # smoke test
+    python3 benchmarks/train_throughput.py --config configs/focalclick-lite0-v2.toml --steps 15 --warmup 3
+    python3 benchmarks/train_throughput.py --only today --steps 2 --warmup 1 --out /tmp/tt.md   # smoke test
 
 Writes a Markdown table (with machine info and load averages) to ``--out`` (default
 ``results/train_throughput.md``) and prints it.
@@ -38,24 +40,34 @@ class Setting:
     processes: int
     threads: int
     size: int
-    iterative: bool
+    iterative: bool = True
+    prefetch: int = 0
+    channels_last: bool = True
+    compile: bool = False
+
+    def describe(self) -> str:
+        parts = [f"{self.processes} proc x {self.threads} thr", f"crop {self.size}",
+                 f"iterative {'on' if self.iterative else 'off'}", f"prefetch {self.prefetch}",
+                 "channels_last" if self.channels_last else "NCHW"]
+        return ", ".join(parts + (["torch.compile"] if self.compile else []))
 
 
-def default_settings(base_size: int, sizes: list[int], grid: bool) -> list[Setting]:
-    """Baseline + one factor changed at a time (or the full product with ``grid``)."""
-    if grid:
-        out = []
-        for procs, threads, size, it in itertools.product((1, 2), (1, 2), sizes, (True, False)):
-            out.append(Setting(f"p{procs}-t{threads}-s{size}-{'it' if it else 'noit'}", procs, threads, size, it))
-        return out
-    out = [Setting("base", 1, 1, base_size, True),
-           Setting("threads2", 1, 2, base_size, True),
-           Setting("ddp2", 2, 1, base_size, True),
-           Setting("no-iterative", 1, 1, base_size, False)]
-    for size in sizes:
-        if size != base_size:
-            out.append(Setting(f"size{size}", 1, 1, size, True))
-    return out
+def default_settings(base_size: int, small_size: int) -> list[Setting]:
+    """Today's recipe (2 processes x 1 thread, full crop, in-process sampling), each lever alone, and the new
+    recipe's two stages (small crop + prefetch; full crop + prefetch)."""
+    today = Setting("today", 2, 1, base_size)
+    return [
+        today,
+        Setting(f"small{small_size}", 2, 1, small_size),
+        Setting("small128", 2, 1, 128),
+        Setting("prefetch", 2, 1, base_size, prefetch=2),
+        Setting("nchw", 2, 1, base_size, channels_last=False),
+        Setting("compile", 2, 1, base_size, compile=True),
+        Setting("threads2", 1, 2, base_size),
+        Setting("no-iterative", 2, 1, base_size, iterative=False),
+        Setting("new-small", 2, 1, small_size, prefetch=2),
+        Setting("new-full", 2, 1, base_size, prefetch=2),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------- worker
@@ -72,7 +84,12 @@ def run_worker(args: argparse.Namespace) -> None:
     cfg = TrainConfig.from_file(args.config)
     cfg.data.bank = args.bank or cfg.data.bank
     cfg.size = args.size
+    cfg.small_size = 0  # one fixed crop size per setting
     cfg.threads = args.threads
+    cfg.prefetch = args.prefetch
+    cfg.channels_last = not args.nchw
+    cfg.compile = args.compile
+    cfg.init_checkpoint = ""
     if not args.iterative:
         cfg.iterative_probability = 0.0
     cfg.steps = args.warmup + args.steps
@@ -136,6 +153,8 @@ def run_setting(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
             worker += ["--bank", args.bank]
         if not setting.iterative:
             worker.append("--no-iterative")
+        worker += ["--prefetch", str(setting.prefetch)] + ([] if setting.channels_last else ["--nchw"])
+        worker += ["--compile"] if setting.compile else []
         if setting.processes > 1:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    "--nproc_per_node", str(setting.processes)] + worker
@@ -159,40 +178,59 @@ def run_setting(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
         return out
 
 
+def recipe_rate(rows: dict[str, dict[str, Any]], cfg: Any) -> float | None:
+    """Samples/s of the config's whole schedule: its small-crop steps at ``new-small``'s rate, the rest at
+    ``new-full``'s (total samples / total time)."""
+    small, full = rows.get("new-small", {}), rows.get("new-full", {})
+    if "samples_per_s" not in small or "samples_per_s" not in full:
+        return None
+    n_small = min(cfg.full_size_from, cfg.steps) if cfg.small_size else 0
+    n_full = cfg.steps - n_small
+    return (n_small + n_full) / (n_small / small["samples_per_s"] + n_full / full["samples_per_s"])
+
+
 def render(rows: list[tuple[Setting, dict[str, Any]]], info: dict[str, Any], args: argparse.Namespace,
-           load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> str:
+           load_before: tuple[float, float, float], load_after: tuple[float, float, float], cfg: Any) -> str:
+    by_name = {s.name: r for s, r in rows}
+    base = by_name.get("today", {}).get("samples_per_s")
     lines = ["# Training throughput", "",
              (f"Config `{args.config}`; {args.steps} timed steps after {args.warmup} warm-up step(s) per setting, "
              "each setting in a fresh process (group) running the real trainer "
-             "(`finecut.training.trainer.train`); samples/s counts all processes."), "",
+             "(`finecut.training.trainer.train`); samples/s counts all processes. \"today\" is the recipe the "
+             "shipped default was trained with, run as 2 processes x 1 thread; each lever below changes one thing "
+             "from it; new-small / new-full are the new recipe's two stages."), "",
              (f"* Machine: {info['host']}, {info['cpu']}, {info['cores']} logical cores; Python {info['python']}, "
              f"torch {info['torch']}"),
              f"* Date: {info['date']}",
              "* Load average (1/5/15 min) before: " + " / ".join(f"{v:.2f}" for v in load_before)
              + "; after: " + " / ".join(f"{v:.2f}" for v in load_after),
              f"* Command: `{' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`", "",
-             ("| setting | processes | threads/process | crop | iterative clicks | batch/process | s/step | samples/s "
-             "| load (1 min) at start |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| setting | what changes | s/step | samples/s | x today | load (1 min) at start |",
+             "|---|---|---|---|---|---|"]
     for s, r in rows:
-        head = f"| {s.name} | {s.processes} | {s.threads} | {s.size} | {'on' if s.iterative else 'off'} | "
+        head = f"| {s.name} | {s.describe()} | "
         if "error" in r:
-            lines.append(head + f"– | – | failed: {r['error']} | {r['load_start']:.2f} |")
+            lines.append(head + f"– | failed: {r['error']} | – | {r['load_start']:.2f} |")
         else:
-            lines.append(head + f"{r['batch_per_process']} | {r['seconds_per_step']:.3f} | {r['samples_per_s']:.2f} "
+            ratio = f"{r['samples_per_s'] / base:.2f}" if base else "–"
+            lines.append(head + f"{r['seconds_per_step']:.3f} | {r['samples_per_s']:.2f} | {ratio} "
                          f"| {r['load_start']:.2f} |")
+    rate = recipe_rate(by_name, cfg)
+    if rate is not None:
+        share = (min(cfg.full_size_from, cfg.steps) / cfg.steps) if cfg.small_size else 0.0
+        lines += ["", (f"New recipe over its whole schedule ({share:.0%} of {cfg.steps} steps at crop "
+                       f"{cfg.small_size}, the rest at {cfg.size}): **{rate:.2f} samples/s**"
+                       + (f", **{rate / base:.2f}x** today's recipe." if base else "."))]
     lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/focalclick-lite0.toml")
+    parser.add_argument("--config", default="configs/focalclick-lite0-v2.toml")
     parser.add_argument("--bank", default=None, help="object bank (default: the config's [data].bank)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per setting")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--sizes", default="192,224,256", help="crop sizes compared (comma-separated)")
-    parser.add_argument("--grid", action="store_true", help="full product of processes x threads x sizes x iterative")
     parser.add_argument("--only", default=None, help="comma-separated setting names to run (e.g. base,ddp2)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per setting")
     parser.add_argument("--out", default="results/train_throughput.md")
@@ -202,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--no-iterative", dest="iterative", action="store_false", help=argparse.SUPPRESS)
+    parser.add_argument("--prefetch", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--nchw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -217,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     bank = Path(args.bank or cfg.data.bank)
     if not bank.exists():
         parser.error(f"{bank}: object bank not found (pass --bank; the benchmark does not build one)")
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    settings = default_settings(cfg.size, sizes, args.grid)
+    settings = default_settings(cfg.size, cfg.small_size or 160)
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = sorted(set(wanted) - {s.name for s in settings})
@@ -230,13 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     rows = []
     for setting in settings:
-        print(f"[{setting.name}] {setting.processes} proc x {setting.threads} thr, crop {setting.size}, "
-              f"iterative {'on' if setting.iterative else 'off'} ...", flush=True)
+        print(f"[{setting.name}] {setting.describe()} ...", flush=True)
         result = run_setting(setting, args)
         summary = result["error"] if "error" in result else f"{result['samples_per_s']:.2f} samples/s"
         print(f"  -> {summary}", flush=True)
         rows.append((setting, result))
-    text = render(rows, info, args, load_before, os.getloadavg())
+    text = render(rows, info, args, load_before, os.getloadavg(), cfg)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -96,3 +96,22 @@ def test_bsds500_regions():
     for i in spread(len(ds)):
         gt = check_sample(ds, i)
         assert 0.01 <= (gt == 1).mean() <= 0.8
+
+
+def test_ecssd_948_salient_objects():
+    ds = open_dataset("ECSSD", root=DATA)
+    assert len(ds) == 948
+    for i in spread(len(ds)):
+        check_sample(ds, i)
+
+
+def test_ccp_labels_and_person_union():
+    ds = open_dataset("CCP", root=DATA)
+    images = {r.meta["image_id"] for r in ds.refs}
+    assert len(images) == 1003  # of 1,004 photos; 0536's label map is all background
+    first = [r for r in ds.refs if r.meta["image_id"] == "0001"]
+    assert first[-1].name == "0001#all" and all("label" in r.meta for r in first[:-1])
+    person = check_sample(ds, ds.refs.index(first[-1]))
+    parts = sum(check_sample(ds, ds.refs.index(r)).astype(np.int64) for r in first[:-1])
+    assert parts.max() == 1 and not (parts & (person != 1)).any()  # labels do not overlap; all inside the person
+    assert (person == 1).sum() - parts.sum() < 64 * 58  # only labels under min_area (64 px) are not own samples

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from finecut.click_honour import DEFAULT_RADIUS, honour_clicks
 from finecut.engines.base import Engine
 from finecut.errors import FinecutError
 from finecut.io import check_image
@@ -43,10 +44,14 @@ class Predictor:
     :class:`Prediction` as ``previous`` to the next call.
     """
 
-    def __init__(self, model: Engine) -> None:
+    def __init__(self, model: Engine, honour_clicks: bool = True, honour_radius: int = DEFAULT_RADIUS) -> None:
+        """``honour_clicks``: every mask keeps positive clicks' pixels in and negative clicks' pixels out
+        (:mod:`finecut.click_honour`, ``honour_radius`` pixels around each click); off gives the engine's raw mask."""
         if not isinstance(model, Engine):
             raise FinecutError(f"Predictor needs an Engine (from finecut.load_model), got {type(model).__name__}")
         self.model = model
+        self.honour_clicks = bool(honour_clicks)
+        self.honour_radius = int(honour_radius)
         self._image: np.ndarray | None = None
         self._features: Any = None
 
@@ -95,15 +100,19 @@ class Predictor:
             check_mask_shape(previous.probs, (height, width), what="previous prediction")
         start = time.perf_counter()
         out = self.model.predict(self._image, self._features, prompts, previous)
-        seconds = time.perf_counter() - start
         probs = np.asarray(out.probs, dtype=np.float32)
         check_mask_shape(probs, (height, width), what=f"{self.model.name} output")
         mask = probs > threshold if out.mask is None else np.asarray(out.mask, dtype=bool)
+        state = dict(out.state)
+        if self.honour_clicks and prompts.clicks:
+            mask, probs, changed = honour_clicks(mask, probs, prompts.clicks, self.honour_radius)
+            if changed:
+                state["honoured_pixels"] = changed
         return Prediction(
             mask=mask,
             probs=probs,
             prompts=prompts,
             threshold=threshold,
-            state=dict(out.state),
-            seconds=seconds,
+            state=state,
+            seconds=time.perf_counter() - start,
         )

@@ -90,6 +90,32 @@ def _gt_instance(
     return gt_from_ids(ids, object_id, ignore_ids)
 
 
+def _gt_union(cache: FileCache, mask: Path, image: Path, ignore_ids: tuple[int, ...], resize: bool) -> np.ndarray:
+    """Every non-zero, non-ignored id is the object (ignored ids stay -1)."""
+    ids = loaders.index_label(cache, mask)
+    if resize:
+        ids = resize_label(ids, loaders.image_shape(cache, image), smooth=False)
+    gt = (ids != 0).astype(np.int8)
+    if ignore_ids:
+        gt[np.isin(ids, ignore_ids)] = -1
+    return gt
+
+
+def _read_label_names(path: Path) -> dict[int, str]:
+    """``ID NAME`` per line (CCP's labels.txt) -> {id: name}."""
+    if not path.is_file():
+        raise FinecutError(f"{path}: label names file not found")
+    names: dict[int, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise FinecutError(f"{path}:{number}: expected 'ID NAME', got {line!r}")
+        names[int(parts[0])] = parts[1].strip()
+    return names
+
+
 def _read_list_file(path: Path) -> set[str]:
     if not path.is_file():
         raise FinecutError(f"{path}: list file not found")
@@ -112,6 +138,8 @@ def read_folder(
     ignore_ids: tuple[int, ...] = (),
     min_area: int = 1,
     list_file: str | Path | None = None,
+    union_object: bool = False,
+    label_names: str | Path | None = None,
     cache: FileCache | None = None,
 ) -> Dataset:
     """A folder of images and a folder of masks paired by stem.
@@ -124,6 +152,9 @@ def read_folder(
     without a mask. ``objects``: ``"binary"`` (one sample per image; raw values in ``ignore_values`` -> ignore) or
     ``"instances"`` (masks are id maps, palette or greyscale: one sample per non-zero id of at least ``min_area``
     pixels; ``ignore_ids`` -> ignore). ``list_file``: a text file of stems to keep (a split list).
+    ``union_object`` (instances only): one more sample per image, the union of all its non-zero ids (CCP's person
+    as the union of its garment / hair / skin labels). ``label_names``: a text file of ``ID NAME`` lines (CCP's
+    ``labels.txt``); each instance sample's ``meta["label"]`` then names its id.
     """
     root = require_dir(Path(root), "dataset folder")
     if objects not in ("binary", "instances"):
@@ -161,6 +192,7 @@ def read_folder(
         raise FinecutError(f"{mask_dir}: no mask matches an image of {img_dir}")
     name = name or root.name
     cache = cache or FileCache()
+    names_by_id = _read_label_names(root / label_names) if label_names is not None else {}
     refs = []
     for img, mask in pairs:
         meta = {"dataset": name, "image_id": img.stem}
@@ -175,7 +207,13 @@ def read_folder(
             if value == 0 or value in ignore_ids or count < min_area:
                 continue
             gt = partial(_gt_instance, cache, mask, img, int(value), tuple(ignore_ids), resize_masks)
-            refs.append(SampleRef(f"{img.stem}#{value}", img, gt, meta=dict(meta, object_id=value, area=count),
+            extra = {"label": names_by_id[value]} if value in names_by_id else {}
+            refs.append(SampleRef(f"{img.stem}#{value}", img, gt, meta=dict(meta, object_id=value, area=count, **extra),
+                                  mask_path=mask, load_image=loaders.image_loader(cache, img)))
+        kept_ids = [v for v in values.tolist() if v != 0 and v not in ignore_ids]
+        if union_object and len(kept_ids) > 1:
+            gt = partial(_gt_union, cache, mask, img, tuple(ignore_ids), resize_masks)
+            refs.append(SampleRef(f"{img.stem}#all", img, gt, meta=dict(meta, object_id="all"),
                                   mask_path=mask, load_image=loaders.image_loader(cache, img)))
     if not refs:
         raise FinecutError(f"{mask_dir}: the masks hold no object (all ids are 0 or ignored)")

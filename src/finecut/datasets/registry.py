@@ -91,6 +91,13 @@ KNOWN: tuple[KnownDataset, ...] = (
     KnownDataset("MSRA10K", "folder", ("train/MSRA10K-168", "train/MSRA10K", "MSRA10K-168", "MSRA10K"),
                  "salient objects, images/ + gt/", options={"images_dir": "images", "masks_dir": "gt"},
                  aliases=("MSRA10K-168", "MSRA"), role="train"),
+    KnownDataset("ECSSD", "folder", ("train/ECSSD", "ECSSD"), "948 salient-object photos of complex scenes",
+                 options={"images_dir": "images", "masks_dir": "masks"}, role="train"),
+    KnownDataset("CCP", "folder", ("train/CCP", "CCP"),
+                 "1,004 street-fashion photos: one sample per garment / hair / skin label, plus the person",
+                 options={"images_dir": "images", "masks_dir": "masks", "objects": "instances", "union_object": True,
+                          "label_names": "labels.txt", "min_area": 64},
+                 aliases=("ClothingCoParsing",), role="train"),
 )
 
 

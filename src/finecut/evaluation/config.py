@@ -24,7 +24,7 @@ class EvalConfig:
     (0.49 as in RITM); ``target_iou``, when set, stops a sample as soon as its IoU reaches it (faster, NoC only: mIoU@k
     and NoC@t for t above the target are then not reported); ``mask_correction`` starts each sample from its initial
     mask instead of an empty one; ``seed`` seeds every random generator before each sample; ``limit`` evaluates only
-    the first N samples.
+    the first N samples. ``honour_clicks`` turns the Predictor's click-honour rule on (default) or off.
     """
 
     max_clicks: int = 20
@@ -36,6 +36,7 @@ class EvalConfig:
     limit: int | None = None
     protocol: str = "standard"
     tolerant_offset: float = 10.0
+    honour_clicks: bool = True  # the Predictor's click-honour rule (finecut.click_honour); False: raw engine masks
 
     def __post_init__(self) -> None:
         if int(self.max_clicks) != self.max_clicks or self.max_clicks < 1:

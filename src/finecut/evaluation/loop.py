@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from finecut.click_honour import click_violations
 from finecut.errors import FinecutError
 from finecut.evaluation.config import EvalConfig, pct
 from finecut.evaluation.protocol import IGNORE_LABEL, iou, next_click, next_click_tolerant, noc, uncertain_band
@@ -35,7 +36,8 @@ class SampleResult:
     ``ious`` are rounded to ``IOU_DIGITS`` digits; ``clicks`` holds ``(x, y, kind)`` with kind ``"pos"`` / ``"neg"``.
     ``noc`` maps a threshold key ("85", "90", ...) to the number of clicks (computed from the exact IoUs), or None
     where the run stopped early below that threshold so the value is unknown. ``seconds`` is ``set_image`` plus every
-    ``predict`` call.
+    ``predict`` call. ``extra["violations"]`` counts, over every step, the clicks the step's mask does not honour
+    (a positive click's pixel outside it, a negative one inside; :func:`finecut.click_honour.click_violations`).
     """
 
     index: int
@@ -160,6 +162,7 @@ def evaluate_sample(
     clicks: list[Click] = []
     ious: list[float] = []
     previous: Prediction | None = None
+    violations = 0
     if config.protocol == "ntclick":
         band = uncertain_band(sim_gt)
         rng = np.random.default_rng([config.seed, index])
@@ -174,6 +177,7 @@ def evaluate_sample(
         )
         seconds += time.perf_counter() - start
         pred = previous.mask
+        violations += click_violations(pred, clicks)
         ious.append(float(iou(sim_gt, pred)))
         if config.target_iou is not None and ious[-1] >= config.target_iou:
             break
@@ -188,7 +192,7 @@ def evaluate_sample(
         set_image_seconds=set_image_seconds,
         size=(int(gt.shape[0]), int(gt.shape[1])),
         init_iou=None if init_iou is None else round(float(init_iou), IOU_DIGITS),
-        extra={"region": True} if region is not None else {},
+        extra={"violations": violations, **({"region": True} if region is not None else {})},
     )
 
 

@@ -216,7 +216,7 @@ def run_evaluation(
 
     from tqdm import tqdm
 
-    predictor = Predictor(engine)
+    predictor = Predictor(engine, honour_clicks=config.honour_clicks)
     results: list[SampleResult] = []
     bar = tqdm(total=count, desc=f"{model} / {name}", unit="sample", disable=not progress, dynamic_ncols=True)
     samples_file = open(out / SAMPLES_FILE, "a", encoding="utf-8") if out is not None else None

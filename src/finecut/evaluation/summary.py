@@ -17,7 +17,8 @@ def summarize(results: Sequence[SampleResult], config: EvalConfig) -> dict[str, 
 
     ``noc[t]`` is the mean NoC@t and ``nof[t]`` the number of samples whose NoC@t equals ``max_clicks`` (RITM's
     NoF), both None when some sample stopped early below t. ``miou`` is mIoU@k for k = 1..max_clicks, None unless every
-    run took ``max_clicks`` clicks. ``seconds_per_click`` is total engine time (set_image included) / total clicks.
+    run took ``max_clicks`` clicks. ``seconds_per_click`` is total engine time (set_image included) / total clicks. ``click_violations``: clicks not
+    honoured by the mask of a step, summed over every step of every sample (when the records hold the count).
     """
     n = len(results)
     noc_mean: dict[str, float | None] = {}
@@ -54,6 +55,8 @@ def summarize(results: Sequence[SampleResult], config: EvalConfig) -> dict[str, 
         summary["tolerant_offset"] = config.tolerant_offset
         summary["tolerant_click_fraction"] = (
             sum(1 for r in results for c in r.clicks if c[2] == "tol") / total_clicks if total_clicks else None)
+    if all("violations" in r.extra for r in results):
+        summary["click_violations"] = int(sum(r.extra["violations"] for r in results))
     init = [r.init_iou for r in results if r.init_iou is not None]
     if init:
         summary["mean_init_iou"] = float(np.mean(init))

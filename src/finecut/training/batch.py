@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,10 +87,12 @@ class BatchSampler:
         obj = self.bank.objects[index]
         return index, random_view(self.bank.image(index), self.bank.mask(index), obj.bbox, self.rng, view)
 
-    def sample(self, batch_size: int) -> Batch:
+    def sample(self, batch_size: int, size: int | None = None) -> Batch:
+        """``batch_size`` views at the sampler's crop size (or ``size``, e.g. a small-size training stage)."""
+        view_cfg = self.view if size is None or size == self.view.size else dataclasses.replace(self.view, size=size)
         images, images_hi, masks, masks_hi, clicks, prevs, ids = [], [], [], [], [], [], []
         for _ in range(batch_size):
-            index, view = self.draw_view()
+            index, view = self.draw_view(view_cfg)
             prev = np.zeros(view.mask.shape, dtype=np.float32)
             if self.rng.random() < self.prior_mask_probability:
                 prior = corrupt_mask(view.mask, self.rng)

@@ -56,10 +56,16 @@ class TrainConfig:
     run_dir: str = "runs/default"
     model: dict[str, Any] = field(default_factory=lambda: {"arch": "focalclick"})
     pretrained: str = "imagenet"  # "imagenet", "none" or a path to backbone weights
+    init_checkpoint: str = ""  # a finecut checkpoint (NAME.json/.safetensors or a shipped name) to start all weights from
     data: DataConfig = field(default_factory=DataConfig)
     steps: int = 20000
     batch_size: int = 8
     size: int = 224
+    small_size: int = 0  # > 0: train at this crop size (FocalClick-S1-like) until step ``full_size_from`` ...
+    full_size_from: int = 0  # ... then at ``size``; validation always runs at ``size``
+    channels_last: bool = True  # NHWC memory format for images, prompt maps and weights
+    compile: bool = False  # torch.compile the networks in place (nn.Module.compile; checkpoint keys unchanged)
+    prefetch: int = 0  # > 0: a worker process draws (decodes, augments, simulates clicks for) this many batches ahead
     hi_factor: int = 2
     refiner_size: int = 96
     lr: float = 5e-4
@@ -83,6 +89,10 @@ class TrainConfig:
     val_every: int = 1000
     val_objects: int = 64
     val_clicks: int = 10
+
+    def size_at(self, step: int) -> int:
+        """The training crop size at ``step`` (the small stage first, then ``size``)."""
+        return self.small_size if self.small_size > 0 and step < self.full_size_from else self.size
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":

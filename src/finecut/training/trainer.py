@@ -126,6 +126,62 @@ def _param_groups(net: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     return [{"params": backbone, "lr_mult": cfg.backbone_lr_mult}, {"params": rest, "lr_mult": 1.0}]
 
 
+def load_initial_weights(net: nn.Module, cfg: TrainConfig) -> None:
+    """Start every weight from ``cfg.init_checkpoint`` (a warm restart from a trained checkpoint), if one is set.
+
+    The checkpoint's architecture config must equal ``cfg.model``; a shipped model may be named (``default``).
+    """
+    if not cfg.init_checkpoint:
+        return
+    from safetensors.torch import load_file
+
+    from finecut.models.checkpoint import checkpoint_paths, read_checkpoint_config
+    from finecut.registry import shipped_checkpoints
+
+    path = shipped_checkpoints().get(cfg.init_checkpoint, Path(cfg.init_checkpoint))
+    doc = read_checkpoint_config(path)
+    if doc["model"] != cfg.model:
+        raise FinecutError(f"init_checkpoint {path}: its model config {doc['model']} differs from [model] "
+                           f"{cfg.model}")
+    try:
+        net.load_state_dict(load_file(str(checkpoint_paths(path)[1])), strict=True)
+    except (RuntimeError, OSError) as exc:
+        raise FinecutError(f"init_checkpoint {path}: cannot load its weights ({str(exc).splitlines()[0]})") from exc
+
+
+class _DirectBatches:
+    """Batches drawn in the training process itself, at the schedule's crop size."""
+
+    def __init__(self, sampler: BatchSampler, cfg: TrainConfig) -> None:
+        self.sampler, self.cfg = sampler, cfg
+
+    def __call__(self, step: int) -> Batch:
+        return self.sampler.sample(self.cfg.batch_size, self.cfg.size_at(step))
+
+
+class _PrefetchedBatches:
+    """Batches drawn ``cfg.prefetch`` steps ahead by a worker process (:mod:`finecut.training.prefetch`)."""
+
+    def __init__(self, make_sampler: Any, cfg: TrainConfig, rank: int, step: int) -> None:
+        from finecut.training.prefetch import PrefetchSampler
+
+        self.source = PrefetchSampler(make_sampler, [cfg.seed, rank, step, 1], cfg.prefetch, cfg.batch_size,
+                                      cfg.size_at, first=step)
+
+    def __call__(self, step: int) -> Batch:
+        return self.source.sample()
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def batch_source(make_sampler: Any, cfg: TrainConfig, rng: np.random.Generator, rank: int, step: int) -> Any:
+    """A callable ``step -> Batch``: in-process sampling, or a prefetching worker when ``cfg.prefetch > 0``."""
+    if cfg.prefetch > 0:
+        return _PrefetchedBatches(make_sampler, cfg, rank, step)
+    return _DirectBatches(make_sampler(rng), cfg)
+
+
 @dataclass
 class ResumeState:
     step: int = 0
@@ -226,6 +282,7 @@ def iterate_clicks(net: nn.Module, batch: Batch, num_iters: int, cfg: TrainConfi
     for _ in range(num_iters):
         with torch.no_grad():
             maps = prompt_maps(batch.clicks, previous, cfg.click_radius, channels)
+            maps = maps if cfg.channels_last else maps.contiguous()
             probs = torch.sigmoid(segmentor_of(net)(batch.images, maps)["logits"])
         preds = (probs[:, 0] > 0.49).numpy()
         for i in range(len(batch.clicks)):
@@ -299,7 +356,13 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
 
     net = build_model(cfg.model)
     load_backbone_weights(net, cfg)
-    net = net.to(memory_format=torch.channels_last)
+    load_initial_weights(net, cfg)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        for module in (segmentor_of(net), getattr(net, "refiner", None)):
+            if module is not None:
+                module.compile()
     net.train()
     groups = _param_groups(net, cfg)
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -316,8 +379,12 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         model_ddp = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=False)
 
     weights = {i: float(w) for i, w in enumerate(cfg.data.weights)}
-    sampler = BatchSampler(bank, train_idx, weights, ViewConfig(size=cfg.size, hi_factor=cfg.hi_factor),
-                           ClickSimConfig(), cfg.prior_mask_probability, rng, cfg.data.synthetic_thin)
+
+    def make_sampler(sampler_rng: np.random.Generator) -> BatchSampler:
+        return BatchSampler(bank, train_idx, weights, ViewConfig(size=cfg.size, hi_factor=cfg.hi_factor),
+                            ClickSimConfig(), cfg.prior_mask_probability, sampler_rng, cfg.data.synthetic_thin)
+
+    next_batch = batch_source(make_sampler, cfg, rng, info.rank, step)
     channels = net.prompt_channels
     log_path = run_dir / "log.jsonl"
     if info.main:
@@ -333,10 +400,13 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
             stop_reason = "time"
             break
         lr = lr_at(step, cfg)
-        batch = sampler.sample(cfg.batch_size)
+        batch = next_batch(step)
+        if not cfg.channels_last:  # the lever measured alone: plain NCHW tensors throughout
+            batch.images, batch.images_hi = batch.images.contiguous(), batch.images_hi.contiguous()
         num_iters = int(rng.integers(1, cfg.max_iterative_clicks + 1)) if rng.random() < cfg.iterative_probability else 0
         previous = iterate_clicks(net, batch, num_iters, cfg, rng, channels)
         maps = prompt_maps(batch.clicks, previous, cfg.click_radius, channels)
+        maps = maps if cfg.channels_last else maps.contiguous()
         preds_np = (batch.previous[:, 0].numpy() > 0.5) if num_iters == 0 else (previous[:, 0].numpy() > 0.49)
         boxes = sample_focus_boxes(batch.masks_np, preds_np, rng)
         out = model_ddp(batch.images, maps, batch.masks, batch.images_hi, batch.masks_hi, boxes)
@@ -356,6 +426,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
                 _checkpoint(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start,
                             samples_before + samples_this_run, info, last_val)
     bar.close()
+    getattr(next_batch, "close", lambda: None)()
     if info.main:
         _checkpoint(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start,
                     samples_before + samples_this_run, info, last_val)

@@ -1,0 +1,85 @@
+"""Every click honoured: a positive click's pixel ends inside the mask, a negative click's pixel outside it.
+
+Networks treat clicks as soft hints, so a returned mask can leave out the very pixel a person clicked as "object"
+(or keep a pixel clicked as "background"). :func:`honour_clicks` is a post-processing rule on the final mask,
+applied by the :class:`~finecut.predictor.Predictor` to every engine:
+
+1. components of the mask that contain a negative click and no positive click are removed (a false-positive blob
+   the person rejected; the component rule of FocalClick's Progressive Merge, applied to negative clicks);
+2. then, click by click in order (a later click wins over an earlier one at the same pixels), a disk of
+   ``radius`` pixels around each positive click is set to object and around each negative click to background.
+
+Probabilities follow the mask (1 inside forced-object pixels, 0 inside forced-background pixels), so ``probs >
+threshold`` still equals the mask and the next step's previous mask agrees with what the person saw. Tolerant clicks
+(NTClick) mark a structure *near* the click, not under it, and are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from finecut.prompts import Click, ClickKind
+
+#: Disk radius (original-image pixels) forced to each click's label.
+DEFAULT_RADIUS = 3
+
+
+def _disk(mask_shape: tuple[int, int], click: Click, radius: int) -> tuple[slice, slice, np.ndarray]:
+    h, w = mask_shape
+    cx, cy = int(round(click.x)), int(round(click.y))
+    cx, cy = min(max(cx, 0), w - 1), min(max(cy, 0), h - 1)
+    y0, y1, x0, x1 = max(0, cy - radius), min(h, cy + radius + 1), max(0, cx - radius), min(w, cx + radius + 1)
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    return slice(y0, y1), slice(x0, x1), (yy - cy) ** 2 + (xx - cx) ** 2 <= radius * radius
+
+
+def _pixel(click: Click, shape: tuple[int, int]) -> tuple[int, int]:
+    h, w = shape
+    return min(max(int(round(click.y)), 0), h - 1), min(max(int(round(click.x)), 0), w - 1)
+
+
+def click_violations(mask: np.ndarray, clicks: Sequence[Click]) -> int:
+    """How many positive clicks lie outside ``mask`` plus negative clicks inside it (tolerant clicks not counted)."""
+    count = 0
+    for click in clicks:
+        if click.kind is ClickKind.TOLERANT:
+            continue
+        inside = bool(mask[_pixel(click, mask.shape)])
+        count += int(inside != (click.kind is ClickKind.POSITIVE))
+    return count
+
+
+def rejected_components(mask: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
+    """Bool mask of the 8-connected components of ``mask`` holding a negative click and no positive click."""
+    negatives = [_pixel(c, mask.shape) for c in clicks if c.kind is ClickKind.NEGATIVE]
+    if not negatives or not any(mask[p] for p in negatives):
+        return np.zeros(mask.shape, dtype=bool)
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    rejected = {int(labels[p]) for p in negatives if labels[p]}
+    rejected -= {int(labels[_pixel(c, mask.shape)]) for c in clicks if c.kind is ClickKind.POSITIVE}
+    if not rejected:
+        return np.zeros(mask.shape, dtype=bool)
+    return np.isin(labels, sorted(rejected))
+
+
+def honour_clicks(mask: np.ndarray, probs: np.ndarray, clicks: Sequence[Click],
+                  radius: int = DEFAULT_RADIUS) -> tuple[np.ndarray, np.ndarray, int]:
+    """Apply the rule; returns (mask, probs, number of pixels changed). Inputs are not modified."""
+    if not any(c.kind is not ClickKind.TOLERANT for c in clicks) or click_violations(mask, clicks) == 0:
+        return mask, probs, 0
+    out_mask = mask.copy()
+    out_probs = probs.copy()
+    drop = rejected_components(out_mask, clicks)
+    out_mask[drop] = False
+    out_probs[drop] = 0.0
+    for click in clicks:
+        if click.kind is ClickKind.TOLERANT:
+            continue
+        ys, xs, disk = _disk(out_mask.shape, click, radius)
+        positive = click.kind is ClickKind.POSITIVE
+        out_mask[ys, xs][disk] = positive
+        out_probs[ys, xs][disk] = 1.0 if positive else 0.0
+    return out_mask, out_probs, int(np.count_nonzero(out_mask != mask))

@@ -1,0 +1,104 @@
+"""The faster training recipe: small-crop stage, batch-prefetching worker, warm start from a checkpoint, NCHW lever."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import finecut
+from finecut.datasets import open_dataset
+from finecut.training.batch import BatchSampler
+from finecut.training.augment import ViewConfig
+from finecut.training.clicks import ClickSimConfig
+from finecut.training.config import TrainConfig
+from finecut.training.objects import build_object_bank
+from finecut.training.prefetch import PrefetchSampler
+from finecut.training.trainer import train
+from helpers_training import make_object_folder
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    return make_object_folder(tmp_path / "data")
+
+
+def _config(tmp_path: Path, folder: Path, **over: object) -> TrainConfig:
+    raw = {
+        "run_dir": str(tmp_path / "run"),
+        "model": {"arch": "focalclick", "head_channels": 16, "refiner_channels": 8},
+        "pretrained": "none",
+        "data": {"sources": [str(folder)], "weights": [1.0], "bank": str(tmp_path / "bank.npz"), "max_side": 96,
+                 "val_fraction": 0.3},
+        "steps": 4, "batch_size": 2, "size": 64, "refiner_size": 32, "warmup_steps": 1, "threads": 1,
+        "log_every": 1, "checkpoint_every": 2, "val_every": 100, "val_objects": 2, "val_clicks": 2,
+    }
+    raw.update(over)
+    return TrainConfig.from_dict(raw)
+
+
+def test_size_schedule() -> None:
+    cfg = TrainConfig(size=224, small_size=160, full_size_from=10)
+    assert [cfg.size_at(s) for s in (0, 9, 10, 50)] == [160, 160, 224, 224]
+    assert TrainConfig(size=224).size_at(0) == 224  # no small stage configured
+
+
+def _sampler(folder: Path, rng: np.random.Generator) -> BatchSampler:
+    bank = build_object_bank([open_dataset(folder)], max_side=96, progress=False)
+    return BatchSampler(bank, np.arange(len(bank)), {0: 1.0}, ViewConfig(size=64, hi_factor=2), ClickSimConfig(),
+                        0.0, rng)
+
+
+def test_sampler_draws_batches_at_a_requested_size(folder: Path) -> None:
+    sampler = _sampler(folder, np.random.default_rng(0))
+    small = sampler.sample(2, size=48)
+    assert small.images.shape == (2, 3, 48, 48) and small.images_hi.shape == (2, 3, 96, 96)
+    assert small.masks_np.shape == (2, 48, 48) and all(len(c) >= 1 for c in small.clicks)
+    assert sampler.sample(1).images.shape == (1, 3, 64, 64)
+
+
+def test_prefetch_worker_follows_the_size_schedule(folder: Path) -> None:
+    sampler = _sampler(folder, np.random.default_rng(0))  # built here, forked into the worker
+
+    def make(rng: np.random.Generator) -> BatchSampler:
+        sampler.rng = rng
+        return sampler
+
+    source = PrefetchSampler(make, [0, 0, 0], depth=2, batch_size=2, size_of=lambda step: 32 if step < 3 else 64)
+    try:
+        sizes = [source.sample().images.shape[-1] for _ in range(5)]
+    finally:
+        source.close()
+    assert sizes == [32, 32, 32, 64, 64]
+
+
+def test_training_with_small_stage_prefetch_and_warm_start(folder: Path, tmp_path: Path) -> None:
+    first = train(_config(tmp_path, folder, steps=2), progress=False)
+    cfg = _config(tmp_path, folder, run_dir=str(tmp_path / "second"), init_checkpoint=str(first / "last.json"),
+                  small_size=48, full_size_from=2, prefetch=2, steps=3, lr=0.0)
+    # lr 0 throughout (warm-up included): the warm-started weights must come out unchanged
+    run_dir = train(cfg, progress=False)
+    before, after = load_file(str(first / "last.safetensors")), load_file(str(run_dir / "last.safetensors"))
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("num_batches_tracked")
+               and "running_" not in k)
+    doc = json.loads((run_dir / "last.json").read_text())
+    assert doc["training"]["step"] == 3 and doc["training"]["config"]["init_checkpoint"] == str(first / "last.json")
+    finecut.load_model(run_dir / "last.json")  # a usable checkpoint
+
+
+def test_warm_start_refuses_another_architecture(folder: Path, tmp_path: Path) -> None:
+    first = train(_config(tmp_path, folder, steps=1), progress=False)
+    cfg = _config(tmp_path, folder, run_dir=str(tmp_path / "other"), init_checkpoint=str(first / "last.json"),
+                  model={"arch": "focalclick", "head_channels": 8, "refiner_channels": 8})
+    with pytest.raises(finecut.FinecutError, match="init_checkpoint.*differs"):
+        train(cfg, progress=False)
+
+
+def test_nchw_lever_trains(folder: Path, tmp_path: Path) -> None:
+    run_dir = train(_config(tmp_path, folder, steps=1, channels_last=False), progress=False)
+    assert json.loads((run_dir / "last.json").read_text())["training"]["step"] == 1
