@@ -89,6 +89,12 @@ def test_training_with_small_stage_prefetch_and_warm_start(folder: Path, tmp_pat
     doc = json.loads((run_dir / "last.json").read_text())
     assert doc["training"]["step"] == 3 and doc["training"]["config"]["init_checkpoint"] == str(first / "last.json")
     finecut.load_model(run_dir / "last.json")  # a usable checkpoint
+    history = doc["training"]["history"]
+    assert [(r["step"], r["samples_seen"]) for r in history] == [(2, 4)]  # the warm start's own run
+    from finecut.training.card import write_model_card
+
+    card = write_model_card(run_dir / "last.json", tmp_path / "card.md").read_text()
+    assert "## Run history" in card and "48² until step 2" in card and "warm start" in card
 
 
 def test_warm_start_refuses_another_architecture(folder: Path, tmp_path: Path) -> None:
@@ -97,6 +103,12 @@ def test_warm_start_refuses_another_architecture(folder: Path, tmp_path: Path) -
                   model={"arch": "focalclick", "head_channels": 8, "refiner_channels": 8})
     with pytest.raises(finecut.FinecutError, match="init_checkpoint.*differs"):
         train(cfg, progress=False)
+
+
+def test_validation_curve_is_recorded(folder: Path, tmp_path: Path) -> None:
+    run_dir = train(_config(tmp_path, folder, steps=2, val_every=1), progress=False)
+    curve = json.loads((run_dir / "last.json").read_text())["training"]["validation_curve"]
+    assert [r["step"] for r in curve] == [1, 2] and all("val_miou@1" in r for r in curve)
 
 
 def test_nchw_lever_trains(folder: Path, tmp_path: Path) -> None:

@@ -173,8 +173,12 @@ def _training_section(training: dict[str, Any]) -> list[str]:
             ["threads per process", _fmt(cfg.get("threads"))],
             ["batch size (per process)", _fmt(batch)],
             ["crop size", (f"{_fmt(cfg.get('size'))}² (refiner {_fmt(cfg.get('refiner_size'))}², "
-                          f"hi factor {_fmt(cfg.get('hi_factor'))})")],
-            ["initialisation", f"`{cfg.get('pretrained', '?')}`"],
+                          f"hi factor {_fmt(cfg.get('hi_factor'))})"
+                          + (f"; {cfg['small_size']}² until step {cfg.get('full_size_from')}"
+                             if cfg.get("small_size") else ""))],
+            ["initialisation", f"`{cfg.get('pretrained', '?')}`"
+                               + (f", all weights from `{cfg['init_checkpoint']}` (warm start)"
+                                  if cfg.get("init_checkpoint") else "")],
             ["optimizer", (f"Adam, lr {cfg.get('lr', '?')} (backbone × {_fmt(cfg.get('backbone_lr_mult'))}), "
                           f"warm-up {_fmt(cfg.get('warmup_steps'))} + cosine")],
             ["iterative clicks", (f"up to {_fmt(cfg.get('max_iterative_clicks'))} on "
@@ -194,6 +198,39 @@ def _training_section(training: dict[str, Any]) -> list[str]:
                 src_rows.append([label, _fmt(w), f"{100 * w / total:.0f} %"])
             out += ["Data sources (object bank `" + str(data.get("bank", "?")) + "`):", ""]
             out += _table(["source", "weight", "share of real samples"], src_rows) + [""]
+    return out
+
+
+def _history_section(training: dict[str, Any]) -> list[str]:
+    """Every run that went into the weights (warm starts, oldest first) and this run's held-out curve."""
+    from finecut.training.history import cpu_hours, run_summary
+
+    runs = list(training.get("history") or [])
+    curve = training.get("validation_curve") or []
+    if not runs and not curve:
+        return []
+    out: list[str] = []
+    if runs:
+        rows = []
+        for i, record in enumerate(runs + [run_summary(training, "this checkpoint")], 1):
+            cfg = record.get("config") or {}
+            hours = cpu_hours(record)
+            crop = f"{cfg.get('small_size')}→{cfg.get('size')}" if cfg.get("small_size") else _fmt(cfg.get("size"))
+            val = (record.get("validation") or {}).get("val_noc90@10")
+            rows.append([str(i), record.get("name") or "–", _fmt(record.get("step")),
+                         f"{record['samples_seen']:,}" if isinstance(record.get("samples_seen"), int) else "–",
+                         _duration(record.get("train_seconds")), "–" if hours is None else f"{hours:.1f}",
+                         crop, ", ".join(cfg.get("sources") or []) or "–", _fmt(val)])
+        out += ["## Run history", "", "Every training run the weights went through, oldest first (each later run "
+                "starts from the one before; CPU-hours = wall time × processes × threads):", ""]
+        out += _table(["run", "from", "steps", "samples", "wall time", "CPU-hours", "crop", "sources",
+                       "held-out NoC90@10"], rows) + [""]
+    if curve:
+        keys = [k for k in curve[-1] if str(k).startswith("val_")]
+        out += ["Held-out curve of this run (validation split of its object bank; earlier runs' numbers came from "
+                "their own banks):", ""]
+        out += _table(["step"] + keys, [[_fmt(r.get("step"))] + [_fmt(r.get(k), 4) for k in keys] for r in curve])
+        out += [""]
     return out
 
 
@@ -226,6 +263,7 @@ def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
             out += [f"### {key.upper()}", ""] + _training_section(record)
     else:
         out += _training_section(training)
+    out += _history_section(training)
     validation = training.get("validation") or {}
     out += ["## Validation (held-out training images, segmentor only)", ""]
     if validation:

@@ -437,8 +437,23 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     return run_dir
 
 
+def run_lineage(run_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """``history`` (the runs of ``cfg.init_checkpoint``, oldest first) and ``validation_curve`` (this run's held-out
+    records) for the checkpoint's training record (:mod:`finecut.training.history`)."""
+    from finecut.training.history import inherited_history, validation_curve
+
+    out: dict[str, Any] = {"validation_curve": validation_curve(run_dir / "log.jsonl")}
+    if cfg.init_checkpoint:
+        from finecut.models.checkpoint import read_checkpoint_config
+        from finecut.registry import shipped_checkpoints
+
+        path = shipped_checkpoints().get(cfg.init_checkpoint, Path(cfg.init_checkpoint))
+        out["history"] = inherited_history(read_checkpoint_config(path), cfg.init_checkpoint)
+    return out
+
+
 def _checkpoint(run_dir: Path, net: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int,
                 seconds: float, samples: int, info: DistInfo, last_val: dict[str, float]) -> None:
     engine = "focalclick" if hasattr(net, "refiner") else "simpleclick"
     save_run_state(run_dir, net, optimizer, cfg, step, seconds, samples, engine,
-                   {"processes": info.world, "validation": last_val})
+                   {"processes": info.world, "validation": last_val, **run_lineage(run_dir, cfg)})
