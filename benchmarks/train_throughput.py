@@ -8,7 +8,8 @@ else (no bank loading, model building or checkpoint writing).
 
 Settings vary one lever at a time from today's recipe (2 processes x 1 thread, the config's full crop, batches drawn
 in the training process, channels_last): a small crop, a batch-prefetching worker process, NCHW instead of
-channels_last, torch.compile, 1 process x 2 threads, no iterative clicks; then the new recipe's two stages. The
+channels_last, torch.compile, one process x 2 threads with the same samples per step (no DDP all-reduce, no second
+copy of the bank), no iterative clicks; then the new recipe's two stages. The
 whole-schedule rate of the new recipe weights its stages by the config's step counts.
 
     python3 benchmarks/train_throughput.py --config configs/focalclick-lite0-v2.toml --steps 15 --warmup 3
@@ -44,29 +45,32 @@ class Setting:
     prefetch: int = 0
     channels_last: bool = True
     compile: bool = False
+    batch: int = 0  # per process; 0: the config's
 
     def describe(self) -> str:
-        parts = [f"{self.processes} proc x {self.threads} thr", f"crop {self.size}",
+        parts = [f"{self.processes} proc x {self.threads} thr"] + ([f"batch {self.batch}"] if self.batch else [])
+        parts += [f"crop {self.size}",
                  f"iterative {'on' if self.iterative else 'off'}", f"prefetch {self.prefetch}",
                  "channels_last" if self.channels_last else "NCHW"]
         return ", ".join(parts + (["torch.compile"] if self.compile else []))
 
 
-def default_settings(base_size: int, small_size: int) -> list[Setting]:
+def default_settings(base_size: int, small_size: int, batch: int) -> list[Setting]:
     """Today's recipe (2 processes x 1 thread, full crop, in-process sampling), each lever alone, and the new
-    recipe's two stages (small crop + prefetch; full crop + prefetch)."""
-    today = Setting("today", 2, 1, base_size)
+    recipe's two stages (one process x 2 threads with the same samples per step, small crop + prefetch; full crop +
+    prefetch)."""
+    one = dict(processes=1, threads=2, batch=2 * batch)
     return [
-        today,
+        Setting("today", 2, 1, base_size),
         Setting(f"small{small_size}", 2, 1, small_size),
         Setting("small128", 2, 1, 128),
         Setting("prefetch", 2, 1, base_size, prefetch=2),
         Setting("nchw", 2, 1, base_size, channels_last=False),
         Setting("compile", 2, 1, base_size, compile=True),
-        Setting("threads2", 1, 2, base_size),
+        Setting("one-process", size=base_size, **one),
         Setting("no-iterative", 2, 1, base_size, iterative=False),
-        Setting("new-small", 2, 1, small_size, prefetch=2),
-        Setting("new-full", 2, 1, base_size, prefetch=2),
+        Setting("new-small", size=small_size, prefetch=2, **one),
+        Setting("new-full", size=base_size, prefetch=2, **one),
     ]
 
 
@@ -84,6 +88,7 @@ def run_worker(args: argparse.Namespace) -> None:
     cfg = TrainConfig.from_file(args.config)
     cfg.data.bank = args.bank or cfg.data.bank
     cfg.size = args.size
+    cfg.batch_size = args.batch or cfg.batch_size
     cfg.small_size = 0  # one fixed crop size per setting
     cfg.threads = args.threads
     cfg.prefetch = args.prefetch
@@ -155,6 +160,7 @@ def run_setting(setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
             worker.append("--no-iterative")
         worker += ["--prefetch", str(setting.prefetch)] + ([] if setting.channels_last else ["--nchw"])
         worker += ["--compile"] if setting.compile else []
+        worker += ["--batch", str(setting.batch)] if setting.batch else []
         if setting.processes > 1:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    "--nproc_per_node", str(setting.processes)] + worker
@@ -243,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefetch", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--nchw", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -258,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     bank = Path(args.bank or cfg.data.bank)
     if not bank.exists():
         parser.error(f"{bank}: object bank not found (pass --bank; the benchmark does not build one)")
-    settings = default_settings(cfg.size, cfg.small_size or 160)
+    batch = cfg.batch_size // 2 if cfg.threads > 1 else cfg.batch_size  # today's per-process batch
+    settings = default_settings(cfg.size, cfg.small_size or 160, batch)
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = sorted(set(wanted) - {s.name for s in settings})

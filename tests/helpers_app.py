@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import cv2
@@ -19,8 +20,9 @@ class DiskEngine(Engine):
 
     name = "disk"
 
-    def __init__(self, radius: int = 20) -> None:
+    def __init__(self, radius: int = 20, delay: float = 0.0) -> None:
         self.radius = radius
+        self.delay = delay  # seconds each predict takes (to see a busy state)
         self.encode_calls = 0
         self.predict_calls = 0
         self._lock = threading.Lock()
@@ -33,6 +35,8 @@ class DiskEngine(Engine):
     def predict(self, image: np.ndarray, features: Any, prompts: Prompts, previous: Any) -> EngineOutput:
         with self._lock:
             self.predict_calls += 1
+        if self.delay:
+            time.sleep(self.delay)
         assert features is not None and "mean" in features
         h, w = image.shape[:2]
         pos = np.zeros((h, w), np.uint8)

@@ -13,6 +13,7 @@ from helpers_app import DiskEngine, LiveServer, photo_like
 from finecut.app import AppConfig, create_app
 from finecut.app.folder import Limits
 from finecut.app.service import mask_runs
+from finecut.app.store import AnnotationStore
 from finecut.io import read_label_image, read_mask
 
 H, W = 120, 160
@@ -94,8 +95,10 @@ def test_click_undo_redo_reset_threshold(client):
     assert decode_runs(r["current"]["runs"])[50, 45] and r["current"]["can_redo"]
     r = client.post("/api/images/a.png/redo").json()
     assert not decode_runs(r["current"]["runs"])[50, 45]
+    # a computed step keeps its probabilities (0.05 / 0.95; only pixels under the clicks may be forced to 1)
+    area = client.post("/api/images/a.png/click", json={"x": 100, "y": 100}).json()["current"]["area"]
     r = client.post("/api/images/a.png/threshold", json={"threshold": 0.99}).json()
-    assert r["current"]["area"] == 0 and r["threshold"] == 0.99
+    assert r["current"]["area"] < area / 4 and r["threshold"] == 0.99
     client.post("/api/images/a.png/threshold", json={"threshold": 0.5})
     r = client.post("/api/images/a.png/reset").json()
     assert r["current"]["area"] == 0 and r["current"]["clicks"] == [] and r["current"]["can_undo"]
@@ -136,8 +139,7 @@ def test_objects_finish_relabel_delete_and_reload(folder):
         listing = {im["name"]: im for im in c.get("/api/images").json()["images"]}
         assert listing["a.png"]["objects"] == 2
 
-    saved = folder / ".finecut" / "annotations" / "a.png.json"
-    data = json.loads(saved.read_text())
+    data = AnnotationStore(folder / ".finecut").load("a.png")
     assert data["image"] == "a.png" and data["model"] == "disk"
 
     config2, engines2 = make_config(folder)  # a new server: everything comes back from disk
@@ -207,18 +209,44 @@ def test_export_png_and_coco(client, folder):
     client.post("/api/images/b.png/finish", json={"label": "dog"})
     r = client.post("/api/export", json={"formats": ["png", "coco_rle", "coco_polygons"]}).json()
     assert r["images"] == 2 and r["objects"] == 2
-    assert {"coco_rle.json", "coco_polygons.json", "a/a_obj001_cat.png", "a/a_instances.png"} <= set(r["files"])
+    assert {"coco_rle.json", "coco_polygons.json", "a.png/a.png_obj001_cat.png",
+            "a.png/a.png_instances.png"} <= set(r["files"])
     coco = client.get("/api/export/coco_rle.json").json()
     assert [im["file_name"] for im in coco["images"]] == ["a.png", "b.png"]
     assert {c["name"] for c in coco["categories"]} == {"cat", "dog"}
     out = folder / ".finecut" / "export"
-    assert read_mask(out / "a" / "a_obj001_cat.png")[50, 40]
-    assert read_label_image(out / "b" / "b_instances.png")[60, 120] == 1
+    assert read_mask(out / "a.png" / "a.png_obj001_cat.png")[50, 40]
+    assert read_label_image(out / "b.png" / "b.png_instances.png")[60, 120] == 1
     poly = json.loads((out / "coco_polygons.json").read_text())
     assert all(isinstance(a["segmentation"], list) for a in poly["annotations"])
-    r = client.post("/api/export", json={"formats": ["png"], "images": ["b.png"]}).json()
-    assert r["images"] == 1 and all(f.startswith("b/") for f in r["files"])
     assert client.post("/api/export", json={"formats": ["gif"]}).status_code == 422
+
+
+def test_export_always_holds_every_annotated_image_and_nothing_stale(client, folder):
+    client.post("/api/images/a.png/click", json={"x": 40, "y": 50})
+    client.post("/api/images/a.png/finish", json={"label": "cat"})
+    client.post("/api/images/a.png/click", json={"x": 120, "y": 60})
+    client.post("/api/images/a.png/finish", json={"label": "dog"})
+    client.post("/api/images/b.png/click", json={"x": 120, "y": 60})
+    client.post("/api/images/b.png/finish", json={"label": "dog"})
+    client.post("/api/export", json={})
+    out = folder / ".finecut" / "export"
+    cats = {c["name"]: c["id"] for c in json.loads((out / "coco_rle.json").read_text())["categories"]}
+    # "only the current image" is refused: the COCO files would lose the other images
+    r = client.post("/api/export", json={"images": ["b.png"]})
+    assert r.status_code == 422 and "every annotated image" in r.json()["detail"]
+    client.delete("/api/images/a.png/objects/1")  # cat gone, dog on a.png relabelled, b.png emptied
+    client.patch("/api/images/a.png/objects/2", json={"label": "wolf"})
+    client.delete("/api/images/b.png/objects/1")
+    r = client.post("/api/export", json={}).json()
+    assert r["images"] == 1 and r["objects"] == 1
+    coco = json.loads((out / "coco_rle.json").read_text())
+    assert [im["file_name"] for im in coco["images"]] == ["a.png"]
+    new_cats = {c["name"]: c["id"] for c in coco["categories"]}
+    assert list(new_cats) == ["wolf"] and new_cats["wolf"] not in cats.values()
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["a.png/a.png_instances.png", "a.png/a.png_obj002_wolf.png", "coco_polygons.json",
+                     "coco_rle.json", "finecut-export.json"]
 
 
 def test_concurrent_clicks_are_serialised_and_saved_atomically(folder):
@@ -233,8 +261,7 @@ def test_concurrent_clicks_are_serialised_and_saved_atomically(folder):
                     r = c.post("/api/images/a.png/click", json={"x": 10 + 20 * k, "y": 10 + 20 * j})
                     if r.status_code != 200:
                         errors.append(r.text)
-                    saved = folder / ".finecut" / "annotations" / "a.png.json"
-                    json.loads(saved.read_text())  # always a complete JSON file
+                    AnnotationStore(folder / ".finecut").load("a.png")  # always a complete, readable state
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
         for t in threads:
@@ -245,7 +272,272 @@ def test_concurrent_clicks_are_serialised_and_saved_atomically(folder):
         state = httpx.post(url + "/api/images/a.png/open", json={}, timeout=30).json()
     assert len(state["current"]["clicks"]) == n_threads * per_thread
     assert engines["disk"].encode_calls == 1
-    data = json.loads((folder / ".finecut" / "annotations" / "a.png.json").read_text())
-    assert len(data["session"]["history"]) == n_threads * per_thread + 1
+    data = AnnotationStore(folder / ".finecut").load("a.png")
+    assert len(data["history"]) == n_threads * per_thread + 1
     leftovers = [p.name for p in (folder / ".finecut" / "annotations").iterdir() if p.suffix == ".tmp"]
     assert leftovers == []
+
+
+# ------------------------------------------------------------------ versions: stale writes get 409 (issue 12.5)
+def test_stale_write_gets_409_and_changes_nothing(client):
+    a = client.post("/api/images/a.png/open", json={}).json()
+    v0 = a["version"]
+    b = client.post("/api/images/a.png/click", json={"x": 40, "y": 50}, headers={"If-Match": str(v0)}).json()
+    assert b["version"] > v0 and len(b["current"]["clicks"]) == 1
+    # a second tab still at v0: its click and its finish are refused, nothing is merged
+    r = client.post("/api/images/a.png/click", json={"x": 120, "y": 60}, headers={"If-Match": str(v0)})
+    assert r.status_code == 409 and "another tab" in r.json()["detail"]
+    assert r.json()["version"] == b["version"]
+    r = client.post("/api/images/a.png/finish", json={"label": "x"}, headers={"If-Match": f'"{v0}"'})
+    assert r.status_code == 409
+    for method, path in [("post", "undo"), ("post", "reset"), ("post", "redo")]:
+        assert getattr(client, method)(f"/api/images/a.png/{path}", headers={"If-Match": str(v0)}).status_code == 409
+    s = client.post("/api/images/a.png/open", json={}).json()
+    assert s["version"] == b["version"] and len(s["current"]["clicks"]) == 1 and s["objects"] == []
+    # with the current version it goes through; no header = no check (scripts)
+    r = client.post("/api/images/a.png/finish", json={"label": "x"}, headers={"If-Match": str(s["version"])})
+    assert r.status_code == 200 and r.json()["version"] > s["version"]
+    assert client.post("/api/images/a.png/click", json={"x": 120, "y": 60}).status_code == 200
+    r = client.delete("/api/images/a.png/objects/1", headers={"If-Match": str(s["version"])})
+    assert r.status_code == 409
+    assert client.post("/api/images/a.png/click", json={"x": 1, "y": 1},
+                       headers={"If-Match": "abc"}).status_code == 400
+
+
+def test_version_survives_a_restart(folder):
+    config, _ = make_config(folder)
+    with TestClient(create_app(config)) as c:
+        c.post("/api/images/a.png/click", json={"x": 40, "y": 50})
+        v = c.post("/api/images/a.png/click", json={"x": 60, "y": 50}).json()["version"]
+    config2, _ = make_config(folder)
+    with TestClient(create_app(config2)) as c2:
+        assert c2.post("/api/images/a.png/open", json={}).json()["version"] == v
+        r = c2.post("/api/images/a.png/undo", headers={"If-Match": str(v)})
+        assert r.status_code == 200 and len(r.json()["current"]["clicks"]) == 1
+
+
+# ------------------------------------------------------------------ finish / delete undoable, reopen (issue 12.6)
+def test_delete_and_finish_are_undone_by_undo_and_objects_can_be_reopened(client):
+    client.post("/api/images/a.png/click", json={"x": 40, "y": 50})
+    client.post("/api/images/a.png/finish", json={"label": "cat"})
+    client.post("/api/images/a.png/click", json={"x": 120, "y": 60})
+    r = client.delete("/api/images/a.png/objects/1").json()
+    assert r["objects"] == [] and len(r["current"]["clicks"]) == 1
+    r = client.post("/api/images/a.png/undo").json()  # restores the deleted object, not an older click
+    assert [o["label"] for o in r["objects"]] == ["cat"] and len(r["current"]["clicks"]) == 1
+    assert client.get("/api/images").json()["images"][0]["objects"] == 1
+    r = client.post("/api/images/a.png/finish", json={"label": "dog"}).json()
+    assert [o["id"] for o in r["objects"]] == [1, 2]
+    r = client.post("/api/images/a.png/undo").json()  # the finish: dog is in progress again
+    assert [o["id"] for o in r["objects"]] == [1] and len(r["current"]["clicks"]) == 1 and r["current"]["area"] > 0
+    client.post("/api/images/a.png/redo")
+    r = client.post("/api/images/a.png/objects/1/reopen")
+    assert r.status_code == 200
+    r = r.json()
+    assert r["editing"] == {"id": 1, "label": "cat"} and r["current"]["clicks"] == [{"x": 40.0, "y": 50.0,
+                                                                                    "kind": "positive"}]
+    r = client.post("/api/images/a.png/click", json={"x": 70, "y": 50}).json()
+    r = client.post("/api/images/a.png/finish", json={"label": "cat"}).json()
+    assert r["finished_id"] == 1 and [o["id"] for o in r["objects"]] == [1, 2] and r["editing"] is None
+    assert decode_runs(r["objects"][0]["runs"])[50, 70]
+    client.post("/api/images/a.png/click", json={"x": 20, "y": 20})
+    r = client.post("/api/images/a.png/objects/2/reopen")
+    assert r.status_code == 422 and "finish or reset" in r.json()["detail"]
+
+
+def test_undoing_a_model_switch_restores_the_model(client):
+    small = client.post("/api/images/a.png/click", json={"x": 80, "y": 60}).json()["current"]["area"]
+    r = client.post("/api/images/a.png/model", json={"model": "big"}).json()
+    assert r["model"] == "big"
+    r = client.post("/api/images/a.png/undo").json()
+    assert r["model"] == "disk" and r["current"]["area"] == small
+    r = client.post("/api/images/a.png/click", json={"x": 20, "y": 20}).json()  # computed by disk again
+    assert r["model"] == "disk" and decode_runs(r["current"]["runs"]).sum() < 2 * small + 10
+    r = client.post("/api/images/a.png/undo").json()
+    r = client.post("/api/images/a.png/redo").json()
+    r = client.post("/api/images/a.png/undo").json()
+    r = client.post("/api/images/a.png/redo").json()
+    assert r["model"] == "disk"
+
+
+# ------------------------------------------------------------------ saving is proportional to the change (issue 12.11)
+def _bytes_written() -> int:
+    with open("/proc/self/io") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("wchar:"))
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/io"), reason="needs Linux /proc/self/io")
+def test_saving_a_click_writes_only_the_change(client, folder):
+    for i in range(150):
+        r = client.post("/api/images/a.png/click", json={"x": 5 + i % 150, "y": 5 + (i * 7) % 110,
+                                                         "kind": "positive" if i % 2 else "negative"})
+        assert r.status_code == 200
+    saved = folder / ".finecut" / "annotations"
+    size = sum(p.stat().st_size for p in saved.iterdir())
+    written = []
+    for i in range(5):
+        before = _bytes_written()
+        client.post("/api/images/a.png/click", json={"x": 30 + i, "y": 40})
+        written.append(_bytes_written() - before)
+    assert size > 100_000
+    assert max(written) < size / 20, f"a click wrote {max(written)} bytes; the saved state is {size} bytes"
+
+
+def test_torn_last_write_is_ignored_and_repaired(folder):
+    config, _ = make_config(folder)
+    with TestClient(create_app(config)) as c:
+        c.post("/api/images/a.png/click", json={"x": 40, "y": 50})
+        v = c.post("/api/images/a.png/click", json={"x": 60, "y": 50}).json()["version"]
+    files = [p for p in (folder / ".finecut" / "annotations").iterdir() if p.name.startswith("a.png")]
+    assert len(files) == 1
+    with open(files[0], "ab") as fh:  # a write cut short by kill -9 or a power loss
+        fh.write(b'{"k":"r","key":"s99","data":{"action":"cli')
+    config2, _ = make_config(folder)
+    with TestClient(create_app(config2)) as c2:
+        s = c2.post("/api/images/a.png/open", json={}).json()
+        assert s["version"] == v and len(s["current"]["clicks"]) == 2
+        c2.post("/api/images/a.png/click", json={"x": 80, "y": 50})
+    config3, _ = make_config(folder)
+    with TestClient(create_app(config3)) as c3:
+        assert len(c3.post("/api/images/a.png/open", json={}).json()["current"]["clicks"]) == 3
+
+
+def test_legacy_save_file_is_read_and_migrated(folder):
+    from finecut.predictor import Predictor
+    from finecut.session import Session
+
+    engine = DiskEngine(radius=12)
+    s = Session(Predictor(engine), photo_like(H, W, seed=1))
+    s.add_click(40, 50)
+    s.finish_object("cat")
+    s.add_click(100, 60)
+    legacy = {"format": 1, "height": H, "width": W, "threshold": 0.5, "default_label": "object", "next_id": 2,
+              "cursor": 1,
+              "history": [{"action": "start", "prompts": {"clicks": []}},
+                          {"action": "click", "prompts": {"clicks": [{"x": 100.0, "y": 60.0, "kind": "positive"}]},
+                           "prediction": {"mask": __import__("finecut").export.mask_to_rle(s.mask),
+                                          "threshold": 0.5, "seconds": 0.0, "state": {}}}],
+              "objects": [{"id": 1, "label": "cat", "mask": s.objects[0].rle, "prompts": {"clicks": []}}]}
+    ann = folder / ".finecut" / "annotations"
+    ann.mkdir(parents=True)
+    (ann / "a.png.json").write_text(json.dumps({"model": "disk", "session": legacy, "image": "a.png"}))
+    config, _ = make_config(folder)
+    with TestClient(create_app(config)) as c:
+        assert c.get("/api/images").json()["images"][0]["objects"] == 1
+        st = c.post("/api/images/a.png/open", json={}).json()
+        assert [o["label"] for o in st["objects"]] == ["cat"] and len(st["current"]["clicks"]) == 1
+        c.post("/api/images/a.png/click", json={"x": 20, "y": 20})
+        r = c.post("/api/export", json={}).json()
+        assert r["objects"] == 1
+    assert not (ann / "a.png.json").exists()  # migrated into the new save file, nothing lost
+    config2, _ = make_config(folder)
+    with TestClient(create_app(config2)) as c2:
+        st = c2.post("/api/images/a.png/open", json={}).json()
+        assert [o["label"] for o in st["objects"]] == ["cat"] and len(st["current"]["clicks"]) == 2
+
+
+def test_kill_9_keeps_every_acknowledged_action(folder, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers_app import free_port
+
+    def start():
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "finecut.cli", "app", str(folder), "--port", str(port),
+                                 "--model", "grabcut"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                httpx.get(url + "/api/config", timeout=2)
+                return proc, url
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.1)
+        raise RuntimeError("app did not start")
+
+    proc, url = start()
+    acked = []
+    try:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            c.post("/api/images/a.png/open", json={}).raise_for_status()
+            for i in range(8):
+                r = c.post("/api/images/a.png/click", json={"x": 30 + 10 * i, "y": 50})
+                r.raise_for_status()
+                acked.append(r.json()["version"])
+                if i == 3:
+                    c.post("/api/images/a.png/finish", json={"label": "cat"}).raise_for_status()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    proc, url = start()
+    try:
+        s = httpx.post(url + "/api/images/a.png/open", json={}, timeout=60).json()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert s["version"] == acked[-1]
+    assert [o["label"] for o in s["objects"]] == ["cat"] and len(s["current"]["clicks"]) == 4
+
+
+_WRITER = """
+import sys
+from helpers_app import DiskEngine, photo_like
+from finecut.app.store import AnnotationStore
+from finecut.predictor import Predictor
+from finecut.session import Session
+
+store = AnnotationStore(sys.argv[1], compact_slack=4000)  # small slack: whole rewrites happen often too
+session = Session(Predictor(DiskEngine(radius=8)), photo_like(60, 80), max_history=40)
+i = 0
+while True:
+    i += 1
+    if i % 9 == 0:
+        session.finish_object("o%d" % i)
+    elif i % 7 == 0:
+        session.undo()
+    else:
+        session.add_click(5 + i % 70, 5 + (i * 3) % 50, "positive" if i % 3 else "negative")
+    head, records = session.save_parts()
+    store.save("x.png", head, records)
+    print(session.version, flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.7, 1.1])
+def test_kill_9_while_saving_never_loses_an_acknowledged_save(tmp_path, delay):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from finecut.predictor import Predictor
+    from finecut.session import Session
+
+    tests_dir = Path(__file__).resolve().parent
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], cwd=tests_dir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    acked = []
+    start = time.time()
+    while time.time() - start < 30:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        acked.append(int(line))
+        if len(acked) == 1:
+            start = time.time()  # count the delay from the first save (after the imports)
+        if time.time() - start > delay:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    data = AnnotationStore(tmp_path).load("x.png")
+    assert data["version"] >= acked[-1]  # the kill may land after a save and before its acknowledgement
+    predictor = Predictor(DiskEngine(radius=8))
+    predictor.set_image(photo_like(60, 80))
+    session = Session.from_dict(data, predictor)
+    assert session.version == data["version"]

@@ -39,27 +39,41 @@ if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
 
 
 @pytest.fixture()
-def app_url(tmp_path):
+def engines():
+    return {"disk": DiskEngine(radius=40), "big": DiskEngine(radius=70)}
+
+
+@pytest.fixture()
+def app_url(tmp_path, engines):
     images = tmp_path / "images"
     images.mkdir()
     for i, name in enumerate(["a.png", "b.png"]):
         cv2.imwrite(str(images / name), cv2.cvtColor(photo_like(H, W, seed=i), cv2.COLOR_RGB2BGR))
-    engine = DiskEngine(radius=40)
-    config = AppConfig(image_dir=images, default_model="disk", models=["disk"], model_factory=lambda n: engine)
+    config = AppConfig(image_dir=images, default_model="disk", models=["disk", "big"],
+                       model_factory=engines.__getitem__)
     with LiveServer(create_app(config)) as url:
         yield url, images
 
 
+def _new_page(browser):
+    pg = browser.new_page(viewport={"width": 1280, "height": 800})
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.set_default_timeout(20_000)
+    return pg
+
+
 @pytest.fixture()
-def page():
+def browser():
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 800})
-        pg.errors = []
-        pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-        pg.set_default_timeout(20_000)
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    return _new_page(browser)
 
 
 def stage(page, key):
@@ -156,9 +170,9 @@ def test_annotate_undo_finish_export_reload(app_url, page, tmp_path):
     coco = json.loads((out / "coco_rle.json").read_text())
     assert [a["category_id"] for a in coco["annotations"]] == [2, 1]  # categories sorted: box=1, cat=2
     assert {c["name"] for c in coco["categories"]} == {"cat", "box"}
-    cat = read_mask(out / "a" / "a_obj001_cat.png")
+    cat = read_mask(out / "a.png" / "a.png_obj001_cat.png")
     assert cat.shape == (H, W) and cat[cy, cx]
-    inst = read_label_image(out / "a" / "a_instances.png")
+    inst = read_label_image(out / "a.png" / "a.png_instances.png")
     assert inst[cy, cx] == 1 and inst[int(H * 0.52), int(W * 0.73)] == 2 and inst[5, 5] == 0
     polys = json.loads((out / "coco_polygons.json").read_text())
     assert len(polys["annotations"]) == 2 and polys["annotations"][0]["segmentation"]
@@ -215,4 +229,130 @@ def test_tolerant_click_brush_and_zoom(app_url, page):
     page.wait_for_function(f"Math.abs(window.finecutApp.state.view.s - {s0}) < 1e-6")
     page.keyboard.press("Escape")  # reset the object
     wait_idle(page, "d.clicks === '0' && d.area === '0'")
+    assert page.errors == []
+
+
+def click_at(page, x, y, **kw):
+    page.mouse.click(*screen(page, x, y), **kw)
+
+
+def test_busy_state_shows_spinner_cursor_and_queued_clicks(app_url, page, engines):
+    url, _ = app_url
+    page.goto(url + "/")
+    page.wait_for_selector('#stage[data-image="a.png"]')
+    wait_idle(page)
+    assert page.locator("#spinner").is_hidden()
+    engines["disk"].delay = 0.8
+    click_at(page, W // 3, H // 2)
+    page.wait_for_selector("#spinner", state="visible")
+    assert page.eval_on_selector("#view", "el => getComputedStyle(el).cursor") == "progress"
+    click_at(page, W // 3 + 20, H // 2)
+    click_at(page, W // 3 - 20, H // 2, button="right")
+    page.wait_for_function("document.querySelector('#stage').dataset.queued === '2'")
+    assert "2 queued" in page.locator("#spinner").inner_text()
+    assert len(page.evaluate("window.finecutApp.state.pending")) == 2  # drawn as hollow markers until computed
+    wait_idle(page, "d.clicks === '3'")
+    assert page.locator("#spinner").is_hidden() and stage(page, "queued") == "0"
+    assert page.eval_on_selector("#view", "el => getComputedStyle(el).cursor") != "progress"
+    assert page.errors == []
+
+
+def test_model_switch_undo_rename_enter_delete_undo_and_status(app_url, page):
+    url, _ = app_url
+    page.goto(url + "/")
+    page.wait_for_selector('#stage[data-image="a.png"]')
+    click_at(page, W // 3, H // 2)
+    wait_idle(page, "d.clicks === '1'")
+    small = int(stage(page, "area"))
+    page.select_option("#model", "big")
+    wait_idle(page, f"Number(d.area) > {small}")
+    page.keyboard.press("Control+z")  # undo the model switch: mask and selector go back
+    wait_idle(page, f"Number(d.area) === {small}")
+    assert page.locator("#model").input_value() == "disk"
+    page.keyboard.press("Control+Shift+z")
+    wait_idle(page, f"Number(d.area) > {small}")
+    assert page.locator("#model").input_value() == "big"
+    page.keyboard.press("Control+z")
+    wait_idle(page, f"Number(d.area) === {small}")
+
+    page.locator("#label").fill("cat")
+    page.locator("#finish").click()
+    wait_idle(page, "d.objects === '1'")
+    click_at(page, int(W * 0.73), int(H * 0.52))
+    wait_idle(page, "Number(d.area) > 0")
+    page.locator("#finish").click()
+    wait_idle(page, "d.objects === '2'")
+    assert "2 objects" in page.locator("#status").inner_text()
+
+    # rename with Enter: no JS error, one rename
+    page.locator("#objects li[data-id='2'] .obj-label").dblclick()
+    page.locator("#objects li[data-id='2'] input").fill("box")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#objects').innerText.includes('#2 box')")
+    wait_idle(page)
+    assert page.errors == []
+
+    # delete, then Ctrl+Z restores it; the status bar count follows
+    page.locator("#objects li[data-id='1'] button.delete").click()
+    wait_idle(page, "d.objects === '1'")
+    assert "1 object" in page.locator("#status").inner_text()
+    assert "Ctrl+Z" in page.locator("#status").inner_text()
+    page.keyboard.press("Control+z")
+    wait_idle(page, "d.objects === '2'")
+    assert "#1 cat" in page.locator("#objects").inner_text()
+    assert "2 objects" in page.locator("#status").inner_text()
+
+    # reopen a finished object, refine it, finish it again under its id
+    page.locator("#objects li[data-id='1'] button.reopen").click()
+    wait_idle(page, "d.clicks === '1'")
+    assert page.locator("#label").input_value() == "cat"
+    assert page.locator("#objects li[data-id='1']").get_attribute("class") == "editing"
+    click_at(page, W // 3 + 60, H // 2)
+    wait_idle(page, "d.clicks === '2'")
+    page.locator("#finish").click()
+    wait_idle(page, "d.objects === '2' && d.clicks === '0'")
+    assert [o["id"] for o in page.evaluate("window.finecutApp.state.objects")] == [1, 2]
+    assert page.errors == []
+
+
+def test_stale_tab_gets_the_current_state_and_a_message(app_url, browser):
+    url, _ = app_url
+    a, b = _new_page(browser), _new_page(browser)
+    for pg in (a, b):
+        pg.goto(url + "/#a.png")
+        pg.wait_for_selector('#stage[data-image="a.png"]')
+        wait_idle(pg)
+    click_at(b, W // 3, H // 2)
+    wait_idle(b, "d.clicks === '1'")
+    click_at(a, int(W * 0.73), int(H * 0.52))  # based on the state before b's click: refused, a reloads
+    a.wait_for_selector("#message:not([hidden])")
+    assert "another tab" in a.locator("#message").inner_text()
+    wait_idle(a, "d.clicks === '1'")
+    assert a.evaluate("window.finecutApp.state.data.current.clicks[0].x") == b.evaluate(
+        "window.finecutApp.state.data.current.clicks[0].x")
+    click_at(a, int(W * 0.73), int(H * 0.52))  # now up to date: goes through, on top of b's object
+    wait_idle(a, "d.clicks === '2'")
+    a.wait_for_selector("#message", state="hidden")
+    assert a.errors == [] and b.errors == []
+
+
+def test_broken_image_clears_the_object_panel(app_url, page):
+    url, images = app_url
+    (images / "c-broken.png").write_bytes(b"not a png at all")
+    page.goto(url + "/#a.png")
+    page.wait_for_selector('#stage[data-image="a.png"]')
+    click_at(page, W // 3, H // 2)
+    wait_idle(page, "Number(d.area) > 0")
+    page.locator("#finish").click()
+    wait_idle(page, "d.objects === '1'")
+    click_at(page, int(W * 0.73), int(H * 0.52))
+    wait_idle(page, "d.clicks === '1'")
+    page.locator("#images li", has_text="c-broken.png").click()
+    page.wait_for_selector("#message.error")
+    wait_idle(page)
+    assert page.locator("#objects li").count() == 0
+    assert page.locator("#object-count").inner_text() == ""
+    assert not any(ch.isdigit() for ch in page.locator("#current-info").inner_text())
+    assert page.locator("#latency").inner_text().strip() == ""
+    assert page.locator("#finish").is_disabled() and page.locator("#undo").is_disabled()
     assert page.errors == []

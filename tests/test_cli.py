@@ -404,3 +404,105 @@ def test_demo_with_default_model_segments_the_astronaut(tmp_path: Path) -> None:
     # the person (suit + head) covers roughly a third of the portrait; the flag click at the left is background
     assert 0.2 < mask.mean() < 0.5
     assert mask[420, 150] and mask[60, 230] and not mask[300, 20]
+
+
+# ---------------------------------------------------------------- segment: careless and hostile input (issue 12)
+
+
+def test_negative_click_gives_one_line_error_not_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_image(tmp_path / "photo.png", _image())
+    base = ["segment", str(tmp_path / "photo.png"), "--model", "testdisk", "--out", str(tmp_path / "m.png")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--click", "-5,-5"])
+    assert exit_info.value.code == 2
+    err = _one_line_error(capsys)
+    assert "usage:" not in err and err.startswith("finecut segment: error:") and "--click=-5,-5" in err
+    # written as the hint says, the click reaches finecut and is refused with the image named
+    assert main([*base, "--click=-5,-5"]) == 2
+    assert "photo.png: click (-5, -5) is outside the 60x40 image" in _one_line_error(capsys)
+    with pytest.raises(SystemExit):
+        main([*base, "--click", "1,1", "--threshold", "abc"])
+    assert "usage:" not in _one_line_error(capsys)
+    assert not (tmp_path / "m.png").exists()
+
+
+@pytest.mark.parametrize("option", ["--out", "--overlay"])
+def test_output_in_a_missing_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str) -> None:
+    write_image(tmp_path / "photo.png", _image())
+    missing = tmp_path / "nonexistent" / "dir"
+    args = {"--out": str(tmp_path / "m.png"), "--overlay": str(tmp_path / "o.png")}
+    args[option] = str(missing / "x.png")
+    rc = main(["segment", str(tmp_path / "photo.png"), "--model", "testdisk", "--click", "20,15",
+               "--out", args["--out"], "--overlay", args["--overlay"]])
+    assert rc == 2
+    err = _one_line_error(capsys)
+    assert str(missing) in err and "does not exist" in err
+    assert not (tmp_path / "nonexistent").exists() and not (tmp_path / "m.png").exists()
+
+
+def test_batch_out_dir_parent_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_image(tmp_path / "imgs" / "a.png", _image())
+    (tmp_path / "p.json").write_text(json.dumps({"a.png": {"clicks": [[20, 15]]}}))
+    out = tmp_path / "nonexistent" / "masks"
+    rc = main(["segment", "--batch", str(tmp_path / "p.json"), "--images", str(tmp_path / "imgs"),
+               "--out-dir", str(out), "--model", "testdisk"])
+    assert rc == 2 and "does not exist" in _one_line_error(capsys)
+    assert not (tmp_path / "nonexistent").exists()
+
+
+class _FailOnDarkEngine(DiskEngine):
+    """Raises an engine error (as a model running out of memory would) on dark images."""
+
+    name = "failondark"
+
+    def predict(self, image, features, prompts, previous) -> EngineOutput:
+        if image.mean() < 50:
+            raise RuntimeError("engine failed")
+        return super().predict(image, features, prompts, previous)
+
+
+def test_batch_errors_name_their_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(registry._ENGINES, "failondark",
+                        registry.EngineEntry("failondark", f"{__name__}:_FailOnDarkEngine", "test engine"))
+    images = tmp_path / "imgs"
+    write_image(images / "a.png", _image(value=1))
+    write_image(images / "dark.png", np.zeros((40, 60, 3), np.uint8))
+    write_image(images / "taken.png", _image(value=2))
+    out = tmp_path / "out"
+    write_mask(out / "taken.png", np.zeros((40, 60), bool))
+    prompts = {name: {"clicks": [[20, 15]]} for name in ("a.png", "dark.png", "taken.png")}
+    (tmp_path / "p.json").write_text(json.dumps(prompts))
+    rc = main(["segment", "--batch", str(tmp_path / "p.json"), "--images", str(images), "--out-dir", str(out),
+               "--model", "failondark"])
+    assert rc == 2
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    assert "Traceback" not in captured.err and len(errors) == 2, captured.err
+    assert "dark.png" in errors[0] and "engine failed" in errors[0]
+    assert "taken.png" in errors[1] and "already exists" in errors[1]
+    assert errors[1].startswith("finecut segment: error: taken.png: ")
+    assert "segmented 1 of 3 images" in captured.out
+
+
+def test_segment_refuses_a_decompression_bomb_from_its_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_io_loader import png_bomb
+
+    (tmp_path / "bomb.png").write_bytes(png_bomb(8000, 8000))
+    args = ["segment", str(tmp_path / "bomb.png"), "--model", "testdisk", "--click", "5,5", "--out",
+            str(tmp_path / "m.png")]
+    assert main(args) == 2
+    err = _one_line_error(capsys)
+    assert "bomb.png" in err and "8000x8000" in err and "over the limit of 40.0 MP" in err
+    assert not (tmp_path / "m.png").exists()
+    write_image(tmp_path / "photo.png", _image())
+    args = ["segment", str(tmp_path / "photo.png"), "--model", "testdisk", "--click", "5,5", "--out",
+            str(tmp_path / "m.png")]
+    assert main([*args, "--max-megapixels", "0.001"]) == 2
+    assert "over the limit of 0.0 MP" in _one_line_error(capsys)
+    assert main([*args, "--max-megapixels", "0"]) == 2
+    assert "--max-megapixels" in _one_line_error(capsys)
+    assert main([*args, "--max-megapixels", "1"]) == 0

@@ -123,14 +123,15 @@ def test_export_images_writes_pngs_and_coco(tmp_path):
     files = export_images([img], tmp_path)
     names = {p.relative_to(tmp_path).as_posix() for p in files}
     assert names == {
-        "photo/photo_obj001_a_cat_x.png",
-        "photo/photo_obj002_dog.png",
-        "photo/photo_instances.png",
+        "photo.jpg/photo.jpg_obj001_a_cat_x.png",
+        "photo.jpg/photo.jpg_obj002_dog.png",
+        "photo.jpg/photo.jpg_instances.png",
         "coco_rle.json",
         "coco_polygons.json",
+        "finecut-export.json",
     }
-    assert np.array_equal(read_mask(tmp_path / "photo/photo_obj001_a_cat_x.png"), m1)
-    inst = read_label_image(tmp_path / "photo/photo_instances.png")
+    assert np.array_equal(read_mask(tmp_path / "photo.jpg/photo.jpg_obj001_a_cat_x.png"), m1)
+    inst = read_label_image(tmp_path / "photo.jpg/photo.jpg_instances.png")
     assert inst.dtype == np.uint8 and inst[60, 130] == 2 and inst[30, 130] == 1 and inst[0, 0] == 0
     coco = json.loads((tmp_path / "coco_polygons.json").read_text())
     assert len(coco["annotations"]) == 2
@@ -143,7 +144,7 @@ def test_instance_map_uses_16_bits_for_large_ids(tmp_path):
     m[2:4, 2:4] = True
     img = ExportImage("x.png", 10, 10, (ExportObject(300, "a", m),))
     export_images([img], tmp_path, formats=["png"])
-    inst = read_label_image(tmp_path / "x/x_instances.png")
+    inst = read_label_image(tmp_path / "x.png/x.png_instances.png")
     assert inst.dtype == np.uint16 and inst[3, 3] == 300
 
 
@@ -151,3 +152,83 @@ def test_mask_shape_mismatch_is_reported():
     img = ExportImage("x.png", 10, 10, (ExportObject(1, "a", np.ones((5, 5), bool)),))
     with pytest.raises(FinecutError, match="x.png: object 1 mask has shape"):
         coco_dataset([img])
+
+
+# ---------------------------------------------------------------- complete, unambiguous, reproducible (issue 12.4)
+def _square(y0: int, x0: int, size: int = 10, shape: tuple[int, int] = (40, 60)) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[y0 : y0 + size, x0 : x0 + size] = True
+    return m
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_stem_with_different_extensions_exports_apart(tmp_path):
+    jpg = ExportImage("cat.jpg", 40, 60, (ExportObject(1, "a", _square(2, 2)), ExportObject(2, "b", _square(20, 30))))
+    png = ExportImage("cat.png", 40, 60, (ExportObject(1, "a", _square(25, 5)),))
+    export_images([jpg, png], tmp_path / "out")
+    out = tmp_path / "out"
+    assert read_label_image(out / "cat.jpg" / "cat.jpg_instances.png")[3, 3] == 1
+    assert read_label_image(out / "cat.png" / "cat.png_instances.png")[26, 6] == 1
+    assert read_label_image(out / "cat.png" / "cat.png_instances.png")[3, 3] == 0
+    assert sorted(p.name for p in (out / "cat.png").iterdir()) == ["cat.png_instances.png", "cat.png_obj001_a.png"]
+    # names that only differ after making them file-name-safe still get their own folders
+    a = ExportImage("a b.png", 40, 60, (ExportObject(1, "a", _square(2, 2)),))
+    b = ExportImage("a_b.png", 40, 60, (ExportObject(1, "a", _square(20, 20)),))
+    files = export_images([a, b], tmp_path / "out2")
+    assert len({f.parent for f in files if f.suffix == ".png"}) == 2
+
+
+def test_reexport_replaces_the_folder_and_leaves_no_stale_files(tmp_path):
+    out = tmp_path / "export"
+    img = ExportImage("x.png", 40, 60, (ExportObject(1, "cat", _square(2, 2)), ExportObject(2, "dog", _square(20, 30))))
+    export_images([img], out)
+    assert len(list(out.rglob("*_obj002_dog.png"))) == 1
+    img2 = ExportImage("x.png", 40, 60, (ExportObject(1, "tiger", _square(2, 2)),))  # obj 2 deleted, 1 relabelled
+    export_images([img2], out)
+    pngs = sorted(p.name for p in out.rglob("*.png") if p.is_file())
+    assert pngs == ["x.png_instances.png", "x.png_obj001_tiger.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name != "export"]  # no temporary or backup folders left
+
+
+def test_export_is_reproducible(tmp_path):
+    imgs = [ExportImage("b.png", 40, 60, (ExportObject(1, "dog", _square(5, 5)),)),
+            ExportImage("a.png", 40, 60, (ExportObject(3, "cat", _square(10, 10)), ExportObject(4, "dog", _square(0, 40))))]
+    export_images(imgs, tmp_path / "one")
+    export_images(imgs, tmp_path / "two")
+    export_images(imgs, tmp_path / "two")
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+
+
+def test_category_ids_stay_stable_across_exports(tmp_path):
+    out = tmp_path / "export"
+
+    def export(labels):
+        objs = tuple(ExportObject(i + 1, label, _square(2 * i, 2 * i, 3)) for i, label in enumerate(labels))
+        export_images([ExportImage("x.png", 40, 60, objs)], out)
+        coco = json.loads((out / "coco_rle.json").read_text())
+        cats = {c["id"]: c["name"] for c in coco["categories"]}
+        assert json.loads((out / "coco_polygons.json").read_text())["categories"] == coco["categories"]
+        return {cats[a["category_id"]]: a["category_id"] for a in coco["annotations"]}
+
+    first = export(["dog", "cat"])
+    assert first == {"cat": 1, "dog": 2}
+    second = export(["dog", "zebra"])  # cat gone: dog keeps 2, zebra does not take cat's id
+    assert second["dog"] == 2 and second["zebra"] not in (1, 2)
+    third = export(["ant", "cat", "zebra"])
+    assert third["cat"] == 1 and third["zebra"] == second["zebra"] and third["ant"] not in (1, 2, second["zebra"])
+
+
+def test_export_never_deletes_files_it_did_not_write(tmp_path):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    img = ExportImage("x.png", 40, 60, (ExportObject(1, "cat", _square(2, 2)),))
+    with pytest.raises(FinecutError, match="notes.txt"):
+        export_images([img], out)
+    assert (out / "notes.txt").read_text() == "mine"
+    export_images([img], tmp_path / "fresh")
+    with pytest.raises(FinecutError, match="exists"):
+        export_images([img], tmp_path / "fresh", overwrite=False)

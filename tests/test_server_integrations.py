@@ -164,17 +164,28 @@ def cvat_payload(image, pos, neg, bbox=None):
     }
 
 
+def full_mask(answer, height=H, width=W):
+    """A CVAT answer (``mask`` inside ``bounds``, inclusive pixel bounds) placed on the whole image, as CVAT does."""
+    crop = np.array(answer["mask"])
+    x0, y0, x1, y1 = answer["bounds"]
+    assert crop.shape == (y1 - y0 + 1, x1 - x0 + 1) and set(np.unique(crop)) <= {0, 1}
+    out = np.zeros((height, width), crop.dtype)
+    out[y0 : y1 + 1, x0 : x1 + 1] = crop
+    return out
+
+
 def test_cvat_interactor_returns_2d_binary_mask(server, engine, files):
     _, image = files
     before = engine.encode_calls
     r = server.post("/cvat", json=cvat_payload(image, [[40.0, 50.0]], []))
     assert r.status_code == 200, r.text
-    mask = np.array(r.json()["mask"])
-    assert mask.shape == (H, W) and set(np.unique(mask)) <= {0, 1}
+    mask = full_mask(r.json())
     assert mask[50, 40] == 1 and mask[50, 100] == 0
+    full = np.array(server.post("/cvat?format=full", json=cvat_payload(image, [[40.0, 50.0]], [])).json()["mask"])
+    assert full.shape == (H, W) and np.array_equal(full, mask)
     # a second request adds a negative point: same image, so no new encoding
     r2 = server.post("/cvat", json=cvat_payload(image, [[40.0, 50.0]], [[50.0, 50.0]]))
-    mask2 = np.array(r2.json()["mask"])
+    mask2 = full_mask(r2.json())
     assert mask2[50, 50] == 0 and mask2[50, 30] == 1
     assert engine.encode_calls == before + 1
 
@@ -182,10 +193,10 @@ def test_cvat_interactor_returns_2d_binary_mask(server, engine, files):
 def test_cvat_box_and_polygon_format(server, files):
     _, image = files
     payload = cvat_payload(image, [], [], bbox=[[60, 20], [140, 100]])
-    mask = np.array(server.post("/cvat/disk", json=payload).json()["mask"])
+    mask = full_mask(server.post("/cvat/disk", json=payload).json())
     assert mask[60, 100] == 1 and mask[5, 5] == 0
     flat = dict(payload, obj_bbox=[60, 20, 140, 100])
-    assert np.array_equal(np.array(server.post("/cvat/disk", json=flat).json()["mask"]), mask)
+    assert np.array_equal(full_mask(server.post("/cvat/disk", json=flat).json()), mask)
     poly = server.post("/cvat?format=polygon", json=cvat_payload(image, [[40, 50]], [])).json()["points"]
     pts = np.array(poly)
     assert pts.ndim == 2 and pts.shape[1] == 2 and len(pts) >= 4
@@ -202,22 +213,22 @@ def test_nuclio_dashboard_stand_in(server, files):
     assert server.get("/api/functions/finecut-disk2").json()["metadata"]["name"] == "finecut-disk2"
     headers = {"x-nuclio-function-name": "finecut-disk", "x-nuclio-path": "/", "x-nuclio-project-name": "cvat"}
     r = server.post("/api/function_invocations", json=cvat_payload(image, [[40, 50]], []), headers=headers)
-    assert np.array(r.json()["mask"])[50, 40] == 1
+    assert full_mask(r.json())[50, 40] == 1
     r = server.post("/api/function_invocations", json=cvat_payload(image, [[40, 50]], []),
                     headers={"x-nuclio-function-name": "finecut-nope"})
     assert r.status_code == 422 and "unknown function" in r.json()["detail"]
     direct = server.post("/", json=cvat_payload(image, [[40, 50]], []))
-    assert np.array(direct.json()["mask"])[50, 40] == 1
+    assert full_mask(direct.json())[50, 40] == 1
 
 
 def test_cvat_rejects_bad_requests(server, files):
     _, image = files
     r = server.post("/cvat", json={"pos_points": [[1, 1]], "neg_points": []})
-    assert r.status_code == 422 and "no 'image'" in r.json()["detail"]
+    assert r.status_code == 422 and "image: Field required" in r.json()["detail"]
     r = server.post("/cvat", json={"image": base64.b64encode(b"hello").decode(), "pos_points": [[1, 1]]})
-    assert r.status_code == 422 and "not a decodable image" in r.json()["detail"]
+    assert r.status_code == 422 and "cannot decode image" in r.json()["detail"]
     r = server.post("/cvat", json=cvat_payload(image, [[1]], []))
-    assert r.status_code == 422 and "[x, y]" in r.json()["detail"]
+    assert r.status_code == 422 and "pos_points[0][1]: Field required" in r.json()["detail"]
     r = server.post("/cvat", json=cvat_payload(image, [], []))
     assert r.status_code == 422 and "at least one point" in r.json()["detail"]
     r = server.post("/cvat/unknown", json=cvat_payload(image, [[1, 1]], []))

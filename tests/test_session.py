@@ -42,10 +42,10 @@ def test_undo_redo_restore_without_recomputation(session, engine):
     p1 = session.add_click(40, 40)
     p2 = session.add_click(100, 40)
     calls = engine.predict_calls
-    assert session.undo() is p1
+    assert np.array_equal(session.undo().mask, p1.mask)
     assert session.mask[40, 40] and not session.mask[40, 100]
-    assert session.redo() is p2
-    assert session.undo() is p1
+    assert np.array_equal(session.redo().mask, p2.mask)
+    assert np.array_equal(session.undo().mask, p1.mask)
     assert session.undo() is None
     assert not session.mask.any() and not session.can_undo
     with pytest.raises(FinecutError, match="nothing to undo"):
@@ -110,7 +110,7 @@ def test_finish_objects_labels_delete_and_instance_map(session):
     session.add_click(30, 30)
     a = session.finish_object("cat")
     assert a.id == 1 and a.label == "cat" and a.mask[30, 30]
-    assert session.clicks == () and not session.can_undo and not session.mask.any()
+    assert session.clicks == () and not session.mask.any()
     session.add_click(120, 80)
     b = session.finish_object()
     assert b.id == 2 and b.label == "object"
@@ -164,10 +164,17 @@ def test_from_json_rejects_bad_data(engine):
         Session.from_json("{oops", pred)
     with pytest.raises(FinecutError, match="60x50 image"):
         Session.from_dict({"format": 1, "height": 50, "width": 60}, pred)
-    good = Session(pred).to_dict()
-    good["objects"] = [{"id": 1, "label": "a", "mask": {"size": [120, 160], "counts": 5}}]
+    s = Session(pred)
+    s.add_object(np.ones((120, 160), bool), "a")
+    good = s.to_dict()
+    bad = json.loads(json.dumps(good))
+    bad["records"][f"o{s.objects[0].uid}"]["mask"] = {"size": [120, 160], "counts": 5}
     with pytest.raises(FinecutError, match="invalid mask RLE|corrupt"):
-        Session.from_dict(good, pred)
+        Session.from_dict(bad, pred)
+    bad = json.loads(json.dumps(good))
+    del bad["records"][f"s{s.step.uid}"]
+    with pytest.raises(FinecutError, match="corrupt"):
+        Session.from_dict(bad, pred)
 
 
 def test_session_export_writes_files(session, tmp_path):
@@ -180,3 +187,158 @@ def test_session_export_writes_files(session, tmp_path):
     coco = json.loads((tmp_path / "coco_rle.json").read_text())
     assert coco["images"][0]["file_name"] == "photo.jpg"
     assert coco["categories"][0]["name"] == "cat"
+
+
+# ---------------------------------------------------------------- finish / delete / reopen are undoable (issue 12.6)
+def test_finish_is_an_undoable_step(session):
+    session.add_click(30, 30)
+    session.add_click(60, 30)
+    mask = session.mask.copy()
+    obj = session.finish_object("cat")
+    assert [o.id for o in session.objects] == [1] and session.clicks == ()
+    assert session.can_undo
+    session.undo()  # back to the object in progress, not stored any more
+    assert session.objects == () and len(session.clicks) == 2
+    assert np.array_equal(session.mask, mask)
+    session.redo()
+    assert [o.id for o in session.objects] == [obj.id] and session.clicks == ()
+    assert np.array_equal(session.objects[0].mask, mask)
+
+
+def test_delete_is_undoable_and_undo_restores_the_object_not_an_older_click(session):
+    session.add_click(30, 30)
+    session.finish_object("cat")
+    session.add_click(120, 80)
+    session.add_click(100, 80)
+    clicks = session.clicks
+    deleted = session.delete_object(1)
+    assert session.objects == () and session.clicks == clicks  # the object in progress is untouched
+    session.undo()
+    assert [o.id for o in session.objects] == [1] and session.clicks == clicks
+    assert np.array_equal(session.objects[0].mask, deleted.mask) and session.objects[0].label == "cat"
+    session.redo()
+    assert session.objects == ()
+
+
+def test_relabel_is_undoable(session):
+    session.add_click(30, 30)
+    session.finish_object("cat")
+    session.relabel_object(1, "dog")
+    assert session.get_object(1).label == "dog"
+    session.undo()
+    assert session.get_object(1).label == "cat"
+
+
+def test_reopen_finished_object_edit_and_finish_keeps_its_id(session):
+    session.add_click(30, 30)
+    first = session.finish_object("cat")
+    session.add_click(120, 80)
+    session.finish_object("dog")
+    reopened = session.reopen_object(1)
+    assert reopened.id == 1 and session.editing is not None and session.editing.id == 1
+    assert session.clicks == first.prompts.clicks and np.array_equal(session.mask, first.mask)
+    assert [o.id for o in session.objects] == [1, 2]  # kept until the edit is finished
+    session.add_click(50, 30)
+    edited = session.finish_object()
+    assert edited.id == 1 and edited.label == "cat" and edited.mask[30, 50] and not first.mask[30, 50]
+    assert [o.id for o in session.objects] == [1, 2] and session.editing is None
+    session.undo()
+    session.undo()
+    session.undo()  # back to before the reopen: the original object
+    assert np.array_equal(session.get_object(1).mask, first.mask) and session.editing is None
+
+
+def test_reopen_refuses_while_another_object_is_in_progress(session):
+    session.add_click(30, 30)
+    session.finish_object("cat")
+    session.add_click(120, 80)
+    with pytest.raises(FinecutError, match="finish or reset"):
+        session.reopen_object(1)
+    assert len(session.clicks) == 1
+
+
+def test_reset_cancels_an_edit_and_keeps_the_original(session):
+    session.add_click(30, 30)
+    first = session.finish_object("cat")
+    session.reopen_object(1)
+    session.add_click(60, 60)
+    session.reset()
+    assert session.editing is None and np.array_equal(session.get_object(1).mask, first.mask)
+
+
+def test_every_change_bumps_the_version(session):
+    versions = [session.version]
+    session.add_click(30, 30)
+    versions.append(session.version)
+    session.undo()
+    versions.append(session.version)
+    session.redo()
+    versions.append(session.version)
+    session.set_threshold(0.4)
+    versions.append(session.version)
+    session.finish_object("cat")
+    versions.append(session.version)
+    session.relabel_object(1, "dog")
+    versions.append(session.version)
+    session.delete_object(1)
+    versions.append(session.version)
+    assert versions == sorted(set(versions))
+    _ = session.mask, session.objects, session.to_dict()  # reading changes nothing
+    assert session.version == versions[-1]
+
+
+def test_model_is_part_of_each_step(engine):
+    s = Session(Predictor(engine), photo_like(120, 160), model="small")
+    s.add_click(30, 30)
+    s.refresh(model="big")
+    assert s.model == "big"
+    s.undo()
+    assert s.model == "small"
+    s.redo()
+    assert s.model == "big"
+
+
+def test_format_2_round_trip_keeps_finish_delete_history_and_version(engine):
+    image = photo_like(120, 160)
+    s = Session(Predictor(engine), image, model="m")
+    s.add_click(30, 30)
+    s.finish_object("cat")
+    s.add_click(120, 80)
+    s.delete_object(1)
+    predictor = Predictor(engine)
+    predictor.set_image(image)
+    r = Session.from_dict(json.loads(s.to_json()), predictor)
+    assert r.version == s.version and r.model == "m" and r.objects == ()
+    r.undo()  # the delete
+    assert [o.label for o in r.objects] == ["cat"] and np.array_equal(r.objects[0].mask, s.history[2].objects[0].mask)
+    r.undo()
+    r.undo()  # the finish
+    assert r.objects == () and len(r.clicks) == 1
+
+
+# ---------------------------------------------------------------- compact undo history (issue 12.7)
+def test_undo_history_memory_is_bounded_on_a_large_image():
+    import tracemalloc
+
+    h, w = 2000, 3000
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, :, 0] = 120
+    engine = DiskEngine(radius=150)
+    predictor = Predictor(engine)
+    predictor.set_image(image)
+    session = Session(predictor)
+    session.add_click(100, 100)  # one step computed: the current prediction (probs + mask) is the baseline
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(30):
+            session.add_click(150 + 90 * i, 200 + 50 * (i % 20), "negative" if i % 3 == 2 else "positive")
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    one_step = h * w * (4 + 1)  # float32 probabilities + bool mask of one full-resolution prediction
+    # 30 more steps: the current one replaces the baseline; each older one keeps at most a bit-packed mask
+    assert grown < one_step + 30 * (h * w // 8), f"history grew by {grown / 1e6:.1f} MB over 30 clicks"
+    assert session.history_nbytes() < 30 * (h * w // 8)
+    session.undo()
+    assert session.mask[200 + 50 * (28 % 20), 150 + 90 * 28]  # the previous step is intact

@@ -11,9 +11,10 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from finecut import __version__, commands
-from finecut.errors import FinecutError
+from finecut.errors import FinecutError, one_line
 
 
 def _command_modules() -> list:
@@ -25,8 +26,18 @@ def _command_modules() -> list:
     return modules
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``finecut segment: error: ...``, exit status 2), like every other finecut error;
+    ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.endswith("expected one argument"):
+            message += " (a value that starts with '-' goes after '=', e.g. --click=-5,-5)"
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finecut", description="Precise interactive image segmentation.")
+    parser = _Parser(prog="finecut", description="Precise interactive image segmentation.")
     parser.add_argument("--version", action="version", version=f"finecut {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
@@ -45,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except FinecutError as exc:
-        print(f"finecut {args.command}: error: {exc}", file=sys.stderr)
+        print(f"finecut {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"finecut {args.command}: interrupted", file=sys.stderr)

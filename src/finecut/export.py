@@ -1,7 +1,19 @@
 """Exports of finished annotations: PNG masks, an instance-id map, and COCO JSON (RLE or polygons).
 
+An export folder is written whole by :func:`export_images`: complete, unambiguous and reproducible.
+
+* Each image has its own key, its file name *with* extension (``cat.jpg`` and ``cat.png`` never share files), made
+  file-name-safe; when that changes the name, a hash of the name is appended, so two images never share a key.
+* The folder is built beside the target and swapped in (rename), so it never mixes files of two exports: nothing
+  stale is left behind (deleted or relabelled objects, removed images). It only replaces a folder holding nothing
+  but files of a finecut export; anything else in it stops the export with an error.
+* Category ids are stable: ``finecut-export.json`` in the folder remembers every label's id, and a re-export keeps
+  them (a new label gets a new id, never the id of a label that went away).
+* The same annotations give byte-identical files (no time stamps; images, annotations and categories in a fixed
+  order).
+
 PNG
-    ``<stem>/<stem>_obj<ID>_<label>.png`` — one binary mask per object (0 / 255), and ``<stem>/<stem>_instances.png``
+    ``<key>/<key>_obj<ID>_<label>.png`` — one binary mask per object (0 / 255), and ``<key>/<key>_instances.png``
     — the instance-id map (0 = background, pixel value = object id; 8-bit when every id fits, else 16-bit). Where
     objects overlap, the later object (higher id) wins in the instance map; the per-object PNGs keep the full masks.
 
@@ -26,9 +38,14 @@ COCO polygons
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
+import os
 import re
-from collections.abc import Iterable, Sequence
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +58,9 @@ from finecut.io import atomic_write_bytes, encode_png
 
 #: Export format names accepted by :func:`export_images`.
 FORMATS: tuple[str, ...] = ("png", "coco_rle", "coco_polygons")
+
+#: The manifest :func:`export_images` writes into an export folder (labels' category ids, images' keys, files).
+MANIFEST = "finecut-export.json"
 
 
 @dataclass(frozen=True)
@@ -55,7 +75,8 @@ class ExportObject:
 
 @dataclass(frozen=True)
 class ExportImage:
-    """One image and its objects. ``file_name`` goes into COCO ``images``; ``stem`` names the PNG files."""
+    """One image and its objects. ``file_name`` goes into COCO ``images`` and, by default, names the PNG files (see
+    :func:`export_key`); ``stem``, when given, names them instead."""
 
     file_name: str
     height: int
@@ -64,8 +85,22 @@ class ExportImage:
     stem: str | None = None
 
     @property
+    def key(self) -> str:
+        """The folder and file-name prefix of this image's PNGs."""
+        return safe_name(self.stem) if self.stem else export_key(self.file_name)
+
+    @property
     def name_stem(self) -> str:
-        return self.stem or Path(self.file_name).stem
+        return self.key
+
+
+def export_key(file_name: str) -> str:
+    """An image's key in an export: its file name with extension, file-name-safe; a short hash of the name is
+    appended when making it safe changed it, so different names never share a key."""
+    safe = safe_name(file_name)
+    if safe == file_name:
+        return safe
+    return f"{safe}-{hashlib.sha1(file_name.encode('utf-8')).hexdigest()[:8]}"
 
 
 # --------------------------------------------------------------------------- RLE
@@ -238,19 +273,32 @@ def _bbox(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
+def category_ids(labels: Iterable[str], known: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Category id of every label: the ``known`` ones keep theirs, new labels (sorted) get ids after the largest."""
+    ids = {str(k): int(v) for k, v in (known or {}).items()}
+    next_id = max(ids.values(), default=0) + 1
+    for label in sorted(set(labels) - set(ids)):
+        ids[label] = next_id
+        next_id += 1
+    return ids
+
+
 def coco_dataset(
     images: Sequence[ExportImage],
     segmentation: str = "rle",
     polygon_tolerance: float = 0.0,
+    categories: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """A COCO instances dict. ``segmentation`` is ``"rle"`` (pycocotools compressed RLE) or ``"polygons"``.
 
-    Categories are the sorted set of labels (ids from 1); annotation ids run over all images from 1.
+    Category ids come from ``categories`` (label -> id) where given, else from :func:`category_ids` (sorted labels
+    from 1); the file lists the categories in use, by id. Image ids follow ``images``; annotation ids run over all
+    images from 1.
     """
     if segmentation not in ("rle", "polygons"):
         raise FinecutError(f"segmentation must be 'rle' or 'polygons', got {segmentation!r}")
-    labels = sorted({o.label for img in images for o in img.objects})
-    cat_ids = {label: i + 1 for i, label in enumerate(labels)}
+    used = {o.label for img in images for o in img.objects}
+    cat_ids = category_ids(used, categories)
     out_images, annotations = [], []
     ann_id = 1
     for image_id, img in enumerate(images, start=1):
@@ -288,7 +336,8 @@ def coco_dataset(
         "info": {"description": "exported by finecut", "version": "1.0"},
         "images": out_images,
         "annotations": annotations,
-        "categories": [{"id": i, "name": label, "supercategory": "object"} for label, i in cat_ids.items()],
+        "categories": [{"id": i, "name": label, "supercategory": "object"}
+                       for label, i in sorted(cat_ids.items(), key=lambda item: item[1]) if label in used],
     }
 
 
@@ -314,8 +363,8 @@ def instance_map(img: ExportImage) -> np.ndarray:
 
 
 def write_png_masks(img: ExportImage, out_dir: str | Path, overwrite: bool = True) -> list[Path]:
-    """Write the per-object binary PNGs and the instance-id map of one image into ``out_dir/<stem>/``."""
-    stem = safe_name(img.name_stem)
+    """Write the per-object binary PNGs and the instance-id map of one image into ``out_dir/<key>/``."""
+    stem = img.key
     folder = Path(out_dir) / stem
     written = []
     for obj in img.objects:
@@ -332,9 +381,11 @@ def write_coco(
     segmentation: str = "rle",
     overwrite: bool = True,
     polygon_tolerance: float = 0.0,
+    categories: Mapping[str, int] | None = None,
 ) -> Path:
-    """Write a COCO JSON file (``segmentation``: ``"rle"`` or ``"polygons"``)."""
-    data = coco_dataset(images, segmentation, polygon_tolerance)
+    """Write a COCO JSON file (``segmentation``: ``"rle"`` or ``"polygons"``; ``categories`` as in
+    :func:`coco_dataset`)."""
+    data = coco_dataset(images, segmentation, polygon_tolerance, categories)
     return atomic_write_bytes(path, json.dumps(data).encode("utf-8"), overwrite=overwrite)
 
 
@@ -344,18 +395,138 @@ def export_images(
     formats: Iterable[str] = FORMATS,
     overwrite: bool = True,
 ) -> list[Path]:
-    """Write the chosen ``formats`` (``png``, ``coco_rle``, ``coco_polygons``) for all images into ``out_dir``."""
+    """Write the chosen ``formats`` (``png``, ``coco_rle``, ``coco_polygons``) for all ``images`` as the folder
+    ``out_dir``, replacing a previous export there as a whole (see the module docstring); returns the files.
+
+    ``overwrite=False`` refuses an existing, non-empty folder. A folder holding anything that is not part of a
+    finecut export is never replaced (:class:`FinecutError` naming the files).
+    """
     chosen = list(dict.fromkeys(formats))
     for fmt in chosen:
         if fmt not in FORMATS:
             raise FinecutError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out_dir)
-    written: list[Path] = []
-    if "png" in chosen:
-        for img in images:
-            written.extend(write_png_masks(img, out, overwrite))
-    if "coco_rle" in chosen:
-        written.append(write_coco(images, out / "coco_rle.json", "rle", overwrite))
-    if "coco_polygons" in chosen:
-        written.append(write_coco(images, out / "coco_polygons.json", "polygons", overwrite))
-    return written
+    _check_replaceable(out, overwrite)
+    keyed = _unique_keys(images)
+    categories = category_ids({o.label for img in keyed for o in img.objects}, _previous_categories(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        written: list[Path] = []
+        if "png" in chosen:
+            for img in keyed:
+                written.extend(write_png_masks(img, build, overwrite=False))
+        if "coco_rle" in chosen:
+            written.append(write_coco(keyed, build / "coco_rle.json", "rle", False, categories=categories))
+        if "coco_polygons" in chosen:
+            written.append(write_coco(keyed, build / "coco_polygons.json", "polygons", False, categories=categories))
+        files = [p.relative_to(build).as_posix() for p in written]
+        manifest = {"format": 1, "categories": categories, "images": {i.file_name: i.key for i in keyed},
+                    "files": sorted(files)}
+        atomic_write_bytes(build / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"), overwrite=False)
+        _swap_in(build, out)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return [out / f for f in files] + [out / MANIFEST]
+
+
+def _unique_keys(images: Sequence[ExportImage]) -> list[ExportImage]:
+    """``images`` with keys that differ even on a case-insensitive file system (a colliding key gets a hash)."""
+    seen: dict[str, str] = {}
+    out = []
+    for img in images:
+        key = img.key
+        if key.lower() in seen:
+            if seen[key.lower()] == img.file_name:
+                raise FinecutError(f"{img.file_name}: the same image is exported twice")
+            key = f"{key}-{hashlib.sha1(img.file_name.encode('utf-8')).hexdigest()[:8]}"
+            img = ExportImage(img.file_name, img.height, img.width, img.objects, stem=key)
+        seen[key.lower()] = img.file_name
+        out.append(img)
+    return out
+
+
+_COCO_FILES = ("coco_rle.json", "coco_polygons.json")
+
+
+def _categories_in(folder: Path) -> dict[str, int]:
+    """The label -> id map of the export in ``folder``: its manifest, else (an export without one) its COCO files."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        return {str(k): int(v) for k, v in manifest["categories"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    for name in _COCO_FILES:
+        try:
+            cats = json.loads((folder / name).read_text(encoding="utf-8"))["categories"]
+            return {str(c["name"]): int(c["id"]) for c in cats}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return {}
+
+
+def _previous_categories(out: Path) -> dict[str, int]:
+    """The category ids of the previous export into ``out`` (or of its backup, after a crash between two renames)."""
+    found = _categories_in(out)
+    if found or out.exists():
+        return found
+    for backup in sorted(out.parent.glob(f".{glob.escape(out.name)}.old-*")):
+        found = _categories_in(backup)
+        if found:
+            return found
+    return {}
+
+
+def _is_export_file(relative: Path) -> bool:
+    """Whether a file (relative to an export folder) is one finecut exports write."""
+    if len(relative.parts) == 1:
+        return relative.name in (*_COCO_FILES, MANIFEST)
+    if len(relative.parts) != 2 or relative.suffix != ".png":
+        return False
+    folder, name = relative.parts
+    return name == f"{folder}_instances.png" or re.fullmatch(re.escape(folder) + r"_obj\d+_.+\.png", name) is not None
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FinecutError(f"{out}: exists and is not a folder")
+    entries = list(out.rglob("*"))
+    if not entries:
+        return
+    if not overwrite:
+        raise FinecutError(f"{out}: already exists (refusing to overwrite; pass overwrite to replace the export)")
+    foreign = [p.relative_to(out).as_posix() for p in entries
+               if (p.is_file() or p.is_symlink()) and not _is_export_file(p.relative_to(out))]
+    foreign += [p.relative_to(out).as_posix() for p in entries if p.is_dir() and len(p.relative_to(out).parts) > 1]
+    if foreign:
+        shown = ", ".join(sorted(foreign)[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise FinecutError(f"{out}: holds files that are not part of a finecut export ({shown}); an export replaces "
+                           "its folder as a whole, so move them away or export to another folder")
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove build and backup folders of interrupted exports into ``out`` (exactly the names this module makes)."""
+    pattern = re.compile(re.escape(f".{out.name}.") + r"(?:[a-z0-9_]{8}\.tmp|old-[a-z0-9_]{8})")
+    for p in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        if p.is_dir() and not p.is_symlink() and pattern.fullmatch(p.name):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _swap_in(build: Path, out: Path) -> None:
+    """Put the finished folder ``build`` in the place of ``out`` (two renames; ``out`` is never a mix of both)."""
+    if not out.exists():
+        os.replace(build, out)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rmdir(backup)
+    os.replace(out, backup)
+    try:
+        os.replace(build, out)
+    except BaseException:
+        os.replace(backup, out)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)

@@ -8,6 +8,7 @@ whatever the size of the original image.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,24 @@ import cv2
 import numpy as np
 
 from finecut.errors import FinecutError
+
+
+def _finite(value: object) -> bool:
+    """Whether ``value`` is a finite real number (not a bool or a string): what a coordinate may be."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return False
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # not a number, or an integer too large for a float
+        return False
+
+
+def _shown(value: object) -> str:
+    """A short rendering of a value for an error message (a huge integer is not printed digit by digit)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a huge integer"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 class ClickKind(str, enum.Enum):
@@ -59,8 +78,8 @@ class Click:
         object.__setattr__(self, "kind", ClickKind.parse(self.kind))
         for name in ("x", "y"):
             value = getattr(self, name)
-            if not np.isfinite(value):
-                raise FinecutError(f"click {name}={value!r} is not a finite number")
+            if not _finite(value):
+                raise FinecutError(f"click {name}={_shown(value)} is not a finite number")
 
     @property
     def is_positive(self) -> bool:
@@ -97,8 +116,9 @@ class Box:
     y1: float
 
     def __post_init__(self) -> None:
-        if not all(np.isfinite(v) for v in (self.x0, self.y0, self.x1, self.y1)):
-            raise FinecutError(f"box {self.as_tuple()} has a non-finite coordinate")
+        if not all(_finite(v) for v in self.as_tuple()):
+            shown = ", ".join(_shown(v) for v in self.as_tuple())
+            raise FinecutError(f"box ({shown}) has a coordinate that is not a finite number")
         if self.x1 <= self.x0 or self.y1 <= self.y0:
             raise FinecutError(
                 f"box {self.as_tuple()} is empty: it needs x0 < x1 and y0 < y1"
@@ -121,13 +141,17 @@ class Scribble:
     width: float = 5.0
 
     def __post_init__(self) -> None:
-        pts = tuple((float(x), float(y)) for x, y in self.points)
-        if not pts:
+        try:
+            raw = tuple((x, y) for x, y in self.points)
+        except (TypeError, ValueError):
+            raise FinecutError("a scribble's points must be (x, y) pairs") from None
+        if not raw:
             raise FinecutError("a scribble needs at least one point")
-        if not all(np.isfinite(v) for p in pts for v in p):
-            raise FinecutError("a scribble has a non-finite point")
-        if not self.width > 0:
-            raise FinecutError(f"scribble width must be positive, got {self.width}")
+        if not all(_finite(v) for p in raw for v in p):
+            raise FinecutError("a scribble has a point that is not a finite number")
+        pts = tuple((float(x), float(y)) for x, y in raw)
+        if not _finite(self.width) or not self.width > 0:
+            raise FinecutError(f"scribble width must be a positive number, got {_shown(self.width)}")
         object.__setattr__(self, "points", pts)
 
     def check_inside(self, height: int, width: int) -> None:

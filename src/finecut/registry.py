@@ -1,7 +1,9 @@
 """One registry of named engines, and ``load_model`` (the public contract) on top of it.
 
 ``load_model`` accepts a registered name (``"grabcut"``, ``"random_walker"``, ``"geodesic"``, ``"default"``, the
-shipped learned models) or a path to a checkpoint (``NAME.json`` + ``NAME.safetensors``).
+shipped learned models), a path to a checkpoint (``NAME.json`` + ``NAME.safetensors``), an official release file of
+SimpleClick / FocalClick / RITM (``load_model("x.pth", arch="simpleclick-b")`` or ``"simpleclick-b:checkpoint=x.pth"``,
+see :mod:`finecut.models.official`), and any of these as a ``NAME:KEY=VALUE,...`` spec.
 """
 
 from __future__ import annotations
@@ -78,9 +80,26 @@ def _load_checkpoint(path: Path, **kwargs: Any) -> Engine:
     return loader.load_engine(path, **kwargs)
 
 
-def load_model(name_or_path: str | Path = "default", **kwargs: Any) -> Engine:
-    """Build an engine from a registered name or a checkpoint path (``.json``/``.safetensors``, either file)."""
+#: File endings of torch checkpoints (official releases); they load through :mod:`finecut.models.official`.
+TORCH_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin")
+
+
+def _load_official(path: str | Path, arch: str | None, **kwargs: Any) -> Engine:
+    official = importlib.import_module("finecut.models.official")
+    return official.load_official_engine(str(path), arch=arch, **kwargs)
+
+
+def load_model(name_or_path: str | Path = "default", *, arch: str | None = None,
+               checkpoint: str | Path | None = None, **kwargs: Any) -> Engine:
+    """Build an engine from a registered name, a checkpoint path (``.json``/``.safetensors``, either file), an
+    official release file (``.pth`` with ``arch=`` naming or checking its architecture, e.g. ``"simpleclick-b"``;
+    or an official architecture name with ``checkpoint=PATH``), or a ``NAME:KEY=VALUE,...`` spec of any of these.
+    Other keyword arguments are inference options of the engine."""
     key = str(name_or_path)
+    if checkpoint is not None:
+        return _load_official(checkpoint, arch or key, **kwargs)
+    if arch is not None:
+        return _load_official(key, arch, **kwargs)
     if key in _ENGINES:
         return _ENGINES[key].build(**kwargs)
     shipped = shipped_checkpoints()
@@ -89,10 +108,15 @@ def load_model(name_or_path: str | Path = "default", **kwargs: Any) -> Engine:
     if key == "default":
         return load_model(default_model_name(), **kwargs)
     path = Path(key)
+    if path.suffix in TORCH_SUFFIXES and path.is_file():
+        return _load_official(path, None, **kwargs)
     if path.suffix in (".json", ".safetensors") or path.exists():
         if not path.exists():
             raise FinecutError(f"{path}: checkpoint not found")
         return _load_checkpoint(path, **kwargs)
+    name, options = parse_model_spec(key)
+    if options:
+        return load_model(name, **{**options, **kwargs})
     raise FinecutError(f"unknown model {key!r}; available: {', '.join(available_models())}")
 
 

@@ -1,12 +1,20 @@
 """An annotation session on one image: the prompts of the current object with undo/redo, and finished objects.
 
-A :class:`Session` wraps a :class:`~finecut.predictor.Predictor` (whose image features are computed once). Each
-interaction (click, box, scribble, prior mask) appends an immutable :class:`Step` — the full prompt set of the current
-object and the :class:`~finecut.predictor.Prediction` it produced — to a linear history with a cursor, so undo and redo
-restore an earlier result without recomputation, and the next prediction is always fed the previous one as
-``previous`` (the replay contract of the Predictor). Finishing an object stores its mask under a label and starts the
-next one. The whole session serialises to a JSON-compatible dict (masks as COCO RLE) so a front end can save it after
-every action and reload it later.
+A :class:`Session` wraps a :class:`~finecut.predictor.Predictor` (whose image features are computed once). Every
+change is an immutable :class:`Step` of one linear history with a cursor: a click, box, scribble or prior mask (the
+full prompt set of the current object and what it produced), a reset, a model change, and also finishing, deleting,
+relabelling or reopening an object (each step records the finished objects as they are after it). So undo and redo
+restore any earlier state without recomputation, Ctrl+Z after a delete brings the object back, and the next
+prediction is always fed the previous one as ``previous`` (the replay contract of the Predictor).
+
+The history is kept compactly (:mod:`finecut.history`): the current step keeps its full :class:`Prediction`
+(probabilities included); every other step keeps its prompts and its mask as COCO RLE (at most ``ceil(H*W/8)`` bytes,
+bit-packed, whatever the mask), so a step costs a few KB instead of 5 bytes per pixel. A step restored by undo or redo
+has its mask as its probabilities.
+
+Every change also increments :attr:`Session.version`, so front ends can refuse writes based on a stale state. The
+whole session serialises to a JSON-compatible dict (masks as COCO RLE); :meth:`Session.save_parts` gives it as a small
+head plus immutable records (steps and objects, keyed by a unique id) so that a store can write only what is new.
 
 Example::
 
@@ -18,14 +26,17 @@ Example::
     session.add_click(200, 90, "negative")
     session.undo()
     obj = session.finish_object("cat")
+    session.undo()                             # the object is in progress again
+    session.redo()
     session.export("out/", stem="photo")       # PNG masks + COCO JSON
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -35,44 +46,67 @@ from finecut.errors import FinecutError
 from finecut.export import ExportImage, ExportObject, export_images
 from finecut.export import mask_to_rle as encode_mask
 from finecut.export import rle_to_mask as decode_mask
+from finecut.history import PackedMask, StoredResult
 from finecut.predictor import Prediction, Predictor
 from finecut.prompts import Box, Click, ClickKind, Prompts, Scribble, check_mask_shape
 
-#: Version of the JSON layout written by :meth:`Session.to_dict`.
-SESSION_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Step:
-    """One entry of the history: the prompts of the current object after an action, and what they produced."""
-
-    action: str
-    prompts: Prompts
-    prediction: Prediction | None
+#: Version of the JSON layout written by :meth:`Session.to_dict` (1: before finish/delete were steps; still read).
+SESSION_FORMAT = 2
 
 
 @dataclass(frozen=True)
 class AnnotatedObject:
-    """A finished object: its mask (bool H×W), label, id (1-based, unique within the session) and prompts."""
+    """A finished object: its mask (bool H×W), label, id (1-based, unique within the session) and prompts.
+
+    ``uid`` identifies this version of the object (a relabel or an edit makes a new version with the same ``id``).
+    """
 
     id: int
     label: str
     mask: np.ndarray = field(compare=False)
     prompts: Prompts = field(default_factory=Prompts, compare=False)
+    uid: int = field(default=0, compare=False)
 
     @property
     def area(self) -> int:
         return int(np.count_nonzero(self.mask))
 
+    @cached_property
+    def rle(self) -> dict[str, Any]:
+        """The mask as JSON COCO RLE (computed once)."""
+        return encode_mask(self.mask)
 
-_EMPTY_STEP = Step("start", Prompts(), None)
+
+@dataclass(frozen=True)
+class Step:
+    """One entry of the history: the state after an action.
+
+    ``prompts`` and ``result`` are the current object's prompts and its prediction (compact: mask only);
+    ``objects`` the finished objects; ``editing`` the finished object being edited again (see
+    :meth:`Session.reopen_object`); ``model`` the name of the model the front end used; ``uid`` a session-unique id.
+    """
+
+    action: str
+    prompts: Prompts
+    result: StoredResult | None = None
+    objects: tuple[AnnotatedObject, ...] = ()
+    editing: AnnotatedObject | None = None
+    model: str | None = None
+    uid: int = 0
+
+    @property
+    def prediction(self) -> Prediction | None:
+        """The step's prediction, rebuilt from the stored mask (probabilities = the mask)."""
+        return None if self.result is None else self.result.restore(self.prompts)
 
 
 class Session:
     """Interactive annotation of one image: current object with undo/redo, several finished objects.
 
     ``predictor`` is a :class:`Predictor`; if ``image`` is given it is set on the predictor (features computed once),
-    otherwise the predictor must already hold an image. ``threshold`` turns probabilities into the mask.
+    otherwise the predictor must already hold an image. ``threshold`` turns probabilities into the mask. ``model``
+    names the model for front ends that switch models (recorded in every step, restored by undo). ``max_history``
+    bounds the number of steps kept (the oldest are dropped); None keeps all.
     """
 
     def __init__(
@@ -81,19 +115,26 @@ class Session:
         image: np.ndarray | None = None,
         threshold: float = 0.5,
         default_label: str = "object",
+        model: str | None = None,
+        max_history: int | None = None,
     ) -> None:
         if not isinstance(predictor, Predictor):
             raise FinecutError(f"Session needs a Predictor, got {type(predictor).__name__}")
+        if max_history is not None and max_history < 1:
+            raise FinecutError(f"max_history must be >= 1, got {max_history}")
         if image is not None:
             predictor.set_image(image)
         self._predictor = predictor
         self._size = predictor.image_size
         self._threshold = _check_threshold(threshold)
         self.default_label = default_label
-        self._history: list[Step] = [_EMPTY_STEP]
+        self.max_history = max_history
+        self._serial = 0
+        self._history: list[Step] = [Step("start", Prompts(), model=model, uid=self._new_uid())]
         self._cursor = 0
-        self._objects: list[AnnotatedObject] = []
+        self._current: Prediction | None = None
         self._next_id = 1
+        self._version = 0
 
     # ------------------------------------------------------------------ state
     @property
@@ -120,9 +161,26 @@ class Session:
     def threshold(self) -> float:
         return self._threshold
 
+    @property
+    def version(self) -> int:
+        """Incremented by every change (an action, undo, redo, a threshold change); never by reading."""
+        return self._version
+
+    @property
+    def model(self) -> str | None:
+        """The model name recorded in the current step."""
+        return self.step.model
+
     def set_threshold(self, threshold: float) -> np.ndarray:
         """Change the probability threshold; the current mask is re-thresholded without recomputation."""
-        self._threshold = _check_threshold(threshold)
+        value = _check_threshold(threshold)
+        if value != self._threshold:
+            self._threshold = value
+            pred = self._current
+            if pred is not None and not pred.state.get("restored"):  # keep what is shown for a later undo/redo
+                result = StoredResult.of(pred, self.mask, threshold=value)
+                self._history[self._cursor] = replace(self.step, result=result, uid=self._new_uid())
+            self._version += 1
         return self.mask
 
     @property
@@ -131,13 +189,17 @@ class Session:
 
     @property
     def cursor(self) -> int:
-        """Index of the current step in :attr:`history` (0 = the empty start)."""
+        """Index of the current step in :attr:`history` (0 = the oldest step kept)."""
         return self._cursor
 
     @property
     def history(self) -> tuple[Step, ...]:
-        """Every step so far (the ones after the cursor are the redo stack)."""
+        """Every step kept (the ones after the cursor are the redo stack)."""
         return tuple(self._history)
+
+    def history_nbytes(self) -> int:
+        """Bytes of the stored masks of the whole history (the current full prediction not included)."""
+        return sum(s.result.nbytes for s in self._history if s.result is not None)
 
     @property
     def prompts(self) -> Prompts:
@@ -151,12 +213,12 @@ class Session:
     @property
     def prediction(self) -> Prediction | None:
         """The prediction for the current object (None before the first interaction or after a reset)."""
-        return self.step.prediction
+        return self._current
 
     @property
     def mask(self) -> np.ndarray:
         """The current object's mask (bool H×W) at the session threshold; all False when there is none."""
-        pred = self.prediction
+        pred = self._current
         if pred is None:
             return np.zeros(self._size, dtype=bool)
         if pred.threshold == self._threshold:
@@ -173,10 +235,46 @@ class Session:
 
     @property
     def objects(self) -> tuple[AnnotatedObject, ...]:
-        return tuple(self._objects)
+        """The finished objects, by id."""
+        return self.step.objects
+
+    @property
+    def editing(self) -> AnnotatedObject | None:
+        """The finished object whose mask and prompts are the current object again (see :meth:`reopen_object`)."""
+        return self.step.editing
+
+    # --------------------------------------------------------------- history
+    def _new_uid(self) -> int:
+        self._serial += 1
+        return self._serial
+
+    def _commit(self, step: Step, current: Prediction | None) -> None:
+        """Append ``step`` after the cursor (dropping the redo stack) and make it current."""
+        del self._history[self._cursor + 1 :]
+        self._history.append(replace(step, uid=self._new_uid()))
+        self._cursor += 1
+        self._current = current
+        if self.max_history is not None and len(self._history) > self.max_history + 1:
+            drop = len(self._history) - (self.max_history + 1)
+            del self._history[:drop]
+            self._cursor -= drop
+        self._version += 1
+
+    def _commit_prediction(self, action: str, prompts: Prompts, prediction: Prediction | None,
+                           model: str | None = None) -> Prediction | None:
+        result = None if prediction is None else StoredResult.of(prediction)
+        self._commit(replace(self.step, action=action, prompts=prompts, result=result, model=model or self.model),
+                     prediction)
+        return prediction
+
+    def _commit_objects(self, action: str, objects: Iterable[AnnotatedObject],
+                        editing: AnnotatedObject | None) -> None:
+        """A step that changes the finished objects only (the current object stays as it is)."""
+        ordered = tuple(sorted(objects, key=lambda o: o.id))
+        self._commit(replace(self.step, action=action, objects=ordered, editing=editing), self._current)
 
     # ------------------------------------------------------------ interaction
-    def _predict(self, prompts: Prompts) -> Prediction | None:
+    def _predict(self, prompts: Prompts, previous: Prediction | None) -> Prediction | None:
         if prompts.is_empty:
             return None
         return self._predictor.predict(
@@ -184,18 +282,14 @@ class Session:
             box=prompts.box,
             scribbles=prompts.scribbles,
             prior_mask=prompts.prior_mask,
-            previous=self.prediction,
+            previous=previous,
             threshold=self._threshold,
         )
 
     def _push(self, action: str, prompts: Prompts) -> Prediction | None:
         height, width = self._size
         prompts.validate(height, width)
-        prediction = self._predict(prompts)
-        del self._history[self._cursor + 1 :]
-        self._history.append(Step(action, prompts, prediction))
-        self._cursor += 1
-        return prediction
+        return self._commit_prediction(action, prompts, self._predict(prompts, self._current))
 
     def add_click(self, x: float, y: float, kind: ClickKind | str | bool = ClickKind.POSITIVE) -> Prediction:
         """Add a click (positive, negative or tolerant) to the current object and predict."""
@@ -230,93 +324,119 @@ class Session:
             check_mask_shape(prior, self._size, what="prior mask")
         return self._push("prior_mask", replace(self.prompts, prior_mask=prior))
 
-    def refresh(self) -> Prediction | None:
-        """Predict the current prompts again from scratch (after a model change), as a new undoable step."""
+    def refresh(self, model: str | None = None) -> Prediction | None:
+        """Predict the current prompts again from scratch (after a model change, named ``model``), as a new
+        undoable step; undoing it restores the previous prediction and model name."""
         prompts = self.prompts
         height, width = self._size
         prompts.validate(height, width)
-        prediction = None
-        if not prompts.is_empty:
-            prediction = self._predictor.predict(
-                clicks=prompts.clicks,
-                box=prompts.box,
-                scribbles=prompts.scribbles,
-                prior_mask=prompts.prior_mask,
-                previous=None,
-                threshold=self._threshold,
-            )
-        del self._history[self._cursor + 1 :]
-        self._history.append(Step("refresh", prompts, prediction))
-        self._cursor += 1
-        return prediction
+        return self._commit_prediction("refresh", prompts, self._predict(prompts, None), model=model)
 
     def undo(self) -> Prediction | None:
         """Go back one step (no recomputation); returns the restored prediction."""
         if not self.can_undo:
             raise FinecutError("nothing to undo")
-        self._cursor -= 1
-        return self.prediction
+        self._move(-1)
+        return self._current
 
     def redo(self) -> Prediction | None:
         """Go forward one undone step (no recomputation); returns the restored prediction."""
         if not self.can_redo:
             raise FinecutError("nothing to redo")
-        self._cursor += 1
-        return self.prediction
+        self._move(1)
+        return self._current
+
+    def _move(self, delta: int) -> None:
+        before = self.step
+        self._cursor += delta
+        after = self.step
+        if after.result is not before.result:  # finish/delete/relabel steps keep the same result: no decoding
+            self._current = after.prediction
+        self._version += 1
 
     def reset(self) -> None:
-        """Clear the current object's prompts; undoable (it is a step of the history)."""
-        if self.prompts.is_empty and self.prediction is None:
+        """Clear the current object's prompts (and cancel editing a reopened object); undoable."""
+        if self.prompts.is_empty and self._current is None and self.editing is None:
             return
-        del self._history[self._cursor + 1 :]
-        self._history.append(Step("reset", Prompts(), None))
-        self._cursor += 1
+        self._commit(replace(self.step, action="reset", prompts=Prompts(), result=None, editing=None), None)
 
     # ---------------------------------------------------------------- objects
     def finish_object(self, label: str | None = None) -> AnnotatedObject:
-        """Store the current mask as a finished object under ``label`` and start a new object (empty history)."""
+        """Store the current mask as a finished object under ``label`` and start a new object; undoable.
+
+        When a reopened object is being edited, it is replaced (same id; its label unless ``label`` is given).
+        """
         mask = self.mask
         if not mask.any():
             raise FinecutError("the current object is empty: add a click, box or scribble before finishing it")
-        obj = AnnotatedObject(self._next_id, _clean_label(label or self.default_label), mask.copy(), self.prompts)
-        self._objects.append(obj)
-        self._next_id += 1
-        self._history = [_EMPTY_STEP]
-        self._cursor = 0
+        editing = self.editing
+        obj_id = editing.id if editing is not None else self._next_id
+        name = label or (editing.label if editing is not None else self.default_label)
+        obj = AnnotatedObject(obj_id, _clean_label(name), mask.copy(), self.prompts, uid=self._new_uid())
+        if editing is None:
+            self._next_id += 1
+        objects = tuple(sorted([o for o in self.objects if o.id != obj_id] + [obj], key=lambda o: o.id))
+        self._commit(replace(self.step, action="finish", prompts=Prompts(), result=None, objects=objects,
+                             editing=None), None)
         return obj
 
     def add_object(self, mask: np.ndarray, label: str | None = None) -> AnnotatedObject:
         """Add a finished object from an existing mask (an import), without touching the current object."""
         arr = np.asarray(mask).astype(bool)
         check_mask_shape(arr, self._size, what="object mask")
-        obj = AnnotatedObject(self._next_id, _clean_label(label or self.default_label), arr.copy())
-        self._objects.append(obj)
+        obj = AnnotatedObject(self._next_id, _clean_label(label or self.default_label), arr.copy(),
+                              uid=self._new_uid())
         self._next_id += 1
+        self._commit_objects("add_object", (*self.objects, obj), self.editing)
         return obj
 
     def _index(self, object_id: int) -> int:
-        for i, obj in enumerate(self._objects):
+        for i, obj in enumerate(self.objects):
             if obj.id == object_id:
                 return i
-        known = ", ".join(str(o.id) for o in self._objects) or "none"
+        known = ", ".join(str(o.id) for o in self.objects) or "none"
         raise FinecutError(f"no object with id {object_id} (objects: {known})")
 
     def get_object(self, object_id: int) -> AnnotatedObject:
-        return self._objects[self._index(object_id)]
+        return self.objects[self._index(object_id)]
 
     def delete_object(self, object_id: int) -> AnnotatedObject:
-        """Remove a finished object; returns it."""
-        return self._objects.pop(self._index(object_id))
+        """Remove a finished object (undoable: undo brings it back); returns it."""
+        obj = self.get_object(object_id)
+        editing = self.editing if self.editing is None or self.editing.id != object_id else None
+        self._commit_objects("delete", (o for o in self.objects if o.id != object_id), editing)
+        return obj
 
     def relabel_object(self, object_id: int, label: str) -> AnnotatedObject:
-        i = self._index(object_id)
-        self._objects[i] = replace(self._objects[i], label=_clean_label(label))
-        return self._objects[i]
+        """Give a finished object another label (undoable)."""
+        old = self.get_object(object_id)
+        new = replace(old, label=_clean_label(label), uid=self._new_uid())
+        editing = new if self.editing is not None and self.editing.id == object_id else self.editing
+        self._commit_objects("relabel", (new if o.id == object_id else o for o in self.objects), editing)
+        return new
+
+    def reopen_object(self, object_id: int) -> AnnotatedObject:
+        """Edit a finished object again: its prompts and mask become the current object (undoable).
+
+        The object stays in :attr:`objects` until the edit is finished (:meth:`finish_object` replaces it, keeping
+        its id); :meth:`reset` cancels the edit. Needs an empty current object. An object without prompts (an
+        import) continues from its mask as the prior mask.
+        """
+        if not self.prompts.is_empty or self._current is not None or self.editing is not None:
+            raise FinecutError("finish or reset the current object before reopening another one")
+        obj = self.get_object(object_id)
+        prompts = obj.prompts if not obj.prompts.is_empty else Prompts(prior_mask=obj.mask)
+        mask = np.asarray(obj.mask, dtype=bool)
+        current = Prediction(mask=mask.copy(), probs=mask.astype(np.float32), prompts=prompts,
+                             threshold=self._threshold, state={"restored": True})
+        result = StoredResult(PackedMask.from_rle(obj.rle), self._threshold)
+        self._commit(replace(self.step, action="reopen", prompts=prompts, result=result, editing=obj), current)
+        return obj
 
     def instance_map(self) -> np.ndarray:
-        """Instance-id map (uint16 H×W): 0 background, each finished object's id; later objects on top."""
+        """Instance-id map (uint16 H×W): 0 background, each finished object's id; higher ids on top."""
         out = np.zeros(self._size, dtype=np.uint16)
-        for obj in self._objects:
+        for obj in self.objects:
             out[obj.mask] = obj.id
         return out
 
@@ -324,58 +444,69 @@ class Session:
     def export(
         self,
         out_dir: str | Path,
-        stem: str = "image",
+        stem: str | None = None,
         image_file: str | None = None,
         formats: Iterable[str] = ("png", "coco_rle", "coco_polygons"),
         overwrite: bool = True,
     ) -> list[Path]:
-        """Write the finished objects with :mod:`finecut.export`; returns the files written."""
+        """Write the finished objects with :func:`finecut.export.export_images` (the folder is replaced as a
+        whole); returns the files written."""
         height, width = self._size
         image = ExportImage(
-            file_name=image_file or f"{stem}.png",
+            file_name=image_file or f"{stem or 'image'}.png",
             height=height,
             width=width,
-            objects=tuple(ExportObject(o.id, o.label, o.mask) for o in self._objects),
+            objects=tuple(ExportObject(o.id, o.label, o.mask) for o in self.objects),
             stem=stem,
         )
         return export_images([image], out_dir, formats=formats, overwrite=overwrite)
 
     # ---------------------------------------------------------- serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible description of the whole session (masks as COCO RLE)."""
+    def save_parts(self) -> tuple[dict[str, Any], dict[str, Callable[[], dict[str, Any]]]]:
+        """The session as a small ``head`` and immutable ``records``: ``{key: make_record}``, one per step
+        (``s<uid>``) and per object version (``o<uid>``). A key always names the same content, so a store that
+        already wrote a key need not build or write it again. :meth:`to_dict` is ``head`` plus the built records."""
         height, width = self._size
-        return {
+        head = {
             "format": SESSION_FORMAT,
             "height": height,
             "width": width,
             "threshold": self._threshold,
             "default_label": self.default_label,
             "next_id": self._next_id,
+            "serial": self._serial,
+            "version": self._version,
+            "model": self.model,
             "cursor": self._cursor,
-            "history": [_step_to_dict(s) for s in self._history],
-            "objects": [
-                {
-                    "id": o.id,
-                    "label": o.label,
-                    "mask": encode_mask(o.mask),
-                    "prompts": prompts_to_dict(o.prompts),
-                }
-                for o in self._objects
-            ],
+            "history": [s.uid for s in self._history],
         }
+        records: dict[str, Callable[[], dict[str, Any]]] = {}
+        for step in self._history:
+            records[f"s{step.uid}"] = lambda s=step: _step_to_dict(s)
+            for obj in (*step.objects, *([step.editing] if step.editing is not None else [])):
+                records.setdefault(f"o{obj.uid}", lambda o=obj: _object_to_dict(o))
+        return head, records
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible description of the whole session (masks as COCO RLE)."""
+        head, records = self.save_parts()
+        return {**head, "records": {key: make() for key, make in records.items()}}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], predictor: Predictor) -> "Session":
+    def from_dict(cls, data: Mapping[str, Any], predictor: Predictor, model: str | None = None,
+                  max_history: int | None = None) -> "Session":
         """Rebuild a session saved by :meth:`to_dict` on ``predictor`` (which must hold the same image).
 
         Restored predictions carry the saved mask as their probabilities and any JSON-serialisable engine state, so
-        undo/redo and the next click work without replaying the history.
+        undo/redo and the next click work without replaying the history. ``model`` names the model of a format-1
+        session (which did not record it).
         """
         try:
-            if int(data.get("format", 0)) != SESSION_FORMAT:
+            fmt = int(data.get("format", 0))
+            if fmt not in (1, SESSION_FORMAT):
                 raise FinecutError(f"unsupported session format {data.get('format')!r} (expected {SESSION_FORMAT})")
             height, width = int(data["height"]), int(data["width"])
             if predictor.image_size != (height, width):
@@ -384,28 +515,28 @@ class Session:
                     f"{predictor.image_size[1]}x{predictor.image_size[0]} image"
                 )
             session = cls(predictor, threshold=float(data.get("threshold", 0.5)),
-                          default_label=str(data.get("default_label", "object")))
-            history = [_step_from_dict(s, (height, width)) for s in data.get("history", [])] or [_EMPTY_STEP]
+                          default_label=str(data.get("default_label", "object")), model=model,
+                          max_history=max_history)
+            if fmt == 1:
+                history, objects = _format1_history(data, (height, width), model, session._new_uid)
+            else:
+                history = _format2_history(data, (height, width))
+                session._serial = max(int(data.get("serial", 0)), *(s.uid for s in history),
+                                      *(o.uid for s in history for o in s.objects))
+                objects = history[-1].objects
             cursor = int(data.get("cursor", len(history) - 1))
             if not 0 <= cursor < len(history):
                 raise FinecutError(f"history cursor {cursor} is out of range 0..{len(history) - 1}")
             session._history = history
             session._cursor = cursor
-            objects = []
-            for item in data.get("objects", []):
-                mask = decode_mask(item["mask"])
-                check_mask_shape(mask, (height, width), what=f"object {item.get('id')} mask")
-                objects.append(AnnotatedObject(int(item["id"]), _clean_label(item["label"]), mask,
-                                               prompts_from_dict(item.get("prompts") or {}, (height, width))))
-            ids = [o.id for o in objects]
-            if len(set(ids)) != len(ids):
-                raise FinecutError("saved session has duplicate object ids")
-            session._objects = objects
-            session._next_id = max([int(data.get("next_id", 1)), *(i + 1 for i in ids)])
+            session._current = history[cursor].prediction
+            ids = [o.id for s in history for o in s.objects]
+            session._next_id = max([int(data.get("next_id", 1)), *(i + 1 for i in ids), *(o.id + 1 for o in objects)])
+            session._version = int(data.get("version", 0))
             return session
         except FinecutError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FinecutError(f"corrupt session data: {type(exc).__name__}: {exc}") from exc
 
     @classmethod
@@ -417,6 +548,23 @@ class Session:
         if not isinstance(data, dict):
             raise FinecutError("session file must hold a JSON object")
         return cls.from_dict(data, predictor)
+
+
+def saved_objects(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The finished objects of a saved session dict (either format) as ``{"id", "label", "mask" (RLE)}`` dicts,
+    without a predictor and without decoding masks."""
+    try:
+        if int(data.get("format", 0)) == 1:
+            return [{"id": int(o["id"]), "label": str(o["label"]), "mask": o["mask"]} for o in data.get("objects", [])]
+        history = list(data["history"])
+        if not history:
+            return []
+        records = data["records"]
+        step = records[f"s{history[int(data['cursor'])]}"]
+        return [{"id": int(r["id"]), "label": str(r["label"]), "mask": r["mask"]}
+                for r in (records[f"o{uid}"] for uid in step.get("objects", []))]
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise FinecutError(f"corrupt session data: {type(exc).__name__}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------- helpers
@@ -465,6 +613,8 @@ def prompts_from_dict(data: Mapping[str, Any], size: tuple[int, int]) -> Prompts
 def _json_state(state: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in state.items():
+        if key == "restored":
+            continue
         try:
             json.dumps(value)
         except (TypeError, ValueError):
@@ -473,31 +623,78 @@ def _json_state(state: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _result_to_dict(result: StoredResult) -> dict[str, Any]:
+    return {"mask": result.mask.to_rle(), "threshold": result.threshold, "seconds": result.seconds,
+            "state": _json_state(result.state)}
+
+
+def _result_from_dict(data: Mapping[str, Any], size: tuple[int, int]) -> StoredResult:
+    rle = data["mask"]
+    if tuple(int(v) for v in rle["size"]) != size:
+        raise FinecutError(f"saved prediction mask has size {rle['size']}, expected {list(size)}")
+    return StoredResult(PackedMask.from_rle(rle, validate=False), float(data.get("threshold", 0.5)),
+                        float(data.get("seconds", 0.0)), dict(data.get("state") or {}))
+
+
 def _step_to_dict(step: Step) -> dict[str, Any]:
-    out: dict[str, Any] = {"action": step.action, "prompts": prompts_to_dict(step.prompts)}
-    if step.prediction is not None:
-        out["prediction"] = {
-            "mask": encode_mask(step.prediction.mask),
-            "threshold": step.prediction.threshold,
-            "seconds": step.prediction.seconds,
-            "state": _json_state(step.prediction.state),
-        }
-    return out
+    return {
+        "action": step.action,
+        "prompts": prompts_to_dict(step.prompts),
+        "prediction": None if step.result is None else _result_to_dict(step.result),
+        "objects": [o.uid for o in step.objects],
+        "editing": None if step.editing is None else step.editing.uid,
+        "model": step.model,
+    }
 
 
-def _step_from_dict(data: Mapping[str, Any], size: tuple[int, int]) -> Step:
-    prompts = prompts_from_dict(data.get("prompts") or {}, size)
-    prediction = None
-    if data.get("prediction") is not None:
-        p = data["prediction"]
-        mask = decode_mask(p["mask"])
-        check_mask_shape(mask, size, what="saved prediction mask")
-        prediction = Prediction(
-            mask=mask,
-            probs=mask.astype(np.float32),
-            prompts=prompts,
-            threshold=float(p.get("threshold", 0.5)),
-            state={**dict(p.get("state") or {}), "restored": True},
-            seconds=float(p.get("seconds", 0.0)),
-        )
-    return Step(str(data.get("action", "step")), prompts, prediction)
+def _object_to_dict(obj: AnnotatedObject) -> dict[str, Any]:
+    return {"id": obj.id, "label": obj.label, "mask": obj.rle, "prompts": prompts_to_dict(obj.prompts)}
+
+
+def _object_from_dict(data: Mapping[str, Any], size: tuple[int, int], uid: int) -> AnnotatedObject:
+    mask = decode_mask(data["mask"])
+    check_mask_shape(mask, size, what=f"object {data.get('id')} mask")
+    return AnnotatedObject(int(data["id"]), _clean_label(data["label"]), mask,
+                           prompts_from_dict(data.get("prompts") or {}, size), uid=uid)
+
+
+def _format2_history(data: Mapping[str, Any], size: tuple[int, int]) -> list[Step]:
+    records = data["records"]
+    objects: dict[int, AnnotatedObject] = {}
+
+    def obj(uid: int) -> AnnotatedObject:
+        if uid not in objects:
+            objects[uid] = _object_from_dict(records[f"o{uid}"], size, uid)
+        return objects[uid]
+
+    history = []
+    for uid in data["history"]:
+        rec = records[f"s{int(uid)}"]
+        prompts = prompts_from_dict(rec.get("prompts") or {}, size)
+        result = _result_from_dict(rec["prediction"], size) if rec.get("prediction") is not None else None
+        step_objects = tuple(sorted((obj(int(u)) for u in rec.get("objects", [])), key=lambda o: o.id))
+        ids = [o.id for o in step_objects]
+        if len(set(ids)) != len(ids):
+            raise FinecutError("saved session has duplicate object ids")
+        editing = obj(int(rec["editing"])) if rec.get("editing") is not None else None
+        history.append(Step(str(rec.get("action", "step")), prompts, result, step_objects, editing,
+                            rec.get("model"), int(uid)))
+    if not history:
+        raise FinecutError("saved session has no history")
+    return history
+
+
+def _format1_history(data: Mapping[str, Any], size: tuple[int, int], model: str | None,
+                     new_uid: Callable[[], int]) -> tuple[list[Step], tuple[AnnotatedObject, ...]]:
+    """A session saved before finish/delete were steps: every step gets today's objects."""
+    objects = tuple(sorted((_object_from_dict(item, size, new_uid()) for item in data.get("objects", [])),
+                           key=lambda o: o.id))
+    ids = [o.id for o in objects]
+    if len(set(ids)) != len(ids):
+        raise FinecutError("saved session has duplicate object ids")
+    history = []
+    for item in data.get("history", []) or [{"action": "start"}]:
+        prompts = prompts_from_dict(item.get("prompts") or {}, size)
+        result = _result_from_dict(item["prediction"], size) if item.get("prediction") is not None else None
+        history.append(Step(str(item.get("action", "step")), prompts, result, objects, None, model, new_uid()))
+    return history, objects

@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
-import math
-
 import cv2
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StrictBool
 
 from finecut import __version__
 from finecut.errors import FinecutError
 from finecut.export import FORMATS
-from finecut.io import encode_png, read_image
+from finecut.io import encode_png, image_header
+from finecut.server.guards import BodyLimitMiddleware, FiniteNumber, install_validation_handler
 
 from finecut.app.folder import BROWSER_SUFFIXES, ImageNotFound, NotAnImage, TooLarge
-from finecut.app.service import AnnotationService, AppConfig
+from finecut.app.service import AnnotationService, AppConfig, StaleVersion
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-#: Largest JSON request body accepted (uploads have their own limit).
+#: Largest JSON request body accepted (uploads have their own limit); both counted while the body streams in.
 MAX_JSON_BYTES = 8 * 1024 * 1024
 
-
-def _finite(v: float) -> float:
-    if not math.isfinite(v):
-        raise ValueError("must be a finite number")
-    return v
+# Request bodies: numbers are finite JSON numbers (FiniteNumber: no NaN/Infinity/1e400, no true for 1, no "12"),
+# booleans are JSON booleans; anything else is a 422 naming the field.
 
 
 class ModelChoice(BaseModel):
@@ -38,35 +34,23 @@ class ModelChoice(BaseModel):
 
 
 class ClickIn(ModelChoice):
-    x: float
-    y: float
+    x: FiniteNumber
+    y: FiniteNumber
     kind: Literal["positive", "negative", "tolerant"] = "positive"
-
-    _check = field_validator("x", "y")(_finite)
 
 
 class BoxIn(ModelChoice):
-    box: Annotated[list[float], Field(min_length=4, max_length=4)]
-
-    @field_validator("box")
-    @classmethod
-    def _box(cls, v: list[float]) -> list[float]:
-        return [_finite(x) for x in v]
+    box: Annotated[list[FiniteNumber], Field(min_length=4, max_length=4)]
 
 
 class ScribbleIn(ModelChoice):
-    points: Annotated[list[Annotated[list[float], Field(min_length=2, max_length=2)]], Field(min_length=1)]
-    positive: bool = True
-    width: float = Field(default=5.0, gt=0, le=500)
-
-    @field_validator("points")
-    @classmethod
-    def _points(cls, v: list[list[float]]) -> list[list[float]]:
-        return [[_finite(p[0]), _finite(p[1])] for p in v]
+    points: Annotated[list[Annotated[list[FiniteNumber], Field(min_length=2, max_length=2)]], Field(min_length=1)]
+    positive: StrictBool = True
+    width: Annotated[FiniteNumber, Field(gt=0, le=500)] = 5.0
 
 
 class ThresholdIn(BaseModel):
-    threshold: float = Field(ge=0.0, le=1.0)
+    threshold: Annotated[FiniteNumber, Field(ge=0.0, le=1.0)]
 
 
 class FinishIn(BaseModel):
@@ -79,10 +63,26 @@ class LabelIn(BaseModel):
 
 class ExportIn(BaseModel):
     formats: list[Literal["png", "coco_rle", "coco_polygons"]] = Field(default_factory=lambda: list(FORMATS))
-    images: list[str] | None = None
+    images: list[str] | None = None  # refused: an export always holds every annotated image
+
+
+def _if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
+    """The annotation version a write is based on (``If-Match: <version>``, quotes allowed); None: no check."""
+    if if_match is None:
+        return None
+    text = if_match.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 18:
+        raise HTTPException(400, f"If-Match must be the annotation version (a number), got {if_match[:40]!r}")
+    return int(text)
+
+
+#: The version a write is based on; a stale one is answered 409 (see :class:`StaleVersion`).
+Version = Annotated[int | None, Depends(_if_match)]
 
 
 def _status(exc: FinecutError) -> int:
+    if isinstance(exc, StaleVersion):
+        return 409
     if isinstance(exc, ImageNotFound):
         return 404
     if isinstance(exc, TooLarge):
@@ -100,23 +100,17 @@ def create_app(config: AppConfig) -> FastAPI:
 
     @app.exception_handler(FinecutError)
     async def _finecut_error(request: Request, exc: FinecutError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=_status(exc))
+        body: dict[str, Any] = {"detail": str(exc)}
+        if isinstance(exc, StaleVersion):
+            body["version"] = exc.current
+        return JSONResponse(body, status_code=_status(exc))
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        limit = config.limits.max_file_bytes if request.url.path.startswith("/api/upload/") else MAX_JSON_BYTES
-        if length is not None:
-            try:
-                too_big = int(length) > limit
-            except ValueError:
-                return JSONResponse({"detail": "invalid Content-Length header"}, status_code=400)
-            if too_big:
-                return JSONResponse(
-                    {"detail": f"request body of {int(length) / 1e6:.1f} MB is over the limit of {limit / 1e6:.1f} MB"},
-                    status_code=413,
-                )
-        return await call_next(request)
+    install_validation_handler(app)  # 422 naming the field, in a body that always encodes
+
+    def body_limit(path: str) -> int:
+        return config.limits.max_file_bytes if path.startswith("/api/upload/") else MAX_JSON_BYTES
+
+    app.add_middleware(BodyLimitMiddleware, limit=body_limit)  # counted while streaming, Content-Length or not
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -144,10 +138,10 @@ def create_app(config: AppConfig) -> FastAPI:
     @app.get("/api/images/{name}/file")
     def image_file(name: str) -> Response:
         path = service.image_path(name)
-        if path.suffix.lower() in BROWSER_SUFFIXES:
+        if path.suffix.lower() in BROWSER_SUFFIXES:  # the browser decodes it: check the pixel count on the header
+            image_header(path, name, config.limits.max_pixels)
             return FileResponse(path)
-        image = read_image(path)
-        service.folder.check_pixels(name, image.shape[0], image.shape[1])
+        image = service.folder.read(name)  # displayed orientation, as the browser would show it
         return Response(encode_png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), media_type="image/png")
 
     @app.post("/api/images/{name}/open")
@@ -155,55 +149,62 @@ def create_app(config: AppConfig) -> FastAPI:
         return service.open(name, body.model if body else None)
 
     @app.post("/api/images/{name}/click")
-    def click(name: str, body: ClickIn) -> dict[str, Any]:
-        return service.click(name, body.x, body.y, body.kind, body.model)
+    def click(name: str, body: ClickIn, version: Version) -> dict[str, Any]:
+        return service.click(name, body.x, body.y, body.kind, body.model, expected=version)
 
     @app.post("/api/images/{name}/box")
-    def box(name: str, body: BoxIn) -> dict[str, Any]:
-        return service.box(name, body.box, body.model)
+    def box(name: str, body: BoxIn, version: Version) -> dict[str, Any]:
+        return service.box(name, body.box, body.model, expected=version)
 
     @app.post("/api/images/{name}/scribble")
-    def scribble(name: str, body: ScribbleIn) -> dict[str, Any]:
-        return service.scribble(name, body.points, body.positive, body.width, body.model)
+    def scribble(name: str, body: ScribbleIn, version: Version) -> dict[str, Any]:
+        return service.scribble(name, body.points, body.positive, body.width, body.model, expected=version)
 
     @app.post("/api/images/{name}/undo")
-    def undo(name: str) -> dict[str, Any]:
-        return service.undo(name)
+    def undo(name: str, version: Version) -> dict[str, Any]:
+        return service.undo(name, expected=version)
 
     @app.post("/api/images/{name}/redo")
-    def redo(name: str) -> dict[str, Any]:
-        return service.redo(name)
+    def redo(name: str, version: Version) -> dict[str, Any]:
+        return service.redo(name, expected=version)
 
     @app.post("/api/images/{name}/reset")
-    def reset(name: str) -> dict[str, Any]:
-        return service.reset(name)
+    def reset(name: str, version: Version) -> dict[str, Any]:
+        return service.reset(name, expected=version)
 
     @app.post("/api/images/{name}/threshold")
-    def threshold(name: str, body: ThresholdIn) -> dict[str, Any]:
-        return service.set_threshold(name, body.threshold)
+    def threshold(name: str, body: ThresholdIn, version: Version) -> dict[str, Any]:
+        return service.set_threshold(name, body.threshold, expected=version)
 
     @app.post("/api/images/{name}/model")
-    def model(name: str, body: ModelChoice) -> dict[str, Any]:
+    def model(name: str, body: ModelChoice, version: Version) -> dict[str, Any]:
         if not body.model:
             raise FinecutError("give the model name to switch to")
-        return service.set_model(name, body.model)
+        return service.set_model(name, body.model, expected=version)
 
     @app.post("/api/images/{name}/finish")
-    def finish(name: str, body: FinishIn | None = None) -> dict[str, Any]:
-        return service.finish(name, body.label if body else None)
+    def finish(name: str, version: Version, body: FinishIn | None = None) -> dict[str, Any]:
+        return service.finish(name, body.label if body else None, expected=version)
 
     @app.delete("/api/images/{name}/objects/{object_id}")
-    def delete_object(name: str, object_id: int) -> dict[str, Any]:
-        return service.delete_object(name, object_id)
+    def delete_object(name: str, object_id: int, version: Version) -> dict[str, Any]:
+        return service.delete_object(name, object_id, expected=version)
 
     @app.patch("/api/images/{name}/objects/{object_id}")
-    def relabel(name: str, object_id: int, body: LabelIn) -> dict[str, Any]:
-        return service.relabel_object(name, object_id, body.label)
+    def relabel(name: str, object_id: int, body: LabelIn, version: Version) -> dict[str, Any]:
+        return service.relabel_object(name, object_id, body.label, expected=version)
+
+    @app.post("/api/images/{name}/objects/{object_id}/reopen")
+    def reopen(name: str, object_id: int, version: Version) -> dict[str, Any]:
+        return service.reopen_object(name, object_id, expected=version)
 
     @app.post("/api/export")
     def export(body: ExportIn | None = None) -> dict[str, Any]:
         body = body or ExportIn()
-        result = service.export(body.formats, body.images)
+        if body.images is not None:
+            raise FinecutError("an export always holds every annotated image (the export folder is replaced as a "
+                               "whole); leave out 'images'")
+        result = service.export(body.formats)
         result["urls"] = [f"/api/export/{f}" for f in result["files"]]
         return result
 

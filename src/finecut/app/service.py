@@ -1,8 +1,10 @@
 """What the annotation app does, independent of HTTP: sessions per image, saved after every action.
 
-Every action on an image runs under that image's lock: load (memory, else the saved JSON), apply, save atomically,
-answer. So concurrent requests on one image are serialised and a saved file is always a complete, consistent JSON.
-The image is encoded once per (model, image) through :class:`~finecut.server.cache.PredictorCache`.
+Every action on an image runs under that image's lock: load (memory, else the save file), check the version the
+client saw, apply, save (:class:`~finecut.app.store.AnnotationStore`: appends what changed, durably), answer. So
+concurrent requests on one image are serialised, a write based on a stale state is refused (:class:`StaleVersion`),
+and a save file always holds a complete, consistent state. The image is encoded once per (model, image) through
+:class:`~finecut.server.cache.PredictorCache`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import numpy as np
 
 from finecut.errors import FinecutError
 from finecut.export import FORMATS, ExportImage, ExportObject, export_images, rle_to_mask
-from finecut.session import Session
+from finecut.predictor import Predictor
+from finecut.session import Session, saved_objects
 from finecut.server.cache import EngineFactory, ModelPool, PredictorCache
 
 from finecut.app.folder import ImageFolder, Limits
 from finecut.app.store import AnnotationStore
 
-#: Most steps kept in one object's history (older ones are dropped from the undo stack).
+#: Most steps kept in an image's undo history (older ones are dropped).
 MAX_HISTORY = 200
 
 
@@ -42,6 +45,7 @@ class AppConfig:
     cache_size: int = 4
     limits: Limits = field(default_factory=Limits)
     max_scribble_points: int = 20_000
+    max_history: int = MAX_HISTORY
 
     @property
     def output_dir(self) -> Path:
@@ -59,15 +63,29 @@ def mask_runs(mask: np.ndarray) -> list[int]:
     return runs if not flat[0] else [0, *runs]
 
 
+class StaleVersion(FinecutError):
+    """A write based on an older version of the image's annotation state (another tab or window changed it)."""
+
+    def __init__(self, name: str, expected: int, current: int) -> None:
+        super().__init__(f"{name} was changed in another tab or window (this page had version {expected}, the "
+                         f"saved state is version {current}); the page reloads the current state")
+        self.current = current
+
+
 @dataclass
 class _Entry:
+    name: str
     session: Session
-    model: str
     key: tuple
+    saved_version: int | None = None  # the session version last saved (None: never saved by this process)
 
 
 class AnnotationService:
-    """Sessions of the images of one folder. Methods raise :class:`FinecutError` on bad input."""
+    """Sessions of the images of one folder. Methods raise :class:`FinecutError` on bad input.
+
+    Every state carries the session's ``version``; an action given ``expected`` (the version the client saw) that
+    is not the current one raises :class:`StaleVersion` before anything changes.
+    """
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
@@ -77,6 +95,7 @@ class AnnotationService:
         self.cache = PredictorCache(self.pool, config.cache_size)
         self._sessions: OrderedDict[str, _Entry] = OrderedDict()
         self._sessions_lock = threading.Lock()
+        self._export_lock = threading.Lock()  # one export at a time: each replaces the export folder
 
     # ----------------------------------------------------------------- images
     def list_images(self) -> list[dict[str, Any]]:
@@ -92,93 +111,112 @@ class AnnotationService:
         return (name, st.st_mtime_ns, st.st_size)
 
     # --------------------------------------------------------------- sessions
-    def _entry(self, name: str, model: str | None) -> tuple[_Entry, float | None, bool]:
-        """The session of ``name`` with a predictor for ``model`` attached; also the encode time on a cache miss,
-        and whether the model changed (the prompts were re-run)."""
+    def _model_name(self, wanted: str | None) -> str:
+        return wanted if wanted in self.pool.names else self.pool.default
+
+    def _predictor(self, name: str, key: tuple, model: str) -> tuple[Predictor, float]:
+        """The predictor of (model, image), and the seconds spent encoding the image (0 when cached)."""
+        cached, hit = self.cache.get(model, key, lambda: self.folder.read(name))
+        return cached.predictor, (0.0 if hit else cached.encode_seconds)
+
+    def _entry(self, name: str) -> tuple[_Entry, float]:
+        """The session of ``name`` (from memory, else the save file) with its model's predictor attached."""
         key = self._file_key(name)
         with self._sessions_lock:
             entry = self._sessions.get(name)
-            if entry is not None and entry.key != key:  # the file changed on disk: start from the saved JSON
+            if entry is not None and entry.key != key:  # the file changed on disk: start from the saved state
                 self._sessions.pop(name)
                 self.cache.drop(entry.key)
                 entry = None
-        saved = None
-        if entry is None:
-            saved = self.store.load(name)
-        wanted = model or (entry.model if entry else None) or (saved or {}).get("model") or self.pool.default
-        if wanted not in self.pool.names:
-            wanted = self.pool.default if model is None else wanted
-        cached, hit = self.cache.get(wanted, key, lambda: self.folder.read(name))
-        encode = None if hit else cached.encode_seconds
-        changed = False
-        if entry is None:
-            previous_model = (saved or {}).get("model")
-            if saved and saved.get("session"):
-                session = Session.from_dict(saved["session"], cached.predictor)
-                if previous_model and previous_model != wanted and not session.prompts.is_empty:
-                    session.refresh()  # opened with another model than the saved one: re-run the prompts
-                    changed = True
-            else:
-                session = Session(cached.predictor, threshold=self.config.threshold)
-            entry = _Entry(session, wanted, key)
-            with self._sessions_lock:
-                self._sessions[name] = entry
-                while len(self._sessions) > max(self.config.cache_size, 2):
-                    self._sessions.popitem(last=False)
-        else:
-            entry.session.attach(cached.predictor)
-            if wanted != entry.model:
-                entry.model = wanted
-                entry.session.refresh()
-                changed = True
-        with self._sessions_lock:
-            if name in self._sessions:
+            if entry is not None:
                 self._sessions.move_to_end(name)
-        return entry, encode, changed
-
-    def _save(self, name: str, entry: _Entry) -> None:
-        hist = entry.session
-        if len(hist.history) > MAX_HISTORY:
-            data = hist.to_dict()
-            drop = len(data["history"]) - MAX_HISTORY
-            data["history"] = data["history"][drop:]
-            data["cursor"] = max(0, data["cursor"] - drop)
+        if entry is not None:
+            return entry, self._attach(entry)
+        saved = self.store.load(name)
+        legacy = bool(saved) and "session" in saved  # the one-document save file of earlier versions
+        data = (saved or {}).get("session") if legacy else saved
+        saved_model = (saved or {}).get("model")
+        model = self._model_name(saved_model)
+        predictor, encode = self._predictor(name, key, model)
+        if data:
+            session = Session.from_dict(data, predictor, model=model if legacy else None,
+                                        max_history=self.config.max_history)
+            entry = _Entry(name, session, key, saved_version=None if legacy else session.version)
+            if session.model != model:  # saved with a model this server does not offer: re-run with the default
+                session.refresh(model=model)
         else:
-            data = hist.to_dict()
-        self.store.save(name, {"model": entry.model, "session": data})
+            session = Session(predictor, threshold=self.config.threshold, model=model,
+                              max_history=self.config.max_history)
+            entry = _Entry(name, session, key, saved_version=session.version)
+        with self._sessions_lock:
+            self._sessions[name] = entry
+            while len(self._sessions) > max(self.config.cache_size, 2):
+                self._sessions.popitem(last=False)
+        return entry, encode
 
-    def _run(self, name: str, model: str | None, action: Callable[[Session], Any], save: bool = True,
-             objects: bool = False) -> dict[str, Any]:
+    def _attach(self, entry: _Entry) -> float:
+        """Attach the predictor of the session's current model (it changes with model switches, undo and redo)."""
+        predictor, encode = self._predictor(entry.name, entry.key, self._model_name(entry.session.model))
+        if entry.session.predictor is not predictor:
+            entry.session.attach(predictor)
+        return encode
+
+    def _switch_model(self, entry: _Entry, model: str) -> float:
+        """Re-run the current prompts with ``model``: one undoable step."""
+        self.pool.get(model)  # fail early with a clear message
+        predictor, encode = self._predictor(entry.name, entry.key, model)
+        entry.session.attach(predictor)
+        entry.session.refresh(model=model)
+        return encode
+
+    def _save(self, entry: _Entry) -> None:
+        head, records = entry.session.save_parts()
+        self.store.save(entry.name, head, records)
+        entry.saved_version = entry.session.version
+
+    def _run(self, name: str, action: Callable[[Session], Any], model: str | None = None,
+             expected: int | None = None, objects: bool = False) -> dict[str, Any]:
         with self.store.lock(name):
             start = time.perf_counter()
-            entry, encode, changed = self._entry(name, model)
-            before = entry.session.prediction
-            action(entry.session)
-            pred = entry.session.prediction
-            if save or changed:
-                self._save(name, entry)
-            payload = self.state(name, entry, include_objects=objects)
+            entry, encode = self._entry(name)
+            session = entry.session
+            if expected is not None and expected != session.version:
+                raise StaleVersion(name, expected, session.version)
+            before = session.prediction
+            before_objects = [o.uid for o in session.objects]
+            if model is not None and model != session.model:
+                encode += self._switch_model(entry, model)
+            action(session)
+            encode += self._attach(entry)
+            if session.version != entry.saved_version:
+                self._save(entry)
+            pred = session.prediction
+            changed_objects = before_objects != [o.uid for o in session.objects]
+            payload = self.state(entry, include_objects=objects or changed_objects)
+            fresh = pred is not None and pred is not before and not pred.state.get("restored")
             payload["timing"] = {
-                "model_ms": round(pred.seconds * 1000, 2) if pred is not None and (pred is not before or changed)
-                else None,
-                "encode_ms": None if encode is None else round(encode * 1000, 2),
+                "model_ms": round(pred.seconds * 1000, 2) if fresh else None,
+                "encode_ms": round(encode * 1000, 2) if encode else None,
                 "server_ms": round((time.perf_counter() - start) * 1000, 2),
             }
             return payload
 
-    def state(self, name: str, entry: _Entry, include_objects: bool = True) -> dict[str, Any]:
+    def state(self, entry: _Entry, include_objects: bool = True) -> dict[str, Any]:
         s = entry.session
         h, w = s.image_size
         prompts = s.prompts
+        mask = s.mask
+        editing = s.editing
         out: dict[str, Any] = {
-            "image": name,
+            "image": entry.name,
             "width": w,
             "height": h,
-            "model": entry.model,
+            "model": self._model_name(s.model),
+            "version": s.version,
             "threshold": s.threshold,
             "current": {
-                "runs": mask_runs(s.mask),
-                "area": int(s.mask.sum()),
+                "runs": mask_runs(mask),
+                "area": int(mask.sum()),
                 "clicks": [{"x": c.x, "y": c.y, "kind": c.kind.value} for c in prompts.clicks],
                 "box": list(prompts.box.as_tuple()) if prompts.box is not None else None,
                 "scribbles": [{"points": [list(p) for p in sc.points], "positive": sc.positive, "width": sc.width}
@@ -188,7 +226,9 @@ class AnnotationService:
                 "can_redo": s.can_redo,
                 "steps": len(s.history) - 1,
                 "cursor": s.cursor,
+                "action": s.step.action,
             },
+            "editing": None if editing is None else {"id": editing.id, "label": editing.label},
             "object_ids": [o.id for o in s.objects],
         }
         if include_objects:
@@ -198,85 +238,79 @@ class AnnotationService:
         return out
 
     # ----------------------------------------------------------------- actions
+    # ``expected``: the version the client last saw (None: no check, e.g. scripts); see :class:`StaleVersion`.
     def open(self, name: str, model: str | None = None) -> dict[str, Any]:
-        return self._run(name, model, lambda s: None, save=False, objects=True)
+        return self._run(name, lambda s: None, model=model, objects=True)
 
-    def click(self, name: str, x: float, y: float, kind: str = "positive", model: str | None = None) -> dict[str, Any]:
-        return self._run(name, model, lambda s: s.add_click(x, y, kind))
+    def click(self, name: str, x: float, y: float, kind: str = "positive", model: str | None = None,
+              expected: int | None = None) -> dict[str, Any]:
+        return self._run(name, lambda s: s.add_click(x, y, kind), model, expected)
 
-    def box(self, name: str, box: Sequence[float], model: str | None = None) -> dict[str, Any]:
-        return self._run(name, model, lambda s: s.set_box(box))
+    def box(self, name: str, box: Sequence[float], model: str | None = None,
+            expected: int | None = None) -> dict[str, Any]:
+        return self._run(name, lambda s: s.set_box(box), model, expected)
 
     def scribble(self, name: str, points: Sequence[Sequence[float]], positive: bool = True, width: float = 5.0,
-                 model: str | None = None) -> dict[str, Any]:
+                 model: str | None = None, expected: int | None = None) -> dict[str, Any]:
         if len(points) > self.config.max_scribble_points:
             raise FinecutError(f"a scribble may have at most {self.config.max_scribble_points} points, "
                                f"got {len(points)}")
-        return self._run(name, model, lambda s: s.add_scribble(points, positive, width))
+        return self._run(name, lambda s: s.add_scribble(points, positive, width), model, expected)
 
-    def undo(self, name: str) -> dict[str, Any]:
-        return self._run(name, None, lambda s: s.undo())
+    def undo(self, name: str, expected: int | None = None) -> dict[str, Any]:
+        return self._run(name, lambda s: s.undo(), expected=expected)
 
-    def redo(self, name: str) -> dict[str, Any]:
-        return self._run(name, None, lambda s: s.redo())
+    def redo(self, name: str, expected: int | None = None) -> dict[str, Any]:
+        return self._run(name, lambda s: s.redo(), expected=expected)
 
-    def reset(self, name: str) -> dict[str, Any]:
-        return self._run(name, None, lambda s: s.reset())
+    def reset(self, name: str, expected: int | None = None) -> dict[str, Any]:
+        return self._run(name, lambda s: s.reset(), expected=expected)
 
-    def set_threshold(self, name: str, threshold: float) -> dict[str, Any]:
-        return self._run(name, None, lambda s: s.set_threshold(threshold))
+    def set_threshold(self, name: str, threshold: float, expected: int | None = None) -> dict[str, Any]:
+        return self._run(name, lambda s: s.set_threshold(threshold), expected=expected)
 
-    def set_model(self, name: str, model: str) -> dict[str, Any]:
+    def set_model(self, name: str, model: str, expected: int | None = None) -> dict[str, Any]:
         self.pool.get(model)  # fail early with a clear message
-        return self._run(name, model, lambda s: None)
+        return self._run(name, lambda s: None, model=model, expected=expected)
 
-    def finish(self, name: str, label: str | None = None) -> dict[str, Any]:
+    def finish(self, name: str, label: str | None = None, expected: int | None = None) -> dict[str, Any]:
         def act(s: Session) -> None:
-            obj = s.finish_object(label)
-            finished.append(obj.id)
+            finished.append(s.finish_object(label).id)
 
         finished: list[int] = []
-        payload = self._run(name, None, act, objects=True)
+        payload = self._run(name, act, expected=expected, objects=True)
         payload["finished_id"] = finished[0]
         return payload
 
-    def delete_object(self, name: str, object_id: int) -> dict[str, Any]:
-        return self._run(name, None, lambda s: s.delete_object(object_id), objects=True)
+    def delete_object(self, name: str, object_id: int, expected: int | None = None) -> dict[str, Any]:
+        return self._run(name, lambda s: s.delete_object(object_id), expected=expected, objects=True)
 
-    def relabel_object(self, name: str, object_id: int, label: str) -> dict[str, Any]:
-        return self._run(name, None, lambda s: s.relabel_object(object_id, label), objects=True)
+    def relabel_object(self, name: str, object_id: int, label: str, expected: int | None = None) -> dict[str, Any]:
+        return self._run(name, lambda s: s.relabel_object(object_id, label), expected=expected, objects=True)
+
+    def reopen_object(self, name: str, object_id: int, expected: int | None = None) -> dict[str, Any]:
+        return self._run(name, lambda s: s.reopen_object(object_id), expected=expected, objects=True)
 
     # ------------------------------------------------------------------ export
-    def export(self, formats: Iterable[str] = FORMATS, names: Sequence[str] | None = None) -> dict[str, Any]:
-        """Export the saved annotations of ``names`` (default: every image) into ``<out>/export``."""
+    def export(self, formats: Iterable[str] = FORMATS) -> dict[str, Any]:
+        """Export the saved annotations of every image with objects into ``<out>/export``, replacing it as a whole
+        (:func:`~finecut.export.export_images`: complete, one folder per image file, stable category ids)."""
         chosen = list(formats)
         for fmt in chosen:
             if fmt not in FORMATS:
                 raise FinecutError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-        all_names = self.folder.names()
-        targets = all_names if names is None else list(names)
-        images, skipped = [], []
-        for name in targets:
-            if name not in all_names:
-                raise FinecutError(f"{name!r} is not an image of the folder")
-            with self.store.lock(name):
+        with self._export_lock:
+            images, skipped = [], []
+            for name in self.folder.names():
                 try:
-                    data = self.store.load(name)
+                    image = self._export_image(name)
                 except FinecutError as exc:
                     skipped.append({"image": name, "error": str(exc)})
                     continue
-            if not data or not (data.get("session") or {}).get("objects"):
-                continue
-            sess = data["session"]
-            try:
-                objects = tuple(
-                    ExportObject(int(o["id"]), str(o["label"]), rle_to_mask(o["mask"])) for o in sess["objects"]
-                )
-                images.append(ExportImage(name, int(sess["height"]), int(sess["width"]), objects))
-            except (FinecutError, KeyError, TypeError, ValueError) as exc:
-                skipped.append({"image": name, "error": f"{type(exc).__name__}: {exc}"})
-        out = self.export_dir
-        files = export_images(images, out, chosen, overwrite=True)
+                if image is not None:
+                    images.append(image)
+            out = self.export_dir
+            files = export_images(images, out, chosen, overwrite=True)
         return {
             "folder": str(out),
             "images": len(images),
@@ -284,6 +318,19 @@ class AnnotationService:
             "files": [p.relative_to(out).as_posix() for p in files],
             "skipped": skipped,
         }
+
+    def _export_image(self, name: str) -> ExportImage | None:
+        """The saved finished objects of ``name`` (None when it has none)."""
+        with self.store.lock(name):
+            data = self.store.load(name)
+        if not data:
+            return None
+        session = data.get("session", data)  # a legacy save file holds the session under "session"
+        try:
+            objects = tuple(ExportObject(o["id"], o["label"], rle_to_mask(o["mask"])) for o in saved_objects(session))
+            return ExportImage(name, int(session["height"]), int(session["width"]), objects) if objects else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FinecutError(f"{type(exc).__name__}: {exc}") from exc
 
     @property
     def export_dir(self) -> Path:

@@ -18,7 +18,7 @@ from finecut.evaluation.init_masks import InitMaskFolder
 from finecut.evaluation.report import write_results_table
 from finecut.evaluation.runner import check_run_dir, run_evaluation
 from finecut.evaluation.summary import miou_at
-from finecut.registry import load_model
+from finecut.registry import load_model, parse_model_spec
 
 NAME = "evaluate"
 HELP = "Evaluate models on benchmarks or your own images + masks under the standard click protocol."
@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "become tolerant clicks at a seeded random offset)")
     parser.add_argument("--tolerant-offset", type=float, default=10.0, metavar="PX",
                         help="ntclick protocol: largest offset of a tolerant click from the precise one (default 10)")
+    parser.add_argument("--raw-masks", action="store_true",
+                        help="score the engines' masks without the click-honour rule (finecut.click_honour); "
+                             "runs get a -raw suffix")
     parser.add_argument("--init-masks", metavar="DIR",
                         help="mask correction: start each sample from DIR/<sample name>.png instead of empty")
     parser.add_argument("--mask-correction", action="store_true",
@@ -75,8 +78,11 @@ def slug(text: str) -> str:
 
 
 def _model_label(spec: str) -> str:
+    name, options = parse_model_spec(spec)
+    if "checkpoint" in options:  # an official release: NAME:checkpoint=PATH -> NAME-FILESTEM
+        return f"{name}-{Path(str(options['checkpoint'])).stem}"
     path = Path(spec)
-    return path.stem if path.suffix in (".json", ".safetensors") else spec
+    return path.stem if path.suffix in (".json", ".safetensors", ".pth", ".pt") else spec
 
 
 def open_dataset_arg(spec: str, data_root: str | None, masks: str | None) -> Any:
@@ -109,6 +115,8 @@ def _print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
     if summary.get("miou"):
         parts += [f"mIoU@{k} {f(miou_at(summary, k), 100)}" for k in (1, 5, 10)]
     parts.append(f"{f(summary.get('seconds_per_click'), digits=3)} s/click")
+    if summary.get("click_violations") is not None:
+        parts.append(f"{summary['click_violations']} clicks not honoured")
     where = f" -> {out_dir}" if out_dir is not None else ""
     n = summary["num_samples"]
     print(f"{summary['model']} / {summary['dataset']} ({n} sample{'' if n == 1 else 's'}): "
@@ -117,12 +125,14 @@ def _print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
 
 def run_folder_name(model: str, dataset: str, config: EvalConfig, several_seeds: bool = False) -> str:
     """``MODEL-DATASET`` for a standard run; the protocol and the seed are appended when they vary
-    (``MODEL-DATASET-ntclick-s3``)."""
+    (``MODEL-DATASET-ntclick-s3``); ``-raw`` marks runs without the click-honour rule."""
     name = f"{slug(model)}-{slug(dataset)}"
     if config.protocol != "standard":
         name += f"-{config.protocol}"
     if several_seeds or config.seed != 0:
         name += f"-s{config.seed}"
+    if not config.honour_clicks:
+        name += "-raw"
     return name
 
 
@@ -149,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             protocol=args.protocol,
             tolerant_offset=args.tolerant_offset,
+            honour_clicks=not args.raw_masks,
         )
         for seed in seeds
     ]

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from finecut.errors import FinecutError
-from finecut.io import overlay, read_image, write_image, write_mask
+from finecut.errors import FinecutError, one_line
+from finecut.io import megapixels_to_pixels, overlay, pixel_limit, read_image, write_image, write_mask
 from finecut.predictor import Predictor
 from finecut.prompts import Box, Click, ClickKind
 from finecut.registry import load_model
@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlay", help="also write the image with the mask and clicks drawn on it")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    parser.add_argument("--max-megapixels", type=float, default=None,
+                        help="refuse larger images, checked on the file's header before decoding "
+                             "(default: $FINECUT_MAX_MEGAPIXELS or 40)")
     batch = parser.add_argument_group("batch mode")
     batch.add_argument("--batch", metavar="PROMPTS.json", help="prompts for many images (schema below)")
     batch.add_argument("--images", metavar="DIR", help="folder holding the images named in the prompts file")
@@ -113,7 +116,7 @@ def parse_prompt_entry(entry: Any, where: str) -> ImagePrompts:
         raise FinecutError(f"{where}: expected an object with \"clicks\" and/or \"box\", got {type(entry).__name__}")
     unknown = sorted(set(entry) - {"clicks", "box"})
     if unknown:
-        raise FinecutError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: clicks, box)")
+        raise FinecutError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} (allowed: clicks, box)")
     raw_clicks = entry.get("clicks", [])
     if not isinstance(raw_clicks, list):
         raise FinecutError(f"{where}: \"clicks\" must be a list")
@@ -176,6 +179,20 @@ def _check_threshold(value: float) -> None:
         raise FinecutError(f"--threshold must be in [0, 1], got {value}")
 
 
+def _check_output_folder(path: Path, option: str) -> None:
+    """Outputs go into folders that exist: a typo in a path must not create a tree of new folders."""
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise FinecutError(f"{option} {path}: folder {folder} {what} (create it first)")
+    if path.is_dir():
+        raise FinecutError(f"{option} {path}: is a folder; give a file name (e.g. {path / 'mask.png'})")
+
+
+def _max_pixels(args: argparse.Namespace) -> int:
+    return pixel_limit() if args.max_megapixels is None else megapixels_to_pixels(args.max_megapixels)
+
+
 def _describe(mask: np.ndarray) -> str:
     area = int(mask.sum())
     return f"{area} px ({100.0 * area / mask.size:.1f}% of the image)"
@@ -196,8 +213,10 @@ def _run_single(args: argparse.Namespace) -> int:
     outputs = [out] + ([Path(args.overlay)] if args.overlay else [])
     if len(set(outputs)) != len(outputs):
         raise FinecutError(f"{out}: --out and --overlay name the same file")
+    for path, option in zip(outputs, ("--out", "--overlay")):
+        _check_output_folder(path, option)
     _refuse_existing(outputs, args.overwrite)
-    image = read_image(args.image)
+    image = read_image(args.image, max_pixels=_max_pixels(args))
     try:
         for click in clicks:
             click.check_inside(*image.shape[:2])
@@ -222,6 +241,11 @@ def _batch_targets(key: str, out_dir: Path) -> tuple[Path, Path]:
     return out_dir / rel.with_suffix(".png"), out_dir / rel.parent / f"{rel.stem}_overlay.png"
 
 
+def _naming(key: str, image_path: Path, message: str) -> str:
+    """A batch error message that starts with its image: the prompts file's key, unless it starts with the image."""
+    return message if message.startswith((key, str(image_path))) else f"{key}: {message}"
+
+
 def _run_batch(args: argparse.Namespace) -> int:
     if args.image or args.click or args.box or args.out or args.overlay:
         raise FinecutError("batch mode takes no IMAGE, --click, --box, --out or --overlay (prompts come from JSON)")
@@ -234,6 +258,9 @@ def _run_batch(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FinecutError(f"{out_dir}: exists and is not a folder")
+    if not out_dir.exists() and not out_dir.parent.is_dir():
+        raise FinecutError(f"--out-dir {out_dir}: folder {out_dir.parent} does not exist (create it first)")
+    max_pixels = _max_pixels(args)
     entries = read_prompts_file(prompts_path)
     predictor = Predictor(load_model(args.model))
     failed = 0
@@ -250,7 +277,7 @@ def _run_batch(args: argparse.Namespace) -> int:
                 raise FinecutError(f"{image_path}: the mask would replace the image itself; choose another --out-dir")
             outputs = [mask_path] + ([overlay_path] if args.overlays else [])
             _refuse_existing(outputs, args.overwrite)
-            image = read_image(image_path)
+            image = read_image(image_path, max_pixels=max_pixels)
             try:
                 for click in prompts.clicks:
                     click.check_inside(*image.shape[:2])
@@ -262,10 +289,14 @@ def _run_batch(args: argparse.Namespace) -> int:
             write_mask(mask_path, mask, overwrite=args.overwrite)
             if args.overlays:
                 write_image(overlay_path, overlay(image, mask, clicks=prompts.clicks), overwrite=args.overwrite)
-            print(f"{key}: wrote {mask_path} ({_describe(mask)}, {seconds:.2f} s)")
+            print(one_line(f"{key}: wrote {mask_path} ({_describe(mask)}, {seconds:.2f} s)"))
         except FinecutError as exc:
             failed += 1
-            print(f"finecut segment: error: {exc}", file=sys.stderr)
+            print(f"finecut segment: error: {one_line(_naming(key, images_dir / key, str(exc)))}", file=sys.stderr)
+        except (OSError, MemoryError, RuntimeError, ValueError) as exc:  # a disk or model failure on this image only
+            failed += 1
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            print(one_line(f"finecut segment: error: {key}: {type(exc).__name__}: {text}"), file=sys.stderr)
     done = len(entries) - failed
     print(f"segmented {done} of {len(entries)} images into {out_dir}" + (f"; {failed} failed" if failed else ""))
     return 2 if failed else 0

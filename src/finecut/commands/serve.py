@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from finecut.errors import FinecutError
+from finecut.io import megapixels_to_pixels, pixel_limit
+from finecut.threads import set_inference_threads
 
 NAME = "serve"
 HELP = "serve finecut models to CVAT (interactor) and Label Studio (ML backend)"
@@ -20,8 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default: %(default)s; use 0.0.0.0 to reach it from containers)")
     parser.add_argument("--port", type=int, default=9090, help="port (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per inference (default: $FINECUT_THREADS, else 1, which keeps clicks fast on "
+                             "a busy machine; 0 = one per core)")
     parser.add_argument("--cache", type=int, default=4, help="images kept encoded per model (default: %(default)s)")
-    parser.add_argument("--max-megapixels", type=float, default=40.0, help="largest image accepted")
+    parser.add_argument("--max-megapixels", type=float, default=None,
+                        help="largest image accepted, checked on its header before decoding "
+                             "(default: $FINECUT_MAX_MEGAPIXELS or 40)")
     parser.add_argument("--label-studio-url", default=os.environ.get("LABEL_STUDIO_URL"),
                         help="Label Studio address, to fetch task images from it (env LABEL_STUDIO_URL)")
     parser.add_argument("--label-studio-token", default=os.environ.get("LABEL_STUDIO_API_KEY"),
@@ -30,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder behind Label Studio's /data/local-files/?d=... URLs")
     parser.add_argument("--allow-url-fetch", action="store_true",
                         help="allow fetching task images from any http(s) URL (off by default)")
+    parser.add_argument("--allow-url-host", action="append", default=[], metavar="HOST[:PORT]",
+                        help="allow fetching task images from this host (e.g. your cloud storage, where Label Studio "
+                             "redirects to presigned URLs); repeat for more hosts. Redirects are checked hop by hop, "
+                             "and the Label Studio token is only ever sent to --label-studio-url")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,16 +56,18 @@ def run(args: argparse.Namespace) -> int:
             raise FinecutError(f"unknown model {name!r}; available: {', '.join(known)}")
     if args.local_files_root is not None and not args.local_files_root.is_dir():
         raise FinecutError(f"{args.local_files_root}: local files root not found")
+    set_inference_threads(args.threads)
     config = ServeConfig(
         model=args.model,
         models=models,
         threshold=args.threshold,
         cache_size=args.cache,
-        max_pixels=int(args.max_megapixels * 1e6),
+        max_pixels=pixel_limit() if args.max_megapixels is None else megapixels_to_pixels(args.max_megapixels),
         label_studio_url=args.label_studio_url,
         label_studio_token=args.label_studio_token,
         local_files_root=args.local_files_root,
         allow_url_fetch=args.allow_url_fetch,
+        allow_url_hosts=tuple(args.allow_url_host),
         public_port=args.port,
     )
     app = create_server(config)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from finecut.errors import FinecutError
-from finecut.io import read_label_image
+from finecut.io import image_header, read_label_image
 
 IGNORE = -1
 
@@ -28,15 +28,18 @@ def _check_file(path: Path) -> None:
 
 
 def _open_pillow(path: Path):
-    from PIL import Image, UnidentifiedImageError
+    """A label file opened with Pillow (palette indices kept), after the loader's header checks (pixel limit), in
+    displayed orientation."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     _check_file(path)
+    header = image_header(path)
     try:
         img = Image.open(path)
         img.load()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise FinecutError(f"{path}: cannot decode image ({exc})") from None
-    return img
+    return ImageOps.exif_transpose(img) if header.orientation != 1 else img
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
@@ -44,15 +47,10 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
 
     Palette PNGs come back as colours (what ``cv2.imread`` gives, as RITM reads them). GIFs are read with Pillow:
     palette indices for palette GIFs (DRIVE's ``{0, 1}`` palette masks), values for greyscale ones — OpenCV cannot
-    decode GIF, and video decoders return palette colours shifted by colour conversion.
+    decode GIF, and video decoders return palette colours shifted by colour conversion. Both through the one image
+    loader of :mod:`finecut.io` (pixel limit, EXIF orientation).
     """
-    p = Path(path)
-    if p.suffix.lower() == ".gif":
-        img = _open_pillow(p)
-        if img.mode in ("P", "L", "1", "I", "I;16"):
-            return np.array(img.convert("L") if img.mode == "1" else img)
-        return np.array(img.convert("RGB"))[..., ::-1].copy()
-    return read_label_image(p)
+    return read_label_image(path)
 
 
 def read_index_label(path: str | os.PathLike) -> np.ndarray:

@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from finecut.errors import FinecutError
@@ -49,24 +50,81 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
         raise FinecutError(f"{json_path}: checkpoint config not found (a checkpoint is NAME.json + NAME.safetensors)")
     try:
         doc = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FinecutError(f"{json_path}: corrupt checkpoint config ({exc})") from exc
+    except OSError as exc:
+        raise FinecutError(f"{json_path}: cannot read checkpoint config ({exc.strerror or exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits, nesting
+        raise FinecutError(f"{json_path}: corrupt checkpoint config ({_first_line(exc)})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict) or "arch" not in doc["model"]:
         raise FinecutError(f"{json_path}: not a finecut checkpoint config (needs a 'model' with an 'arch')")
     return doc
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0][:300] if text else "") or type(exc).__name__
+
+
+#: What building a model from a hostile config raises (bad types, negative or huge sizes, ...).
+_BUILD_ERRORS = (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError, AssertionError,
+                 OverflowError, ZeroDivisionError, RecursionError, NotImplementedError)
+
+
+def _build(config: dict[str, Any], json_path: Path) -> nn.Module:
+    try:
+        return build_model(config)
+    except FinecutError as exc:
+        raise FinecutError(f"{json_path}: {exc}") from None
+    except _BUILD_ERRORS as exc:
+        raise FinecutError(f"{json_path}: the model config does not build a model "
+                           f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _stored_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from the safetensors header (no tensor is read)."""
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise FinecutError(f"{weights_path}: corrupt checkpoint weights ({_first_line(exc)})") from None
+
+
+def _check_shapes(expected: dict[str, tuple[int, ...]], stored: dict[str, tuple[int, ...]], weights_path: Path,
+                  json_path: Path) -> None:
+    """The config's architecture must have exactly the stored tensors, shape for shape."""
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            what = f"{k} is {list(stored[k])} in the weights, {list(expected[k])} in the config's architecture"
+        elif missing:
+            what = f"{len(missing)} tensor(s) missing from the weights, e.g. {missing[0]}"
+        else:
+            what = f"{len(unexpected)} tensor(s) the architecture does not have, e.g. {unexpected[0]}"
+        raise FinecutError(f"{weights_path}: weights do not match the architecture of {json_path.name} ({what})")
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model from its JSON config and load the weights; returns (model in eval mode, config doc)."""
+    """Rebuild the model from its JSON config and load the weights; returns (model in eval mode, config doc).
+
+    The architecture is first built on PyTorch's ``meta`` device (no memory) and its tensor shapes compared with the
+    weights file's header, so a corrupt or hostile config (wrong sizes, huge widths) is refused with a
+    :class:`FinecutError` before anything is allocated."""
     doc = read_checkpoint_config(path)
-    _, weights_path = checkpoint_paths(path)
+    json_path, weights_path = checkpoint_paths(path)
     if not weights_path.exists():
         raise FinecutError(f"{weights_path}: checkpoint weights not found")
-    model = build_model(doc["model"])
+    stored = _stored_shapes(weights_path)
+    with torch.device("meta"):
+        skeleton = _build(doc["model"], json_path)
+    _check_shapes({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, stored, weights_path, json_path)
+    del skeleton
+    model = _build(doc["model"], json_path)
     try:
         state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise FinecutError(f"{weights_path}: corrupt checkpoint weights ({exc})") from exc
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise FinecutError(f"{weights_path}: corrupt checkpoint weights ({_first_line(exc)})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -81,4 +139,12 @@ def load_engine(path: str | os.PathLike, **kwargs: Any):
     from finecut.pipelines import build_engine
 
     model, doc = load_checkpoint(path)
-    return build_engine(model, doc, **kwargs)
+    json_path = checkpoint_paths(path)[0]
+    if not isinstance(doc.get("pipeline", {}), dict) or not isinstance(doc.get("engine", "focalclick"), str):
+        raise FinecutError(f"{json_path}: 'pipeline' must be an object and 'engine' a name")
+    try:
+        return build_engine(model, doc, **kwargs)
+    except FinecutError as exc:
+        raise FinecutError(str(exc) if str(json_path) in str(exc) else f"{json_path}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # unknown or mistyped pipeline options
+        raise FinecutError(f"{json_path}: bad inference options ({_first_line(exc)})") from None

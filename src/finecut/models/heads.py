@@ -100,16 +100,42 @@ class SegFormerHead(nn.Module):
         return self.linear_pred(x), x
 
 
+def _upsample_block(cin: int, cout: int) -> nn.Sequential:
+    """2x transposed conv + GroupNorm(1) + 1x1 conv + GroupNorm(1) + GELU (SimpleClick's ``up_conv``)."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, 2, stride=2), nn.GroupNorm(1, cout), nn.Conv2d(cout, cout, 1),
+        nn.GroupNorm(1, cout), nn.GELU(),
+    )
+
+
+#: SimpleClick head upsampling modes: name -> factor.
+HEAD_UPSAMPLE = {"x1": 1, "x2": 2, "x4": 4}
+
+
 class SimpleClickHead(nn.Module):
     """SimpleClick's all-MLP head: 1x1 conv + ReLU per scale to ``channels``, upsample to the finest scale, concat,
-    1x1 fuse + ReLU, dropout, 1x1 prediction (names as the official ``SwinTransfomerSegHead``)."""
+    1x1 fuse + ReLU, dropout, 1x1 prediction (names as the official ``SwinTransfomerSegHead``).
 
-    def __init__(self, in_channels: Sequence[int], channels: int = 256, dropout: float = 0.1) -> None:
+    ``upsample="x2"`` / ``"x4"`` (the official option) widens the fused map to 2x / 4x ``channels`` and brings it
+    back to ``channels`` through one / two 2x upsampling blocks (``up_conv1``, ``up_conv2``), so the logits come at
+    1/2 / 1/1 of the finest input scale."""
+
+    def __init__(self, in_channels: Sequence[int], channels: int = 256, dropout: float = 0.1,
+                 upsample: str = "x1") -> None:
         super().__init__()
+        if upsample not in HEAD_UPSAMPLE:
+            raise FinecutError(f"SimpleClickHead upsample must be one of {list(HEAD_UPSAMPLE)}, got {upsample!r}")
         self.in_channels = _check_in_channels(in_channels, "SimpleClickHead")
         self.out_channels = int(channels)
-        self.convs = nn.ModuleList(ConvModule(c, channels, 1, norm=False) for c in self.in_channels)
-        self.fusion_conv = ConvModule(channels * len(self.in_channels), channels, 1, norm=False)
+        self.upsample = upsample
+        self.scale = HEAD_UPSAMPLE[upsample]
+        wide = channels * self.scale
+        self.convs = nn.ModuleList(ConvModule(c, wide, 1, norm=False) for c in self.in_channels)
+        self.fusion_conv = ConvModule(wide * len(self.in_channels), wide, 1, norm=False)
+        if self.scale >= 2:
+            self.up_conv1 = _upsample_block(wide, wide // 2)
+        if self.scale == 4:
+            self.up_conv2 = _upsample_block(wide // 2, wide // 4)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.conv_seg = nn.Conv2d(channels, 1, 1)
         nn.init.normal_(self.conv_seg.weight, std=0.01)
@@ -125,7 +151,12 @@ class SimpleClickHead(nn.Module):
             if x.shape[-2:] != size:
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             outs.append(x)
-        x = self.dropout(self.fusion_conv(torch.cat(outs, dim=1)))
+        x = self.fusion_conv(torch.cat(outs, dim=1))
+        if self.scale >= 2:
+            x = self.up_conv1(x)
+        if self.scale == 4:
+            x = self.up_conv2(x)
+        x = self.dropout(x)
         return self.conv_seg(x), x
 
 

@@ -21,21 +21,25 @@ class ScaleLayer(nn.Module):
 
 
 class ConvBNReLU(nn.Sequential):
-    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> None:
+    """Conv + BatchNorm + ReLU; ``bias=True`` keeps a conv bias before the BatchNorm (as ClickSEG's refiner)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
+                 bias: bool = False) -> None:
         super().__init__(
-            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=bias),
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
         )
 
 
 class SeparableConvBNReLU(nn.Sequential):
-    """Xception-style depthwise 3x3 + pointwise 1x1 convolution (FocalClick's XConvBnRelu)."""
+    """Xception-style depthwise 3x3 + pointwise 1x1 convolution (FocalClick's XConvBnRelu; ``bias=True`` gives both
+    convs a bias, as the official one)."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, bias: bool = False) -> None:
         super().__init__(
-            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
-            nn.Conv2d(cin, cout, 1, bias=False),
+            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=bias),
+            nn.Conv2d(cin, cout, 1, bias=bias),
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
         )
@@ -44,14 +48,19 @@ class SeparableConvBNReLU(nn.Sequential):
 class ClickFusion(nn.Module):
     """RITM's "Conv1S" fusion: encode prompt maps with two convs to the stem's shape, scaled by a learnable 0.05.
 
-    The output is added to the backbone stem output. ``stride`` (a power of two) matches the stem's stride.
+    The output is added to the backbone stem output. ``stride`` (a power of two) matches the stem's stride;
+    ``activation`` is ``"leaky_relu"`` (slope 0.2, RITM's ``use_leaky_relu``) or ``"relu"``.
     """
 
-    def __init__(self, prompt_channels: int, out_channels: int, stride: int, hidden: int = 16) -> None:
+    def __init__(self, prompt_channels: int, out_channels: int, stride: int, hidden: int = 16,
+                 activation: str = "leaky_relu") -> None:
         super().__init__()
         if stride < 1 or stride & (stride - 1):
             raise ValueError(f"stem stride must be a power of two, got {stride}")
-        layers: list[nn.Module] = [nn.Conv2d(prompt_channels, hidden, 1), nn.LeakyReLU(0.2)]
+        if activation not in ("leaky_relu", "relu"):
+            raise ValueError(f"click fusion activation must be 'leaky_relu' or 'relu', got {activation!r}")
+        act: nn.Module = nn.LeakyReLU(0.2) if activation == "leaky_relu" else nn.ReLU()
+        layers: list[nn.Module] = [nn.Conv2d(prompt_channels, hidden, 1), act]
         steps = int(math.log2(stride))
         cin = hidden
         for i in range(max(steps, 1)):

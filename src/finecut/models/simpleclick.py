@@ -5,8 +5,10 @@
 * Symmetric patch embedding: the prompt maps ``[previous_mask, positive, negative, (tolerant)]`` go through a conv
   with the same patch size, stride and width as the image patch embedding; the two token maps are added.
 * Simple feature pyramid (ViTDet) from the last feature map only: 1/4 (two deconvs), 1/8 (one deconv), 1/16
-  (identity), 1/32 (max-pool), each followed by 1x1 + 3x3 convs with LayerNorm.
+  (identity), 1/32 (max-pool), each followed by 1x1 + 3x3 convs with LayerNorm; or, with ``neck="simpleclick"``,
+  the official release's ``SimpleFPN`` (:class:`SimpleClickFPN`, GroupNorm), which the released weights need.
 * All-MLP head (:class:`finecut.models.heads.SimpleClickHead`): logits at 1/4, bilinearly upsampled to the input.
+  Official checkpoints load through :mod:`finecut.models.official`.
 
 Variants (``variant=``): ``xtiny`` (160 dim, 8 blocks, 4 heads), ``b`` (768/12/12), ``l`` (1024/24/16),
 ``h`` (1280/32/16, patch 14). Built by the registry: ``build_model({"arch": "simpleclick", "variant": "b"})``.
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 
 from finecut.errors import FinecutError
 from finecut.models.backbones import LoadReport, load_matching, read_state_dict
-from finecut.models.heads import SimpleClickHead
+from finecut.models.heads import HEAD_UPSAMPLE, SimpleClickHead
 from finecut.models.registry import register_model
 from finecut.models.vit import PatchEmbed, ViTConfig, VisionTransformer, convert_mae_state_dict, to_2tuple
 
@@ -69,6 +71,12 @@ class SimpleClickConfig:
     head_dropout: float = 0.1
     prompt_channels: int = 3
     grad_checkpointing: bool = False
+    #: ``"vitdet"`` (finecut's ViTDet pyramid, LayerNorm) or ``"simpleclick"`` (the official ``SimpleFPN``, GroupNorm).
+    neck: str = "vitdet"
+    #: The official head's ``upsample`` option: ``"x1"``, ``"x2"`` or ``"x4"``.
+    head_upsample: str = "x1"
+    #: ``align_corners`` of the final upsampling of the logits to the input (the official model uses True).
+    align_corners: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in SIMPLECLICK_VARIANTS:
@@ -94,6 +102,11 @@ class SimpleClickConfig:
             raise FinecutError(f"embed_dim must be >= 4 (the 1/4 branch halves it twice), got {self.embed_dim}")
         if self.global_attn_indexes is not None:
             self.global_attn_indexes = tuple(int(i) for i in self.global_attn_indexes)
+        if self.neck not in ("vitdet", "simpleclick"):
+            raise FinecutError(f"SimpleClick neck must be 'vitdet' or 'simpleclick', got {self.neck!r}")
+        if self.head_upsample not in HEAD_UPSAMPLE:
+            raise FinecutError(f"SimpleClick head_upsample must be one of {list(HEAD_UPSAMPLE)}, "
+                               f"got {self.head_upsample!r}")
 
     def vit_config(self) -> ViTConfig:
         return ViTConfig(
@@ -167,6 +180,38 @@ class SimpleFeaturePyramid(nn.Module):
         return [project(resample(x)) for resample, project in zip(self.resample, self.project)]
 
 
+def _gn_conv(cin: int, cout: int, kernel: int = 1, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, stride=stride), nn.GroupNorm(1, cout)]
+
+
+class SimpleClickFPN(nn.Module):
+    """The official SimpleClick pyramid (``SimpleFPN``): from one stride-``p`` map, strides p/4 (two 2x transposed
+    convs), p/2 (one), p (1x1 conv) and 2p (a 2x2 stride-2 conv), each ending in a 1x1 conv to ``out_dims[i]``,
+    GroupNorm(1) and GELU. Intermediate widths follow the official rule (e.g. ``max(2 * out_dims[0], in_dim // 2)``);
+    submodule names (``down_4``, ``down_8``, ``down_16``, ``down_32``) match the released checkpoints."""
+
+    def __init__(self, in_dim: int, out_dims: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        o4, o8, o16, o32 = out_dims
+        c4 = max(2 * o4, in_dim // 2)
+        c8 = max(o8, in_dim // 2)
+        c32 = max(o32, 2 * in_dim)
+        self.down_4 = nn.Sequential(
+            nn.ConvTranspose2d(in_dim, c4, 2, stride=2), nn.GroupNorm(1, c4), nn.GELU(),
+            nn.ConvTranspose2d(c4, c4 // 2, 2, stride=2), nn.GroupNorm(1, c4 // 2),
+            *_gn_conv(c4 // 2, o4), nn.GELU(),
+        )
+        self.down_8 = nn.Sequential(
+            nn.ConvTranspose2d(in_dim, c8, 2, stride=2), nn.GroupNorm(1, c8), *_gn_conv(c8, o8), nn.GELU()
+        )
+        self.down_16 = nn.Sequential(*_gn_conv(in_dim, o16), nn.GELU())
+        self.down_32 = nn.Sequential(*_gn_conv(in_dim, c32, 2, 2), *_gn_conv(c32, o32), nn.GELU())
+        self.out_channels = list(out_dims)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.down_4(x), self.down_8(x), self.down_16(x), self.down_32(x)]
+
+
 class SimpleClick(nn.Module):
     """SimpleClick interactive segmentation model.
 
@@ -188,12 +233,13 @@ class SimpleClick(nn.Module):
         w = self.prompt_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.prompt_embed.proj.bias)
-        self.neck = SimpleFeaturePyramid(vit_cfg.embed_dim, cfg.neck_dims)  # type: ignore[arg-type]
+        neck_cls = SimpleClickFPN if cfg.neck == "simpleclick" else SimpleFeaturePyramid
+        self.neck = neck_cls(vit_cfg.embed_dim, cfg.neck_dims)  # type: ignore[arg-type]
         head_dim = int(cfg.head_dim)  # type: ignore[arg-type]
-        self.head = SimpleClickHead(self.neck.out_channels, head_dim, cfg.head_dropout)
+        self.head = SimpleClickHead(self.neck.out_channels, head_dim, cfg.head_dropout, upsample=cfg.head_upsample)
         #: Channels and stride (w.r.t. the patch-padded input) of ``forward(...)["features"]``.
         self.feature_channels = head_dim
-        self.feature_stride = 4
+        self.feature_stride = 4 // HEAD_UPSAMPLE[cfg.head_upsample]
 
     @property
     def grad_checkpointing(self) -> bool:
@@ -232,7 +278,8 @@ class SimpleClick(nn.Module):
         prompt_tokens = self.prompt_embed(prompt_maps.to(image.dtype))
         feats = self.backbone(image, prompt_tokens)
         logits, features = self.head(self.neck(feats))
-        logits = F.interpolate(logits, size=(h + pad_h, w + pad_w), mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=(h + pad_h, w + pad_w), mode="bilinear",
+                               align_corners=self.config.align_corners)
         return {"logits": logits[:, :, :h, :w], "features": features}
 
     def load_pretrained(self, path: str | os.PathLike[str]) -> LoadReport:
@@ -304,6 +351,7 @@ __all__ = [
     "SIMPLECLICK_VARIANTS",
     "SimpleClick",
     "SimpleClickConfig",
+    "SimpleClickFPN",
     "SimpleFeaturePyramid",
     "build_simpleclick",
 ]

@@ -18,12 +18,12 @@ def build_engine(model: nn.Module, doc: dict[str, Any], **kwargs: Any) -> Engine
         from finecut.pipelines.focalclick import FocalClickEngine
 
         return FocalClickEngine(model, name=doc.get("name", "focalclick"), checkpoint=doc, **kwargs)
-    if kind == "simpleclick":
+    if kind in ("simpleclick", "ritm"):
         from finecut.pipelines.focalclick import FocalClickEngine
 
-        # SimpleClick: zoom-in on a single network, no refiner, no progressive merge
+        # SimpleClick / RITM: zoom-in on a single network, no refiner, no progressive merge
         options = {"progressive_merge": False, **kwargs}
-        return FocalClickEngine(model, name=doc.get("name", "simpleclick"), checkpoint=doc, **options)
+        return FocalClickEngine(model, name=doc.get("name", kind), checkpoint=doc, **options)
     if kind == "ntclick":
         from finecut.pipelines.ntclick import NTClickEngine
 

@@ -10,6 +10,7 @@ import torch
 
 from finecut.pipelines.geometry import click_box, expand_box, integer_box, mask_box, union_box
 from finecut.prompts import Click, ClickKind, CropTransform, Prompts, click_disks, scribble_maps
+from finecut.threads import inference_threads
 
 if TYPE_CHECKING:
     from finecut.predictor import Prediction
@@ -26,9 +27,9 @@ def check_options(options: dict[str, Any], defaults: dict[str, Any], method: str
 
 
 def configure_torch(threads: int | None) -> None:
-    """Set torch's CPU thread count (when given) and flush denormals, which slow CPU convolutions several times."""
-    if threads:
-        torch.set_num_threads(threads)
+    """Set torch's CPU thread count (``threads``, else :func:`finecut.threads.inference_threads`: one by default) and
+    flush denormals, which slow CPU convolutions several times."""
+    torch.set_num_threads(inference_threads(threads))
     torch.set_flush_denormal(True)
 
 

@@ -2,7 +2,8 @@
 
 Per click:
 1. **Target Crop**: the box of the previous mask and the new click, expanded by ``expand`` (1.4), resized so its long side
-   is ``target_size`` (aspect kept). The first click of an object (empty previous mask) sees the whole image.
+   is ``target_size`` (aspect kept; ``square_input`` resizes it to ``target_size`` squared, as the official code).
+   The first click of an object (empty previous mask) sees the whole image.
 2. **Segmentor** on the crop with the prompt maps [previous mask, positive, negative, tolerant].
 3. **Focus Crop**: the connected component of (coarse mask XOR previous mask) that holds the new click, its box expanded
    by ``focus_expand`` (1.4); when that component is missing or tiny, a fixed window around the click.
@@ -49,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "merge_after": 10,
     "flip_tta": False,
     "click_radius": 5.0,
+    "square_input": False,  # resize the target crop to target_size x target_size (the official ZoomIn / ResizeTrans)
 }
 
 
@@ -158,7 +160,10 @@ class FocalClickEngine(Engine):
         prev_mask = prev > 0.5
         crop = self._target_box(prev_mask, prompts, click)
         x0, y0, x1, y1 = crop
-        size_hw = net_size(x1 - x0, y1 - y0, o["target_size"])
+        if o["square_input"]:
+            size_hw = (int(o["target_size"]), int(o["target_size"]))
+        else:
+            size_hw = net_size(x1 - x0, y1 - y0, o["target_size"])
         channels = getattr(self.net, "prompt_channels", 4)
         maps = crop_prompt_maps(prompts, clicks, prev, crop, size_hw, o["click_radius"], channels)
         seg = self._segment(features, image, maps, crop, size_hw)

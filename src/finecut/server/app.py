@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
 
 from finecut import __version__
-from finecut.errors import FinecutError
+from finecut.io import pixel_limit
 
 from finecut.server.cache import EngineFactory, ModelPool, PredictorCache
 from finecut.server.cvat import cvat_router
+from finecut.server.guards import BodyLimitMiddleware, install_error_handlers
 from finecut.server.images import ImageSource
 from finecut.server.interactive import InteractiveSegmenter
 from finecut.server.labelstudio import labelstudio_router
@@ -29,12 +30,13 @@ class ServeConfig:
     model_factory: EngineFactory | None = None
     threshold: float = 0.5
     cache_size: int = 4
-    max_pixels: int = 40_000_000
-    max_body_bytes: int = 96 * 1024 * 1024
+    max_pixels: int = field(default_factory=pixel_limit)  # checked on each image's header before decoding
+    max_body_bytes: int = 96 * 1024 * 1024  # every request body, counted while it streams in
     label_studio_url: str | None = None
     label_studio_token: str | None = None
     local_files_root: Path | None = None
-    allow_url_fetch: bool = False
+    allow_url_fetch: bool = False  # fetch task images from any http(s) URL
+    allow_url_hosts: Sequence[str] = ()  # ... or only from these hosts ("host" or "host:port")
     public_port: int | None = None  # reported to CVAT as the functions' httpPort (its "direct" invoke method)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -48,6 +50,7 @@ def create_server(config: ServeConfig) -> FastAPI:
         token=config.label_studio_token,
         local_files_root=config.local_files_root,
         allow_urls=config.allow_url_fetch,
+        allowed_hosts=tuple(config.allow_url_hosts),
         max_bytes=config.max_body_bytes,
         max_pixels=config.max_pixels,
     )
@@ -56,17 +59,9 @@ def create_server(config: ServeConfig) -> FastAPI:
     app.state.cache = cache
     app.state.segmenter = segmenter
 
-    @app.exception_handler(FinecutError)
-    async def _finecut_error(request: Request, exc: FinecutError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-            return JSONResponse({"detail": f"request body over the limit of {config.max_body_bytes / 1e6:.0f} MB"},
-                                status_code=413)
-        return await call_next(request)
+    install_error_handlers(app)
+    app.add_middleware(GZipMiddleware, minimum_size=4096)  # CVAT's masks compress ~100x
+    app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes)
 
     app.include_router(labelstudio_router(segmenter, source, config.model))
     app.include_router(cvat_router(segmenter, pool.names, config.model, config.max_pixels, config.public_port))

@@ -6,10 +6,15 @@ Request (JSON), as CVAT's lambda manager sends it to an interactor function::
      "obj_bbox": [[x0, y0], [x1, y1]] | null, "threshold": 0.5 (optional)}
 
 ``obj_bbox`` is set when the function declares ``startswith_box`` (CVAT then takes the first two positive points as
-the box corners); the flat form ``[x0, y0, x1, y1]`` is accepted too. Coordinates are image pixels.
+the box corners); the flat form ``[x0, y0, x1, y1]`` is accepted too. Coordinates are image pixels; points and boxes
+outside the image are refused with *422* (as the app refuses them), a point on the far edge (``x == width``) is taken.
+Every field is type-checked: numbers must be finite JSON numbers (no ``true``, ``"12"``, ``NaN``, ``Infinity``).
 
-Response: ``{"mask": [[0, 1, ...], ...]}`` — a 2-D 0/1 list of the image size, what current CVAT (2.x) reads from
-interactors. With ``?format=polygon`` the response is ``{"points": [[x, y], ...]}`` instead (the outline of the
+Response: ``{"mask": [[0, 1, ...], ...], "bounds": [x0, y0, x1, y1]}`` — the mask inside its bounding box (inclusive
+pixel bounds), which CVAT 2.x places at ``bounds``; this is what CVAT's interactor responses allow, and it keeps a click
+on a small object of a 3000x2000 image to a few kB instead of 12 MB. Answers are gzip-compressed for clients that
+accept it (CVAT's lambda manager does), which keeps large objects small on the wire too. ``?format=full`` gives the
+whole image's mask without ``bounds``; ``?format=polygon`` gives ``{"points": [[x, y], ...]}`` (the outline of the
 largest part), the shape older CVAT releases expected.
 
 Endpoints: ``POST /cvat`` (default model) and ``POST /cvat/{model}``; ``POST /`` (nuclio "direct" invocation, default
@@ -22,69 +27,99 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from typing import Annotated
-
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from finecut.errors import FinecutError
 from finecut.export import mask_to_parts
 from finecut.prompts import Box, Click, ClickKind
 
+from finecut.server.guards import FiniteNumber
 from finecut.server.images import decode_base64_image
 from finecut.server.interactive import InteractiveSegmenter
 
 FUNCTION_PREFIX = "finecut-"
 
+#: Most points accepted in one request (per list).
+MAX_POINTS = 10_000
 
-def parse_points(value: Any, what: str) -> list[tuple[float, float]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise FinecutError(f"{what} must be a list of [x, y] points")
-    points = []
-    for p in value:
-        if not isinstance(p, (list, tuple)) or len(p) != 2:
-            raise FinecutError(f"{what}: each point must be [x, y], got {p!r}")
-        try:
-            x, y = float(p[0]), float(p[1])
-        except (TypeError, ValueError) as exc:
-            raise FinecutError(f"{what}: point {p!r} is not numeric") from exc
-        points.append((x, y))
-    return points
+Point = tuple[FiniteNumber, FiniteNumber]
 
 
-def parse_bbox(value: Any) -> Box | None:
-    if value is None:
+def _flat_box(value: Any) -> Any:
+    """``[[x0, y0], [x1, y1]]`` -> ``[x0, y0, x1, y1]`` (the flat form passes as is)."""
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(p, list) for p in value):
+        return [v for p in value for v in p]
+    return value
+
+
+class CvatRequest(BaseModel):
+    """The JSON CVAT's lambda manager posts to an interactor function (other keys are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    image: Annotated[str, Field(min_length=1)]
+    pos_points: Annotated[list[Point], Field(max_length=MAX_POINTS)] | None = None
+    neg_points: Annotated[list[Point], Field(max_length=MAX_POINTS)] | None = None
+    obj_bbox: Annotated[tuple[FiniteNumber, FiniteNumber, FiniteNumber, FiniteNumber],
+                        BeforeValidator(_flat_box)] | None = None
+    threshold: Annotated[FiniteNumber, Field(ge=0.0, le=1.0)] | None = None
+
+
+def point_click(point: Point, kind: ClickKind, width: int, height: int, what: str) -> Click:
+    """A CVAT point as a click. Points outside the image are refused (as the app refuses them); a point on the image's
+    far edge (``x == width``, which CVAT's canvas produces) is moved onto the last pixel."""
+    x, y = point
+    if not (0.0 <= x <= width and 0.0 <= y <= height):
+        raise FinecutError(f"{what} ({x:g}, {y:g}) is outside the {width}x{height} image "
+                           f"(x must be in [0, {width}], y in [0, {height}])")
+    return Click(min(x, width - 1e-3), min(y, height - 1e-3), kind)
+
+
+def image_box(values: tuple[float, float, float, float] | None, width: int, height: int) -> Box | None:
+    """``obj_bbox`` as a :class:`Box`; refused (quoting the box as sent) when it is empty or leaves the image."""
+    if values is None:
         return None
-    try:
-        flat = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise FinecutError(f"obj_bbox must be [[x0, y0], [x1, y1]], got {value!r}") from exc
-    if flat.size != 4:
-        raise FinecutError(f"obj_bbox must be [[x0, y0], [x1, y1]], got {value!r}")
-    x0, y0, x1, y1 = flat.tolist()
-    return Box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    x0, y0, x1, y1 = values
+    shown = f"({x0:g}, {y0:g}, {x1:g}, {y1:g})"
+    left, right = sorted((x0, x1))
+    top, bottom = sorted((y0, y1))
+    if left < 0 or top < 0 or right > width or bottom > height:
+        raise FinecutError(f"obj_bbox {shown} extends outside the {width}x{height} image")
+    if right <= left or bottom <= top:
+        raise FinecutError(f"obj_bbox {shown} is empty: it needs two different corners")
+    return Box(left, top, right, bottom)
 
 
-def clamp_click(x: float, y: float, kind: ClickKind, width: int, height: int) -> Click:
-    """A click moved onto the image if a tool sends a point on the border (x == width)."""
-    return Click(min(max(x, 0.0), width - 1e-3), min(max(y, 0.0), height - 1e-3), kind)
-
-
-def mask_json(mask: np.ndarray) -> bytes:
-    """``{"mask": [[...], ...]}`` built directly as bytes (fast for large images)."""
-    m = np.asarray(mask, dtype=np.uint8)
+def _rows_json(m: np.ndarray) -> bytes:
+    """A 2-D 0/1 array as the bytes of a JSON list of lists (fast for large masks)."""
     h, w = m.shape
     rows = np.full((h, 2 * w + 2), ord(","), dtype=np.uint8)
     rows[:, 0] = ord("[")
     rows[:, 1 : 2 * w : 2] = m + ord("0")
     rows[:, 2 * w] = ord("]")
-    body = rows.tobytes()[:-1]
-    return b'{"mask":[' + body + b"]}"
+    return b"[" + rows.tobytes()[:-1] + b"]"
+
+
+def mask_json(mask: np.ndarray) -> bytes:
+    """``{"mask": [[...], ...]}``: the whole image (``?format=full``)."""
+    return b'{"mask":' + _rows_json(np.asarray(mask, dtype=np.uint8)) + b"}"
+
+
+def cropped_mask_json(mask: np.ndarray) -> bytes:
+    """``{"mask": [[...]], "bounds": [x0, y0, x1, y1]}``: the mask inside its bounding box (inclusive pixel bounds),
+    which CVAT places at ``bounds``. An empty mask is one background pixel at (0, 0)."""
+    m = np.asarray(mask, dtype=np.uint8)
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if rows.size == 0:
+        return b'{"mask":[[0]],"bounds":[0,0,0,0]}'
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    crop = _rows_json(m[y0 : y1 + 1, x0 : x1 + 1])
+    return b'{"mask":' + crop + b',"bounds":[%d,%d,%d,%d]}' % (x0, y0, x1, y1)
 
 
 def largest_outline(mask: np.ndarray) -> list[list[float]]:
@@ -96,33 +131,32 @@ def largest_outline(mask: np.ndarray) -> list[list[float]]:
     return [[round(float(x), 2), round(float(y), 2)] for x, y in best.exterior]
 
 
+Format = Literal["mask", "full", "polygon"]
+
+
 def cvat_router(segmenter: InteractiveSegmenter, model_names: Sequence[str], default_model: str,
-                max_pixels: int, http_port: int | None = None) -> APIRouter:
+                max_pixels: int | None = None, http_port: int | None = None) -> APIRouter:
     router = APIRouter()
 
-    def interact(model: str | None, data: Any, fmt: str | None) -> Response:
-        if not isinstance(data, dict):
-            raise FinecutError("CVAT request must be a JSON object")
-        if "image" not in data:
-            raise FinecutError("CVAT request has no 'image' (base64)")
-        image = decode_base64_image(data["image"], "image", max_pixels)
+    def interact(model: str | None, data: CvatRequest, fmt: Format | None) -> Response:
+        image = decode_base64_image(data.image, "image", max_pixels)
         h, w = image.rgb.shape[:2]
-        pos = parse_points(data.get("pos_points"), "pos_points")
-        neg = parse_points(data.get("neg_points"), "neg_points")
-        box = parse_bbox(data.get("obj_bbox"))
-        if box is not None:
-            box = Box(max(0.0, box.x0), max(0.0, box.y0), min(float(w), box.x1), min(float(h), box.y1))
-        clicks = [clamp_click(x, y, ClickKind.POSITIVE, w, h) for x, y in pos]
-        clicks += [clamp_click(x, y, ClickKind.NEGATIVE, w, h) for x, y in neg]
-        threshold = data.get("threshold")
-        result = segmenter.segment(model, image, clicks, box, None if threshold is None else float(threshold))
+        clicks = [point_click(p, ClickKind.POSITIVE, w, h, f"pos_points[{i}]")
+                  for i, p in enumerate(data.pos_points or [])]
+        clicks += [point_click(p, ClickKind.NEGATIVE, w, h, f"neg_points[{i}]")
+                   for i, p in enumerate(data.neg_points or [])]
+        box = image_box(data.obj_bbox, w, h)
+        result = segmenter.segment(model, image, clicks, box, data.threshold)
         mask = result.prediction.mask
         headers = {"X-Finecut-Model-Ms": f"{result.prediction.seconds * 1000:.2f}",
                    "X-Finecut-Total-Ms": f"{result.total_seconds * 1000:.2f}"}
         if fmt == "polygon":
-            return Response(json.dumps({"points": largest_outline(mask)}), media_type="application/json",
-                            headers=headers)
-        return Response(mask_json(mask), media_type="application/json", headers=headers)
+            body = json.dumps({"points": largest_outline(mask)}).encode()
+        elif fmt == "full":
+            body = mask_json(mask)
+        else:
+            body = cropped_mask_json(mask)
+        return Response(body, media_type="application/json", headers=headers)
 
     def model_of_function(function_id: str) -> str:
         name = function_id[len(FUNCTION_PREFIX):] if function_id.startswith(FUNCTION_PREFIX) else function_id
@@ -150,17 +184,17 @@ def cvat_router(segmenter: InteractiveSegmenter, model_names: Sequence[str], def
         }
 
     @router.post("/cvat")
-    def cvat_default(data: Annotated[Any, Body()], format: str | None = None) -> Response:  # noqa: A002
+    def cvat_default(data: CvatRequest, format: Format | None = None) -> Response:  # noqa: A002
         return interact(default_model, data, format)
 
     @router.post("/cvat/{model}")
-    def cvat_model(model: str, data: Annotated[Any, Body()], format: str | None = None) -> Response:  # noqa: A002
+    def cvat_model(model: str, data: CvatRequest, format: Format | None = None) -> Response:  # noqa: A002
         if model not in model_names:
             raise FinecutError(f"unknown model {model!r}; available: {', '.join(model_names)}")
         return interact(model, data, format)
 
     @router.post("/")
-    def nuclio_direct(data: Annotated[Any, Body()], format: str | None = None) -> Response:  # noqa: A002
+    def nuclio_direct(data: CvatRequest, format: Format | None = None) -> Response:  # noqa: A002
         return interact(default_model, data, format)
 
     @router.get("/api/functions")
@@ -172,7 +206,7 @@ def cvat_router(segmenter: InteractiveSegmenter, model_names: Sequence[str], def
         return describe(model_of_function(function_id))
 
     @router.post("/api/function_invocations")
-    def invoke(request: Request, data: Annotated[Any, Body()], format: str | None = None) -> Response:  # noqa: A002
+    def invoke(request: Request, data: CvatRequest, format: Format | None = None) -> Response:  # noqa: A002
         function_id = request.headers.get("x-nuclio-function-name")
         if not function_id:
             raise FinecutError("missing x-nuclio-function-name header")

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from finecut import __version__
 from finecut.errors import FinecutError
@@ -29,6 +30,7 @@ from finecut.export import mask_to_parts
 from finecut.prompts import Box, Click, ClickKind
 
 from finecut.server.brush_rle import mask_to_brush_rle
+from finecut.server.guards import FiniteNumber
 from finecut.server.images import ImageSource
 from finecut.server.interactive import InteractiveSegmenter
 
@@ -83,39 +85,116 @@ class LabelStudioState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def context_prompts(results: list[dict[str, Any]], width: int, height: int) -> tuple[list[Click], Box | None, str | None]:
+class ContextValue(BaseModel):
+    """``value`` of a context result: coordinates in percent of the image (labels and other keys kept as extras)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    x: FiniteNumber | None = None
+    y: FiniteNumber | None = None
+    width: FiniteNumber | None = None
+    height: FiniteNumber | None = None
+
+
+PositiveNumber = Annotated[FiniteNumber, Field(gt=0)]
+
+
+class ContextResult(BaseModel):
+    """One of the user's smart regions in ``params.context.result``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = ""
+    value: ContextValue | None = None
+    original_width: PositiveNumber | None = None
+    original_height: PositiveNumber | None = None
+    is_positive: StrictBool | None = None
+
+
+class Context(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    result: Annotated[list[ContextResult], Field(max_length=10_000)] | None = None
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    context: Context | None = None
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    data: dict[str, Any]
+
+
+class PredictRequest(BaseModel):
+    """The body of ``POST /predict`` (keys finecut does not use are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tasks: Annotated[list[Task], Field(min_length=1)]
+    label_config: Annotated[str, Field(max_length=MAX_CONFIG_CHARS)] | None = None
+    project: Any = None
+    params: Params | None = None
+    context: Context | None = None
+
+
+class SetupRequest(BaseModel):
+    """The body of ``POST /setup``."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    project: Any = None
+    schema_: Annotated[str, Field(max_length=MAX_CONFIG_CHARS)] | None = Field(default=None, alias="schema")
+    label_config: Annotated[str, Field(max_length=MAX_CONFIG_CHARS)] | None = None
+
+
+def _edge(v: float, size: int, what: str) -> float:
+    """A coordinate on the image: up to half a pixel past an edge (percent rounding) is moved onto the edge pixel;
+    further out is refused."""
+    if not -0.5 <= v <= size + 0.5:
+        raise FinecutError(f"{what} is outside the image ({size} px)")
+    return min(max(v, 0.0), size - 1e-3)
+
+
+def context_prompts(results: list[ContextResult], width: int,
+                    height: int) -> tuple[list[Click], Box | None, str | None]:
     """Clicks (in order), box and label from Label Studio's context results."""
     clicks: list[Click] = []
     box = None
     label = None
-    for item in results:
-        if not isinstance(item, dict):
-            raise FinecutError("each context result must be an object")
-        kind = str(item.get("type", "")).lower()
-        value = item.get("value") or {}
-        if not isinstance(value, dict):
-            raise FinecutError("context result 'value' must be an object")
-        ow = float(item.get("original_width") or width)
-        oh = float(item.get("original_height") or height)
+    for i, item in enumerate(results):
+        kind = item.type.lower()
+        value = item.value or ContextValue()
+        ow = item.original_width or width
+        oh = item.original_height or height
         sx, sy = width / ow, height / oh  # in case Label Studio's image size differs from the fetched one
-        names = value.get(kind)
+        names = (value.model_extra or {}).get(kind)
         if isinstance(names, list) and names:
             label = str(names[0])
-        try:
-            if kind == "keypointlabels":
-                x = float(value["x"]) * ow / 100.0 * sx
-                y = float(value["y"]) * oh / 100.0 * sy
-                positive = item.get("is_positive", True)
-                kind_ = ClickKind.POSITIVE if positive in (True, 1, "true", "True") else ClickKind.NEGATIVE
-                clicks.append(Click(min(max(x, 0.0), width - 1e-3), min(max(y, 0.0), height - 1e-3), kind_))
-            elif kind == "rectanglelabels":
-                x0 = float(value["x"]) * ow / 100.0 * sx
-                y0 = float(value["y"]) * oh / 100.0 * sy
-                x1 = x0 + float(value["width"]) * ow / 100.0 * sx
-                y1 = y0 + float(value["height"]) * oh / 100.0 * sy
-                box = Box(max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FinecutError(f"context {kind} result has a bad value {value!r}: {exc}") from exc
+        where = f"context result {i} ({kind})"
+        if kind == "keypointlabels":
+            if value.x is None or value.y is None:
+                raise FinecutError(f"{where}: value needs x and y (percent of the image)")
+            x = _edge(value.x * ow / 100.0 * sx, width, f"{where}: x = {value.x:g}%")
+            y = _edge(value.y * oh / 100.0 * sy, height, f"{where}: y = {value.y:g}%")
+            positive = True if item.is_positive is None else item.is_positive
+            clicks.append(Click(x, y, ClickKind.POSITIVE if positive else ClickKind.NEGATIVE))
+        elif kind == "rectanglelabels":
+            if None in (value.x, value.y, value.width, value.height):
+                raise FinecutError(f"{where}: value needs x, y, width and height (percent of the image)")
+            x0 = value.x * ow / 100.0 * sx
+            y0 = value.y * oh / 100.0 * sy
+            x1 = x0 + value.width * ow / 100.0 * sx
+            y1 = y0 + value.height * oh / 100.0 * sy
+            clipped = (max(0.0, min(x0, x1)), max(0.0, min(y0, y1)), min(float(width), max(x0, x1)),
+                       min(float(height), max(y0, y1)))
+            if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+                raise FinecutError(f"{where}: the rectangle ({value.x:g}%, {value.y:g}%, {value.width:g}% x "
+                                   f"{value.height:g}%) covers no part of the {width}x{height} image")
+            box = Box(*clipped)
     return clicks, box, label
 
 
@@ -137,12 +216,10 @@ def labelstudio_router(segmenter: InteractiveSegmenter, source: ImageSource, mod
         return {}
 
     @router.post("/setup")
-    def setup(data: Annotated[Any, Body()]) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            raise FinecutError("setup body must be a JSON object")
-        config = parse_label_config(data.get("schema") or data.get("label_config"))
+    def setup(data: SetupRequest) -> dict[str, Any]:
+        config = parse_label_config(data.schema_ or data.label_config)
         with state.lock:
-            state.configs[str(data.get("project", ""))] = config
+            state.configs[str(data.project if data.project is not None else "")] = config
         return {"model_version": model_version}
 
     @router.post("/webhook", status_code=201)
@@ -150,31 +227,21 @@ def labelstudio_router(segmenter: InteractiveSegmenter, source: ImageSource, mod
         return {}
 
     @router.post("/predict")
-    def predict(data: Annotated[Any, Body()]) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            raise FinecutError("predict body must be a JSON object")
-        tasks = data.get("tasks")
-        if not isinstance(tasks, list) or not tasks:
-            raise FinecutError("predict body needs a non-empty 'tasks' list")
-        if data.get("label_config"):
-            config = parse_label_config(data["label_config"])
+    def predict(data: PredictRequest) -> dict[str, Any]:
+        if data.label_config:
+            config = parse_label_config(data.label_config)
         else:
             with state.lock:
-                config = state.configs.get(str(data.get("project", "")), LabelingConfig())
-        params = data.get("params") or {}
-        context = params.get("context") or data.get("context") or {}
-        results = context.get("result") or [] if isinstance(context, dict) else []
+                config = state.configs.get(str(data.project if data.project is not None else ""), LabelingConfig())
+        context = (data.params.context if data.params else None) or data.context
+        results = (context.result if context else None) or []
         if not results:
             return {"results": [], "model_version": model_version}
-        out = []
-        for task in tasks:
-            out.append(_predict_task(task, results, config))
+        out = [_predict_task(task, results, config) for task in data.tasks]
         return {"results": out, "model_version": model_version}
 
-    def _predict_task(task: Any, results: list[dict[str, Any]], config: LabelingConfig) -> dict[str, Any]:
-        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise FinecutError("each task must be an object with a 'data' object")
-        task_data = task["data"]
+    def _predict_task(task: Task, results: list[ContextResult], config: LabelingConfig) -> dict[str, Any]:
+        task_data = task.data
         key = config.image_key if config.image_key in task_data else next(iter(task_data), None)
         if key is None:
             raise FinecutError("task data has no image")

@@ -373,6 +373,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         rng = np.random.default_rng([cfg.seed, info.rank, step])
         torch.manual_seed(cfg.seed + info.rank + step)
 
+    # the number of iterative passes per step has its own stream, so runs that differ in sampling draw the same sequence
+    iter_rng = np.random.default_rng([cfg.seed, info.rank, step, 2])
     step_module = TrainingStep(net, cfg.refiner_size, cfg.hi_factor, cfg.refiner_loss_weight)
     model_ddp: nn.Module = step_module
     if info.world > 1:
@@ -403,7 +405,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         batch = next_batch(step)
         if not cfg.channels_last:  # the lever measured alone: plain NCHW tensors throughout
             batch.images, batch.images_hi = batch.images.contiguous(), batch.images_hi.contiguous()
-        num_iters = int(rng.integers(1, cfg.max_iterative_clicks + 1)) if rng.random() < cfg.iterative_probability else 0
+        num_iters = (int(iter_rng.integers(1, cfg.max_iterative_clicks + 1))
+                     if iter_rng.random() < cfg.iterative_probability else 0)
         previous = iterate_clicks(net, batch, num_iters, cfg, rng, channels)
         maps = prompt_maps(batch.clicks, previous, cfg.click_radius, channels)
         maps = maps if cfg.channels_last else maps.contiguous()

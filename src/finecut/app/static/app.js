@@ -40,7 +40,14 @@
     view: { s: 1, tx: 0, ty: 0 },
     drag: null,          // in-progress pointer interaction
     tHeld: false,
-    busy: 0,
+    busy: 0,            // requests queued or running
+    queued: 0,           // actions waiting for the one in flight
+    pending: [],         // queued clicks, drawn as hollow markers until computed
+    inflight: null,      // the click being computed
+    epoch: 0,            // bumped on a version conflict: actions queued before it are dropped
+    versions: {},        // image name -> version of its annotation state last seen (sent as If-Match)
+    editing: null,       // {id, label} of a finished object being edited again
+    notice: false,       // #message shows a notice that the next successful action clears
     loadToken: 0,
     layers: { curFill: null, curLine: null, objFill: null, objLine: null },
   };
@@ -54,21 +61,35 @@
     clearTimeout(statusTimer);
     if (kind === "ok") statusTimer = setTimeout(() => { el.className = "status"; }, 2500);
   }
-  function showMessage(text, isError = false) {
+  // A message over the photo: an error, or (notice) a banner at the top that does not block clicks.
+  function showMessage(text, isError = false, notice = false) {
     const el = $("message");
     el.textContent = text;
-    el.className = "message" + (isError ? " error" : "");
+    el.className = "message" + (isError ? " error" : "") + (notice ? " notice" : "");
     el.hidden = !text;
+  }
+
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  function summary() {
+    if (!state.data) return state.name || "";
+    return `${state.name}: ${state.W}×${state.H}, ${plural(state.objects.length, "object")}`;
   }
 
   // ------------------------------------------------------------------ API
   let queue = Promise.resolve();
+  // Busy state: the cursor (CSS on #stage[data-busy]) and the spinner with the number of queued actions.
+  function renderBusy() {
+    stage.dataset.busy = state.busy > 0 ? "1" : "0";
+    stage.dataset.queued = String(state.queued);
+    $("spinner").hidden = state.busy === 0;
+    $("spinner-text").textContent = state.queued ? `computing… (${state.queued} queued)` : "computing…";
+  }
   function setBusy(delta) {
     state.busy += delta;
-    stage.dataset.busy = state.busy > 0 ? "1" : "0";
+    renderBusy();
   }
-  async function request(method, url, body, raw = false) {
-    const opts = { method, headers: {} };
+  async function request(method, url, body, raw = false, headers = {}) {
+    const opts = { method, headers: Object.assign({}, headers) };
     if (body !== undefined) {
       if (body instanceof Blob) { opts.body = body; }
       else { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
@@ -82,6 +103,7 @@
       if (Array.isArray(detail)) detail = detail.map((d) => (d.loc ? d.loc.join(".") + ": " : "") + d.msg).join("; ");
       const err = new Error(detail || `${res.status} ${res.statusText}`);
       err.status = res.status;
+      err.payload = payload;
       throw err;
     }
     return payload;
@@ -143,8 +165,10 @@
       [{ mask, color: CURRENT_COLOR, outline: [255, 255, 255] }], state.W, state.H);
   }
   function rebuildObjects() {
-    if (!state.objects.length) { state.layers.objFill = state.layers.objLine = null; return; }
-    const items = state.objects.map((o) => {
+    // the object being edited again is shown as the current object only
+    const shown = state.objects.filter((o) => !(state.editing && state.editing.id === o.id));
+    if (!shown.length) { state.layers.objFill = state.layers.objLine = null; return; }
+    const items = shown.map((o) => {
       const c = colorOf(o.id);
       return { mask: decodeRuns(o.runs, state.W, state.H), color: c, outline: c.map((v) => Math.min(255, v + 60)) };
     });
@@ -221,6 +245,7 @@
       if (cur.box) drawBox(cur.box, S, false);
       cur.clicks.forEach((c, i) => drawClick(c, S, i === cur.clicks.length - 1));
     }
+    for (const c of [state.inflight, ...state.pending]) if (c) drawPendingClick(c, S);
     const d = state.drag;
     if (d && d.mode === "box") drawBox([d.x0, d.y0, d.x1, d.y1].map((q, i) => (i % 2 ? clampY(q) : clampX(q))), S, true);
     if (d && d.mode === "brush") drawStroke(d.points, d.positive, state.brushWidth, S);
@@ -242,6 +267,16 @@
       ctx.stroke();
       ctx.setLineDash([]);
     }
+  }
+  function drawPendingClick(c, S) {  // a click sent or queued, not computed yet
+    const [x, y] = S(c.x, c.y);
+    ctx.beginPath();
+    ctx.arc(x, y, 6, 0, Math.PI * 2);
+    ctx.lineWidth = 2;
+    ctx.setLineDash([3, 2]);
+    ctx.strokeStyle = CLICK_COLORS[c.kind];
+    ctx.stroke();
+    ctx.setLineDash([]);
   }
   function drawBox(b, S, live) {
     const [x0, y0] = S(Math.min(b[0], b[2]), Math.min(b[1], b[3]));
@@ -287,7 +322,11 @@
       if (cur.scribbles.length) parts.push(`${cur.scribbles.length} scribble${cur.scribbles.length > 1 ? "s" : ""}`);
       $("current-info").textContent = parts.length
         ? `${parts.join(", ")} · ${cur.area.toLocaleString()} px` : "No prompts yet.";
+      if (state.editing) $("current-info").textContent += ` · editing object #${state.editing.id}`;
+    } else {
+      $("current-info").textContent = "No prompts yet.";
     }
+    $("finish").textContent = state.editing ? "Finish edit" : "Finish";
     if (state.data) {
       const t = Math.round(state.data.threshold * 100);
       $("threshold").value = t;
@@ -301,6 +340,7 @@
     for (const o of state.objects) {
       const li = document.createElement("li");
       li.dataset.id = o.id;
+      if (state.editing && state.editing.id === o.id) li.className = "editing";
       const sw = document.createElement("span");
       sw.className = "swatch";
       sw.style.background = `rgb(${colorOf(o.id).join(",")})`;
@@ -317,8 +357,14 @@
       del.textContent = "×";
       del.title = `Delete object #${o.id}`;
       del.setAttribute("aria-label", `Delete object ${o.id}`);
-      del.addEventListener("click", () => act("DELETE", `objects/${o.id}`, undefined, true));
-      li.append(sw, label, area, del);
+      del.addEventListener("click", () => deleteObject(o));
+      const edit = document.createElement("button");
+      edit.className = "reopen";
+      edit.textContent = "✎";
+      edit.title = `Edit object #${o.id} again (its clicks come back; Finish stores it, Esc cancels)`;
+      edit.setAttribute("aria-label", `Edit object ${o.id}`);
+      edit.addEventListener("click", () => reopenObject(o));
+      li.append(sw, label, area, edit, del);
       ul.append(li);
     }
     $("object-count").textContent = state.objects.length ? `(${state.objects.length})` : "";
@@ -335,14 +381,17 @@
     span.append(input);
     input.focus();
     input.select();
+    let closed = false;
     const done = (save) => {
+      if (closed) return;  // removing the input fires "blur": finish once
+      closed = true;
+      const v = input.value.trim();
       input.remove();
       span.textContent = `#${o.id} ${o.label}`;
-      const v = input.value.trim();
-      if (save && v && v !== o.label) act("PATCH", `objects/${o.id}`, { label: v }, true);
+      if (save && v && v !== o.label) act("PATCH", `objects/${o.id}`, { label: v }, true, "rename");
     };
     input.addEventListener("keydown", (e) => {
-      if (e.key === "Enter") done(true);
+      if (e.key === "Enter") { e.preventDefault(); done(true); }
       if (e.key === "Escape") done(false);
       e.stopPropagation();
     });
@@ -382,30 +431,79 @@
 
   // ------------------------------------------------------------------ state updates
   function applyState(data, withObjects) {
-    if (!data || data.image !== state.name) return;
+    if (!data) return;
+    if (typeof data.version === "number") state.versions[data.image] = data.version;
+    if (data.image !== state.name) return;
     state.data = data;
+    const editing = data.editing || null;
+    const editingChanged = (state.editing && state.editing.id) !== (editing && editing.id);
+    state.editing = editing;
+    if (data.model && data.model !== state.model) {  // e.g. undoing a model switch
+      state.model = data.model;
+      $("model").value = data.model;
+      store.set("model", data.model);
+    }
     if (withObjects && data.objects) {
       state.objects = data.objects;
-      rebuildObjects();
       const im = state.images[state.index];
       if (im) { im.objects = data.objects.length; renderImages(); }
     }
+    if ((withObjects && data.objects) || editingChanged) rebuildObjects();
     rebuildCurrent();
     renderPanel();
     draw();
   }
-  // Send an action on the current image; the answer replaces the local state.
-  function act(method, action, body, withObjects = false, what = action) {
+  // Send an action on an image (by default the current one); the answer replaces the local state. Every write
+  // carries the version of the state it is based on; the server answers 409 when another tab changed the image.
+  function act(method, action, body, withObjects = false, what = action, click = null) {
     const name = state.name;
     if (!name || !state.img) return Promise.resolve();
+    const epoch = state.epoch;
+    if (click) state.pending.push(click);
+    state.queued += 1;
+    renderBusy();
+    if (click) draw();
     return enqueue(async () => {
+      state.queued -= 1;
+      state.pending = state.pending.filter((c) => c !== click);
+      renderBusy();
+      if (epoch !== state.epoch) { draw(); return; }  // queued before a conflict: based on a stale state
+      state.inflight = click;
+      const headers = name in state.versions ? { "If-Match": String(state.versions[name]) } : {};
       const t0 = performance.now();
-      const data = await request(method, imageUrl(name, action), body);
-      if (name !== state.name) return;
+      let data;
+      try {
+        data = await request(method, imageUrl(name, action), body, false, headers);
+      } catch (err) {
+        if (err.status === 409) { await recoverConflict(name, err); return; }
+        throw err;
+      } finally {
+        state.inflight = null;
+        if (name === state.name) draw();
+      }
       applyState(data, withObjects || Boolean(data.objects));
+      if (name !== state.name) return data;
+      if (state.notice) { showMessage(""); state.notice = false; }
       showLatency(data.timing, performance.now() - t0, what);
+      if (data.objects && (what === "undo" || what === "redo")) {
+        status(`${what === "undo" ? "Undone" : "Redone"} · ${summary()}`);
+      }
       return data;
     });
+  }
+  // Another tab or window changed the image: drop what was queued on the old state and show the saved state.
+  async function recoverConflict(name, err) {
+    state.epoch += 1;
+    state.pending = [];
+    const current = err.payload && err.payload.version;
+    if (typeof current === "number") state.versions[name] = current;
+    if (name !== state.name) return;
+    const data = await request("POST", imageUrl(name, "open"), {});
+    applyState(data, true);
+    showMessage("This image was changed in another tab or window: this page now shows the saved state " +
+      "(your last action was not applied).", false, true);
+    state.notice = true;
+    status(`Reloaded ${summary()}`, "error");
   }
   const withModel = (body) => Object.assign({ model: state.model }, body);
 
@@ -439,7 +537,11 @@
     state.img = null;
     state.data = null;
     state.objects = [];
+    state.editing = null;
+    state.pending = [];
+    state.notice = false;
     state.layers = { curFill: null, curLine: null, objFill: null, objLine: null };
+    $("latency").textContent = "\u00a0";
     stage.dataset.image = "";
     $("image-name").textContent = name;
     document.title = `${name} — finecut`;
@@ -467,7 +569,7 @@
       fit();
       stage.dataset.image = name;
       showLatency(data.timing, performance.now() - t0, "open");
-      status(`${name}: ${data.width}×${data.height}, ${state.objects.length} object(s) · saved to ${state.config.out_dir}`);
+      status(`${summary()} · saved to ${state.config.out_dir}`);
     } catch (err) {
       if (token !== state.loadToken) return;
       state.images[i].bad = err.message;
@@ -554,7 +656,8 @@
       if (x1 - x0 >= 2 && y1 - y0 >= 2) act("POST", "box", withModel({ box: [x0, y0, x1, y1] }), false, "box");
     } else if (d.mode === "press" && e.type === "pointerup" && !d.boxOnly) {
       if (!inside({ x: d.x0, y: d.y0 })) { status("Click inside the image.", ""); return; }
-      act("POST", "click", withModel({ x: d.x0, y: d.y0, kind: d.kind }), false, `${d.kind} click`);
+      act("POST", "click", withModel({ x: d.x0, y: d.y0, kind: d.kind }), false, `${d.kind} click`,
+        { x: d.x0, y: d.y0, kind: d.kind });
     }
   };
   canvas.addEventListener("pointerup", endPointer);
@@ -585,7 +688,19 @@
     if (!state.data || !state.data.current.area) { status("Nothing to finish: click on an object first."); return; }
     const label = $("label").value.trim() || "object";
     act("POST", "finish", { label }, true, "finish").then((data) => {
-      if (data) status(`Object #${data.finished_id} “${label}” saved.`, "ok");
+      if (data) status(`Object #${data.finished_id} “${label}” saved · ${summary()}`, "ok");
+    });
+  }
+  function deleteObject(o) {  // undoable: Ctrl+Z brings it back
+    act("DELETE", `objects/${o.id}`, undefined, true, "delete").then((data) => {
+      if (data) status(`Deleted object #${o.id} “${o.label}” — Ctrl+Z brings it back · ${summary()}`);
+    });
+  }
+  function reopenObject(o) {
+    act("POST", `objects/${o.id}/reopen`, undefined, true, "reopen").then((data) => {
+      if (!data || !data.editing) return;
+      $("label").value = data.editing.label;
+      status(`Editing object #${o.id} “${data.editing.label}”: Finish stores it again, Esc cancels.`);
     });
   }
   const undo = () => act("POST", "undo", undefined, false, "undo");
@@ -633,7 +748,8 @@
     if (!state.name || !state.img) return;
     status(`Loading model ${model} …`);
     act("POST", "model", { model }, false, `model ${model}`).then((data) => {
-      if (data) status(`Model: ${model}`, "ok");
+      if (data) status(`Model: ${model} (Ctrl+Z goes back)`, "ok");
+      else if (state.data) { state.model = state.data.model; $("model").value = state.data.model; }
       else { state.model = previous; $("model").value = previous; }
     });
   });
@@ -668,7 +784,6 @@
     const out = $("export-result");
     if (!formats.length) { out.textContent = "Choose at least one format."; return; }
     const body = { formats };
-    if ($("export-current-only").checked && state.name) body.images = [state.name];
     out.textContent = "Exporting …";
     setBusy(1);
     try {

@@ -128,6 +128,9 @@ class OverlapPatchEmbed(nn.Module):
 class MixVisionTransformer(nn.Module):
     """MiT-B0...B5 encoder: ``forward_stem`` (stride 4) + ``forward_body`` -> 4 maps at strides 4, 8, 16, 32.
 
+    ``side_in_chans > 0`` adds ClickSEG's side branch (``patch_embed_side1``, a second 7x7/4 overlapping patch
+    embedding of the prompt maps), whose output :meth:`embed_side` gives and ``forward_body(x, side=...)`` adds to
+    the stage-1 output before stage 2 (the stage-1 map returned is the one without it, as in ClickSEG).
     ``pretrained`` is an optional local path of official weights, loaded at construction (no download).
     """
 
@@ -136,6 +139,7 @@ class MixVisionTransformer(nn.Module):
         variant: str = "b0",
         in_chans: int = 3,
         drop_path_rate: float = 0.1,
+        side_in_chans: int = 0,
         pretrained: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
@@ -153,6 +157,9 @@ class MixVisionTransformer(nn.Module):
         self.patch_embed2 = OverlapPatchEmbed(3, 2, dims[0], dims[1])
         self.patch_embed3 = OverlapPatchEmbed(3, 2, dims[1], dims[2])
         self.patch_embed4 = OverlapPatchEmbed(3, 2, dims[2], dims[3])
+        self.side_in_chans = int(side_in_chans)
+        if self.side_in_chans > 0:
+            self.patch_embed_side1 = OverlapPatchEmbed(7, 4, self.side_in_chans, dims[0])
         dpr = linear_rates(drop_path_rate, sum(cfg.depths))
         start = 0
         for stage in range(4):
@@ -170,7 +177,13 @@ class MixVisionTransformer(nn.Module):
     def forward_stem(self, rgb: torch.Tensor) -> torch.Tensor:
         return self.patch_embed1(rgb)
 
-    def forward_body(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def embed_side(self, maps: torch.Tensor) -> torch.Tensor:
+        """The side branch's stride-4 embedding of the prompt maps (needs ``side_in_chans``)."""
+        if self.side_in_chans <= 0:
+            raise FinecutError("this MiT was built without a side branch (side_in_chans=0)")
+        return self.patch_embed_side1(maps)
+
+    def forward_body(self, x: torch.Tensor, side: torch.Tensor | None = None) -> list[torch.Tensor]:
         outs = []
         for stage in range(1, 5):
             if stage > 1:
@@ -182,6 +195,8 @@ class MixVisionTransformer(nn.Module):
             tokens = getattr(self, f"norm{stage}")(tokens)
             x = tokens.transpose(1, 2).reshape(b, c, h, w)
             outs.append(x)
+            if stage == 1 and side is not None:
+                x = x + side
         return outs
 
     def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
