@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -147,15 +148,21 @@ def bench_app(folder: Path, model: str, n_clicks: int, threads: int | None) -> d
             opened.raise_for_status()
             open_ms = (time.perf_counter() - t0) * 1000
             encode_ms = opened.json()["timing"]["encode_ms"]
-            click_app(c, model, len(SEQUENCE))  # warm-up
-            quiet = click_app(c, model, n_clicks)
-            with BusyMachine():
-                busy = click_app(c, model, n_clicks)
-        return {"endpoint": "app `POST /api/images/{name}/click`", "threads": threads,
-                "quiet": {"rt": quiet[0], "model": quiet[1]}, "busy": {"rt": busy[0], "model": busy[1]},
+            timings = quiet_and_busy(lambda n: click_app(c, model, n), n_clicks)
+        return {"endpoint": "app `POST /api/images/{name}/click`", "threads": threads, **timings,
                 "open_ms": open_ms, "encode_ms": encode_ms}
     finally:
         stop(proc)
+
+
+def quiet_and_busy(click: Callable[[int], tuple[list[float], list[float]]], n_clicks: int) -> dict:
+    """A warm-up sequence, then ``n_clicks`` clicks on a quiet machine and ``n_clicks`` beside a CPU-bound process;
+    ``click(n)`` returns (round-trip ms, model ms) per click."""
+    click(len(SEQUENCE))  # warm-up
+    quiet = click(n_clicks)
+    with BusyMachine():
+        busy = click(n_clicks)
+    return {"quiet": {"rt": quiet[0], "model": quiet[1]}, "busy": {"rt": busy[0], "model": busy[1]}}
 
 
 def click_cvat(c: httpx.Client, b64: str, n_clicks: int) -> tuple[list[float], list[float]]:
@@ -185,12 +192,8 @@ def bench_cvat(image_png: bytes, model: str, n_clicks: int, threads: int | None)
         wait_up(url + "/health", proc)
         with httpx.Client(base_url=url, timeout=300) as c:
             c.post("/cvat", json={"image": b64, "pos_points": [[200, 150]], "neg_points": []}).raise_for_status()
-            click_cvat(c, b64, len(SEQUENCE))  # warm-up
-            quiet = click_cvat(c, b64, n_clicks)
-            with BusyMachine():
-                busy = click_cvat(c, b64, n_clicks)
-        return {"endpoint": "CVAT `POST /cvat` (base64 image in every request)", "threads": threads,
-                "quiet": {"rt": quiet[0], "model": quiet[1]}, "busy": {"rt": busy[0], "model": busy[1]},
+            timings = quiet_and_busy(lambda n: click_cvat(c, b64, n), n_clicks)
+        return {"endpoint": "CVAT `POST /cvat` (base64 image in every request)", "threads": threads, **timings,
                 "open_ms": None, "encode_ms": None}
     finally:
         stop(proc)

@@ -98,3 +98,12 @@ def test_predictor_rule_on_by_default_and_reported_in_state() -> None:
     raw = finecut.Predictor(FixedEngine(_probs()), honour_clicks=False)
     raw.set_image(np.zeros((40, 60, 3), np.uint8))
     assert not raw.predict(clicks=[Click(50, 5)]).mask[5, 50]
+
+
+def test_raw_runs_are_labelled_in_reports() -> None:
+    from finecut.evaluation.report import run_label
+
+    config = EvalConfig(max_clicks=2, honour_clicks=False)
+    predictor = finecut.Predictor(FixedEngine(_probs()), honour_clicks=False)
+    summary = {"model": "fixed", **summarize([evaluate_sample(predictor, _sample(), config)], config)}
+    assert run_label(summary) == "fixed (raw masks)" and summary["honour_clicks"] is False

@@ -403,7 +403,8 @@ def test_results_table_merges_runs(tmp_path: Path) -> None:
     text = table.read_text()
     assert "## NoC90 overview" in text
     assert "| model | Alpha | Beta |" in text
-    assert "| model | samples | NoC85 | NoC90 | NoF90 | mIoU@1 | mIoU@5 | mIoU@10 | s/click | run |" in text
+    assert ("| model | samples | NoC85 | NoC90 | NoF90 | mIoU@1 | mIoU@5 | mIoU@10 | s/click | clicks not honoured "
+            "| run |") in text
     assert "[disk4-Beta](runs/disk4-Beta/summary.md)" in text
     assert text.count("| disk2 |") == 2 + 1  # two dataset sections + overview row starts with "| disk2 |"
     assert (tmp_path / "miou-Alpha.png").is_file() and (tmp_path / "miou-Beta.png").is_file()

@@ -161,6 +161,8 @@ def run_label(summary: dict[str, Any]) -> str:
         notes.append(f"stop at {summary['target_iou']}")
     if summary.get("protocol", "standard") != "standard":
         notes.append(f"{summary['protocol']} protocol")
+    if summary.get("honour_clicks") is False:
+        notes.append("raw masks")
     return str(summary.get("model")) + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -269,6 +271,12 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
         "truth's uncertain band (the mask's boundary band, kernel 5, 3 iterations), it is a *tolerant* click at a "
         "seeded random offset inside that band. Several seeds are shown as mean ± std over the seeds.",
         "",
+        "Masks are scored as the `Predictor` returns them, with its click-honour rule (`finecut.click_honour`: every "
+        "positive click's pixel inside the mask, every negative one outside). Rows marked *raw masks* score the "
+        "engine's own masks without that rule (`finecut evaluate --raw-masks`). *Clicks not honoured* counts, over "
+        "every step of every sample, the clicks so far that the step's mask does not honour (– where the run did not "
+        "record it).",
+        "",
         "## NoC90 overview",
         "",
     ]
@@ -286,15 +294,17 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
         ds_groups = [(label, runs) for (label, d), runs in groups.items() if d == ds]
         parts += [f"## {ds}", ""]
         header = ["model", "samples", "NoC85", "NoC90", "NoF90"] + [f"mIoU@{k}" for k in MIOU_COLUMNS]
-        header += ["s/click", "run"]
+        header += ["s/click", "clicks not honoured", "run"]
         rows = []
         for label, runs in ds_groups:
+            violations = [r.get("click_violations") for r in runs]
             rows.append(
                 [label, str(runs[0]["num_samples"]), _spread([r["noc"].get("85") for r in runs]),
                  _spread([r["noc"].get("90") for r in runs]), _spread([r["nof"].get("90") for r in runs], digits=1)]
                 + [_spread([miou_at(r, k) for r in runs], scale=100) for k in MIOU_COLUMNS]
                 + [_spread([r.get("seconds_per_click") for r in runs], digits=3) if len(runs) > 1
-                   else _fmt_spc(runs[0].get("seconds_per_click")), links(runs)]
+                   else _fmt_spc(runs[0].get("seconds_per_click")),
+                   "–" if any(v is None for v in violations) else str(sum(violations)), links(runs)]
             )
         parts += [_table(header, rows), ""]
         seeded = [(label, runs) for label, runs in ds_groups if len(runs) > 1]
