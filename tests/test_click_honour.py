@@ -107,3 +107,11 @@ def test_raw_runs_are_labelled_in_reports() -> None:
     predictor = finecut.Predictor(FixedEngine(_probs()), honour_clicks=False)
     summary = {"model": "fixed", **summarize([evaluate_sample(predictor, _sample(), config)], config)}
     assert run_label(summary) == "fixed (raw masks)" and summary["honour_clicks"] is False
+
+
+def test_close_clicks_of_different_kinds_are_both_honoured() -> None:
+    probs = np.zeros((40, 60), np.float32)
+    clicks = [Click(30, 20), Click(32, 20, "negative")]  # 2 px apart: the negative's disk covers the positive
+    new_mask, new_probs, _ = honour_clicks(probs > 0.5, probs, clicks, radius=3)
+    assert click_violations(new_mask, clicks) == 0 and new_mask[20, 30] and not new_mask[20, 32]
+    assert np.array_equal(new_probs > 0.5, new_mask)

@@ -6,8 +6,10 @@ applied by the :class:`~finecut.predictor.Predictor` to every engine:
 
 1. components of the mask that contain a negative click and no positive click are removed (a false-positive blob
    the person rejected; the component rule of FocalClick's Progressive Merge, applied to negative clicks);
-2. then, click by click in order (a later click wins over an earlier one at the same pixels), a disk of
-   ``radius`` pixels around each positive click is set to object and around each negative click to background.
+2. then, click by click in order (a later click wins over an earlier one where their disks overlap), a disk of
+   ``radius`` pixels around each positive click is set to object and around each negative click to background;
+3. last, each click's own pixel is set to its label again, in order, so a later disk never takes an earlier click's
+   pixel (only two clicks of different kinds on the very same pixel leave one of them unhonoured: the later wins).
 
 Probabilities follow the mask (1 inside forced-object pixels, 0 inside forced-background pixels), so ``probs >
 threshold`` still equals the mask and the next step's previous mask agrees with what the person saw. Tolerant clicks
@@ -75,11 +77,15 @@ def honour_clicks(mask: np.ndarray, probs: np.ndarray, clicks: Sequence[Click],
     drop = rejected_components(out_mask, clicks)
     out_mask[drop] = False
     out_probs[drop] = 0.0
-    for click in clicks:
-        if click.kind is ClickKind.TOLERANT:
-            continue
+    precise = [c for c in clicks if c.kind is not ClickKind.TOLERANT]
+    for click in precise:
         ys, xs, disk = _disk(out_mask.shape, click, radius)
         positive = click.kind is ClickKind.POSITIVE
         out_mask[ys, xs][disk] = positive
         out_probs[ys, xs][disk] = 1.0 if positive else 0.0
+    for click in precise:  # a later disk must not take an earlier click's own pixel (clicks a few pixels apart)
+        pixel = _pixel(click, out_mask.shape)
+        positive = click.kind is ClickKind.POSITIVE
+        out_mask[pixel] = positive
+        out_probs[pixel] = 1.0 if positive else 0.0
     return out_mask, out_probs, int(np.count_nonzero(out_mask != mask))

@@ -51,7 +51,7 @@ register_engine(
 
 
 #: The shipped checkpoint that ``"default"`` names (the classical GrabCut engine when it is not installed).
-DEFAULT_MODEL = "focalclick-lite0"
+DEFAULT_MODEL = "focalclick-lite0-v2"
 
 
 def default_model_name() -> str:

@@ -274,8 +274,8 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
         "Masks are scored as the `Predictor` returns them, with its click-honour rule (`finecut.click_honour`: every "
         "positive click's pixel inside the mask, every negative one outside). Rows marked *raw masks* score the "
         "engine's own masks without that rule (`finecut evaluate --raw-masks`). *Clicks not honoured* counts, over "
-        "every step of every sample, the clicks so far that the step's mask does not honour (– where the run did not "
-        "record it).",
+        "every step of every sample, the clicks so far that the step's mask does not honour; – marks runs made before "
+        "the rule and the count existed, which scored the engines' raw masks.",
         "",
         "## NoC90 overview",
         "",
