@@ -39,9 +39,11 @@ def test_grabcut_50_with_ignore_bands():
     assert plain.shape == (321, 481)
 
 
-def test_berkeley_100_on_96_images():
-    ds = open_dataset("Berkeley", root=DATA)
-    assert len(ds) == 100
+@pytest.mark.parametrize(("name", "count"), [("Berkeley", 100), ("ECSSD", 948)])
+def test_binary_mask_sets(name: str, count: int):
+    """Berkeley's 100 objects on 96 images; ECSSD's 948 salient-object photos (a training set)."""
+    ds = open_dataset(name, root=DATA)
+    assert len(ds) == count
     for i in spread(len(ds)):
         check_sample(ds, i)
 
@@ -96,13 +98,6 @@ def test_bsds500_regions():
     for i in spread(len(ds)):
         gt = check_sample(ds, i)
         assert 0.01 <= (gt == 1).mean() <= 0.8
-
-
-def test_ecssd_948_salient_objects():
-    ds = open_dataset("ECSSD", root=DATA)
-    assert len(ds) == 948
-    for i in spread(len(ds)):
-        check_sample(ds, i)
 
 
 def test_ccp_labels_and_person_union():
