@@ -117,9 +117,9 @@ def main() -> None:
         "",
         f"Machine: {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPU cores, torch "
         f"{torch.__version__}; run started {started:%Y-%m-%d %H:%M} UTC; 1-minute load average {load_before:.2f} "
-        f"before and {os.getloadavg()[0]:.2f} after the run. Other processes (a background training job) shared the "
-        "cores, so these are upper bounds; with more runnable threads than cores, 2 torch threads can be slower "
-        "than 1 (OpenMP threads wait on each other).",
+        f"before and {os.getloadavg()[0]:.2f} after the run (over about 1 per core means other processes shared the "
+        "cores and the numbers are upper bounds; with more runnable threads than cores, 2 torch threads can be "
+        "slower than 1, as OpenMP threads wait on each other).",
         "",
         header,
         "|" + "---|" * (4 + len(args.threads)),
