@@ -23,24 +23,15 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from finecut.prompts import Click, ClickKind
+from finecut.engines.seeds import click_pixel, click_window
+from finecut.prompts import Click, ClickKind, CropTransform
 
 #: Disk radius (original-image pixels) forced to each click's label.
 DEFAULT_RADIUS = 3
 
 
-def _disk(mask_shape: tuple[int, int], click: Click, radius: int) -> tuple[slice, slice, np.ndarray]:
-    h, w = mask_shape
-    cx, cy = int(round(click.x)), int(round(click.y))
-    cx, cy = min(max(cx, 0), w - 1), min(max(cy, 0), h - 1)
-    y0, y1, x0, x1 = max(0, cy - radius), min(h, cy + radius + 1), max(0, cx - radius), min(w, cx + radius + 1)
-    yy, xx = np.ogrid[y0:y1, x0:x1]
-    return slice(y0, y1), slice(x0, x1), (yy - cy) ** 2 + (xx - cx) ** 2 <= radius * radius
-
-
-def _pixel(click: Click, shape: tuple[int, int]) -> tuple[int, int]:
-    h, w = shape
-    return min(max(int(round(click.y)), 0), h - 1), min(max(int(round(click.x)), 0), w - 1)
+def _pixel(click: Click, shape: tuple[int, ...]) -> tuple[int, int]:
+    return click_pixel(click, CropTransform.identity(shape[0], shape[1]))
 
 
 def click_violations(mask: np.ndarray, clicks: Sequence[Click]) -> int:
@@ -78,11 +69,14 @@ def honour_clicks(mask: np.ndarray, probs: np.ndarray, clicks: Sequence[Click],
     out_mask[drop] = False
     out_probs[drop] = 0.0
     precise = [c for c in clicks if c.kind is not ClickKind.TOLERANT]
+    identity = CropTransform.identity(out_mask.shape[0], out_mask.shape[1])
     for click in precise:
-        ys, xs, disk = _disk(out_mask.shape, click, radius)
+        rows, cols, disk = click_window(click, identity, radius)
+        if disk is None:  # outside the image (the Predictor refuses such clicks before)
+            continue
         positive = click.kind is ClickKind.POSITIVE
-        out_mask[ys, xs][disk] = positive
-        out_probs[ys, xs][disk] = 1.0 if positive else 0.0
+        out_mask[rows, cols][disk] = positive
+        out_probs[rows, cols][disk] = 1.0 if positive else 0.0
     for click in precise:  # a later disk must not take an earlier click's own pixel (clicks a few pixels apart)
         pixel = _pixel(click, out_mask.shape)
         positive = click.kind is ClickKind.POSITIVE

@@ -81,20 +81,21 @@ def _gt_binary_file(
     return gt_binary(label, threshold, ignore_values)
 
 
+def _ids(cache: FileCache, mask: Path, image: Path, resize: bool) -> np.ndarray:
+    """The id map of ``mask``, resized to the image when asked."""
+    ids = loaders.index_label(cache, mask)
+    return resize_label(ids, loaders.image_shape(cache, image), smooth=False) if resize else ids
+
+
 def _gt_instance(
     cache: FileCache, mask: Path, image: Path, object_id: int, ignore_ids: tuple[int, ...], resize: bool
 ) -> np.ndarray:
-    ids = loaders.index_label(cache, mask)
-    if resize:
-        ids = resize_label(ids, loaders.image_shape(cache, image), smooth=False)
-    return gt_from_ids(ids, object_id, ignore_ids)
+    return gt_from_ids(_ids(cache, mask, image, resize), object_id, ignore_ids)
 
 
 def _gt_union(cache: FileCache, mask: Path, image: Path, ignore_ids: tuple[int, ...], resize: bool) -> np.ndarray:
     """Every non-zero, non-ignored id is the object (ignored ids stay -1)."""
-    ids = loaders.index_label(cache, mask)
-    if resize:
-        ids = resize_label(ids, loaders.image_shape(cache, image), smooth=False)
+    ids = _ids(cache, mask, image, resize)
     gt = (ids != 0).astype(np.int8)
     if ignore_ids:
         gt[np.isin(ids, ignore_ids)] = -1

@@ -26,13 +26,13 @@ def to_tensor_images(images: np.ndarray) -> torch.Tensor:
 
 
 def prompt_maps(clicks: list[list[Click]], previous: torch.Tensor, radius: float,
-                channels: int = 4) -> torch.Tensor:
+                channels: int = 4, memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
     """(B, channels, H, W): [previous mask, positive, negative, tolerant][:channels] at the batch's resolution."""
     b, _, h, w = previous.shape
     transform = CropTransform.identity(h, w)
     disks = np.stack([click_disks(c, transform, radius) for c in clicks]) if b else np.zeros((0, 3, h, w), np.float32)
     maps = torch.cat([previous.float(), torch.from_numpy(disks)], dim=1)[:, :channels]
-    return maps.contiguous(memory_format=torch.channels_last)
+    return maps.contiguous(memory_format=memory_format)
 
 
 @dataclass

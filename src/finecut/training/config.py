@@ -6,9 +6,12 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finecut.errors import FinecutError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -89,6 +92,13 @@ class TrainConfig:
     val_every: int = 1000
     val_objects: int = 64
     val_clicks: int = 10
+
+    @property
+    def memory_format(self) -> "torch.memory_format":
+        """The layout of the network inputs and weights: NHWC (``channels_last``) or plain NCHW."""
+        import torch
+
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def size_at(self, step: int) -> int:
         """The training crop size at ``step`` (the small stage first, then ``size``)."""

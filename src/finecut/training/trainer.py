@@ -126,27 +126,29 @@ def _param_groups(net: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     return [{"params": backbone, "lr_mult": cfg.backbone_lr_mult}, {"params": rest, "lr_mult": 1.0}]
 
 
+def init_checkpoint_path(cfg: TrainConfig) -> Path:
+    """Where ``cfg.init_checkpoint`` points: a shipped model's name (``focalclick-lite0``) or a checkpoint path."""
+    from finecut.registry import shipped_checkpoints
+
+    return shipped_checkpoints().get(cfg.init_checkpoint, Path(cfg.init_checkpoint))
+
+
 def load_initial_weights(net: nn.Module, cfg: TrainConfig) -> None:
     """Start every weight from ``cfg.init_checkpoint`` (a warm restart from a trained checkpoint), if one is set.
 
-    The checkpoint's architecture config must equal ``cfg.model``; a shipped model may be named (``default``).
+    The checkpoint's architecture config must equal ``cfg.model``; it is read with the checks of
+    :func:`finecut.models.checkpoint.load_checkpoint`.
     """
     if not cfg.init_checkpoint:
         return
-    from safetensors.torch import load_file
+    from finecut.models.checkpoint import load_checkpoint, read_checkpoint_config
 
-    from finecut.models.checkpoint import checkpoint_paths, read_checkpoint_config
-    from finecut.registry import shipped_checkpoints
-
-    path = shipped_checkpoints().get(cfg.init_checkpoint, Path(cfg.init_checkpoint))
+    path = init_checkpoint_path(cfg)
     doc = read_checkpoint_config(path)
     if doc["model"] != cfg.model:
         raise FinecutError(f"init_checkpoint {path}: its model config {doc['model']} differs from [model] "
                            f"{cfg.model}")
-    try:
-        net.load_state_dict(load_file(str(checkpoint_paths(path)[1])), strict=True)
-    except (RuntimeError, OSError) as exc:
-        raise FinecutError(f"init_checkpoint {path}: cannot load its weights ({str(exc).splitlines()[0]})") from exc
+    net.load_state_dict(load_checkpoint(path)[0].state_dict(), strict=True)
 
 
 class _DirectBatches:
@@ -157,6 +159,9 @@ class _DirectBatches:
 
     def __call__(self, step: int) -> Batch:
         return self.sampler.sample(self.cfg.batch_size, self.cfg.size_at(step))
+
+    def close(self) -> None:
+        """Nothing to release (the prefetching source stops its worker here)."""
 
 
 class _PrefetchedBatches:
@@ -281,8 +286,7 @@ def iterate_clicks(net: nn.Module, batch: Batch, num_iters: int, cfg: TrainConfi
     previous = batch.previous
     for _ in range(num_iters):
         with torch.no_grad():
-            maps = prompt_maps(batch.clicks, previous, cfg.click_radius, channels)
-            maps = maps if cfg.channels_last else maps.contiguous()
+            maps = prompt_maps(batch.clicks, previous, cfg.click_radius, channels, cfg.memory_format)
             probs = torch.sigmoid(segmentor_of(net)(batch.images, maps)["logits"])
         preds = (probs[:, 0] > 0.49).numpy()
         for i in range(len(batch.clicks)):
@@ -357,8 +361,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     net = build_model(cfg.model)
     load_backbone_weights(net, cfg)
     load_initial_weights(net, cfg)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net = net.to(memory_format=cfg.memory_format)
     if cfg.compile:
         for module in (segmentor_of(net), getattr(net, "refiner", None)):
             if module is not None:
@@ -387,6 +390,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
                             ClickSimConfig(), cfg.prior_mask_probability, sampler_rng, cfg.data.synthetic_thin)
 
     next_batch = batch_source(make_sampler, cfg, rng, info.rank, step)
+    history = inherited_runs(cfg) if info.main else []  # read once; every checkpoint records it
     channels = net.prompt_channels
     log_path = run_dir / "log.jsonl"
     if info.main:
@@ -403,13 +407,12 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
             break
         lr = lr_at(step, cfg)
         batch = next_batch(step)
-        if not cfg.channels_last:  # the lever measured alone: plain NCHW tensors throughout
-            batch.images, batch.images_hi = batch.images.contiguous(), batch.images_hi.contiguous()
+        batch.images = batch.images.contiguous(memory_format=cfg.memory_format)  # no-op unless NCHW is asked for
+        batch.images_hi = batch.images_hi.contiguous(memory_format=cfg.memory_format)
         num_iters = (int(iter_rng.integers(1, cfg.max_iterative_clicks + 1))
                      if iter_rng.random() < cfg.iterative_probability else 0)
         previous = iterate_clicks(net, batch, num_iters, cfg, rng, channels)
-        maps = prompt_maps(batch.clicks, previous, cfg.click_radius, channels)
-        maps = maps if cfg.channels_last else maps.contiguous()
+        maps = prompt_maps(batch.clicks, previous, cfg.click_radius, channels, cfg.memory_format)
         preds_np = (batch.previous[:, 0].numpy() > 0.5) if num_iters == 0 else (previous[:, 0].numpy() > 0.49)
         boxes = sample_focus_boxes(batch.masks_np, preds_np, rng)
         out = model_ddp(batch.images, maps, batch.masks, batch.images_hi, batch.masks_hi, boxes)
@@ -427,12 +430,12 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
                 append_log(log_path, {"step": step, **{k: round(v, 4) for k, v in last_val.items()}})
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 _checkpoint(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start,
-                            samples_before + samples_this_run, info, last_val)
+                            samples_before + samples_this_run, info, last_val, history)
     bar.close()
-    getattr(next_batch, "close", lambda: None)()
+    next_batch.close()
     if info.main:
         _checkpoint(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start,
-                    samples_before + samples_this_run, info, last_val)
+                    samples_before + samples_this_run, info, last_val, history)
         log_stop(log_path, step, stop_reason)
     if info.world > 1:
         dist.barrier()
@@ -440,23 +443,32 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     return run_dir
 
 
-def run_lineage(run_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
-    """``history`` (the runs of ``cfg.init_checkpoint``, oldest first) and ``validation_curve`` (this run's held-out
-    records) for the checkpoint's training record (:mod:`finecut.training.history`)."""
-    from finecut.training.history import inherited_history, validation_curve
+def inherited_runs(cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The runs ``cfg.init_checkpoint`` went through, itself last (empty without a warm start)."""
+    if not cfg.init_checkpoint:
+        return []
+    from finecut.models.checkpoint import read_checkpoint_config
+    from finecut.training.history import inherited_history
+
+    return inherited_history(read_checkpoint_config(init_checkpoint_path(cfg)), cfg.init_checkpoint)
+
+
+def run_lineage(run_dir: Path, cfg: TrainConfig, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``history`` (the runs of ``cfg.init_checkpoint``, oldest first; read from it unless given) and
+    ``validation_curve`` (this run's held-out records) for the checkpoint's training record
+    (:mod:`finecut.training.history`)."""
+    from finecut.training.history import validation_curve
 
     out: dict[str, Any] = {"validation_curve": validation_curve(run_dir / "log.jsonl")}
-    if cfg.init_checkpoint:
-        from finecut.models.checkpoint import read_checkpoint_config
-        from finecut.registry import shipped_checkpoints
-
-        path = shipped_checkpoints().get(cfg.init_checkpoint, Path(cfg.init_checkpoint))
-        out["history"] = inherited_history(read_checkpoint_config(path), cfg.init_checkpoint)
+    history = inherited_runs(cfg) if history is None else history
+    if history:
+        out["history"] = history
     return out
 
 
 def _checkpoint(run_dir: Path, net: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int,
-                seconds: float, samples: int, info: DistInfo, last_val: dict[str, float]) -> None:
+                seconds: float, samples: int, info: DistInfo, last_val: dict[str, float],
+                history: list[dict[str, Any]]) -> None:
     engine = "focalclick" if hasattr(net, "refiner") else "simpleclick"
     save_run_state(run_dir, net, optimizer, cfg, step, seconds, samples, engine,
-                   {"processes": info.world, "validation": last_val, **run_lineage(run_dir, cfg)})
+                   {"processes": info.world, "validation": last_val, **run_lineage(run_dir, cfg, history)})
