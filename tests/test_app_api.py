@@ -541,3 +541,206 @@ def test_kill_9_while_saving_never_loses_an_acknowledged_save(tmp_path, delay):
     predictor.set_image(photo_like(60, 80))
     session = Session.from_dict(data, predictor)
     assert session.version == data["version"]
+
+
+# ------------------------------------------------------------------ the annotator's day (issue 19)
+def _labelled_client(folder, spec="person,car,tree"):
+    from finecut.app.labels import load_label_set
+
+    config, engines = make_config(folder, labels=load_label_set(spec))
+    return TestClient(create_app(config)), engines
+
+
+def test_label_set_fixes_labels_and_category_ids(folder):
+    client, _ = _labelled_client(folder)
+    with client as c:
+        cfg = c.get("/api/config").json()
+        assert [(x["name"], x["id"], x["hotkey"]) for x in cfg["labels"]] == [
+            ("person", 1, "1"), ("car", 2, "2"), ("tree", 3, "3")]
+        assert cfg["default_label"] == "person"
+        c.post("/api/images/a.png/click", json={"x": 40, "y": 50})
+        r = c.post("/api/images/a.png/finish", json={})  # no label: the first class
+        assert r.json()["objects"][0]["label"] == "person"
+        c.post("/api/images/a.png/click", json={"x": 120, "y": 60})
+        r = c.post("/api/images/a.png/finish", json={"label": "dog"})
+        assert r.status_code == 422 and "'dog' is not in the label set (person, car, tree)" in r.json()["detail"]
+        assert c.post("/api/images/a.png/finish", json={"label": "tree"}).status_code == 200
+        r = c.patch("/api/images/a.png/objects/1", json={"label": "bus"})
+        assert r.status_code == 422
+        assert c.patch("/api/images/a.png/objects/1", json={"label": "car"}).status_code == 200
+        c.post("/api/export", json={})
+    coco = json.loads((folder / ".finecut" / "export" / "coco_rle.json").read_text())
+    assert [(x["name"], x["id"]) for x in coco["categories"]] == [("person", 1), ("car", 2), ("tree", 3)]
+    assert [a["category_id"] for a in coco["annotations"]] == [2, 3]
+
+
+def test_status_progress_and_export_metadata(client, folder):
+    listing = client.get("/api/images").json()
+    assert [im["status"] for im in listing["images"]] == ["new", "new", "new"]
+    assert listing["progress"] == {"total": 3, "new": 3, "in_progress": 0, "done": 0, "skipped": 0}
+    assert client.post("/api/images/a.png/open", json={}).json()["status"] == "new"  # opening changes nothing
+    r = client.post("/api/images/a.png/click", json={"x": 40, "y": 50}).json()
+    assert r["status"] == "in_progress"
+    client.post("/api/images/a.png/finish", json={"label": "cat"})
+    v = client.post("/api/images/a.png/open", json={}).json()["version"]
+    r = client.post("/api/images/a.png/status", json={"status": "done"}, headers={"If-Match": str(v)})
+    assert r.status_code == 200 and r.json()["status"] == "done"
+    assert client.post("/api/images/b.png/status", json={"status": "done"}).status_code == 200  # nothing on it
+    assert client.post("/api/images/a.png/status", json={"status": "in_progress"}).status_code == 422
+    assert client.post("/api/images/a.png/status", json={"status": "done"},
+                       headers={"If-Match": str(v - 1)}).status_code == 409
+    listing = client.get("/api/images").json()
+    assert {im["name"]: im["status"] for im in listing["images"]} == {"a.png": "done", "b.png": "done",
+                                                                      "broken.jpg": "new"}
+    r = client.post("/api/export", json={}).json()
+    assert r["progress"]["done"] == 2 and r["images"] == 2  # b.png: done without objects, a negative example
+    out = folder / ".finecut" / "export"
+    coco = json.loads((out / "coco_rle.json").read_text())
+    assert [(im["file_name"], im["finecut_status"]) for im in coco["images"]] == [("a.png", "done"),
+                                                                                   ("b.png", "done")]
+    manifest = json.loads((out / "finecut-export.json").read_text())
+    assert manifest["status"] == {"a.png": "done", "b.png": "done", "broken.jpg": "new"}
+    assert manifest["progress"]["total"] == 3
+    client.post("/api/images/b.png/status", json={"status": None})  # unmarked: new again, left out of exports
+    assert client.get("/api/images").json()["images"][1]["status"] == "new"
+
+
+def test_status_is_saved_with_the_annotations(folder):
+    config, _ = make_config(folder)
+    with TestClient(create_app(config)) as c:
+        c.post("/api/images/a.png/click", json={"x": 40, "y": 50})
+        c.post("/api/images/a.png/status", json={"status": "skipped"})
+        c.post("/api/images/a.png/click", json={"x": 60, "y": 50})  # a chosen status stays until changed
+    assert AnnotationStore(folder / ".finecut").load("a.png")["status"] == "skipped"
+    config2, _ = make_config(folder)
+    with TestClient(create_app(config2)) as c2:
+        assert c2.post("/api/images/a.png/open", json={}).json()["status"] == "skipped"
+
+
+def test_paint_erase_and_move_endpoints(client):
+    r = client.post("/api/images/a.png/paint", json={"points": [[20, 20], [60, 20]], "width": 6}).json()
+    mask = decode_runs(r["current"]["runs"])
+    assert mask[20, 40] and r["current"]["has_prior"] and r["timing"]["model_ms"] is None
+    r = client.post("/api/images/a.png/paint", json={"points": [[40, 20]], "width": 10, "erase": True}).json()
+    assert not decode_runs(r["current"]["runs"])[20, 40] and decode_runs(r["current"]["runs"])[20, 22]
+    for bad in ({"points": [], "width": 4}, {"points": [[1, 2]], "width": 0}, {"points": [[1, 2]], "erase": 1},
+                {"points": [[1, "2"]]}):
+        assert client.post("/api/images/a.png/paint", json=bad).status_code == 422
+    assert client.post("/api/images/a.png/paint", json={"points": [[999, 2]]}).status_code == 422
+    r = client.post("/api/images/a.png/finish", json={"label": "a"}).json()
+    client.post("/api/images/a.png/click", json={"x": 40, "y": 25})
+    client.post("/api/images/a.png/finish", json={"label": "b"})
+    r = client.post("/api/images/a.png/objects/2/move", json={"index": 0}).json()
+    assert [o["id"] for o in r["objects"]] == [2, 1]
+    assert client.post("/api/images/a.png/objects/2/move", json={"index": 5}).status_code == 422
+    assert client.post("/api/images/a.png/objects/2/move", json={"index": "0"}).status_code == 422
+    client.post("/api/export", json={})
+    # the instance map follows the drawing order: object 1 (now on top) wins where they overlap
+    inst = read_label_image(client.app.state.service.export_dir / "a.png" / "a.png_instances.png")
+    assert inst[20, 30] == 1
+
+
+def _coco_for(masks_by_image, categories=({"id": 5, "name": "car"}, {"id": 6, "name": "tree"})):
+    from finecut.export import mask_to_polygons, mask_to_rle
+
+    images, annotations = [], []
+    for i, (name, objs) in enumerate(masks_by_image.items(), start=1):
+        images.append({"id": i, "file_name": f"photos/{name}", "height": H, "width": W})
+        for cat, mask, polygon in objs:
+            seg = mask_to_polygons(mask) if polygon else mask_to_rle(mask)
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": cat, "segmentation": seg})
+    return {"images": images, "annotations": annotations, "categories": list(categories)}
+
+
+def _blob(x, y, r):
+    m = np.zeros((H, W), np.uint8)
+    cv2.circle(m, (x, y), r, 1, -1)
+    return m.astype(bool)
+
+
+def test_import_correct_export_round_trips_through_pycocotools(folder, tmp_path):
+    from pycocotools.coco import COCO
+
+    source = _coco_for({"a.png": [(5, _blob(40, 50, 15), False), (6, _blob(110, 60, 20), True)],
+                        "b.png": [(6, _blob(60, 60, 25), False)], "elsewhere.png": []})
+    src_file = tmp_path / "in.json"
+    src_file.write_text(json.dumps(source))
+    config, engines = make_config(folder)
+    with TestClient(create_app(config)) as c:
+        r = c.post("/api/import", content=src_file.read_bytes(), headers={"X-Filename": "in.json"})
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert (report["images"], report["objects"], report["unmatched"]) == (2, 3, ["photos/elsewhere.png"])
+        assert engines["disk"].encode_calls == 0  # importing decodes no image and runs no model
+        again = c.post("/api/import", content=src_file.read_bytes()).json()
+        assert again["objects"] == 0 and again["duplicates"] == 3  # importing twice adds nothing
+        s = c.post("/api/images/a.png/open", json={}).json()
+        assert [(o["label"], o["imported"]) for o in s["objects"]] == [("car", True), ("tree", True)]
+        assert s["status"] == "in_progress"
+        r = c.post("/api/images/a.png/undo").json()  # the whole import of the image is one step
+        assert r["objects"] == []
+        c.post("/api/images/a.png/redo")
+        # correct the car: reopen (its mask is the prior), one click, finish
+        r = c.post("/api/images/a.png/objects/1/reopen").json()
+        assert r["current"]["has_prior"] and r["current"]["area"] == int(_blob(40, 50, 15).sum())
+        c.post("/api/images/a.png/click", json={"x": 62, "y": 50})
+        assert c.post("/api/images/a.png/finish", json={}).json()["objects"][0]["label"] == "car"
+        c.post("/api/export", json={})
+    exported = COCO(str(folder / ".finecut" / "export" / "coco_rle.json"))
+    original_path = tmp_path / "orig.json"
+    original_path.write_text(json.dumps(source))
+    original = COCO(str(original_path))
+
+    def masks(api, file_name):
+        img = next(i for i in api.dataset["images"] if i["file_name"].endswith(file_name))
+        cats = {c["id"]: c["name"] for c in api.dataset["categories"]}
+        return [(cats[a["category_id"]], api.annToMask(a).astype(bool)) for a in api.imgToAnns[img["id"]]]
+
+    a_orig, a_out = masks(original, "a.png"), masks(exported, "a.png")
+    assert [label for label, _ in a_out] == ["car", "tree"]
+    assert np.array_equal(a_out[1][1], a_orig[1][1])  # untouched (a polygon): identical pixels
+    assert not np.array_equal(a_out[0][1], a_orig[0][1]) and a_out[0][1][50, 62]  # the corrected car
+    assert (a_out[0][1] | a_orig[0][1]).sum() == a_out[0][1].sum()  # the correction only added pixels
+    b_orig, b_out = masks(original, "b.png"), masks(exported, "b.png")
+    assert len(b_out) == 1 and np.array_equal(b_out[0][1], b_orig[0][1])  # untouched (RLE): identical
+
+
+def test_import_endpoint_refuses_bad_files(folder):
+    config, _ = make_config(folder, limits=Limits(max_file_bytes=2000))
+    with TestClient(create_app(config)) as c:
+        r = c.post("/api/import", content=b"{oops")
+        assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+        r = c.post("/api/import", content=json.dumps({"images": [{"id": 1}]}).encode())
+        assert r.status_code == 422 and "images[0].file_name" in r.json()["detail"]
+        assert c.post("/api/import", content=b" " * 3000).status_code == 413
+
+
+def test_import_with_a_label_set_reports_other_categories(folder, tmp_path):
+    client, _ = _labelled_client(folder, "car")
+    source = _coco_for({"a.png": [(5, _blob(40, 50, 15), False), (6, _blob(110, 60, 20), False)]})
+    with client as c:
+        r = c.post("/api/import", content=json.dumps(source).encode()).json()
+        assert r["objects"] == 1 and "category 'tree' is not in the label set" in r["problems"][0]
+
+
+def test_import_into_an_open_image_and_a_masks_folder(folder, tmp_path):
+    from finecut.app.importing import import_path
+
+    config, _ = make_config(folder)
+    with TestClient(create_app(config)) as c:
+        c.post("/api/images/a.png/click", json={"x": 10, "y": 10})  # open, with an object in progress
+        v = c.post("/api/images/a.png/open", json={}).json()["version"]
+        masks = tmp_path / "masks"
+        masks.mkdir()
+        inst = np.zeros((H, W), np.uint8)
+        inst[_blob(40, 50, 10)] = 1
+        inst[_blob(110, 60, 10)] = 2
+        cv2.imwrite(str(masks / "a.png"), inst)
+        report = import_path(c.app.state.service, masks)
+        assert (report.images, report.objects) == (1, 2)
+        s = c.post("/api/images/a.png/open", json={}).json()
+        assert len(s["objects"]) == 2 and len(s["current"]["clicks"]) == 1 and s["version"] > v
+        r = c.post("/api/images/a.png/click", json={"x": 30, "y": 30}, headers={"If-Match": str(v)})
+        assert r.status_code == 409  # a tab that has not seen the import reloads first
+        with pytest.raises(Exception, match="must not be the image folder"):
+            import_path(c.app.state.service, folder)

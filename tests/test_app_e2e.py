@@ -356,3 +356,166 @@ def test_broken_image_clears_the_object_panel(app_url, page):
     assert page.locator("#latency").inner_text().strip() == ""
     assert page.locator("#finish").is_disabled() and page.locator("#undo").is_disabled()
     assert page.errors == []
+
+
+# ------------------------------------------------------------------ the annotator's day (issue 19)
+@pytest.fixture()
+def labelled_url(tmp_path, engines):
+    from finecut.app.labels import load_label_set
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, name in enumerate(["a.png", "b.png", "c.png"]):
+        cv2.imwrite(str(images / name), cv2.cvtColor(photo_like(H, W, seed=i), cv2.COLOR_RGB2BGR))
+    config = AppConfig(image_dir=images, default_model="disk", models=["disk", "big"],
+                       model_factory=engines.__getitem__, labels=load_label_set("person,car,tree"))
+    with LiveServer(create_app(config)) as url:
+        yield url, images
+
+
+def object_ids(page):
+    return page.evaluate("window.finecutApp.state.objects.map(o => o.id)")
+
+
+def test_label_set_select_rename_reorder_hide_lock(labelled_url, page):
+    url, images = labelled_url
+    page.goto(url + "/")
+    page.wait_for_selector('#stage[data-image="a.png"]')
+    wait_idle(page)
+    assert page.locator(".class-chip").count() == 3 and page.locator("#label").is_hidden()
+    assert page.locator(".class-chip.active").inner_text().split() == ["1", "person"]
+    cx, cy = W // 3, H // 2
+    before = canvas_pixel(page, cx, cy)
+    page.keyboard.press("2")
+    assert page.locator(".class-chip.active").get_attribute("data-label") == "car"
+    click_at(page, cx, cy)
+    wait_idle(page, "Number(d.area) > 0")
+    page.keyboard.press("Space")
+    wait_idle(page, "d.objects === '1' && d.area === '0'")
+    assert "#1 car" in page.locator("#objects").inner_text()
+    swatch = page.eval_on_selector("#objects li[data-id='1'] .swatch", "el => getComputedStyle(el).backgroundColor")
+    assert swatch == "rgb(60, 179, 113)"  # the colour of class "car"
+    shown = canvas_pixel(page, cx, cy)
+    assert shown[1] > before[1] + 20  # drawn in the class colour (green) over the red disk
+    page.keyboard.press("3")
+    click_at(page, int(W * 0.73), int(H * 0.52))
+    wait_idle(page, "Number(d.area) > 0")
+    page.locator("#finish").click()
+    wait_idle(page, "d.objects === '2'")
+    assert "#2 tree" in page.locator("#objects").inner_text()
+
+    # select by clicking the mask, rename with the class key
+    page.keyboard.press("v")
+    click_at(page, cx, cy)
+    page.wait_for_function("document.querySelector('#stage').dataset.selected === '1'")
+    assert "selected" in page.locator("#objects li[data-id='1']").get_attribute("class")
+    page.keyboard.press("1")
+    page.wait_for_function("document.querySelector('#objects').innerText.includes('#1 person')")
+    wait_idle(page)
+
+    # reorder: the list shows the top object first; bring #1 forward
+    assert page.locator("#objects li").first.get_attribute("data-id") == "2" and object_ids(page) == [1, 2]
+    page.locator("#objects li[data-id='1'] button.move-up").click()
+    page.wait_for_function("window.finecutApp.state.objects.map(o => o.id).join() === '2,1'")
+    assert page.locator("#objects li").first.get_attribute("data-id") == "1"
+    page.keyboard.press("Control+z")
+    page.wait_for_function("window.finecutApp.state.objects.map(o => o.id).join() === '1,2'")
+
+    # hide and show, lock
+    shown = canvas_pixel(page, cx, cy)  # now in the colour of "person"
+    assert shown != before
+    page.locator("#objects li[data-id='1'] button.visibility").click()
+    assert canvas_pixel(page, cx, cy) == before
+    page.locator("#objects li[data-id='1'] button.visibility").click()
+    assert canvas_pixel(page, cx, cy) == shown
+    page.locator("#objects li[data-id='1'] button.lock").click()
+    assert page.locator("#objects li[data-id='1'] button.delete").is_disabled()
+    click_at(page, cx, cy)  # a locked object cannot be selected
+    page.wait_for_function("document.querySelector('#stage').dataset.selected === ''")
+    page.reload()  # hide / lock are kept per image in the browser
+    page.wait_for_selector('#stage[data-image="a.png"]')
+    wait_idle(page, "d.objects === '2'")
+    assert page.locator("#objects li[data-id='1'] button.delete").is_disabled()
+
+    page.locator("#export-open").click()
+    page.locator("#export-run").click()
+    page.wait_for_selector("#export-summary")
+    coco = json.loads((images / ".finecut" / "export" / "coco_rle.json").read_text())
+    assert [(c["name"], c["id"]) for c in coco["categories"]] == [("person", 1), ("car", 2), ("tree", 3)]
+    assert [a["category_id"] for a in coco["annotations"]] == [1, 3]
+    assert page.errors == []
+
+
+def test_import_correct_and_folder_progress(labelled_url, page, tmp_path):
+    from finecut.export import mask_to_polygons, mask_to_rle
+
+    url, images = labelled_url
+    car = np.zeros((H, W), bool)
+    car[180:300, 140:280] = True
+    tree = np.zeros((H, W), np.uint8)
+    cv2.circle(tree, (470, 250), 60, 1, -1)
+    coco = {"images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
+            "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "tree"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": mask_to_rle(car)},
+                            {"id": 2, "image_id": 1, "category_id": 2,
+                             "segmentation": mask_to_polygons(tree.astype(bool))}]}
+    (tmp_path / "prelabels.json").write_text(json.dumps(coco))
+    page.goto(url + "/")
+    page.wait_for_selector('#stage[data-image="a.png"]')
+    wait_idle(page)
+    page.set_input_files("#import", str(tmp_path / "prelabels.json"))
+    page.wait_for_selector("#import-summary")
+    assert "2 object(s) imported into 1 image(s)" in page.locator("#import-summary").inner_text()
+    page.locator("#import-close").click()
+    wait_idle(page, "d.objects === '2'")
+    assert page.locator("#objects li[data-id='1'] .tag").inner_text() == "imported"
+    assert page.locator("#image-status").inner_text() == "in progress"
+
+    # correct the imported car: its mask is the prior; a click adds around it, paint adds, erase removes
+    page.locator("#objects li[data-id='1'] button.reopen").click()
+    wait_idle(page, f"d.area === '{int(car.sum())}'")
+    assert "prior mask" in page.locator("#current-info").inner_text()
+    click_at(page, 300, 240)
+    wait_idle(page, f"Number(d.area) > {int(car.sum())}")
+    clicked = int(stage(page, "area"))
+    page.keyboard.press("m")
+    page.mouse.move(*screen(page, 150, 330))
+    page.mouse.down()
+    page.mouse.move(*screen(page, 260, 330), steps=6)
+    page.mouse.up()
+    wait_idle(page, f"Number(d.area) > {clicked}")
+    painted = int(stage(page, "area"))
+    page.keyboard.press("e")
+    page.mouse.move(*screen(page, 150, 200))
+    page.mouse.down()
+    page.mouse.move(*screen(page, 260, 200), steps=6)
+    page.mouse.up()
+    wait_idle(page, f"Number(d.area) < {painted}")
+    page.keyboard.press("Space")
+    wait_idle(page, "d.objects === '2' && d.area === '0'")
+    assert page.evaluate("window.finecutApp.state.objects[0].imported") is False
+
+    # folder progress: done + next, skip + next, filters
+    page.keyboard.press("d")
+    page.wait_for_selector('#stage[data-image="b.png"]')
+    wait_idle(page)
+    assert page.locator("#progress-text").inner_text() == "1 / 3 done"
+    page.keyboard.press("s")
+    page.wait_for_selector('#stage[data-image="c.png"]')
+    wait_idle(page)
+    assert page.locator("#progress-text").inner_text() == "1 / 3 done · 1 skipped"
+    assert page.locator("#images li[data-name='b.png']").get_attribute("data-status") == "skipped"
+    page.select_option("#image-filter", "done")
+    assert page.locator("#images li[data-name='b.png']").count() == 0
+    assert page.locator("#images li[data-name='a.png']").count() == 1
+    page.select_option("#image-filter", "all")
+    page.keyboard.press("d")
+    page.wait_for_selector("#message.notice")
+    assert "Every image is done or skipped" in page.locator("#message").inner_text()
+
+    page.locator("#export-open").click()
+    page.locator("#export-run").click()
+    page.wait_for_selector("#export-summary")
+    manifest = json.loads((images / ".finecut" / "export" / "finecut-export.json").read_text())
+    assert manifest["status"] == {"a.png": "done", "b.png": "skipped", "c.png": "done"}
+    assert page.errors == []

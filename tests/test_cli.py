@@ -506,3 +506,68 @@ def test_segment_refuses_a_decompression_bomb_from_its_header(
     assert main([*args, "--max-megapixels", "0"]) == 2
     assert "--max-megapixels" in _one_line_error(capsys)
     assert main([*args, "--max-megapixels", "1"]) == 0
+
+
+# ---------------------------------------------------------------- pre-labelling from detector boxes (issue 19)
+def _detections(images_dir: Path) -> dict:
+    write_image(images_dir / "a.png", _image(value=1))
+    write_image(images_dir / "b.png", _image(value=2))
+    return {
+        "images": [{"id": 1, "file_name": "a.png", "height": 40, "width": 60},
+                   {"id": 2, "file_name": "b.png", "height": 40, "width": 60},
+                   {"id": 3, "file_name": "gone.png", "height": 40, "width": 60}],
+        "categories": [{"id": 17, "name": "car"}, {"id": 18, "name": "tree"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 17, "bbox": [10, 5, 20, 20], "score": 0.9},
+            {"id": 2, "image_id": 1, "category_id": 18, "bbox": [40, 20, 30, 30], "score": 0.5},  # past the edge
+            {"id": 3, "image_id": 2, "category_id": 17, "bbox": [0, 0, 10, 10]},
+            {"id": 4, "image_id": 2, "category_id": 17},  # no box
+        ],
+    }
+
+
+def test_segment_batch_takes_a_coco_file_of_boxes_and_the_app_imports_the_result(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pycocotools.coco import COCO
+
+    from finecut.app import AppConfig
+    from finecut.app.service import AnnotationService
+    from finecut.commands import app as app_command
+
+    images = tmp_path / "photos"
+    (tmp_path / "det.json").write_text(json.dumps(_detections(images)))
+    out = tmp_path / "pre"
+    rc = main(["segment", "--batch", str(tmp_path / "det.json"), "--images", str(images), "--out-dir", str(out),
+               "--model", "testdisk", "--overlays"])
+    captured = capsys.readouterr()
+    assert rc == 2  # gone.png is missing
+    assert "gone.png: file not found" in captured.err and "annotation 4 has no usable box" in captured.err
+    assert "segmented 3 box(es) in 2 of 3 images" in captured.out and "--import" in captured.out
+    result = COCO(str(out / "coco_rle.json"))
+    assert {c["name"]: c["id"] for c in result.dataset["categories"]} == {"car": 17, "tree": 18}
+    anns = result.dataset["annotations"]
+    assert [(a["category_id"], a.get("score")) for a in anns] == [(17, 0.9), (18, 0.5), (17, None)]
+    first = result.annToMask(anns[0]).astype(bool)
+    assert first[5:25, 10:30].all() and first.sum() == 400  # the test engine fills the box
+    assert result.annToMask(anns[1]).astype(bool)[20:40, 40:60].all()  # clipped to the image
+    assert (out / "a_overlay.png").is_file()
+    # refuses to overwrite, then opens for correction: `finecut app photos --import pre/coco_rle.json`
+    rc = main(["segment", "--batch", str(tmp_path / "det.json"), "--images", str(images), "--out-dir", str(out),
+               "--model", "testdisk"])
+    assert rc == 2 and "already exists" in capsys.readouterr().err
+    parser = __import__("argparse").ArgumentParser()
+    app_command.add_arguments(parser)
+    args = parser.parse_args([str(images), "--labels", "car,tree", "--import", str(out / "coco_rle.json")])
+    config = app_command.build_config(args)
+    assert isinstance(config, AppConfig) and config.labels.names == ["car", "tree"]
+    service = AnnotationService(config)
+    app_command.run_imports(service, args.imports)
+    assert "imported 3 object(s) into 2 image(s)" in capsys.readouterr().out
+    assert [im["objects"] for im in service.list_images()] == [2, 1]
+
+
+def test_app_command_refuses_a_bad_label_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "labels.json").write_text('["a", "a"]')
+    rc = main(["app", str(tmp_path / "imgs"), "--labels", str(tmp_path / "labels.json")])
+    assert rc == 2 and "class name 'a' appears twice" in _one_line_error(capsys)

@@ -232,3 +232,36 @@ def test_export_never_deletes_files_it_did_not_write(tmp_path):
     export_images([img], tmp_path / "fresh")
     with pytest.raises(FinecutError, match="exists"):
         export_images([img], tmp_path / "fresh", overwrite=False)
+
+
+# ---------------------------------------------------------------- label sets, status, drawing order (issue 19)
+def test_label_set_ids_win_and_are_all_listed(tmp_path):
+    out = tmp_path / "export"
+    export_images([ExportImage("x.png", 40, 60, (ExportObject(1, "cat", _square(2, 2)),))], out)  # cat = 1
+    objs = (ExportObject(1, "car", _square(2, 2)), ExportObject(2, "cat", _square(20, 20)))
+    export_images([ExportImage("x.png", 40, 60, objs, status="done")], out,
+                  label_ids={"person": 1, "car": 2, "tree": 3}, metadata={"status": {"x.png": "done"}})
+    coco = json.loads((out / "coco_rle.json").read_text())
+    cats = {c["name"]: c["id"] for c in coco["categories"]}
+    assert cats["person"] == 1 and cats["car"] == 2 and cats["tree"] == 3  # unused classes listed too
+    assert cats["cat"] not in (1, 2, 3)  # its old id belongs to a class of the set now
+    assert coco["images"][0]["finecut_status"] == "done"
+    manifest = json.loads((out / "finecut-export.json").read_text())
+    assert manifest["status"] == {"x.png": "done"} and manifest["categories"]["car"] == 2
+
+
+def test_instance_map_follows_drawing_order_and_coco_lists_by_id(tmp_path):
+    below, above = _square(0, 0, 20), _square(10, 10, 20)
+    img = ExportImage("x.png", 40, 60, (ExportObject(2, "b", above), ExportObject(1, "a", below)))  # 1 on top
+    export_images([img], tmp_path / "e")
+    inst = read_label_image(tmp_path / "e" / "x.png" / "x.png_instances.png")
+    assert inst[15, 15] == 1 and inst[25, 25] == 2
+    coco = json.loads((tmp_path / "e" / "coco_rle.json").read_text())
+    assert [a["finecut_object_id"] for a in coco["annotations"]] == [1, 2]
+
+
+def test_done_image_without_objects_is_exported_as_a_negative(tmp_path):
+    export_images([ExportImage("empty.png", 40, 60, (), status="done")], tmp_path / "e")
+    coco = json.loads((tmp_path / "e" / "coco_rle.json").read_text())
+    assert coco["images"][0]["file_name"] == "empty.png" and coco["annotations"] == []
+    assert not read_label_image(tmp_path / "e" / "empty.png" / "empty.png_instances.png").any()

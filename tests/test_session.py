@@ -342,3 +342,81 @@ def test_undo_history_memory_is_bounded_on_a_large_image():
     assert session.history_nbytes() < 30 * (h * w // 8)
     session.undo()
     assert session.mask[200 + 50 * (28 % 20), 150 + 90 * 28]  # the previous step is intact
+
+
+# ---------------------------------------------------------------- correcting existing masks, drawing order (issue 19)
+def test_reopen_makes_the_mask_the_prior_and_corrections_build_on_it(session):
+    imported = session.add_objects([(_square(10, 10, 30), "car"), (_square(100, 60, 20), "tree")])
+    assert [o.id for o in imported] == [1, 2] and session.step.action == "import"
+    session.undo()  # one step for the whole import
+    assert session.objects == ()
+    session.redo()
+    session.reopen_object(1)
+    assert session.prompts.prior_mask is not None and np.array_equal(session.prompts.prior_mask, imported[0].mask)
+    p = session.add_click(60, 20)  # the engine gets the prior mask and the previous prediction
+    assert p.mask[20, 60] and p.mask[15, 15]
+    edited = session.finish_object()
+    assert edited.id == 1 and edited.label == "car" and [o.id for o in session.objects] == [1, 2]
+
+
+def test_paint_and_erase_edit_pixels_without_the_model(session, engine):
+    session.add_click(40, 40)
+    calls = engine.predict_calls
+    area = int(session.mask.sum())
+    p = session.paint([(100, 100), (120, 100)], width=6)
+    assert engine.predict_calls == calls and p.mask[100, 110] and p.mask[40, 40]
+    assert session.mask.sum() > area and session.step.action == "paint"
+    assert session.clicks == () and np.array_equal(session.prompts.prior_mask, session.mask)  # folded into the prior
+    session.paint([(40, 40)], width=5, erase=True)
+    assert not session.mask[40, 40] and session.mask[40, 45] and session.step.action == "erase"
+    session.undo()
+    assert session.mask[40, 40]
+    session.undo()
+    assert not session.mask[100, 110] and len(session.clicks) == 1  # the click is back
+    p = session.add_click(60, 60)
+    session.paint([(110, 20)], width=4)
+    session.add_click(140, 20)  # the next click starts from the painted mask
+    assert session.mask[20, 110] and session.mask[20, 140] and session.mask[60, 60]
+    with pytest.raises(FinecutError, match="outside"):
+        session.paint([(500, 5)], width=4)
+    session.reset()
+    with pytest.raises(FinecutError, match="nothing to erase"):
+        session.paint([(5, 5)], width=4, erase=True)
+    obj = session.finish_object("x") if session.paint([(5, 5)], width=4).mask.any() else None
+    assert obj is not None and obj.mask[5, 5] and obj.area < 30
+
+
+def test_drawing_order_decides_overlaps_and_survives_saving(session, engine):
+    session.add_objects([(_square(10, 10, 40), "a"), (_square(30, 30, 40), "b"), (_square(50, 50, 40), "c")])
+    assert session.instance_map()[55, 55] == 3  # c is on top
+    session.move_object(3, 0)  # c to the bottom
+    assert [o.id for o in session.objects] == [3, 1, 2] and session.instance_map()[55, 55] == 2
+    session.move_object(1, -1)  # a on top
+    assert [o.id for o in session.objects] == [3, 2, 1] and session.instance_map()[35, 35] == 1
+    version = session.version
+    session.move_object(1, 2)  # already there: no step
+    assert session.version == version
+    with pytest.raises(FinecutError, match="out of range"):
+        session.move_object(1, 3)
+    session.relabel_object(2, "bee")
+    session.reopen_object(2)
+    session.add_click(100, 100)
+    session.finish_object()  # an edited object keeps its place
+    assert [o.id for o in session.objects] == [3, 2, 1]
+    predictor = Predictor(engine)
+    predictor.set_image(photo_like(120, 160))
+    restored = Session.from_json(session.to_json(), predictor)
+    assert [o.id for o in restored.objects] == [3, 2, 1]
+    assert np.array_equal(restored.instance_map(), session.instance_map())
+    session.undo()
+    session.undo()
+    session.undo()
+    session.undo()
+    session.undo()
+    assert [o.id for o in session.objects] == [3, 1, 2]
+
+
+def _square(x, y, size, h=120, w=160):
+    m = np.zeros((h, w), bool)
+    m[y:y + size, x:x + size] = True
+    return m

@@ -10,12 +10,17 @@ An export folder is written whole by :func:`export_images`: complete, unambiguou
 * Category ids are stable: ``finecut-export.json`` in the folder remembers every label's id, and a re-export keeps
   them (a new label gets a new id, never the id of a label that went away).
 * The same annotations give byte-identical files (no time stamps; images, annotations and categories in a fixed
-  order).
+  order: annotations by object id).
+* A label set (``label_ids``) fixes category ids: its classes keep their ids and are all listed in COCO
+  ``categories``, used or not; other labels keep the ids of earlier exports where those are free.
+* An image's ``status`` (the app's folder progress) is written into its COCO ``images`` entry as
+  ``finecut_status``; ``metadata`` adds keys to the manifest (the app writes every image's status and the counts).
 
 PNG
     ``<key>/<key>_obj<ID>_<label>.png`` — one binary mask per object (0 / 255), and ``<key>/<key>_instances.png``
     — the instance-id map (0 = background, pixel value = object id; 8-bit when every id fits, else 16-bit). Where
-    objects overlap, the later object (higher id) wins in the instance map; the per-object PNGs keep the full masks.
+    objects overlap, the later object of :attr:`ExportImage.objects` (the drawing order: upper objects later) wins in
+    the instance map; the per-object PNGs keep the full masks.
 
 COCO RLE
     ``coco_rle.json``: a COCO instances file whose ``segmentation`` is a compressed RLE from pycocotools (``counts``
@@ -75,14 +80,16 @@ class ExportObject:
 
 @dataclass(frozen=True)
 class ExportImage:
-    """One image and its objects. ``file_name`` goes into COCO ``images`` and, by default, names the PNG files (see
-    :func:`export_key`); ``stem``, when given, names them instead."""
+    """One image and its objects (in drawing order, bottom to top). ``file_name`` goes into COCO ``images`` and, by
+    default, names the PNG files (see :func:`export_key`); ``stem``, when given, names them instead. ``status``, when
+    given, is written into the COCO image entry (``finecut_status``)."""
 
     file_name: str
     height: int
     width: int
     objects: tuple[ExportObject, ...] = ()
     stem: str | None = None
+    status: str | None = None
 
     @property
     def key(self) -> str:
@@ -288,22 +295,27 @@ def coco_dataset(
     segmentation: str = "rle",
     polygon_tolerance: float = 0.0,
     categories: Mapping[str, int] | None = None,
+    listed: Iterable[str] = (),
 ) -> dict[str, Any]:
     """A COCO instances dict. ``segmentation`` is ``"rle"`` (pycocotools compressed RLE) or ``"polygons"``.
 
     Category ids come from ``categories`` (label -> id) where given, else from :func:`category_ids` (sorted labels
-    from 1); the file lists the categories in use, by id. Image ids follow ``images``; annotation ids run over all
-    images from 1.
+    from 1); the file lists the categories in use and those named in ``listed`` (a label set), by id. Image ids follow
+    ``images``; annotation ids run over all images from 1, each image's objects by id.
     """
     if segmentation not in ("rle", "polygons"):
         raise FinecutError(f"segmentation must be 'rle' or 'polygons', got {segmentation!r}")
+    always = set(listed)
     used = {o.label for img in images for o in img.objects}
-    cat_ids = category_ids(used, categories)
+    cat_ids = category_ids(used | always, categories)
     out_images, annotations = [], []
     ann_id = 1
     for image_id, img in enumerate(images, start=1):
-        out_images.append({"id": image_id, "file_name": img.file_name, "height": img.height, "width": img.width})
-        for obj in img.objects:
+        entry: dict[str, Any] = {"id": image_id, "file_name": img.file_name, "height": img.height, "width": img.width}
+        if img.status is not None:
+            entry["finecut_status"] = img.status
+        out_images.append(entry)
+        for obj in sorted(img.objects, key=lambda o: o.id):
             mask = np.asarray(obj.mask, dtype=bool)
             if mask.shape != (img.height, img.width):
                 raise FinecutError(
@@ -337,7 +349,7 @@ def coco_dataset(
         "images": out_images,
         "annotations": annotations,
         "categories": [{"id": i, "name": label, "supercategory": "object"}
-                       for label, i in sorted(cat_ids.items(), key=lambda item: item[1]) if label in used],
+                       for label, i in sorted(cat_ids.items(), key=lambda item: item[1]) if label in used | always],
     }
 
 
@@ -382,10 +394,11 @@ def write_coco(
     overwrite: bool = True,
     polygon_tolerance: float = 0.0,
     categories: Mapping[str, int] | None = None,
+    listed: Iterable[str] = (),
 ) -> Path:
-    """Write a COCO JSON file (``segmentation``: ``"rle"`` or ``"polygons"``; ``categories`` as in
+    """Write a COCO JSON file (``segmentation``: ``"rle"`` or ``"polygons"``; ``categories`` and ``listed`` as in
     :func:`coco_dataset`)."""
-    data = coco_dataset(images, segmentation, polygon_tolerance, categories)
+    data = coco_dataset(images, segmentation, polygon_tolerance, categories, listed)
     return atomic_write_bytes(path, json.dumps(data).encode("utf-8"), overwrite=overwrite)
 
 
@@ -394,12 +407,16 @@ def export_images(
     out_dir: str | Path,
     formats: Iterable[str] = FORMATS,
     overwrite: bool = True,
+    label_ids: Mapping[str, int] | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write the chosen ``formats`` (``png``, ``coco_rle``, ``coco_polygons``) for all ``images`` as the folder
     ``out_dir``, replacing a previous export there as a whole (see the module docstring); returns the files.
 
-    ``overwrite=False`` refuses an existing, non-empty folder. A folder holding anything that is not part of a
-    finecut export is never replaced (:class:`FinecutError` naming the files).
+    ``label_ids`` (a label set: name -> category id) fixes those ids and lists every one of them in COCO
+    ``categories``; other labels keep their ids from earlier exports where those are free. ``metadata`` adds keys to
+    the manifest. ``overwrite=False`` refuses an existing, non-empty folder. A folder holding anything that is not
+    part of a finecut export is never replaced (:class:`FinecutError` naming the files).
     """
     chosen = list(dict.fromkeys(formats))
     for fmt in chosen:
@@ -408,7 +425,12 @@ def export_images(
     out = Path(out_dir)
     _check_replaceable(out, overwrite)
     keyed = _unique_keys(images)
-    categories = category_ids({o.label for img in keyed for o in img.objects}, _previous_categories(out))
+    fixed = {str(k): int(v) for k, v in (label_ids or {}).items()}
+    known = dict(fixed)
+    for label, cat_id in _previous_categories(out).items():
+        if label not in known and cat_id not in known.values():
+            known[label] = cat_id
+    categories = category_ids({o.label for img in keyed for o in img.objects}, known)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)
     build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -418,12 +440,15 @@ def export_images(
             for img in keyed:
                 written.extend(write_png_masks(img, build, overwrite=False))
         if "coco_rle" in chosen:
-            written.append(write_coco(keyed, build / "coco_rle.json", "rle", False, categories=categories))
+            written.append(write_coco(keyed, build / "coco_rle.json", "rle", False, categories=categories,
+                                      listed=fixed))
         if "coco_polygons" in chosen:
-            written.append(write_coco(keyed, build / "coco_polygons.json", "polygons", False, categories=categories))
+            written.append(write_coco(keyed, build / "coco_polygons.json", "polygons", False, categories=categories,
+                                      listed=fixed))
         files = [p.relative_to(build).as_posix() for p in written]
         manifest = {"format": 1, "categories": categories, "images": {i.file_name: i.key for i in keyed},
-                    "files": sorted(files)}
+                    "files": sorted(files), **{k: v for k, v in (metadata or {}).items()
+                                              if k not in ("format", "categories", "images", "files")}}
         atomic_write_bytes(build / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"), overwrite=False)
         _swap_in(build, out)
     except BaseException:
@@ -442,7 +467,7 @@ def _unique_keys(images: Sequence[ExportImage]) -> list[ExportImage]:
             if seen[key.lower()] == img.file_name:
                 raise FinecutError(f"{img.file_name}: the same image is exported twice")
             key = f"{key}-{hashlib.sha1(img.file_name.encode('utf-8')).hexdigest()[:8]}"
-            img = ExportImage(img.file_name, img.height, img.width, img.objects, stem=key)
+            img = ExportImage(img.file_name, img.height, img.width, img.objects, stem=key, status=img.status)
         seen[key.lower()] = img.file_name
         out.append(img)
     return out

@@ -3,9 +3,16 @@
 A :class:`Session` wraps a :class:`~finecut.predictor.Predictor` (whose image features are computed once). Every
 change is an immutable :class:`Step` of one linear history with a cursor: a click, box, scribble or prior mask (the
 full prompt set of the current object and what it produced), a reset, a model change, and also finishing, deleting,
-relabelling or reopening an object (each step records the finished objects as they are after it). So undo and redo
-restore any earlier state without recomputation, Ctrl+Z after a delete brings the object back, and the next
-prediction is always fed the previous one as ``previous`` (the replay contract of the Predictor).
+relabelling, reordering, importing or reopening an object, and painting or erasing pixels of the current mask (each
+step records the finished objects as they are after it). So undo and redo restore any earlier state without
+recomputation, Ctrl+Z after a delete brings the object back, and the next prediction is always fed the previous one as
+``previous`` (the replay contract of the Predictor).
+
+Finished objects are kept in drawing order, bottom to top: a new object goes on top, an edited one keeps its place,
+:meth:`Session.move_object` changes the order, and where objects overlap the upper one wins in
+:meth:`Session.instance_map` and in exports. Correcting an existing mask: :meth:`Session.reopen_object` makes a finished
+(or imported) object the current one with its mask as the prior mask, so each new click changes only the part around it
+(FocalClick's Progressive Merge, in models that have it); :meth:`Session.paint` adds or erases pixels directly.
 
 The history is kept compactly (:mod:`finecut.history`): the current step keeps its full :class:`Prediction`
 (probabilities included); every other step keeps its prompts and its mask as COCO RLE (at most ``ceil(H*W/8)`` bytes,
@@ -40,6 +47,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from finecut.errors import FinecutError
@@ -235,7 +243,7 @@ class Session:
 
     @property
     def objects(self) -> tuple[AnnotatedObject, ...]:
-        """The finished objects, by id."""
+        """The finished objects in drawing order, bottom to top (a new object goes on top)."""
         return self.step.objects
 
     @property
@@ -269,9 +277,9 @@ class Session:
 
     def _commit_objects(self, action: str, objects: Iterable[AnnotatedObject],
                         editing: AnnotatedObject | None) -> None:
-        """A step that changes the finished objects only (the current object stays as it is)."""
-        ordered = tuple(sorted(objects, key=lambda o: o.id))
-        self._commit(replace(self.step, action=action, objects=ordered, editing=editing), self._current)
+        """A step that changes the finished objects only (the current object stays as it is); ``objects`` in drawing
+        order."""
+        self._commit(replace(self.step, action=action, objects=tuple(objects), editing=editing), self._current)
 
     # ------------------------------------------------------------ interaction
     def _predict(self, prompts: Prompts, previous: Prediction | None) -> Prediction | None:
@@ -375,20 +383,36 @@ class Session:
         obj = AnnotatedObject(obj_id, _clean_label(name), mask.copy(), self.prompts, uid=self._new_uid())
         if editing is None:
             self._next_id += 1
-        objects = tuple(sorted([o for o in self.objects if o.id != obj_id] + [obj], key=lambda o: o.id))
+            objects = (*self.objects, obj)  # on top
+        else:
+            objects = tuple(obj if o.id == obj_id else o for o in self.objects)  # in its place
+            if obj_id not in {o.id for o in self.objects}:  # deleted while being edited: back on top
+                objects = (*objects, obj)
         self._commit(replace(self.step, action="finish", prompts=Prompts(), result=None, objects=objects,
                              editing=None), None)
         return obj
 
     def add_object(self, mask: np.ndarray, label: str | None = None) -> AnnotatedObject:
         """Add a finished object from an existing mask (an import), without touching the current object."""
-        arr = np.asarray(mask).astype(bool)
-        check_mask_shape(arr, self._size, what="object mask")
-        obj = AnnotatedObject(self._next_id, _clean_label(label or self.default_label), arr.copy(),
-                              uid=self._new_uid())
-        self._next_id += 1
-        self._commit_objects("add_object", (*self.objects, obj), self.editing)
-        return obj
+        return self.add_objects([(mask, label)], action="add_object")[0]
+
+    def add_objects(self, items: Iterable[tuple[np.ndarray, str | None]],
+                    action: str = "import") -> tuple[AnnotatedObject, ...]:
+        """Add finished objects from existing masks (``(mask, label)`` pairs, e.g. an import) on top, as one undoable
+        step; the current object is not touched. Nothing given: no step."""
+        made = []
+        for mask, label in items:
+            arr = np.asarray(mask).astype(bool)
+            check_mask_shape(arr, self._size, what="object mask")
+            made.append((arr.copy(), _clean_label(label or self.default_label)))
+        if not made:
+            return ()
+        new = []
+        for arr, label in made:
+            new.append(AnnotatedObject(self._next_id, label, arr, uid=self._new_uid()))
+            self._next_id += 1
+        self._commit_objects(action, (*self.objects, *new), self.editing)
+        return tuple(new)
 
     def _index(self, object_id: int) -> int:
         for i, obj in enumerate(self.objects):
@@ -415,17 +439,31 @@ class Session:
         self._commit_objects("relabel", (new if o.id == object_id else o for o in self.objects), editing)
         return new
 
-    def reopen_object(self, object_id: int) -> AnnotatedObject:
-        """Edit a finished object again: its prompts and mask become the current object (undoable).
+    def move_object(self, object_id: int, index: int) -> AnnotatedObject:
+        """Move a finished object to position ``index`` of the drawing order (0 = bottom, -1 or ``len - 1`` = top);
+        undoable. Where objects overlap the upper one wins (instance map, exports)."""
+        obj = self.get_object(object_id)
+        n = len(self.objects)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= int(index) < n:
+            raise FinecutError(f"position {index!r} is out of range for {n} object(s) (0 = bottom, {n - 1} = top)")
+        rest = [o for o in self.objects if o.id != object_id]
+        rest.insert(int(index) % n, obj)
+        if tuple(o.id for o in rest) != tuple(o.id for o in self.objects):
+            self._commit_objects("reorder", rest, self.editing)
+        return obj
 
-        The object stays in :attr:`objects` until the edit is finished (:meth:`finish_object` replaces it, keeping
-        its id); :meth:`reset` cancels the edit. Needs an empty current object. An object without prompts (an
-        import) continues from its mask as the prior mask.
+    def reopen_object(self, object_id: int) -> AnnotatedObject:
+        """Edit a finished object again: its mask becomes the current object and its prior mask (undoable).
+
+        The clicks and scribbles that made it come back too (drawn, and given to the model again; its box is folded
+        into the prior, so that a correction may reach past it), and the next click corrects the mask: with the mask as
+        the prior, a model with Progressive Merge (FocalClick) changes only the region around that click. The object stays in :attr:`objects` until the edit is finished (:meth:`finish_object` replaces it,
+        keeping its id and place); :meth:`reset` cancels the edit. Needs an empty current object.
         """
         if not self.prompts.is_empty or self._current is not None or self.editing is not None:
             raise FinecutError("finish or reset the current object before reopening another one")
         obj = self.get_object(object_id)
-        prompts = obj.prompts if not obj.prompts.is_empty else Prompts(prior_mask=obj.mask)
+        prompts = replace(obj.prompts, box=None, prior_mask=np.asarray(obj.mask, dtype=bool))
         mask = np.asarray(obj.mask, dtype=bool)
         current = Prediction(mask=mask.copy(), probs=mask.astype(np.float32), prompts=prompts,
                              threshold=self._threshold, state={"restored": True})
@@ -433,8 +471,33 @@ class Session:
         self._commit(replace(self.step, action="reopen", prompts=prompts, result=result, editing=obj), current)
         return obj
 
+    def paint(self, points: Iterable[Sequence[float]], width: float = 10.0, erase: bool = False) -> Prediction:
+        """Add (or with ``erase``, remove) the pixels of a stroke ``width`` pixels wide through ``points`` to the
+        current object's mask, without the model; undoable.
+
+        The edited mask becomes the object's prior mask and its clicks, box and scribbles are folded into it (they
+        no longer describe the mask), so the next click starts from exactly what is shown.
+        """
+        stroke = Scribble(tuple((float(p[0]), float(p[1])) for p in points), not erase, float(width))
+        height, width_px = self._size
+        stroke.check_inside(height, width_px)
+        if stroke.width > 2 * max(height, width_px):
+            raise FinecutError(f"brush width {stroke.width:g} is larger than the image")
+        mask = self.mask.copy()
+        if erase and not mask.any():
+            raise FinecutError("nothing to erase: the current object is empty")
+        area = stroke_mask(stroke, self._size)
+        mask = mask & ~area if erase else mask | area
+        prompts = Prompts(prior_mask=mask)
+        prediction = Prediction(mask=mask, probs=mask.astype(np.float32), prompts=prompts,
+                                threshold=self._threshold, state={"restored": True})
+        self._commit(replace(self.step, action="erase" if erase else "paint", prompts=prompts,
+                             result=StoredResult.of(prediction)), prediction)
+        return prediction
+
     def instance_map(self) -> np.ndarray:
-        """Instance-id map (uint16 H×W): 0 background, each finished object's id; higher ids on top."""
+        """Instance-id map (uint16 H×W): 0 background, each finished object's id; where objects overlap, the upper one
+        in drawing order (:attr:`objects`) wins."""
         out = np.zeros(self._size, dtype=np.uint16)
         for obj in self.objects:
             out[obj.mask] = obj.id
@@ -568,6 +631,28 @@ def saved_objects(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------- helpers
+def stroke_mask(stroke: Scribble, size: tuple[int, int]) -> np.ndarray:
+    """The pixels (bool H×W) a stroke covers: a line ``stroke.width`` wide through its points, with round ends."""
+    height, width = size
+    canvas = np.zeros((height, width), np.uint8)
+    shift = 4  # sub-pixel precision of OpenCV's drawing (1/16 px)
+    centres = np.asarray(stroke.points, dtype=np.float64) - 0.5  # OpenCV draws pixel (i, j) at the point (i, j)
+    pts = np.round(centres * (1 << shift)).astype(np.int32)
+    radius = max(0.5, stroke.width / 2)
+    if radius <= 0.75:  # a one-pixel brush: exactly the pixels the line passes through
+        for x, y in stroke.points:
+            canvas[min(height - 1, int(y)), min(width - 1, int(x))] = 1
+        if len(pts) > 1:
+            cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], False, 1, 1, cv2.LINE_8, shift)
+        return canvas.astype(bool)
+    r = int(round(radius * (1 << shift)))
+    for p in pts:
+        cv2.circle(canvas, (int(p[0]), int(p[1])), r, 1, -1, cv2.LINE_8, shift)
+    if len(pts) > 1:
+        cv2.polylines(canvas, [pts.reshape(-1, 1, 2)], False, 1, max(1, int(round(stroke.width))), cv2.LINE_8, shift)
+    return canvas.astype(bool)
+
+
 def _check_threshold(value: float) -> float:
     t = float(value)
     if not 0.0 <= t <= 1.0:
@@ -672,7 +757,7 @@ def _format2_history(data: Mapping[str, Any], size: tuple[int, int]) -> list[Ste
         rec = records[f"s{int(uid)}"]
         prompts = prompts_from_dict(rec.get("prompts") or {}, size)
         result = _result_from_dict(rec["prediction"], size) if rec.get("prediction") is not None else None
-        step_objects = tuple(sorted((obj(int(u)) for u in rec.get("objects", [])), key=lambda o: o.id))
+        step_objects = tuple(obj(int(u)) for u in rec.get("objects", []))  # drawing order, as saved
         ids = [o.id for o in step_objects]
         if len(set(ids)) != len(ids):
             raise FinecutError("saved session has duplicate object ids")

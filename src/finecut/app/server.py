@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, StrictBool
+from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from finecut import __version__
 from finecut.errors import FinecutError
@@ -18,6 +19,7 @@ from finecut.io import encode_png, image_header
 from finecut.server.guards import BodyLimitMiddleware, FiniteNumber, install_validation_handler
 
 from finecut.app.folder import BROWSER_SUFFIXES, ImageNotFound, NotAnImage, TooLarge
+from finecut.app.importing import import_coco_bytes
 from finecut.app.service import AnnotationService, AppConfig, StaleVersion
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -47,6 +49,20 @@ class ScribbleIn(ModelChoice):
     points: Annotated[list[Annotated[list[FiniteNumber], Field(min_length=2, max_length=2)]], Field(min_length=1)]
     positive: StrictBool = True
     width: Annotated[FiniteNumber, Field(gt=0, le=500)] = 5.0
+
+
+class PaintIn(BaseModel):
+    points: Annotated[list[Annotated[list[FiniteNumber], Field(min_length=2, max_length=2)]], Field(min_length=1)]
+    width: Annotated[FiniteNumber, Field(gt=0, le=500)] = 10.0
+    erase: StrictBool = False
+
+
+class MoveIn(BaseModel):
+    index: Annotated[StrictInt, Field(ge=-100_000, le=100_000)]
+
+
+class StatusIn(BaseModel):
+    status: Literal["done", "skipped"] | None
 
 
 class ThresholdIn(BaseModel):
@@ -108,7 +124,7 @@ def create_app(config: AppConfig) -> FastAPI:
     install_validation_handler(app)  # 422 naming the field, in a body that always encodes
 
     def body_limit(path: str) -> int:
-        return config.limits.max_file_bytes if path.startswith("/api/upload/") else MAX_JSON_BYTES
+        return config.limits.max_file_bytes if path.startswith(("/api/upload/", "/api/import")) else MAX_JSON_BYTES
 
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)  # counted while streaming, Content-Length or not
 
@@ -129,11 +145,14 @@ def create_app(config: AppConfig) -> FastAPI:
             "threshold": config.threshold,
             "formats": list(FORMATS),
             "limits": {"max_file_bytes": config.limits.max_file_bytes, "max_pixels": config.limits.max_pixels},
+            "labels": service.labels.to_json() if service.labels is not None else None,
+            "default_label": service.default_label,
         }
 
     @app.get("/api/images")
     def list_images() -> dict[str, Any]:
-        return {"images": service.list_images()}
+        images = service.list_images()
+        return {"images": images, "progress": service.progress(images)}
 
     @app.get("/api/images/{name}/file")
     def image_file(name: str) -> Response:
@@ -159,6 +178,14 @@ def create_app(config: AppConfig) -> FastAPI:
     @app.post("/api/images/{name}/scribble")
     def scribble(name: str, body: ScribbleIn, version: Version) -> dict[str, Any]:
         return service.scribble(name, body.points, body.positive, body.width, body.model, expected=version)
+
+    @app.post("/api/images/{name}/paint")
+    def paint(name: str, body: PaintIn, version: Version) -> dict[str, Any]:
+        return service.paint(name, body.points, body.width, body.erase, expected=version)
+
+    @app.post("/api/images/{name}/status")
+    def set_status(name: str, body: StatusIn, version: Version) -> dict[str, Any]:
+        return service.set_status(name, body.status, expected=version)
 
     @app.post("/api/images/{name}/undo")
     def undo(name: str, version: Version) -> dict[str, Any]:
@@ -197,6 +224,24 @@ def create_app(config: AppConfig) -> FastAPI:
     @app.post("/api/images/{name}/objects/{object_id}/reopen")
     def reopen(name: str, object_id: int, version: Version) -> dict[str, Any]:
         return service.reopen_object(name, object_id, expected=version)
+
+    @app.post("/api/images/{name}/objects/{object_id}/move")
+    def move(name: str, object_id: int, body: MoveIn, version: Version) -> dict[str, Any]:
+        return service.move_object(name, object_id, body.index, expected=version)
+
+    @app.post("/api/import")
+    async def import_coco(request: Request) -> dict[str, Any]:
+        """Import a COCO instances file (the request body) into the folder's images."""
+        limit = config.limits.max_file_bytes
+        chunks, total = [], 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise TooLarge(f"import is over the limit of {limit / 1e6:.1f} MB")
+            chunks.append(chunk)
+        source = request.headers.get("x-filename", "COCO file")[:200] or "COCO file"
+        report = await run_in_threadpool(import_coco_bytes, service, b"".join(chunks), source)
+        return report.to_json()
 
     @app.post("/api/export")
     def export(body: ExportIn | None = None) -> dict[str, Any]:

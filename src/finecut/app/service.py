@@ -5,6 +5,10 @@ client saw, apply, save (:class:`~finecut.app.store.AnnotationStore`: appends wh
 concurrent requests on one image are serialised, a write based on a stale state is refused (:class:`StaleVersion`),
 and a save file always holds a complete, consistent state. The image is encoded once per (model, image) through
 :class:`~finecut.server.cache.PredictorCache`.
+
+With a label set (:mod:`finecut.app.labels`) every label given must be one of its classes, and exports use its
+category ids. Each image has a status (:mod:`finecut.app.progress`), saved in its save file's head. Objects imported
+from COCO files or PNG masks (:mod:`finecut.app.importing`) are added as one undoable step per image.
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from finecut.engines.base import Engine, EngineOutput
 from finecut.errors import FinecutError
 from finecut.export import FORMATS, ExportImage, ExportObject, export_images, rle_to_mask
+from finecut.importers.base import ImportedObject
+from finecut.io import image_header
 from finecut.predictor import Predictor
 from finecut.session import Session, saved_objects
 from finecut.server.cache import EngineFactory, ModelPool, PredictorCache
 
 from finecut.app.folder import ImageFolder, Limits
+from finecut.app.labels import LabelSet
+from finecut.app.progress import CHOSEN, DONE, IN_PROGRESS, NEW, check_chosen, derive_status, progress_counts
 from finecut.app.store import AnnotationStore
 
 #: Most steps kept in an image's undo history (older ones are dropped).
@@ -46,6 +55,7 @@ class AppConfig:
     limits: Limits = field(default_factory=Limits)
     max_scribble_points: int = 20_000
     max_history: int = MAX_HISTORY
+    labels: LabelSet | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -78,6 +88,25 @@ class _Entry:
     session: Session
     key: tuple
     saved_version: int | None = None  # the session version last saved (None: never saved by this process)
+    status: str | None = None  # the status a person chose (done / skipped); None: derived from the annotations
+
+
+class _SizeOnly(Engine):
+    """Stands in for a model where a session is only loaded, changed without predicting, and saved (imports)."""
+
+    name = "size-only"
+
+    def encode_image(self, image: np.ndarray) -> Any:
+        return None
+
+    def predict(self, image: np.ndarray, features: Any, prompts: Any, previous: Any) -> EngineOutput:
+        raise FinecutError("this session was loaded for an import and cannot predict")
+
+
+def _session_status(session: Session, chosen: str | None) -> str:
+    if chosen is not None:
+        return chosen
+    return IN_PROGRESS if session.objects or len(session.history) > 1 else NEW
 
 
 class AnnotationService:
@@ -97,9 +126,27 @@ class AnnotationService:
         self._sessions_lock = threading.Lock()
         self._export_lock = threading.Lock()  # one export at a time: each replaces the export folder
 
+    # ----------------------------------------------------------------- labels
+    @property
+    def labels(self) -> LabelSet | None:
+        return self.config.labels
+
+    def _check_label(self, label: str) -> str:
+        text = label.strip()
+        return self.labels.check(text) if self.labels is not None and text else label
+
+    @property
+    def default_label(self) -> str:
+        return self.labels.default if self.labels is not None else "object"
+
     # ----------------------------------------------------------------- images
     def list_images(self) -> list[dict[str, Any]]:
         return [{"name": n, **self.store.summary(n)} for n in self.folder.names()]
+
+    def progress(self, images: Iterable[dict[str, Any]] | None = None) -> dict[str, int]:
+        """Counts of images per status over the folder."""
+        listing = self.list_images() if images is None else images
+        return progress_counts(im["status"] for im in listing)
 
     def image_path(self, name: str) -> Path:
         path = self.folder.path(name)
@@ -141,12 +188,13 @@ class AnnotationService:
         if data:
             session = Session.from_dict(data, predictor, model=model if legacy else None,
                                         max_history=self.config.max_history)
-            entry = _Entry(name, session, key, saved_version=None if legacy else session.version)
+            entry = _Entry(name, session, key, saved_version=None if legacy else session.version,
+                           status=saved.get("status") if saved.get("status") in CHOSEN else None)
             if session.model != model:  # saved with a model this server does not offer: re-run with the default
                 session.refresh(model=model)
         else:
             session = Session(predictor, threshold=self.config.threshold, model=model,
-                              max_history=self.config.max_history)
+                              max_history=self.config.max_history, default_label=self.default_label)
             entry = _Entry(name, session, key, saved_version=session.version)
         with self._sessions_lock:
             self._sessions[name] = entry
@@ -171,6 +219,8 @@ class AnnotationService:
 
     def _save(self, entry: _Entry) -> None:
         head, records = entry.session.save_parts()
+        if entry.status is not None:
+            head["status"] = entry.status
         self.store.save(entry.name, head, records)
         entry.saved_version = entry.session.version
 
@@ -230,10 +280,13 @@ class AnnotationService:
             },
             "editing": None if editing is None else {"id": editing.id, "label": editing.label},
             "object_ids": [o.id for o in s.objects],
+            "status": _session_status(s, entry.status),
         }
         if include_objects:
             out["objects"] = [
-                {"id": o.id, "label": o.label, "area": o.area, "runs": mask_runs(o.mask)} for o in s.objects
+                {"id": o.id, "label": o.label, "area": o.area, "runs": mask_runs(o.mask),
+                 "clicks": len(o.prompts.clicks), "imported": o.prompts.is_empty}
+                for o in s.objects
             ]
         return out
 
@@ -273,9 +326,22 @@ class AnnotationService:
         self.pool.get(model)  # fail early with a clear message
         return self._run(name, lambda s: None, model=model, expected=expected)
 
+    def paint(self, name: str, points: Sequence[Sequence[float]], width: float = 10.0, erase: bool = False,
+              expected: int | None = None) -> dict[str, Any]:
+        """Add (or erase) the pixels of a brush stroke to the current object's mask, without the model."""
+        if len(points) > self.config.max_scribble_points:
+            raise FinecutError(f"a brush stroke may have at most {self.config.max_scribble_points} points, "
+                               f"got {len(points)}")
+        return self._run(name, lambda s: s.paint(points, width, erase), expected=expected)
+
     def finish(self, name: str, label: str | None = None, expected: int | None = None) -> dict[str, Any]:
+        chosen = self._check_label(label) if label else None
+
         def act(s: Session) -> None:
-            finished.append(s.finish_object(label).id)
+            given = chosen
+            if given is None and s.editing is None and self.labels is not None:
+                given = self.labels.default
+            finished.append(s.finish_object(given).id)
 
         finished: list[int] = []
         payload = self._run(name, act, expected=expected, objects=True)
@@ -286,49 +352,135 @@ class AnnotationService:
         return self._run(name, lambda s: s.delete_object(object_id), expected=expected, objects=True)
 
     def relabel_object(self, name: str, object_id: int, label: str, expected: int | None = None) -> dict[str, Any]:
+        label = self._check_label(label)
         return self._run(name, lambda s: s.relabel_object(object_id, label), expected=expected, objects=True)
+
+    def move_object(self, name: str, object_id: int, index: int, expected: int | None = None) -> dict[str, Any]:
+        """Move an object to ``index`` of the drawing order (0 = bottom); the upper one wins where objects overlap."""
+        return self._run(name, lambda s: s.move_object(object_id, index), expected=expected, objects=True)
+
+    def set_status(self, name: str, status: str | None, expected: int | None = None) -> dict[str, Any]:
+        """Mark an image ``done`` or ``skipped`` (None: back to new / in progress, as its annotations say); saved with
+        its annotations."""
+        chosen = check_chosen(status)
+        with self.store.lock(name):
+            entry, _ = self._entry(name)
+            if expected is not None and expected != entry.session.version:
+                raise StaleVersion(name, expected, entry.session.version)
+            if chosen != entry.status:
+                entry.status = chosen
+                self._save(entry)
+            return self.state(entry, include_objects=False)
+
+    # ------------------------------------------------------------------ import
+    def import_objects(self, name: str, objects: Sequence[ImportedObject]) -> dict[str, int]:
+        """Add ``objects`` to image ``name`` as finished objects, in one undoable step, and save. An object equal to
+        one the image already has (same label, same mask) is not added again, so importing a file twice is harmless.
+        Returns ``{"added": n, "duplicates": m}``."""
+        for obj in objects:
+            if self.labels is not None:
+                self.labels.check(obj.label)
+        with self.store.lock(name):
+            with self._sessions_lock:
+                entry = self._sessions.get(name)
+            if entry is not None and entry.key == self._file_key(name):  # open in this server: its live session
+                counts: dict[str, int] = {}
+                self._run(name, lambda s: counts.update(self._add_new(s, objects)))
+                return counts
+            return self._import_detached(name, objects)
+
+    @staticmethod
+    def _add_new(session: Session, objects: Sequence[ImportedObject]) -> dict[str, int]:
+        existing = [(o.label, o.area, o.mask) for o in session.objects]
+        fresh = []
+        for obj in objects:
+            mask = np.asarray(obj.mask, dtype=bool)
+            area = int(mask.sum())
+            if any(label == obj.label and a == area and np.array_equal(m, mask) for label, a, m in existing):
+                continue
+            existing.append((obj.label, area, mask))
+            fresh.append((mask, obj.label))
+        session.add_objects(fresh)
+        return {"added": len(fresh), "duplicates": len(objects) - len(fresh)}
+
+    def _import_detached(self, name: str, objects: Sequence[ImportedObject]) -> dict[str, int]:
+        """Import into the save file of an image no session of this server holds, without decoding the image or
+        loading a model (the caller holds the image's lock)."""
+        header = image_header(self.folder.path(name), name, self.config.limits.max_pixels)
+        predictor = Predictor(_SizeOnly(), honour_clicks=False)
+        predictor.set_image(np.zeros((header.height, header.width, 3), np.uint8))
+        saved = self.store.load(name)
+        legacy = bool(saved) and "session" in saved
+        data = (saved or {}).get("session") if legacy else saved
+        model = self._model_name((saved or {}).get("model"))
+        if data:
+            session = Session.from_dict(data, predictor, model=model if legacy else None,
+                                        max_history=self.config.max_history)
+        else:
+            session = Session(predictor, threshold=self.config.threshold, model=model,
+                              max_history=self.config.max_history, default_label=self.default_label)
+        counts = self._add_new(session, objects)
+        if counts["added"]:
+            head, records = session.save_parts()
+            status = (saved or {}).get("status")
+            if status:
+                head["status"] = status
+            self.store.save(name, head, records)
+        return counts
 
     def reopen_object(self, name: str, object_id: int, expected: int | None = None) -> dict[str, Any]:
         return self._run(name, lambda s: s.reopen_object(object_id), expected=expected, objects=True)
 
     # ------------------------------------------------------------------ export
     def export(self, formats: Iterable[str] = FORMATS) -> dict[str, Any]:
-        """Export the saved annotations of every image with objects into ``<out>/export``, replacing it as a whole
-        (:func:`~finecut.export.export_images`: complete, one folder per image file, stable category ids)."""
+        """Export the saved annotations of every image with objects (and of every image marked done, objects or not)
+        into ``<out>/export``, replacing it as a whole (:func:`~finecut.export.export_images`: complete, one folder
+        per image file, stable category ids: the label set's when there is one). Every image's status goes into the
+        manifest, and each exported image's into its COCO entry."""
         chosen = list(formats)
         for fmt in chosen:
             if fmt not in FORMATS:
                 raise FinecutError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
         with self._export_lock:
-            images, skipped = [], []
+            images, skipped, statuses = [], [], {}
             for name in self.folder.names():
                 try:
-                    image = self._export_image(name)
+                    image, statuses[name] = self._export_image(name)
                 except FinecutError as exc:
                     skipped.append({"image": name, "error": str(exc)})
+                    statuses[name] = IN_PROGRESS
                     continue
                 if image is not None:
                     images.append(image)
             out = self.export_dir
-            files = export_images(images, out, chosen, overwrite=True)
+            metadata: dict[str, Any] = {"progress": progress_counts(statuses.values()), "status": statuses}
+            if self.labels is not None:
+                metadata["label_set"] = self.labels.to_json()
+            files = export_images(images, out, chosen, overwrite=True,
+                                  label_ids=self.labels.category_ids() if self.labels is not None else None,
+                                  metadata=metadata)
         return {
             "folder": str(out),
             "images": len(images),
             "objects": sum(len(i.objects) for i in images),
             "files": [p.relative_to(out).as_posix() for p in files],
             "skipped": skipped,
+            "progress": metadata["progress"],
         }
 
-    def _export_image(self, name: str) -> ExportImage | None:
-        """The saved finished objects of ``name`` (None when it has none)."""
+    def _export_image(self, name: str) -> tuple[ExportImage | None, str]:
+        """The saved finished objects of ``name`` (None when it has none and is not done), and its status."""
         with self.store.lock(name):
             data = self.store.load(name)
         if not data:
-            return None
+            return None, NEW
         session = data.get("session", data)  # a legacy save file holds the session under "session"
         try:
             objects = tuple(ExportObject(o["id"], o["label"], rle_to_mask(o["mask"])) for o in saved_objects(session))
-            return ExportImage(name, int(session["height"]), int(session["width"]), objects) if objects else None
+            status = derive_status(data, bool(objects))
+            if not objects and status != DONE:
+                return None, status
+            return ExportImage(name, int(session["height"]), int(session["width"]), objects, status=status), status
         except (KeyError, TypeError, ValueError) as exc:
             raise FinecutError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -32,6 +32,8 @@ from finecut.errors import FinecutError
 from finecut.io import atomic_write_bytes
 from finecut.session import saved_objects
 
+from finecut.app.progress import IN_PROGRESS, derive_status
+
 #: Rewrite a log whole when its dead bytes exceed its live bytes plus this much.
 COMPACT_SLACK_BYTES = 1 << 20
 
@@ -177,12 +179,13 @@ class AnnotationStore:
 
     # ------------------------------------------------------------------ summaries
     def summary(self, name: str) -> dict[str, Any]:
-        """Object count and labels of a saved annotation (empty if none or unreadable)."""
+        """Object count, labels and status (:mod:`finecut.app.progress`) of a saved annotation."""
         try:
             data = self.load(name)
             objects = saved_objects(data.get("session", data)) if data else []
         except FinecutError as exc:
-            return {"objects": 0, "error": str(exc)}
+            return {"objects": 0, "status": IN_PROGRESS, "error": str(exc)}
+        status = derive_status(data, bool(objects))
         if not objects:
-            return {"objects": 0}
-        return {"objects": len(objects), "labels": sorted({o["label"] for o in objects})}
+            return {"objects": 0, "status": status}
+        return {"objects": len(objects), "labels": sorted({o["label"] for o in objects}), "status": status}

@@ -31,11 +31,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: $FINECUT_MAX_MEGAPIXELS or 40)")
     parser.add_argument("--max-file-mb", type=float, default=64.0,
                         help="refuse image files / uploads larger than this (default: %(default)s)")
+    parser.add_argument("--labels", metavar="NAMES|FILE", default=None,
+                        help="a fixed label set: comma-separated class names (person,car,tree), or a .json / .yaml "
+                             "file of classes with name, color and hotkey; classes get hotkeys 1-9 and stable "
+                             "category ids (default: free-text labels)")
+    parser.add_argument("--import", dest="imports", metavar="COCO.json|MASKS_DIR", action="append", default=[],
+                        type=Path,
+                        help="before starting, import existing annotations as objects of the matching images: a COCO "
+                             "file (RLE or polygons) or a folder of PNG masks / instance maps; repeatable; importing "
+                             "the same file again adds nothing")
     parser.add_argument("--open", action="store_true", help="open the page in the default browser")
 
 
 def build_config(args: argparse.Namespace):
     from finecut.app.folder import Limits
+    from finecut.app.labels import load_label_set
     from finecut.app.service import AppConfig
 
     if not args.image_dir.is_dir():
@@ -52,7 +62,22 @@ def build_config(args: argparse.Namespace):
         threshold=args.threshold,
         cache_size=args.cache,
         limits=Limits(max_file_bytes=int(args.max_file_mb * 1024 * 1024), max_pixels=max_pixels),
+        labels=load_label_set(args.labels) if args.labels else None,
     )
+
+
+def run_imports(service, sources: list[Path]) -> None:
+    """Import each source into the folder, printing what was imported and every problem met."""
+    from finecut.app.importing import import_path
+    from finecut.errors import one_line
+
+    for source in sources:
+        report = import_path(service, source)
+        print(one_line(f"finecut app: {report.summary()}"))
+        for problem in report.problems:
+            print(one_line(f"  {problem}"))
+        if report.problem_count > len(report.problems):
+            print(f"  ... and {report.problem_count - len(report.problems)} more")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
         raise FinecutError(f"unknown model {args.model!r}; available: {', '.join(available_models())}")
     set_inference_threads(args.threads)
     config = build_config(args)
+    for source in args.imports:
+        if not source.exists():
+            raise FinecutError(f"--import {source}: not found (give a COCO .json file or a folder of PNG masks)")
     app = create_app(config)
+    run_imports(app.state.service, args.imports)
     url = f"http://{args.host}:{args.port}/"
     print(f"finecut app: annotating {config.image_dir.resolve()} -> {config.output_dir.resolve()}")
     print(f"finecut app: open {url}  (Ctrl+C to stop)")

@@ -13,10 +13,13 @@ from typing import Any
 import numpy as np
 
 from finecut.errors import FinecutError, one_line
+from finecut.importers.coco import is_coco, parse_coco
 from finecut.io import megapixels_to_pixels, overlay, pixel_limit, read_image, write_image, write_mask
 from finecut.predictor import Predictor
 from finecut.prompts import Box, Click, ClickKind
 from finecut.registry import load_model
+
+from finecut.commands._segment_coco import COCO_SCHEMA, run_coco_batch
 
 NAME = "segment"
 HELP = "Segment an image from clicks and/or a box (or a batch of images from a prompts JSON file)."
@@ -29,14 +32,15 @@ batch mode: --batch PROMPTS.json --images DIR --out-dir DIR
   A click is [x, y] (positive) or [x, y, kind] with kind pos|neg|tol (or positive|negative|tolerant);
   "box" is optional. Coordinates are pixels of the original image, x to the right, y down.
   Each image gives DIR/<name>.png (0/255 mask) and, with --overlays, DIR/<name>_overlay.png.
-  An image that fails is reported and skipped; the exit status is nonzero if any failed."""
+  An image that fails is reported and skipped; the exit status is nonzero if any failed.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "single image: finecut segment photo.jpg --click 120,80 --click 40,30:neg --out mask.png "
-        "--overlay overlay.png\n\n" + BATCH_SCHEMA
+        "--overlay overlay.png\n\n" + BATCH_SCHEMA + COCO_SCHEMA
     )
     parser.add_argument("image", nargs="?", help="image to segment (single-image mode)")
     parser.add_argument(
@@ -53,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse larger images, checked on the file's header before decoding "
                              "(default: $FINECUT_MAX_MEGAPIXELS or 40)")
     batch = parser.add_argument_group("batch mode")
-    batch.add_argument("--batch", metavar="PROMPTS.json", help="prompts for many images (schema below)")
+    batch.add_argument("--batch", metavar="PROMPTS.json",
+                       help="prompts for many images (schema below), or a COCO file of boxes to pre-label a folder")
     batch.add_argument("--images", metavar="DIR", help="folder holding the images named in the prompts file")
     batch.add_argument("--out-dir", metavar="DIR", help="folder for the masks (and overlays)")
     batch.add_argument("--overlays", action="store_true", help="batch mode: also write <name>_overlay.png")
@@ -135,7 +140,8 @@ def parse_prompt_entry(entry: Any, where: str) -> ImagePrompts:
 
 
 def read_prompts_file(path: Path) -> dict[str, Any]:
-    """Read the batch prompts JSON: an object mapping image names to prompt entries (validated per image later)."""
+    """Read the batch prompts JSON: an object mapping image names to prompt entries (validated per image later), or a
+    COCO instances file (returned as parsed JSON; see :func:`finecut.importers.coco.is_coco`)."""
     if not path.is_file():
         raise FinecutError(f"{path}: prompts file not found")
     try:
@@ -144,6 +150,8 @@ def read_prompts_file(path: Path) -> dict[str, Any]:
         raise FinecutError(f"{path}: cannot read prompts file ({exc})") from None
     except json.JSONDecodeError as exc:
         raise FinecutError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if is_coco(data):
+        return data
     if not isinstance(data, dict):
         raise FinecutError(f"{path}: expected a JSON object mapping image names to prompts")
     if not data:
@@ -262,6 +270,9 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise FinecutError(f"--out-dir {out_dir}: folder {out_dir.parent} does not exist (create it first)")
     max_pixels = _max_pixels(args)
     entries = read_prompts_file(prompts_path)
+    if is_coco(entries):
+        coco = parse_coco(prompts_path.read_bytes(), str(prompts_path))
+        return run_coco_batch(args, coco, Predictor(load_model(args.model)), images_dir, out_dir, max_pixels)
     predictor = Predictor(load_model(args.model))
     failed = 0
     seen: set[Path] = set()

@@ -49,8 +49,15 @@
     editing: null,       // {id, label} of a finished object being edited again
     notice: false,       // #message shows a notice that the next successful action clears
     loadToken: 0,
-    layers: { curFill: null, curLine: null, objFill: null, objLine: null },
+    layers: { curFill: null, curLine: null, objFill: null, objLine: null, selLine: null },
+    labels: null,        // the label set: [{name, id, color, hotkey}] or null (free-text labels)
+    selected: null,      // id of the selected finished object
+    masks: new Map(),    // object id -> {runs, mask}: decoded masks, for selecting by click
+    filter: store.get("filter", "all"),  // image list filter by status
+    hidden: new Set(),   // ids of the current image's objects not drawn (kept per image in localStorage)
+    locked: new Set(),   // ids of the current image's objects protected from edits and selection
   };
+  const STATUS_TEXT = { new: "new", in_progress: "in progress", done: "done", skipped: "skipped" };
 
   // ------------------------------------------------------------------ status & messages
   let statusTimer = null;
@@ -156,7 +163,13 @@
     lc.getContext("2d").putImageData(line, 0, 0);
     return [fc, lc];
   }
-  const colorOf = (id) => PALETTE[(id - 1) % PALETTE.length];
+  const hexRgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  const classOf = (label) => (state.labels ? state.labels.find((c) => c.name === label) || null : null);
+  // an object's colour follows its class (label set); without one, its id
+  function colorOf(o) {
+    const cls = classOf(o.label);
+    return cls ? hexRgb(cls.color) : PALETTE[(o.id - 1) % PALETTE.length];
+  }
   function rebuildCurrent() {
     const cur = state.data && state.data.current;
     if (!cur || !cur.area) { state.layers.curFill = state.layers.curLine = null; return; }
@@ -164,15 +177,43 @@
     [state.layers.curFill, state.layers.curLine] = paintLayers(
       [{ mask, color: CURRENT_COLOR, outline: [255, 255, 255] }], state.W, state.H);
   }
+  function maskOf(o) {  // decoded once per object version
+    const hit = state.masks.get(o.id);
+    if (hit && hit.runs === o.runs) return hit.mask;
+    const mask = decodeRuns(o.runs, state.W, state.H);
+    state.masks.set(o.id, { runs: o.runs, mask });
+    return mask;
+  }
   function rebuildObjects() {
-    // the object being edited again is shown as the current object only
-    const shown = state.objects.filter((o) => !(state.editing && state.editing.id === o.id));
-    if (!shown.length) { state.layers.objFill = state.layers.objLine = null; return; }
-    const items = shown.map((o) => {
-      const c = colorOf(o.id);
-      return { mask: decodeRuns(o.runs, state.W, state.H), color: c, outline: c.map((v) => Math.min(255, v + 60)) };
-    });
-    [state.layers.objFill, state.layers.objLine] = paintLayers(items, state.W, state.H);
+    // drawing order: later objects on top; the object being edited again is shown as the current object only
+    const shown = state.objects.filter((o) => !(state.editing && state.editing.id === o.id) && !state.hidden.has(o.id));
+    if (!shown.length) { state.layers.objFill = state.layers.objLine = null; }
+    else {
+      const items = shown.map((o) => {
+        const c = colorOf(o);
+        return { mask: maskOf(o), color: c, outline: c.map((v) => Math.min(255, v + 60)) };
+      });
+      [state.layers.objFill, state.layers.objLine] = paintLayers(items, state.W, state.H);
+    }
+    rebuildSelection();
+  }
+  function rebuildSelection() {
+    const o = state.objects.find((ob) => ob.id === state.selected);
+    if (!o || state.hidden.has(o.id)) { state.layers.selLine = null; return; }
+    const mask = maskOf(o);
+    const grown = new Uint8Array(mask.length);  // a 2-px outline around the selected object
+    const W = state.W, H = state.H;
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) {
+        const i = y * W + x;
+        if (mask[i]) continue;
+        for (let d = 1; d <= 2 && !grown[i]; d++) {
+          if ((x >= d && mask[i - d]) || (x < W - d && mask[i + d]) || (y >= d && mask[i - d * W]) ||
+              (y < H - d && mask[i + d * W])) grown[i] = 1;
+        }
+      }
+    }
+    state.layers.selLine = paintLayers([{ mask: grown, color: [255, 255, 255], outline: [255, 255, 255] }], W, H)[0];
   }
 
   // ------------------------------------------------------------------ view transform
@@ -234,6 +275,7 @@
     ctx.globalAlpha = Math.min(1, 0.35 + state.opacity);
     if (L.objLine) ctx.drawImage(L.objLine, 0, 0);
     ctx.globalAlpha = 1;
+    if (L.selLine) ctx.drawImage(L.selLine, 0, 0);
     if (L.curLine) ctx.drawImage(L.curLine, 0, 0);
 
     // prompts, in screen space so that they keep their size when zooming
@@ -249,6 +291,7 @@
     const d = state.drag;
     if (d && d.mode === "box") drawBox([d.x0, d.y0, d.x1, d.y1].map((q, i) => (i % 2 ? clampY(q) : clampX(q))), S, true);
     if (d && d.mode === "brush") drawStroke(d.points, d.positive, state.brushWidth, S);
+    if (d && d.mode === "paint") drawStroke(d.points, !d.erase, state.brushWidth, S);
   }
   function drawClick(c, S, last) {
     const [x, y] = S(c.x, c.y);
@@ -311,7 +354,7 @@
     $("undo").disabled = !cur || !cur.can_undo;
     $("redo").disabled = !cur || !cur.can_redo;
     $("finish").disabled = !cur || !cur.area;
-    $("reset").disabled = !cur || (!cur.clicks.length && !cur.box && !cur.scribbles.length && !cur.area);
+    $("reset").disabled = !cur || (!cur.clicks.length && !cur.box && !cur.scribbles.length && !cur.area && !state.editing);
     stage.dataset.area = cur ? String(cur.area) : "0";
     stage.dataset.objects = String(state.objects.length);
     stage.dataset.clicks = cur ? String(cur.clicks.length) : "0";
@@ -320,6 +363,7 @@
       if (cur.clicks.length) parts.push(`${cur.clicks.length} click${cur.clicks.length > 1 ? "s" : ""}`);
       if (cur.box) parts.push("box");
       if (cur.scribbles.length) parts.push(`${cur.scribbles.length} scribble${cur.scribbles.length > 1 ? "s" : ""}`);
+      if (cur.has_prior) parts.push("prior mask");
       $("current-info").textContent = parts.length
         ? `${parts.join(", ")} · ${cur.area.toLocaleString()} px` : "No prompts yet.";
       if (state.editing) $("current-info").textContent += ` · editing object #${state.editing.id}`;
@@ -334,44 +378,129 @@
     }
     renderObjects();
   }
+  const ICONS = {
+    eye: '<path d="M1 8s2.5-5 7-5 7 5 7 5-2.5 5-7 5-7-5-7-5z"/><circle cx="8" cy="8" r="2.2"/>',
+    eyeOff: '<path d="M1 8s2.5-5 7-5 7 5 7 5-2.5 5-7 5-7-5-7-5z"/><path d="M2 14L14 2"/>',
+    lock: '<rect x="3" y="7" width="10" height="7" rx="1"/><path d="M5 7V5a3 3 0 0 1 6 0v2"/>',
+    unlock: '<rect x="3" y="7" width="10" height="7" rx="1"/><path d="M5 7V5a3 3 0 0 1 6 0"/>',
+    up: '<path d="M8 13V3M4 7l4-4 4 4"/>',
+    down: '<path d="M8 3v10M4 9l4 4 4-4"/>',
+  };
+  function iconButton(cls, icon, title, onClick, disabled = false) {
+    const b = document.createElement("button");
+    b.className = "icon " + cls;
+    b.innerHTML = `<svg viewBox="0 0 16 16" aria-hidden="true">${ICONS[icon]}</svg>`;
+    b.title = title;
+    b.setAttribute("aria-label", title);
+    b.disabled = disabled;
+    b.addEventListener("click", (e) => { e.stopPropagation(); onClick(); });
+    return b;
+  }
   function renderObjects() {
     const ul = $("objects");
     ul.innerHTML = "";
-    for (const o of state.objects) {
+    const n = state.objects.length;
+    // listed top first: the first row is drawn on top of the others
+    state.objects.map((o, index) => ({ o, index })).reverse().forEach(({ o, index }) => {
       const li = document.createElement("li");
       li.dataset.id = o.id;
+      const locked = state.locked.has(o.id), hidden = state.hidden.has(o.id);
       if (state.editing && state.editing.id === o.id) li.className = "editing";
+      if (state.selected === o.id) li.classList.add("selected");
+      if (hidden) li.classList.add("hidden-object");
+      if (locked) li.classList.add("locked");
+      li.addEventListener("click", () => select(state.selected === o.id ? null : o.id));
       const sw = document.createElement("span");
       sw.className = "swatch";
-      sw.style.background = `rgb(${colorOf(o.id).join(",")})`;
+      sw.style.background = `rgb(${colorOf(o).join(",")})`;
       const label = document.createElement("span");
       label.className = "obj-label";
       label.textContent = `#${o.id} ${o.label}`;
-      label.title = "Double-click to rename";
-      label.addEventListener("dblclick", () => editLabel(o, label));
-      const area = document.createElement("span");
-      area.className = "area";
-      area.textContent = o.area.toLocaleString() + " px";
+      label.title = locked ? "Locked" : "Double-click to rename" + (state.labels ? " (or select and press its class key)" : "");
+      if (state.labels && !classOf(o.label)) { label.classList.add("unknown-class"); label.title = "Not a class of the label set"; }
+      if (o.imported) {
+        const tag = document.createElement("span");
+        tag.className = "tag";
+        tag.textContent = "imported";
+        label.append(" ", tag);
+      }
+      label.addEventListener("dblclick", (e) => { e.stopPropagation(); if (!locked) editLabel(o, label); });
+      li.title = `#${o.id} ${o.label}: ${o.area.toLocaleString()} px` + (o.imported ? " · imported" : "");
+      const vis = iconButton("visibility", hidden ? "eyeOff" : "eye", hidden ? `Show object #${o.id}` : `Hide object #${o.id}`,
+        () => toggleView("hidden", o.id));
+      const lock = iconButton("lock", locked ? "lock" : "unlock", locked ? `Unlock object #${o.id}` : `Lock object #${o.id}`,
+        () => toggleView("locked", o.id));
+      const up = iconButton("move-up", "up", `Bring object #${o.id} forward`, () => moveObject(o, index + 1),
+        locked || index === n - 1);
+      const down = iconButton("move-down", "down", `Send object #${o.id} backward`, () => moveObject(o, index - 1),
+        locked || index === 0);
+      const edit = document.createElement("button");
+      edit.className = "reopen";
+      edit.textContent = "✎";
+      edit.title = `Correct object #${o.id}: its mask becomes the current object (clicks change only what is around them; Paint / Erase edit pixels); Finish stores it, Esc cancels`;
+      edit.setAttribute("aria-label", `Edit object ${o.id}`);
+      edit.disabled = locked;
+      edit.addEventListener("click", (e) => { e.stopPropagation(); reopenObject(o); });
       const del = document.createElement("button");
       del.className = "delete";
       del.textContent = "×";
       del.title = `Delete object #${o.id}`;
       del.setAttribute("aria-label", `Delete object ${o.id}`);
-      del.addEventListener("click", () => deleteObject(o));
-      const edit = document.createElement("button");
-      edit.className = "reopen";
-      edit.textContent = "✎";
-      edit.title = `Edit object #${o.id} again (its clicks come back; Finish stores it, Esc cancels)`;
-      edit.setAttribute("aria-label", `Edit object ${o.id}`);
-      edit.addEventListener("click", () => reopenObject(o));
-      li.append(sw, label, area, edit, del);
+      del.disabled = locked;
+      del.addEventListener("click", (e) => { e.stopPropagation(); deleteObject(o); });
+      li.append(vis, lock, sw, label, up, down, edit, del);
       ul.append(li);
-    }
-    $("object-count").textContent = state.objects.length ? `(${state.objects.length})` : "";
-    $("objects-empty").hidden = state.objects.length > 0;
+    });
+    $("object-count").textContent = n ? `(${n})` : "";
+    $("objects-empty").hidden = n > 0;
+    $("objects-hint").hidden = n < 2;
     const labels = new Set(state.objects.map((o) => o.label));
     $("labels").innerHTML = "";
     for (const l of labels) { const opt = document.createElement("option"); opt.value = l; $("labels").append(opt); }
+    renderClasses();
+  }
+  // ------------------------------------------------------------------ label set
+  function currentLabel() { return $("label").value.trim() || state.config.default_label || "object"; }
+  function setLabel(name) { $("label").value = name; renderClasses(); }
+  function renderClasses() {
+    const box = $("classes");
+    if (!state.labels) { box.hidden = true; return; }
+    box.hidden = false;
+    $("label-row").hidden = true;
+    const active = currentLabel();
+    box.innerHTML = "";
+    for (const c of state.labels) {
+      const b = document.createElement("button");
+      b.className = "class-chip" + (c.name === active ? " active" : "");
+      b.dataset.label = c.name;
+      b.title = `${c.name} (category ${c.id})` + (c.hotkey ? ` · key ${c.hotkey}` : "");
+      const key = document.createElement("span");
+      key.className = "key";
+      key.textContent = c.hotkey || "";
+      const sw = document.createElement("span");
+      sw.className = "swatch";
+      sw.style.background = c.color;
+      const name = document.createElement("span");
+      name.textContent = c.name;
+      b.append(key, sw, name);
+      b.addEventListener("click", () => chooseClass(c));
+      box.append(b);
+    }
+  }
+  // a class key or chip: renames the selected object (unless locked), else sets the current object's class
+  function chooseClass(c) {
+    const o = state.objects.find((ob) => ob.id === state.selected);
+    if (o) {
+      if (state.locked.has(o.id)) { status(`Object #${o.id} is locked.`); return; }
+      if (o.label !== c.name) {
+        act("PATCH", `objects/${o.id}`, { label: c.name }, true, "rename").then((data) => {
+          if (data) status(`Object #${o.id} is now “${c.name}”`, "ok");
+        });
+      }
+      return;
+    }
+    setLabel(c.name);
+    status(`Class: ${c.name}`);
   }
   function editLabel(o, span) {
     const input = document.createElement("input");
@@ -397,28 +526,77 @@
     });
     input.addEventListener("blur", () => done(true));
   }
+  const matches = (im) => state.filter === "all" ||
+    (state.filter === "unfinished" ? im.status === "new" || im.status === "in_progress" : im.status === state.filter);
   function renderImages() {
     const ul = $("images");
     ul.innerHTML = "";
+    let shown = 0;
     state.images.forEach((im, i) => {
+      if (!matches(im) && i !== state.index) return;
+      shown += 1;
       const li = document.createElement("li");
+      li.dataset.name = im.name;
+      li.dataset.status = im.status || "new";
       if (i === state.index) li.className = "current";
       if (im.bad) li.classList.add("bad");
+      const dot = document.createElement("span");
+      dot.className = "dot";
+      dot.title = STATUS_TEXT[im.status || "new"];
       const n = document.createElement("span");
+      n.className = "name";
       n.textContent = im.name;
-      n.title = im.bad || im.name;
+      n.title = im.bad || `${im.name} · ${STATUS_TEXT[im.status || "new"]}`;
       const c = document.createElement("span");
       c.className = "count";
       c.textContent = im.objects ? String(im.objects) : "";
-      li.append(n, c);
+      li.append(dot, n, c);
       li.addEventListener("click", () => openIndex(i));
       ul.append(li);
     });
     const cur = ul.querySelector(".current");
-    if (cur) cur.scrollIntoView({ block: "nearest" });
+    if (cur) {  // scroll the list only (scrollIntoView would scroll the whole panel too)
+      const r = cur.getBoundingClientRect(), u = ul.getBoundingClientRect();
+      if (r.top < u.top) ul.scrollTop -= u.top - r.top;
+      else if (r.bottom > u.bottom) ul.scrollTop += r.bottom - u.bottom;
+    }
+    $("images-count").textContent = state.filter === "all" ? "" : `(${shown} of ${state.images.length})`;
     $("image-pos").textContent = state.images.length ? `${state.index + 1} / ${state.images.length}` : "";
-    $("prev").disabled = state.index <= 0;
-    $("next").disabled = state.index >= state.images.length - 1;
+    $("prev").disabled = neighbour(-1) < 0;
+    $("next").disabled = neighbour(1) < 0;
+    renderProgress();
+  }
+  function renderProgress() {
+    const counts = { new: 0, in_progress: 0, done: 0, skipped: 0 };
+    for (const im of state.images) counts[im.status || "new"] += 1;
+    const total = state.images.length || 1;
+    $("progress-done").style.width = `${(100 * counts.done) / total}%`;
+    $("progress-skipped").style.width = `${(100 * counts.skipped) / total}%`;
+    $("progress-text").textContent = `${counts.done} / ${state.images.length} done` +
+      (counts.skipped ? ` · ${counts.skipped} skipped` : "");
+    $("progress").title = `${counts.done} done, ${counts.skipped} skipped, ${counts.in_progress} in progress, ` +
+      `${counts.new} new of ${state.images.length} images`;
+    $("progress").dataset.done = String(counts.done);
+    const im = state.images[state.index];
+    const st = (im && im.status) || "new";
+    $("image-status").textContent = STATUS_TEXT[st];
+    $("image-status").dataset.status = st;
+    $("status-clear").hidden = !(st === "done" || st === "skipped");
+  }
+  // the index of the next (d = 1) or previous (d = -1) image that the filter shows; -1 if none
+  function neighbour(d) {
+    for (let i = state.index + d; i >= 0 && i < state.images.length; i += d) if (matches(state.images[i])) return i;
+    return -1;
+  }
+  // the first unfinished image after the current one (wrapping around), -1 if none
+  function nextUnfinished() {
+    const n = state.images.length;
+    for (let k = 1; k <= n; k++) {
+      const i = (state.index + k) % n;
+      const st = state.images[i].status || "new";
+      if ((st === "new" || st === "in_progress") && !state.images[i].bad) return i;
+    }
+    return -1;
   }
   function showLatency(t, roundTrip, what) {
     if (!t) return;
@@ -443,11 +621,14 @@
       $("model").value = data.model;
       store.set("model", data.model);
     }
+    const im = state.images[state.index];
     if (withObjects && data.objects) {
       state.objects = data.objects;
-      const im = state.images[state.index];
-      if (im) { im.objects = data.objects.length; renderImages(); }
+      if (!state.objects.some((o) => o.id === state.selected)) state.selected = null;
+      if (im) im.objects = data.objects.length;
     }
+    if (im && data.status) im.status = data.status;
+    if (im) renderImages();
     if ((withObjects && data.objects) || editingChanged) rebuildObjects();
     rebuildCurrent();
     renderPanel();
@@ -540,7 +721,10 @@
     state.editing = null;
     state.pending = [];
     state.notice = false;
-    state.layers = { curFill: null, curLine: null, objFill: null, objLine: null };
+    state.selected = null;
+    state.masks = new Map();
+    loadView(name);
+    state.layers = { curFill: null, curLine: null, objFill: null, objLine: null, selLine: null };
     $("latency").textContent = "\u00a0";
     stage.dataset.image = "";
     $("image-name").textContent = name;
@@ -580,7 +764,55 @@
       setBusy(-1);
     }
   }
-  const step = (d) => openIndex(Math.min(state.images.length - 1, Math.max(0, state.index + d)));
+  const step = (d) => { const i = neighbour(d); if (i >= 0) openIndex(i); };
+
+  // ------------------------------------------------------------------ per-image view: hidden and locked objects
+  function loadView(name) {
+    const v = store.get("view." + name, {});
+    state.hidden = new Set(v.hidden || []);
+    state.locked = new Set(v.locked || []);
+  }
+  function saveView() {
+    if (state.name) store.set("view." + state.name, { hidden: [...state.hidden], locked: [...state.locked] });
+  }
+  function toggleView(which, id) {
+    const set = state[which];
+    if (set.has(id)) set.delete(id); else set.add(id);
+    if (which === "locked" && set.has(id) && state.selected === id) state.selected = null;
+    saveView();
+    rebuildObjects();
+    renderObjects();
+    draw();
+  }
+  // select a finished object (null: none): shown with a white outline; class keys rename it, Delete deletes it
+  function select(id) {
+    state.selected = id;
+    for (const li of $("objects").querySelectorAll("li")) li.classList.toggle("selected", Number(li.dataset.id) === id);
+    stage.dataset.selected = id === null ? "" : String(id);
+    rebuildSelection();
+    draw();
+    const o = state.objects.find((ob) => ob.id === id);
+    if (o) status(`Selected #${o.id} “${o.label}”` + (state.labels ? " · a class key renames it" : "") +
+      " · Delete deletes it · Enter edits it");
+  }
+  // the topmost shown, unlocked object whose mask holds image pixel (x, y)
+  function objectAt(x, y) {
+    const i = Math.floor(y) * state.W + Math.floor(x);
+    for (let k = state.objects.length - 1; k >= 0; k--) {
+      const o = state.objects[k];
+      if (state.hidden.has(o.id) || state.locked.has(o.id)) continue;
+      if (state.editing && state.editing.id === o.id) continue;
+      if (maskOf(o)[i]) return o;
+    }
+    return null;
+  }
+  function moveObject(o, index) {
+    const from = state.objects.findIndex((ob) => ob.id === o.id);
+    if (index < 0 || index >= state.objects.length || index === from) return;
+    act("POST", `objects/${o.id}/move`, { index }, true, "reorder").then((data) => {
+      if (data) status(`Object #${o.id} moved ${index > from ? "forward" : "backward"} · Ctrl+Z undoes`);
+    });
+  }
 
   // ------------------------------------------------------------------ pointer input
   function clickKind(e) {
@@ -606,6 +838,17 @@
       draw();
       return;
     }
+    if ((state.tool === "paint" || state.tool === "erase") && e.button !== 1) {
+      const erase = state.tool === "erase" || e.button === 2 || e.shiftKey;
+      state.drag = { mode: "paint", erase, points: inside(p) ? [[p.x, p.y]] : [] };
+      draw();
+      return;
+    }
+    if (state.tool === "select" && e.button === 0) {
+      const o = inside(p) ? objectAt(p.x, p.y) : null;
+      select(o ? o.id : null);
+      return;
+    }
     state.drag = {
       mode: "press", button: e.button, kind: clickKind(e), sx: p.sx, sy: p.sy,
       x0: p.x, y0: p.y, x1: p.x, y1: p.y, boxOnly: state.tool === "box",
@@ -620,7 +863,7 @@
       state.view.tx = d.tx + (p.sx - d.sx);
       state.view.ty = d.ty + (p.sy - d.sy);
       draw();
-    } else if (d.mode === "brush") {
+    } else if (d.mode === "brush" || d.mode === "paint") {
       if (!inside(p)) return;
       const last = d.points[d.points.length - 1];
       if (!last || Math.hypot(p.x - last[0], p.y - last[1]) * state.view.s >= 2) { d.points.push([p.x, p.y]); draw(); }
@@ -649,6 +892,12 @@
         const pts = d.points.map(([x, y]) => [Math.min(state.W - 0.01, x), Math.min(state.H - 0.01, y)]);
         act("POST", "scribble", withModel({ points: pts, positive: d.positive, width: state.brushWidth }), false, "scribble");
       }
+    } else if (d.mode === "paint") {
+      draw();
+      if (d.points.length) {
+        const pts = d.points.map(([x, y]) => [Math.min(state.W - 0.01, x), Math.min(state.H - 0.01, y)]);
+        act("POST", "paint", { points: pts, width: state.brushWidth, erase: d.erase }, false, d.erase ? "erase" : "paint");
+      }
     } else if (d.mode === "box") {
       const x0 = clampX(Math.min(d.x0, d.x1)), x1 = clampX(Math.max(d.x0, d.x1));
       const y0 = clampY(Math.min(d.y0, d.y1)), y1 = clampY(Math.max(d.y0, d.y1));
@@ -663,6 +912,12 @@
   canvas.addEventListener("pointerup", endPointer);
   canvas.addEventListener("pointercancel", endPointer);
   canvas.addEventListener("auxclick", (e) => e.preventDefault());
+  canvas.addEventListener("dblclick", (e) => {  // Select tool: double-click an object's mask to correct it
+    if (state.tool !== "select" || !state.img) return;
+    const p = toImage(e);
+    const o = inside(p) ? objectAt(p.x, p.y) : null;
+    if (o) reopenObject(o);
+  });
   canvas.addEventListener("mousedown", (e) => { if (e.button === 1) e.preventDefault(); });
   canvas.addEventListener("wheel", (e) => {
     e.preventDefault();
@@ -675,18 +930,21 @@
     state.tool = tool;
     for (const b of $("tools").querySelectorAll("button")) b.classList.toggle("active", b.dataset.tool === tool);
     stage.className = "tool-" + tool;
-    $("brush-options").hidden = tool !== "brush";
+    $("brush-options").hidden = !["brush", "paint", "erase"].includes(tool);
     const hints = {
       click: "Left click: object · Right/Shift click: background · Middle/T click: tolerant · Drag: box",
       box: "Drag a box around the object; then refine with clicks.",
-      brush: "Paint over the object (left) or the background (right / Shift).",
+      brush: "Scribble over the object (left) or the background (right / Shift); the model follows.",
+      paint: "Paint pixels onto the current mask (right / Shift erases); no model involved.",
+      erase: "Erase pixels from the current mask; no model involved.",
+      select: "Click an object's mask to select it · double-click to correct it" ,
       pan: "Drag to move the image; the wheel zooms.",
     };
     $("tool-hint").textContent = hints[tool];
   }
   function finish() {
     if (!state.data || !state.data.current.area) { status("Nothing to finish: click on an object first."); return; }
-    const label = $("label").value.trim() || "object";
+    const label = currentLabel();
     act("POST", "finish", { label }, true, "finish").then((data) => {
       if (data) status(`Object #${data.finished_id} “${label}” saved · ${summary()}`, "ok");
     });
@@ -697,11 +955,38 @@
     });
   }
   function reopenObject(o) {
+    if (state.locked.has(o.id)) { status(`Object #${o.id} is locked: unlock it to edit it.`); return; }
+    if (state.data && (state.data.current.area || state.data.current.clicks.length || state.editing)) {
+      status("Finish (Space) or reset (Esc) the current object before correcting another one.", "error");
+      return;
+    }
+    select(null);
     act("POST", `objects/${o.id}/reopen`, undefined, true, "reopen").then((data) => {
       if (!data || !data.editing) return;
-      $("label").value = data.editing.label;
-      status(`Editing object #${o.id} “${data.editing.label}”: Finish stores it again, Esc cancels.`);
+      setLabel(data.editing.label);
+      status(`Correcting object #${o.id} “${data.editing.label}”: clicks change only the part around them, ` +
+        "Paint / Erase edit pixels · Finish stores it, Esc cancels.");
     });
+  }
+  // the image's status: done or skipped (then on to the next unfinished image), or null to unmark it
+  async function setStatus(value, advance) {
+    const name = state.name;
+    if (!name || !state.img) return;
+    const cur = state.data && state.data.current;
+    if (value && cur && (cur.area || cur.clicks.length || cur.box || cur.scribbles.length)) {
+      status("Finish (Space) or reset (Esc) the current object before marking the image " + value + ".", "error");
+      return;
+    }
+    const data = await act("POST", "status", { status: value }, false, "status");
+    if (!data) return;
+    status(value ? `${name}: ${STATUS_TEXT[value]}` : `${name}: unmarked`, "ok");
+    if (!advance || name !== state.name) return;
+    const i = nextUnfinished();
+    if (i >= 0) openIndex(i);
+    else {
+      showMessage("Every image is done or skipped. Export… writes the annotations.", false, true);
+      state.notice = true;
+    }
   }
   const undo = () => act("POST", "undo", undefined, false, "undo");
   const redo = () => act("POST", "redo", undefined, false, "redo");
@@ -714,6 +999,15 @@
   $("finish").addEventListener("click", finish);
   $("prev").addEventListener("click", () => step(-1));
   $("next").addEventListener("click", () => step(1));
+  $("done-next").addEventListener("click", () => setStatus("done", true));
+  $("skip-next").addEventListener("click", () => setStatus("skipped", true));
+  $("status-clear").addEventListener("click", () => setStatus(null, false));
+  $("image-filter").value = state.filter;
+  $("image-filter").addEventListener("change", (e) => {
+    state.filter = e.target.value;
+    store.set("filter", state.filter);
+    renderImages();
+  });
   $("fit").addEventListener("click", fit);
   $("zoom-in").addEventListener("click", () => zoomCenter(1.25));
   $("zoom-out").addEventListener("click", () => zoomCenter(0.8));
@@ -775,6 +1069,50 @@
     } finally { setBusy(-1); }
   });
 
+  // import: a COCO file into the folder's images
+  $("import").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    e.target.value = "";
+    if (!file) return;
+    const out = $("import-result");
+    out.textContent = `Importing ${file.name} …`;
+    $("import-dialog").hidden = false;
+    setBusy(1);
+    try {
+      await queue;  // let pending edits land first
+      const res = await request("POST", "/api/import", file, false, { "X-Filename": file.name.replace(/[^\x20-\x7e]/g, "_") });
+      out.innerHTML = "";
+      const head = document.createElement("p");
+      head.id = "import-summary";
+      head.textContent = `${res.objects} object(s) imported into ${res.images} image(s)` +
+        (res.duplicates ? `; ${res.duplicates} already there` : "") +
+        (res.unmatched_count ? `; ${res.unmatched_count} image(s) of the file are not in the folder` : "");
+      out.append(head);
+      for (const text of res.problems) {
+        const p = document.createElement("p");
+        p.className = "muted";
+        p.textContent = text;
+        out.append(p);
+      }
+      if (res.problem_count > res.problems.length) {
+        const p = document.createElement("p");
+        p.className = "muted";
+        p.textContent = `… and ${res.problem_count - res.problems.length} more`;
+        out.append(p);
+      }
+      status(head.textContent, "ok");
+      await loadImages();
+      if (state.name && state.img) {  // show the current image's imported objects
+        const data = await request("POST", imageUrl(state.name, "open"), withModel({}));
+        applyState(data, true);
+      }
+    } catch (err) {
+      out.textContent = err.message;
+      status(err.message, "error");
+    } finally { setBusy(-1); }
+  });
+  $("import-close").addEventListener("click", () => { $("import-dialog").hidden = true; });
+
   // export dialog
   $("export-open").addEventListener("click", () => { $("export-result").innerHTML = ""; $("export-dialog").hidden = false; });
   $("export-cancel").addEventListener("click", () => { $("export-dialog").hidden = true; });
@@ -819,26 +1157,47 @@
     const tag = (e.target.tagName || "").toLowerCase();
     if (tag === "input" || tag === "select" || tag === "textarea") return;
     if (!$("export-dialog").hidden) { if (e.key === "Escape") $("export-dialog").hidden = true; return; }
+    if (!$("import-dialog").hidden) { if (e.key === "Escape" || e.key === "Enter") $("import-dialog").hidden = true; return; }
     const mod = e.ctrlKey || e.metaKey;
     const key = e.key.toLowerCase();
     if (mod && key === "z") { e.preventDefault(); if (e.shiftKey) redo(); else undo(); return; }
     if (mod && key === "y") { e.preventDefault(); redo(); return; }
     if (mod) return;
+    const sel = state.objects.find((o) => o.id === state.selected);
+    if (e.key === "Enter" && sel && !(state.data && state.data.current.area)) { e.preventDefault(); reopenObject(sel); return; }
     if (e.key === " " || e.key === "Enter") { e.preventDefault(); finish(); return; }
-    if (e.key === "Escape") { reset(); return; }
+    if (e.key === "Escape") { if (sel) select(null); else reset(); return; }
+    if ((e.key === "Delete" || e.key === "Backspace") && sel) {
+      e.preventDefault();
+      if (state.locked.has(sel.id)) status(`Object #${sel.id} is locked.`); else deleteObject(sel);
+      return;
+    }
+    if ((e.key === "[" || e.key === "]") && sel && !state.locked.has(sel.id)) {
+      const i = state.objects.indexOf(sel);
+      moveObject(sel, e.key === "]" ? i + 1 : i - 1);
+      return;
+    }
+    if (state.labels && /^[1-9]$/.test(e.key)) {
+      const c = state.labels.find((cl) => cl.hotkey === e.key);
+      if (c) chooseClass(c);
+      return;
+    }
+    if (key === "d") { setStatus("done", true); return; }
+    if (key === "s") { setStatus("skipped", true); return; }
     if (e.key === "ArrowRight" || key === "n" || e.key === "PageDown") { e.preventDefault(); step(1); return; }
     if (e.key === "ArrowLeft" || key === "p" || e.key === "PageUp") { e.preventDefault(); step(-1); return; }
     if (key === "t") { state.tHeld = true; return; }
-    const tools = { c: "click", x: "box", b: "brush", h: "pan" };
+    const tools = { c: "click", x: "box", b: "brush", h: "pan", m: "paint", e: "erase", v: "select" };
     if (tools[key]) { setTool(tools[key]); return; }
     if (key === "f" || key === "0") { fit(); return; }
-    if (key === "1") { zoomCenter(1 / state.view.s); return; }
+    if (key === "1" || key === "a") { zoomCenter(1 / state.view.s); return; }
     if (e.key === "+" || e.key === "=") { zoomCenter(1.25); return; }
     if (e.key === "-" || e.key === "_") { zoomCenter(0.8); return; }
   });
   document.addEventListener("keyup", (e) => { if (e.key.toLowerCase() === "t") state.tHeld = false; });
   window.addEventListener("blur", () => { state.tHeld = false; });
   window.addEventListener("resize", () => { resizeCanvas(); });
+  if (window.ResizeObserver) new ResizeObserver(() => resizeCanvas()).observe(stage);
 
   // ------------------------------------------------------------------ start
   async function start() {
@@ -855,6 +1214,8 @@
       const names = state.config.models.map((m) => m.name);
       if (!names.includes(state.model)) state.model = state.config.default_model;
       sel.value = state.model;
+      state.labels = state.config.labels;
+      if (state.labels) { $("label").value = state.config.default_label; renderClasses(); }
       await loadImages();
       resizeCanvas();
       setTool("click");
@@ -864,13 +1225,14 @@
         return;
       }
       const wanted = decodeURIComponent(location.hash.slice(1)) || store.get("image", "");
-      const i = Math.max(0, state.images.findIndex((im) => im.name === wanted));
+      let i = state.images.findIndex((im) => im.name === wanted);
+      if (i < 0) { state.index = -1; i = Math.max(0, nextUnfinished()); }  // else start with the first unfinished
       await openIndex(i);
     } catch (err) {
       showMessage(err.message, true);
       status(err.message, "error");
     }
   }
-  window.finecutApp = { state, openIndex, fit };  // for debugging from the console
+  window.finecutApp = { state, openIndex, fit, select };  // for debugging from the console
   start();
 })();
