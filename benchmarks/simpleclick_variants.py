@@ -28,7 +28,7 @@ import finecut
 from finecut.evaluation import next_click
 from finecut.models.official.simpleclick import released_config
 from finecut.models.registry import build_model
-from finecut.pipelines import build_engine
+from finecut.registry import build_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 

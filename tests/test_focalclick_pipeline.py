@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 import finecut
+from finecut.model_inputs import IMAGENET_MEAN, IMAGENET_STD
 from finecut.models.registry import build_model
 from finecut.models.roi_align import roi_align
 from finecut.pipelines.focalclick import FocalClickEngine
@@ -57,8 +58,8 @@ class _OracleSegmentor(nn.Module):
 
     def forward(self, image: torch.Tensor, maps: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = image.shape[-2:]
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
         rgb = (image * std + mean)[0]
         cols = rgb[0] / 255 * (self.image.shape[1] - 1)
         rows = rgb[1] / 255 * (self.image.shape[0] - 1)

@@ -15,7 +15,7 @@ from finecut import fbu
 from finecut.models.checkpoint import save_checkpoint
 from finecut.models.ntclick import ECPConfig, HRRConfig, NTClickNet, build_ntclick
 from finecut.models.registry import build_model
-from finecut.pipelines import build_engine
+from finecut.registry import build_engine
 from finecut.pipelines.ntclick import NTClickEngine, grow_box
 from finecut.predictor import Predictor
 from finecut.prompts import Click, ClickKind, Prompts

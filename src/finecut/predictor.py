@@ -1,39 +1,21 @@
-"""The Predictor: set an image once, then predict many times from prompts (the public contract)."""
+"""The Predictor: set an image once, then predict many times from prompts (the public contract).
+
+:class:`Prediction` is defined beside the engine contract (:mod:`finecut.engines.base`) and importable from here.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from finecut.click_honour import DEFAULT_RADIUS, honour_clicks
-from finecut.engines.base import Engine
+from finecut.engines.base import Engine, Prediction
 from finecut.errors import FinecutError
 from finecut.io import check_image
-from finecut.prompts import Box, Click, Prompts, Scribble, as_prompts, check_mask_shape
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The result of one step, at original image size.
-
-    ``mask`` is bool (H, W); ``probs`` float32 (H, W) in [0, 1]; ``prompts`` what produced it; ``state`` the pipeline
-    state an engine carries to the next step; ``seconds`` the wall time of the step.
-    """
-
-    mask: np.ndarray
-    probs: np.ndarray
-    prompts: Prompts
-    threshold: float = 0.5
-    state: Mapping[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def clicks(self) -> tuple[Click, ...]:
-        return self.prompts.clicks
+from finecut.prompts import Box, Click, Scribble, as_prompts, check_mask_shape
 
 
 class Predictor:
@@ -116,3 +98,6 @@ class Predictor:
             state=state,
             seconds=time.perf_counter() - start,
         )
+
+
+__all__ = ["Prediction", "Predictor"]

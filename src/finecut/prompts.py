@@ -2,7 +2,8 @@
 
 Public coordinates are ``(x, y)`` in original image pixels (column, row), like SAM. Encoding draws binary disks of a
 fixed radius (5 px by default) at *network* resolution, one channel per click kind, so a click has the same footprint
-whatever the size of the original image.
+whatever the size of the original image. :func:`click_window` is the one disk geometry; assembling the maps into a
+network's input channels is :mod:`finecut.model_inputs`'.
 """
 
 from __future__ import annotations
@@ -247,6 +248,35 @@ class CropTransform:
         return (x - self.x0 + 0.5) * sx - 0.5, (y - self.y0 + 0.5) * sy - 0.5
 
 
+def click_window(
+    click: Click, transform: CropTransform, radius: float
+) -> tuple[slice, slice, np.ndarray | None]:
+    """The disk of ``radius`` network pixels around a click: ``(rows, cols, disk)``, the window of the
+    network-resolution map that holds it and a bool array of the window's shape (None when the disk misses the map).
+
+    The one click-disk geometry of finecut: the disk is centred on the network position of the clicked pixel's
+    centre (:meth:`CropTransform.apply` of the floored click) and holds the pixel centres within ``radius`` of it.
+    :func:`click_disks`, the classical engines' seeds, NTClick's click rules and the click-honour rule draw with it.
+    """
+    height, width = transform.out_size
+    cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
+    y_lo, y_hi = max(0, int(np.floor(cy - radius))), min(height, int(np.ceil(cy + radius)) + 1)
+    x_lo, x_hi = max(0, int(np.floor(cx - radius))), min(width, int(np.ceil(cx + radius)) + 1)
+    rows, cols = slice(y_lo, max(y_lo, y_hi)), slice(x_lo, max(x_lo, x_hi))
+    if y_lo >= y_hi or x_lo >= x_hi:
+        return rows, cols, None
+    ys = np.arange(y_lo, y_hi, dtype=np.float64)[:, None]
+    xs = np.arange(x_lo, x_hi, dtype=np.float64)[None, :]
+    return rows, cols, (ys - cy) ** 2 + (xs - cx) ** 2 <= float(radius) ** 2
+
+
+def click_pixel(click: Click, transform: CropTransform) -> tuple[int, int]:
+    """The (row, col) of the network pixel holding a click (clamped into the map)."""
+    height, width = transform.out_size
+    cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
+    return min(max(int(round(cy)), 0), height - 1), min(max(int(round(cx)), 0), width - 1)
+
+
 def click_disks(
     clicks: Sequence[Click],
     transform: CropTransform,
@@ -254,26 +284,18 @@ def click_disks(
 ) -> np.ndarray:
     """Encode clicks as binary disks at network resolution: float32 array (3, H, W), channels ``CLICK_CHANNELS``.
 
-    A click whose centre falls outside the crop still marks the part of its disk that lies inside.
+    Each disk is :func:`click_window`'s; a click whose centre falls outside the crop still marks the part of its disk
+    that lies inside. Stacking these with the previous mask in a network's channel layout is
+    :mod:`finecut.model_inputs`' job.
     """
     height, width = transform.out_size
     maps = np.zeros((len(CLICK_CHANNELS), height, width), dtype=np.float32)
-    if not clicks:
-        return maps
-    ys = np.arange(height, dtype=np.float32)[:, None]
-    xs = np.arange(width, dtype=np.float32)[None, :]
-    r2 = float(radius) ** 2
     for click in clicks:
-        cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
-        if cx < -radius or cy < -radius or cx > width - 1 + radius or cy > height - 1 + radius:
+        rows, cols, disk = click_window(click, transform, radius)
+        if disk is None:
             continue
-        y_lo, y_hi = max(0, int(np.floor(cy - radius))), min(height, int(np.ceil(cy + radius)) + 1)
-        x_lo, x_hi = max(0, int(np.floor(cx - radius))), min(width, int(np.ceil(cx + radius)) + 1)
-        if y_lo >= y_hi or x_lo >= x_hi:
-            continue
-        disk = (ys[y_lo:y_hi] - cy) ** 2 + (xs[:, x_lo:x_hi] - cx) ** 2 <= r2
         channel = CLICK_CHANNELS.index(click.kind)
-        maps[channel, y_lo:y_hi, x_lo:x_hi] = np.maximum(maps[channel, y_lo:y_hi, x_lo:x_hi], disk)
+        maps[channel, rows, cols] = np.maximum(maps[channel, rows, cols], disk)
     return maps
 
 

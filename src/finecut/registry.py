@@ -1,44 +1,42 @@
-"""One registry of named engines, and ``load_model`` (the public contract) on top of it.
+"""The loader: one registry of engines (classical and learned alike), and ``load_model`` (the public contract).
 
 ``load_model`` accepts a registered name (``"grabcut"``, ``"random_walker"``, ``"geodesic"``, ``"default"``, the
 shipped learned models), a path to a checkpoint (``NAME.json`` + ``NAME.safetensors``), an official release file of
 SimpleClick / FocalClick / RITM (``load_model("x.pth", arch="simpleclick-b")`` or ``"simpleclick-b:checkpoint=x.pth"``,
 see :mod:`finecut.models.official`), and any of these as a ``NAME:KEY=VALUE,...`` spec.
+
+The loading path runs top-down: a checkpoint's network is built by :mod:`finecut.models.checkpoint` (networks only),
+then :func:`build_engine` wraps it in the engine its JSON names (``"engine"``), looked up in :data:`ENGINES` — the
+same registry that holds the classical engines. Entries are lazy ``"module:attribute"`` paths, so ``import finecut``
+stays light. A learned entry (``learned=True``) is built as ``factory(network, name=, checkpoint=, **options)`` and may
+carry default ``options``; a classical one as ``factory(**options)``, and only classical entries are names that
+``load_model`` accepts by themselves.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from finecut.engines.base import Engine
 from finecut.errors import FinecutError
+from finecut.registration import Entry, Registry
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-
-@dataclass(frozen=True)
-class EngineEntry:
-    name: str
-    target: str  # "module:callable" returning an Engine
-    description: str
-
-    def build(self, **kwargs: Any) -> Engine:
-        module_name, attr = self.target.split(":")
-        factory: Callable[..., Engine] = getattr(importlib.import_module(module_name), attr)
-        return factory(**kwargs)
+#: Every engine by name: classical engines (built from options) and the learned engines checkpoints name.
+ENGINES = Registry("engine")
+_ENGINES = ENGINES  # the older private name
+#: An engine entry: ``EngineEntry(name, "module:callable", description)``.
+EngineEntry = Entry
 
 
-_ENGINES: dict[str, EngineEntry] = {}
-
-
-def register_engine(name: str, target: str, description: str = "") -> None:
-    """Register an engine factory by import path, so that importing finecut stays light."""
-    _ENGINES[name] = EngineEntry(name, target, description)
+def register_engine(name: str, target: str, description: str = "", **info: Any) -> None:
+    """Register an engine factory by import path, so that importing finecut stays light (``learned=True`` for an
+    engine built around a checkpoint's network)."""
+    ENGINES.add(name, target, description, **info)
 
 
 register_engine("grabcut", "finecut.engines.grabcut:GrabCutEngine", "OpenCV GrabCut; clicks become hard seeds")
@@ -48,6 +46,30 @@ register_engine(
 register_engine(
     "geodesic", "finecut.engines.geodesic:GeodesicEngine", "geodesic-distance segmentation from click seeds"
 )
+register_engine("focalclick", "finecut.pipelines.focalclick:FocalClickEngine",
+                "FocalClick: Target Crop, segmentor, Focus Crop + refiner, Progressive Merge", learned=True)
+# SimpleClick / RITM: zoom-in on a single network, no refiner, no progressive merge
+register_engine("simpleclick", "finecut.pipelines.focalclick:FocalClickEngine", "SimpleClick: zoom-in on one network",
+                learned=True, options={"progressive_merge": False})
+register_engine("ritm", "finecut.pipelines.focalclick:FocalClickEngine", "RITM: zoom-in on one network",
+                learned=True, options={"progressive_merge": False})
+register_engine("ntclick", "finecut.pipelines.ntclick:NTClickEngine",
+                "NTClick: ECP (FBU map) then HRR on the uncertain band", learned=True)
+
+
+def _is_learned(entry: Entry) -> bool:
+    return bool(entry.info.get("learned", False))
+
+
+def build_engine(model: Any, doc: dict[str, Any], **kwargs: Any) -> Engine:
+    """Wrap a loaded network in the inference engine named by its checkpoint (``doc["engine"]``, default
+    ``"focalclick"``); options: the entry's defaults, then the checkpoint's ``"pipeline"``, then ``kwargs``."""
+    kind = doc.get("engine", "focalclick")
+    entry = ENGINES.get(kind) if isinstance(kind, str) else None
+    if entry is None or not _is_learned(entry):
+        raise FinecutError(f"checkpoint names an unknown engine {kind!r}")
+    options = {**entry.info.get("options", {}), **doc.get("pipeline", {}), **kwargs}
+    return entry.build(model, name=doc.get("name", kind), checkpoint=doc, **options)
 
 
 #: The shipped checkpoint that ``"default"`` names (the classical GrabCut engine when it is not installed).
@@ -68,25 +90,41 @@ def shipped_checkpoints() -> dict[str, Path]:
 
 def available_models() -> dict[str, str]:
     """Every name ``load_model`` accepts, with a one-line description."""
-    names = {name: entry.description for name, entry in _ENGINES.items()}
+    names = {name: entry.description for name, entry in ENGINES.items() if not _is_learned(entry)}
     for name in shipped_checkpoints():
         names[name] = "learned checkpoint shipped with finecut"
     names["default"] = f"alias of {default_model_name()}"
     return dict(sorted(names.items()))
 
 
-def _load_checkpoint(path: Path, **kwargs: Any) -> Engine:
-    loader = importlib.import_module("finecut.models.checkpoint")
-    return loader.load_engine(path, **kwargs)
+def load_checkpoint_engine(path: str | Path, **kwargs: Any) -> Engine:
+    """Load a finecut checkpoint and wrap its network in the engine its JSON names (``"engine"``, ``"pipeline"``);
+    ``kwargs`` are inference options."""
+    checkpoint = importlib.import_module("finecut.models.checkpoint")
+    model, doc = checkpoint.load_checkpoint(path)
+    json_path = checkpoint.checkpoint_paths(path)[0]
+    if not isinstance(doc.get("pipeline", {}), dict) or not isinstance(doc.get("engine", "focalclick"), str):
+        raise FinecutError(f"{json_path}: 'pipeline' must be an object and 'engine' a name")
+    try:
+        return build_engine(model, doc, **kwargs)
+    except FinecutError as exc:
+        raise FinecutError(str(exc) if str(json_path) in str(exc) else f"{json_path}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # unknown or mistyped pipeline options
+        text = str(exc).strip().splitlines()
+        first = (text[0][:300] if text else "") or type(exc).__name__
+        raise FinecutError(f"{json_path}: bad inference options ({first})") from None
 
 
 #: File endings of torch checkpoints (official releases); they load through :mod:`finecut.models.official`.
 TORCH_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin")
 
 
-def _load_official(path: str | Path, arch: str | None, **kwargs: Any) -> Engine:
+def load_official_engine(path: str | Path, arch: str | None = None, **options: Any) -> Engine:
+    """An official release file as a finecut engine; ``options`` override the inference options (``target_size``,
+    ``flip_tta``, ``threads``, ...)."""
     official = importlib.import_module("finecut.models.official")
-    return official.load_official_engine(str(path), arch=arch, **kwargs)
+    model, doc, _ = official.load_official(str(path), arch)
+    return build_engine(model, doc, **options)
 
 
 def load_model(name_or_path: str | Path = "default", *, arch: str | None = None,
@@ -97,23 +135,24 @@ def load_model(name_or_path: str | Path = "default", *, arch: str | None = None,
     Other keyword arguments are inference options of the engine."""
     key = str(name_or_path)
     if checkpoint is not None:
-        return _load_official(checkpoint, arch or key, **kwargs)
+        return load_official_engine(checkpoint, arch or key, **kwargs)
     if arch is not None:
-        return _load_official(key, arch, **kwargs)
-    if key in _ENGINES:
-        return _ENGINES[key].build(**kwargs)
+        return load_official_engine(key, arch, **kwargs)
+    entry = ENGINES.get(key)
+    if entry is not None and not _is_learned(entry):
+        return entry.build(**kwargs)
     shipped = shipped_checkpoints()
     if key in shipped:
-        return _load_checkpoint(shipped[key], **kwargs)
+        return load_checkpoint_engine(shipped[key], **kwargs)
     if key == "default":
         return load_model(default_model_name(), **kwargs)
     path = Path(key)
     if path.suffix in TORCH_SUFFIXES and path.is_file():
-        return _load_official(path, None, **kwargs)
+        return load_official_engine(path, None, **kwargs)
     if path.suffix in (".json", ".safetensors") or path.exists():
         if not path.exists():
             raise FinecutError(f"{path}: checkpoint not found")
-        return _load_checkpoint(path, **kwargs)
+        return load_checkpoint_engine(path, **kwargs)
     name, options = parse_model_spec(key)
     if options:
         return load_model(name, **{**options, **kwargs})

@@ -1,5 +1,5 @@
 """Segmentation engines: anything that turns (image, prompts, previous prediction) into probabilities."""
 
-from finecut.engines.base import Engine, EngineOutput
+from finecut.engines.base import Engine, EngineOutput, Prediction
 
-__all__ = ["Engine", "EngineOutput"]
+__all__ = ["Engine", "EngineOutput", "Prediction"]

@@ -1,17 +1,40 @@
-"""The interface every engine (classical or learned) implements, so one Predictor and one evaluator drive them all."""
+"""The interface every engine (classical or learned) implements, so one Predictor and one evaluator drive them all.
+
+The contract's two result types live here, beside the interface: :class:`EngineOutput` (what an engine returns for one
+step) and :class:`Prediction` (what the :class:`~finecut.predictor.Predictor` makes of it, and what the next step
+receives as ``previous``; also importable as ``finecut.predictor.Prediction`` and ``finecut.Prediction``).
+"""
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from finecut.prompts import Prompts
+from finecut.prompts import Click, Prompts
 
-if TYPE_CHECKING:
-    from finecut.predictor import Prediction
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result of one step, at original image size.
+
+    ``mask`` is bool (H, W); ``probs`` float32 (H, W) in [0, 1]; ``prompts`` what produced it; ``state`` the pipeline
+    state an engine carries to the next step; ``seconds`` the wall time of the step.
+    """
+
+    mask: np.ndarray
+    probs: np.ndarray
+    prompts: Prompts
+    threshold: float = 0.5
+    state: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def clicks(self) -> tuple[Click, ...]:
+        return self.prompts.clicks
 
 
 @dataclass
@@ -20,7 +43,7 @@ class EngineOutput:
 
     ``probs`` is float32 (H, W) in [0, 1] at original image size. ``mask`` optionally overrides ``probs > threshold``
     (for pipelines whose final mask is not a plain threshold). ``state`` is carried to the next step through
-    :class:`~finecut.predictor.Prediction` (zoom-in box, click count, ...).
+    :class:`Prediction` (zoom-in box, click count, ...).
     """
 
     probs: np.ndarray
@@ -32,7 +55,7 @@ class Engine(abc.ABC):
     """Base class of segmentation engines.
 
     An engine is stateless with respect to the interaction: everything that carries from one click to the next comes
-    in through ``previous`` (the last :class:`~finecut.predictor.Prediction`) and goes out through
+    in through ``previous`` (the last :class:`Prediction`) and goes out through
     :attr:`EngineOutput.state`. Only per-image features may be cached, by :meth:`encode_image`.
     """
 
@@ -49,7 +72,7 @@ class Engine(abc.ABC):
         image: np.ndarray,
         features: Any,
         prompts: Prompts,
-        previous: "Prediction | None",
+        previous: Prediction | None,
     ) -> EngineOutput:
         """Segment ``image`` (RGB uint8) given validated ``prompts`` and the previous step's prediction."""
 

@@ -17,7 +17,7 @@ memory: each step depends on the prompts alone, so ``previous`` is not needed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 from skimage.filters import threshold_otsu
 
-from finecut.engines.base import EngineOutput
+from finecut.engines.base import EngineOutput, Prediction
 from finecut.engines.seeds import (
     SeededEngine,
     Seeds,
@@ -38,8 +38,6 @@ from finecut.engines.seeds import (
 from finecut.errors import FinecutError
 from finecut.prompts import Prompts
 
-if TYPE_CHECKING:
-    from finecut.predictor import Prediction
 
 
 @dataclass(frozen=True)

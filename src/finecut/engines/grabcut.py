@@ -18,18 +18,17 @@ re-learns them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
-from finecut.engines.base import EngineOutput
+from finecut.engines.base import EngineOutput, Prediction
 from finecut.engines.seeds import (
     SeededEngine,
     Seeds,
     WorkingImage,
     border_mask,
-    click_window,
     colour_match,
     empty_probs,
     mask_to_working,
@@ -38,10 +37,8 @@ from finecut.engines.seeds import (
     to_original,
 )
 from finecut.errors import FinecutError
-from finecut.prompts import Prompts
+from finecut.prompts import Prompts, click_window
 
-if TYPE_CHECKING:
-    from finecut.predictor import Prediction
 
 #: OpenCV's GMMs: 5 components, each 1 weight + 3 means + 9 covariance entries, stored weights|means|covariances.
 GMM_COMPONENTS = 5

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from skimage.segmentation import random_walker
 
-from finecut.engines.base import EngineOutput
+from finecut.engines.base import EngineOutput, Prediction
 from finecut.engines.seeds import (
     SeededEngine,
     Seeds,
@@ -36,8 +36,6 @@ from finecut.engines.seeds import (
 from finecut.errors import FinecutError
 from finecut.prompts import Prompts
 
-if TYPE_CHECKING:
-    from finecut.predictor import Prediction
 
 #: Labels handed to scikit-image: 0 unlabelled, 1 background, 2 foreground.
 _UNLABELLED, _BG, _FG = 0, 1, 2

@@ -24,7 +24,10 @@ import numpy as np
 
 from finecut.engines.base import Engine
 from finecut.errors import FinecutError
-from finecut.prompts import Click, CropTransform, Prompts, box_map, click_disks, scribble_maps
+# click_window / click_pixel are the shared disk geometry of finecut.prompts (also importable from here)
+from finecut.prompts import (
+    Click, CropTransform, Prompts, box_map, click_disks, click_pixel, click_window, scribble_maps,
+)
 
 #: Index of the tolerant channel in :func:`finecut.prompts.click_disks` output.
 _TOL = 2
@@ -162,30 +165,6 @@ class Seeds:
             dist_out = cv2.distanceTransform(np.pad(outside, 1, constant_values=1), cv2.DIST_L2, 3)[1:-1, 1:-1]
             return (dist_in > band) & free, (dist_out > band) & free
         return inside.astype(bool) & free, outside.astype(bool) & free
-
-
-def click_window(
-    click: Click, transform: CropTransform, radius: float
-) -> tuple[slice, slice, np.ndarray | None]:
-    """The window around a click's disk at working resolution: (rows, cols, disk) with ``disk`` a bool array of the
-    window's shape (None when the disk misses the image). Same geometry as :func:`finecut.prompts.click_disks`."""
-    height, width = transform.out_size
-    cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
-    y_lo, y_hi = max(0, int(np.floor(cy - radius))), min(height, int(np.ceil(cy + radius)) + 1)
-    x_lo, x_hi = max(0, int(np.floor(cx - radius))), min(width, int(np.ceil(cx + radius)) + 1)
-    rows, cols = slice(y_lo, max(y_lo, y_hi)), slice(x_lo, max(x_lo, x_hi))
-    if y_lo >= y_hi or x_lo >= x_hi:
-        return rows, cols, None
-    ys = np.arange(y_lo, y_hi, dtype=np.float64)[:, None]
-    xs = np.arange(x_lo, x_hi, dtype=np.float64)[None, :]
-    return rows, cols, (ys - cy) ** 2 + (xs - cx) ** 2 <= float(radius) ** 2
-
-
-def click_pixel(click: Click, transform: CropTransform) -> tuple[int, int]:
-    """The (row, col) of the working pixel holding a click."""
-    height, width = transform.out_size
-    cx, cy = transform.apply(np.floor(click.x), np.floor(click.y))
-    return min(max(int(round(cy)), 0), height - 1), min(max(int(round(cx)), 0), width - 1)
 
 
 def colour_match(

@@ -1,7 +1,11 @@
-"""Checkpoints: ``NAME.safetensors`` (weights) + ``NAME.json`` (architecture config, training recipe, scores).
+"""Checkpoints: ``NAME.safetensors`` (weights) + ``NAME.json`` (architecture config, inputs, training recipe, scores).
 
 The JSON holds everything needed to rebuild the model (``{"model": {"arch": ..., ...}}``), so loading needs no code
-edit and survives refactors of the Python classes as long as the registry keeps the architecture name.
+edit and survives refactors of the Python classes as long as the registry keeps the architecture name. It also
+records the network's inputs (``"inputs"``: prompt layout and image normalisation, :mod:`finecut.model_inputs`);
+older checkpoints without that field get the inputs their network declares. Wrapping a loaded network in its
+inference engine (the JSON's ``"engine"`` and ``"pipeline"``) is the loader's job (:func:`finecut.registry.load_model`),
+not this module's: the network layer knows nothing of pipelines.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from finecut.errors import FinecutError
 from finecut.io import atomic_write_bytes
+from finecut.model_inputs import InputSpec
 from finecut.models.registry import build_model
 
 FORMAT_VERSION = 1
@@ -32,14 +37,20 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_config: dict[str, Any],
                     metadata: dict[str, Any] | None = None, overwrite: bool = True) -> tuple[Path, Path]:
-    """Write weights (float32, contiguous) and the JSON config; both atomically."""
+    """Write weights (float32, contiguous) and the JSON config; both atomically.
+
+    The JSON gets the network's declared inputs (``"inputs"``) unless ``metadata`` gives them."""
     json_path, weights_path = checkpoint_paths(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = weights_path.with_name(f".{weights_path.name}.tmp")
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(tmp), metadata={"format": "finecut", "version": str(FORMAT_VERSION)})
     os.replace(tmp, weights_path)
-    doc = {"format_version": FORMAT_VERSION, "model": model_config, **(metadata or {})}
+    doc: dict[str, Any] = {"format_version": FORMAT_VERSION, "model": model_config}
+    declared = getattr(model, "input_spec", None)
+    if isinstance(declared, InputSpec):
+        doc["inputs"] = declared.to_json()
+    doc.update(metadata or {})
     atomic_write_bytes(json_path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode(), overwrite=overwrite)
     return json_path, weights_path
 
@@ -132,19 +143,3 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
         raise FinecutError(f"{weights_path}: weights do not match the config's architecture ({first})") from exc
     model.eval()
     return model, doc
-
-
-def load_engine(path: str | os.PathLike, **kwargs: Any):
-    """Load a checkpoint and wrap it in the inference engine its config names (``doc["engine"]``)."""
-    from finecut.pipelines import build_engine
-
-    model, doc = load_checkpoint(path)
-    json_path = checkpoint_paths(path)[0]
-    if not isinstance(doc.get("pipeline", {}), dict) or not isinstance(doc.get("engine", "focalclick"), str):
-        raise FinecutError(f"{json_path}: 'pipeline' must be an object and 'engine' a name")
-    try:
-        return build_engine(model, doc, **kwargs)
-    except FinecutError as exc:
-        raise FinecutError(str(exc) if str(json_path) in str(exc) else f"{json_path}: {exc}") from None
-    except (TypeError, ValueError) as exc:  # unknown or mistyped pipeline options
-        raise FinecutError(f"{json_path}: bad inference options ({_first_line(exc)})") from None

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from finecut.errors import FinecutError
+from finecut.model_inputs import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 
 # (repeats, kernel, stride, expand, in, out) per stage, EfficientNet-Lite0.
 _LITE0_STAGES = (
@@ -27,9 +28,10 @@ _LITE0_STAGES = (
 )
 _BN = {"eps": 1e-3, "momentum": 0.01}
 
-#: Normalization the Lite weights were trained with: (x/255 - mean) / std.
-LITE_MEAN = (0.498, 0.498, 0.498)
-LITE_STD = (0.502, 0.502, 0.502)
+#: Normalization the Lite weights were trained with: (x/255 - mean) / std (finecut's models are fed ImageNet's; the
+#: constants live with every other input normalisation in :mod:`finecut.model_inputs`).
+LITE_MEAN = EFFICIENTNET_LITE_MEAN
+LITE_STD = EFFICIENTNET_LITE_STD
 
 
 class MBConv(nn.Module):

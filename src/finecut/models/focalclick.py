@@ -6,7 +6,6 @@ these modules only map tensors to logits.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -14,45 +13,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from finecut.errors import FinecutError
-from finecut.models.efficientnet import EfficientNetLite0
-from finecut.models.layers import ClickFusion, ConvBNReLU, FPNHead, SeparableConvBNReLU
-from finecut.models.registry import register_model
+from finecut.model_inputs import IMAGENET_MEAN, IMAGENET_STD, PROMPT_CHANNELS, InputSpec, leading_layout
+from finecut.models.backbones import build_backbone
+from finecut.models.heads import build_head
+from finecut.models.layers import ClickFusion, ConvBNReLU, SeparableConvBNReLU
 
-#: Prompt channel order shared by all interactive models.
-PROMPT_ORDER = ("previous_mask", "positive", "negative", "tolerant")
-#: ImageNet statistics of RGB in [0, 1] (the engines' input normalisation).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def build_backbone(name: str, **options: Any) -> nn.Module:
-    """A segmentor backbone by name; ``options`` go to its constructor (e.g. HRNet ``width``, ``stem_layers``)."""
-    if name == "efficientnet_lite0":
-        return EfficientNetLite0(**options)
-    backbones = importlib.import_module("finecut.models.backbones").BACKBONES
-    if name not in backbones:
-        raise FinecutError(f"unknown segmentor backbone {name!r}; known: efficientnet_lite0, {', '.join(backbones)}")
-    try:
-        return backbones[name](**options)
-    except TypeError as exc:
-        raise FinecutError(f"bad options for segmentor backbone {name!r}: {exc}") from exc
-
-
-def build_head(name: str, in_channels: list[int], channels: int) -> nn.Module:
-    if name == "fpn":
-        return FPNHead(in_channels, channels)
-    heads = importlib.import_module("finecut.models.heads").HEADS
-    if name not in heads:
-        raise FinecutError(f"unknown segmentor head {name!r}; known: fpn, {', '.join(heads)}")
-    return heads[name](in_channels, channels)
+#: The canonical prompt channel order (:data:`finecut.model_inputs.PROMPT_CHANNELS`, under its older name).
+PROMPT_ORDER = PROMPT_CHANNELS
 
 
 class FocalClickSegmentor(nn.Module):
     """Backbone whose stem output receives the encoded prompt maps (Conv1S), then a decoder head.
 
-    ``forward(image, prompt_maps)``: image (B,3,H,W) ImageNet-normalized, prompt maps (B,P,H,W) in the order
-    :data:`PROMPT_ORDER` (first ``prompt_channels`` of it). Returns ``logits`` (B,1,H,W), ``logits_lowres`` at the
-    head's stride and ``features`` (the head's last feature map).
+    ``forward(image, prompt_maps)``: image (B,3,H,W) ImageNet-normalized, prompt maps (B,P,H,W) in the layout
+    :attr:`input_spec` declares (the first ``prompt_channels`` of :data:`~finecut.model_inputs.PROMPT_CHANNELS`).
+    Returns ``logits`` (B,1,H,W), ``logits_lowres`` at the head's stride and ``features`` (the head's last feature
+    map).
 
     Options for the official layouts (defaults keep finecut's own): ``backbone_options`` (constructor arguments of the
     backbone), ``click_fusion`` (``"stem"``: Conv1S after the stem; ``"side"``: the MiT side branch of ClickSEG,
@@ -87,6 +63,11 @@ class FocalClickSegmentor(nn.Module):
                                             activation=fusion_activation)
         self.head = build_head(head, list(self.backbone.out_channels), head_channels)
         self.feature_channels = head_channels
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The prompt maps are the first ``prompt_channels`` of ``[previous_mask, positive, negative, tolerant]``."""
+        return InputSpec(leading_layout(self.prompt_channels))
 
     def forward(self, image: torch.Tensor, prompt_maps: torch.Tensor) -> dict[str, torch.Tensor]:
         if prompt_maps.shape[1] != self.prompt_channels:
@@ -183,15 +164,18 @@ class FocalClickNet(nn.Module):
         #: Inference-pipeline settings stored with the architecture (target size, expansions, ...).
         self.pipeline = dict(pipeline)
 
+    @property
+    def input_spec(self) -> InputSpec:
+        """The segmentor's inputs (the refiner sees the same maps, or the channels ``click_channels`` picks)."""
+        return self.segmentor.input_spec
+
     def forward(self, image: torch.Tensor, prompt_maps: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.segmentor(image, prompt_maps)
 
 
-@register_model("focalclick")
 def build_focalclick(**config: Any) -> FocalClickNet:
     return FocalClickNet(**config)
 
 
-@register_model("focalclick_segmentor")
 def build_focalclick_segmentor(**config: Any) -> FocalClickSegmentor:
     return FocalClickSegmentor(**config)

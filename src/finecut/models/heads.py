@@ -1,14 +1,29 @@
-"""Segmentation heads on multi-scale features: SegFormer all-MLP, HRNet OCR (as in RITM), SimpleClick's MLP head.
+"""Segmentation heads on multi-scale features: the all-MLP heads (SegFormer, SimpleClick, NTClick's ECP), HRNet OCR
+(as in RITM) and FocalClick's FPN head (:class:`finecut.models.layers.FPNHead`).
 
-Every head has ``out_channels`` and ``forward(feats: list[Tensor]) -> (logits (B,1,h,w), features (B,C,h,w))`` at the
-resolution of ``feats[0]`` (stride 4 for all backbones here). ``features`` is the last decoder map, used by a refiner.
-Heads are built by name through :data:`HEADS` / :func:`build_head`: ``build_head("segformer", in_channels, **kw)``.
-Submodule names follow the official code (mmcv ``ConvModule`` -> ``conv``/``bn``), so released weights map 1:1.
+Every head has ``out_channels`` and ``forward(feats: list[Tensor]) -> (logits (B,K,h,w), features (B,C,h,w))`` at the
+resolution of ``feats[0]`` (stride 4 for all backbones here; K = 1 but for the ECP's 3 FBU classes). ``features`` is
+the last decoder map, used by a refiner. Heads are built by name through :data:`HEADS` / :func:`build_head`:
+``build_head("segformer", in_channels, **kw)``. Submodule names follow the official code (mmcv ``ConvModule`` ->
+``conv``/``bn``), so released weights map 1:1.
+
+The three all-MLP heads share a shape (per-scale 1x1 projection, upsample to the finest scale, concatenate, 1x1 fuse,
+1x1 predict) but are different layers, each matching its own checkpoints:
+
+===============================  =========================  ======================  ========================
+head                             per-scale projection       fuse                    then
+===============================  =========================  ======================  ========================
+:class:`SegFormerHead`           linear (no activation),    1x1 conv + BN + ReLU    dropout, 1 logit
+                                 coarsest scale first
+:class:`SimpleClickHead`         1x1 conv + ReLU            1x1 conv (bias) + ReLU  optional 2x / 4x up-convs,
+                                                                                    dropout, 1 logit
+:class:`MLPHead` (NTClick ECP)   1x1 conv (no activation)   1x1 conv + BN + ReLU    ``num_classes`` logits
+===============================  =========================  ======================  ========================
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -16,6 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from finecut.errors import FinecutError
+from finecut.models.layers import FPNHead
+from finecut.registration import Registry
 
 
 class ConvModule(nn.Module):
@@ -160,6 +177,34 @@ class SimpleClickHead(nn.Module):
         return self.conv_seg(x), x
 
 
+class MLPHead(nn.Module):
+    """NTClick ECP's all-MLP head: per-scale 1x1 projection, upsample to the finest scale, concat, 1x1 conv + BN +
+    ReLU, 1x1 conv to ``num_classes`` (submodules ``proj``, ``fuse``, ``classifier``)."""
+
+    def __init__(self, in_channels: Sequence[int], channels: int, num_classes: int = 1) -> None:
+        super().__init__()
+        in_channels = _check_in_channels(in_channels, "MLPHead")
+        self.out_channels = int(channels)
+        self.proj = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(channels * len(in_channels), channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        size = feats[0].shape[-2:]
+        maps = []
+        for proj, feat in zip(self.proj, feats):
+            y = proj(feat)
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            maps.append(y)
+        x = self.fuse(torch.cat(maps, dim=1))
+        return self.classifier(x), x
+
+
 class SpatialGather(nn.Module):
     """OCR soft object regions: a softmax over pixels of each region map pools the pixel features, (B, C, K, 1)."""
 
@@ -287,12 +332,13 @@ class OCRHead(nn.Module):
         return logits, x
 
 
-#: Head builders by name: ``HEADS[name](in_channels, **kwargs)``.
-HEADS: dict[str, Callable[..., nn.Module]] = {
-    "segformer": SegFormerHead,
-    "ocr": OCRHead,
-    "simpleclick_mlp": SimpleClickHead,
-}
+#: Heads by name: ``HEADS[name](in_channels, *args, **kwargs)`` (a :class:`~finecut.registration.Registry`).
+HEADS = Registry("head")
+HEADS.add("fpn", FPNHead, "light FPN decoder (finecut's FocalClick models)")
+HEADS.add("segformer", SegFormerHead, "SegFormer all-MLP head (ClickSEG / FocalClick)")
+HEADS.add("ocr", OCRHead, "HRNet + OCR head (RITM / FocalClick)")
+HEADS.add("simpleclick_mlp", SimpleClickHead, "SimpleClick's all-MLP head")
+HEADS.add("ntclick_mlp", MLPHead, "NTClick ECP's all-MLP head")
 
 
 #: FocalClick's head for each segmentor backbone (ClickSEG: SegFormer-B0 embed 256, B3 embed 512; RITM hrnet18s
@@ -304,11 +350,10 @@ DEFAULT_HEADS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def build_head(name: str, in_channels: Sequence[int], **kwargs: Any) -> nn.Module:
+def build_head(name: str, in_channels: Sequence[int], *args: Any, **kwargs: Any) -> nn.Module:
     """Build a head by name for input maps with ``in_channels``; unknown names raise :class:`FinecutError`."""
-    if name not in HEADS:
-        raise FinecutError(f"unknown head {name!r}; known: {', '.join(sorted(HEADS))}")
+    entry = HEADS.entry(name)
     try:
-        return HEADS[name](in_channels, **kwargs)
+        return entry.build(in_channels, *args, **kwargs)
     except TypeError as exc:
         raise FinecutError(f"bad arguments for head {name!r}: {exc}") from exc

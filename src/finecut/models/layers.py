@@ -1,4 +1,9 @@
-"""Small building blocks shared by the interactive models."""
+"""Building blocks shared by the interactive models: the one ``LayerNorm2d`` and ``SimpleFeaturePyramid`` of finecut
+(SimpleClick's neck and NTClick's ECP pyramid), RITM's click fusion, conv groups and FocalClick's FPN head.
+
+Where two models computed the same layer differently, both computations stay, chosen by an explicit option at the
+call site (``LayerNorm2d(..., impl=)``; ``SimpleFeaturePyramid(..., keys=, norm=, init=)``), so every shipped and
+converted checkpoint loads and computes exactly as before."""
 
 from __future__ import annotations
 
@@ -7,6 +12,107 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+#: ``LayerNorm2d`` implementations: ``"fused"`` (``F.layer_norm`` over a channels-last view; SimpleClick's) and
+#: ``"explicit"`` (mean and variance written out, as ConvNeXt / segment_anything; NTClick's ECP). They agree to float32
+#: rounding, not bit for bit.
+LAYER_NORM_IMPLS = ("fused", "explicit")
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of a ``(B, C, H, W)`` map (ViTDet / ConvNeXt); parameters ``weight``, ``bias``.
+
+    ``impl`` picks the computation (:data:`LAYER_NORM_IMPLS`); it changes no parameter.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6, *, impl: str) -> None:
+        super().__init__()
+        if impl not in LAYER_NORM_IMPLS:
+            raise ValueError(f"LayerNorm2d impl must be one of {LAYER_NORM_IMPLS}, got {impl!r}")
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+        self.impl = impl
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impl == "fused":
+            return F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps).permute(
+                0, 3, 1, 2
+            )
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}, impl={self.impl!r}"
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid on one stride-``p`` map: strides p/4 (two 2x transposed convs with LayerNorm and
+    GELU between), p/2 (one), p (identity) and 2p (2x2 max-pool), each resampled map projected to ``out_dims[i]``
+    channels by 1x1 conv + LayerNorm + 3x3 conv + LayerNorm (convs without bias).
+
+    The same network in both its users; three explicit options keep each user's checkpoints and numbers:
+
+    * ``keys`` — state-dict layout: ``"split"`` (``resample.{i}`` + ``project.{i}``; SimpleClick's ``neck``) or
+      ``"grouped"`` (one ``groups.{i}`` sequence per level; NTClick's ECP ``pyramid``);
+    * ``norm`` — the :class:`LayerNorm2d` ``impl`` (SimpleClick ``"fused"``, ECP ``"explicit"``);
+    * ``init`` — ``"xavier_fill"`` (Caffe2's, as Detectron2: every conv ``kaiming_uniform_(a=1)``, zero bias;
+      SimpleClick) or ``"default"`` (PyTorch's; the ECP). Layers are created in each layout's original order, so a
+      seeded initialisation is the same as before the two copies were merged.
+    """
+
+    def __init__(self, in_dim: int, out_dims: tuple[int, int, int, int] | list[int], *, keys: str, norm: str,
+                 init: str) -> None:
+        super().__init__()
+        if keys not in ("split", "grouped"):
+            raise ValueError(f"SimpleFeaturePyramid keys must be 'split' or 'grouped', got {keys!r}")
+        if init not in ("xavier_fill", "default"):
+            raise ValueError(f"SimpleFeaturePyramid init must be 'xavier_fill' or 'default', got {init!r}")
+        out_dims = tuple(int(d) for d in out_dims)
+        if len(out_dims) != 4:
+            raise ValueError(f"SimpleFeaturePyramid needs 4 output widths, got {out_dims}")
+        half, quarter = in_dim // 2, in_dim // 4
+        widths = (quarter, half, in_dim, in_dim)
+        self.keys = keys
+
+        def resample(level: int) -> list[nn.Module]:
+            if level == 0:
+                return [nn.ConvTranspose2d(in_dim, half, 2, stride=2), LayerNorm2d(half, impl=norm), nn.GELU(),
+                        nn.ConvTranspose2d(half, quarter, 2, stride=2)]
+            if level == 1:
+                return [nn.ConvTranspose2d(in_dim, half, 2, stride=2)]
+            return [] if level == 2 else [nn.MaxPool2d(2, stride=2)]
+
+        def project(level: int) -> list[nn.Module]:
+            cin, cout = widths[level], out_dims[level]
+            return [nn.Conv2d(cin, cout, 1, bias=False), LayerNorm2d(cout, impl=norm),
+                    nn.Conv2d(cout, cout, 3, padding=1, bias=False), LayerNorm2d(cout, impl=norm)]
+
+        if keys == "split":
+            resamplers: list[nn.Module] = []
+            for level in range(4):
+                layers = resample(level)
+                resamplers.append(nn.Identity() if not layers else layers[0] if len(layers) == 1
+                                  else nn.Sequential(*layers))
+            self.resample = nn.ModuleList(resamplers)
+            self.project = nn.ModuleList(nn.Sequential(*project(level)) for level in range(4))
+        else:
+            self.groups = nn.ModuleList(nn.Sequential(*resample(level), *project(level)) for level in range(4))
+        self.out_channels = list(out_dims)
+        if init == "xavier_fill":
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                    nn.init.kaiming_uniform_(m.weight, a=1)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.keys == "grouped":
+            return [group(x) for group in self.groups]
+        return [project(resample(x)) for resample, project in zip(self.resample, self.project)]
 
 
 class ScaleLayer(nn.Module):

@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from finecut.errors import FinecutError
+from finecut.model_inputs import InputSpec, trailing_layout
 from finecut.models.attention import TokenAttention2d
-from finecut.models.registry import register_model
+from finecut.models.heads import MLPHead
+from finecut.models.layers import SimpleFeaturePyramid
 from finecut.models.vit import Mlp, PatchEmbed, ViTConfig, VisionTransformer
 
 BLOCK_PATTERNS = ("alternate", "both", "neighborhood", "grid", "global")
@@ -71,22 +73,6 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int, value: float = 0.0) -> torc
     h, w = x.shape[-2:]
     ph, pw = -h % multiple, -w % multiple
     return F.pad(x, (0, pw, 0, ph), value=value) if ph or pw else x
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of an NCHW map (ViTDet)."""
-
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 # ---------------------------------------------------------------------------------------------------------------- ECP
@@ -132,53 +118,6 @@ class ECPConfig:
         return 2 * self.patch_size
 
 
-def _refine_group(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 1, bias=False), LayerNorm2d(cout), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-            LayerNorm2d(cout)]
-
-
-class SimpleFeaturePyramid(nn.Module):
-    """ViTDet's four conv groups on the last ViT map: strides 4, 8, 16, 32 (of the image) with their own widths."""
-
-    def __init__(self, dim: int, out_channels: tuple[int, int, int, int]) -> None:
-        super().__init__()
-        c4, c8, c16, c32 = out_channels
-        self.groups = nn.ModuleList([
-            nn.Sequential(nn.ConvTranspose2d(dim, dim // 2, 2, 2), LayerNorm2d(dim // 2), nn.GELU(),
-                          nn.ConvTranspose2d(dim // 2, dim // 4, 2, 2), *_refine_group(dim // 4, c4)),
-            nn.Sequential(nn.ConvTranspose2d(dim, dim // 2, 2, 2), *_refine_group(dim // 2, c8)),
-            nn.Sequential(*_refine_group(dim, c16)),
-            nn.Sequential(nn.MaxPool2d(2), *_refine_group(dim, c32)),
-        ])
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [group(x) for group in self.groups]
-
-
-class MLPHead(nn.Module):
-    """Per-scale 1×1 projection, upsample to the finest scale, concat, MLP (1×1 conv, ReLU, 1×1 conv) -> classes."""
-
-    def __init__(self, in_channels: tuple[int, ...], channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.proj = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        self.fuse = nn.Sequential(
-            nn.Conv2d(channels * len(in_channels), channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
-
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        size = feats[0].shape[-2:]
-        maps = []
-        for proj, feat in zip(self.proj, feats):
-            y = proj(feat)
-            if y.shape[-2:] != size:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            maps.append(y)
-        return self.classifier(self.fuse(torch.cat(maps, dim=1)))
-
-
 class NTClickECP(nn.Module):
     """Explicit Coarse Perception: image + prompt maps -> 3-class FBU logits (see the module docstring)."""
 
@@ -192,8 +131,16 @@ class NTClickECP(nn.Module):
             drop_path_rate=cfg.drop_path_rate,
         ))
         self.prompt_embed = PatchEmbed(cfg.patch_size, cfg.prompt_channels, cfg.embed_dim)
-        self.pyramid = SimpleFeaturePyramid(cfg.embed_dim, cfg.pyramid_channels)
+        # ViTDet's pyramid, with the ECP's key layout, LayerNorm and initialisation
+        self.pyramid = SimpleFeaturePyramid(cfg.embed_dim, cfg.pyramid_channels, keys="grouped", norm="explicit",
+                                            init="default")
         self.head = MLPHead(cfg.pyramid_channels, cfg.head_channels, cfg.num_classes)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The prompt maps are the last ``prompt_channels`` of ``[previous_mask, positive, negative, tolerant]``:
+        all four, or the paper's ``[positive, negative, tolerant]``."""
+        return InputSpec(trailing_layout(self.config.prompt_channels))
 
     def arch_config(self) -> dict[str, Any]:
         """The ``{"arch": "ntclick_ecp", ...}`` dict that rebuilds this model through the registry."""
@@ -212,12 +159,11 @@ class NTClickECP(nn.Module):
         image_p = _pad_to_multiple(image, multiple)
         prompts_p = _pad_to_multiple(prompt_maps.to(image.dtype), multiple)
         features = self.backbone(image_p, extra_tokens=self.prompt_embed(prompts_p))
-        logits = self.head(self.pyramid(features))
+        logits = self.head(self.pyramid(features))[0]
         logits = F.interpolate(logits, size=image_p.shape[-2:], mode="bilinear", align_corners=False)
         return {"logits": logits[:, :, :height, :width], "features": features}
 
 
-@register_model("ntclick_ecp")
 def build_ntclick_ecp(**config: Any) -> NTClickECP:
     return NTClickECP(_config_from_dict(ECPConfig, config))
 
@@ -472,7 +418,6 @@ class NTClickHRR(nn.Module):
         return {"logits": logits, "features": features}
 
 
-@register_model("ntclick_hrr")
 def build_ntclick_hrr(**config: Any) -> NTClickHRR:
     return NTClickHRR(_config_from_dict(HRRConfig, config))
 
@@ -500,6 +445,11 @@ class NTClickNet(nn.Module):
     def prompt_channels(self) -> int:
         return self.ecp.config.prompt_channels
 
+    @property
+    def input_spec(self) -> InputSpec:
+        """The ECP's inputs (the HRR takes the same normalised image and the FBU map)."""
+        return self.ecp.input_spec
+
     def arch_config(self) -> dict[str, Any]:
         """The ``{"arch": "ntclick", "ecp": {...}, "hrr": {...}}`` dict that rebuilds this model."""
         return {"arch": "ntclick", "ecp": _sub_config(self.ecp.arch_config(), "ntclick_ecp"),
@@ -509,7 +459,6 @@ class NTClickNet(nn.Module):
         raise FinecutError("NTClickNet is a container: call its .ecp and .hrr networks (or use the ntclick engine)")
 
 
-@register_model("ntclick")
 def build_ntclick(ecp: dict[str, Any] | None = None, hrr: dict[str, Any] | None = None) -> NTClickNet:
     return NTClickNet(build_ntclick_ecp(**_sub_config(ecp, "ntclick_ecp")),
                       build_ntclick_hrr(**_sub_config(hrr, "ntclick_hrr")))

@@ -1,58 +1,46 @@
-"""The model registry: ``@register_model("name")`` on a builder, ``build_model(config)`` to construct one.
+"""The network registry: one table of architecture names, ``build_model(config)`` to construct one.
 
 A model config is a plain JSON-serialisable dict ``{"arch": NAME, ...kwargs}``; it is stored next to the weights in
-every checkpoint, so loading needs no code edit.
+every checkpoint, so loading needs no code edit. :data:`MODELS` is a :class:`~finecut.registration.Registry` whose
+entries point lazily at the builders (``"module:function"``), so listing the architectures imports none of them.
+A network declares its inputs itself (``input_spec``: prompt layout and image normalisation, see
+:mod:`finecut.model_inputs`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import torch.nn as nn
 
 from finecut.errors import FinecutError
+from finecut.registration import Registry
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
-
-#: Modules that register architectures when imported.
-_ARCH_MODULES: tuple[str, ...] = (
-    "finecut.models.focalclick",
-    "finecut.models.simpleclick",
-    "finecut.models.ntclick",
-)
-
-
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _BUILDERS and _BUILDERS[name] is not builder:
-            raise ValueError(f"model {name!r} registered twice")
-        _BUILDERS[name] = builder
-        return builder
-
-    return decorator
+#: Network architectures by name: ``MODELS[arch](**config)``.
+MODELS = Registry("model architecture")
+MODELS.add("focalclick", "finecut.models.focalclick:build_focalclick", "FocalClick segmentor + refiner")
+MODELS.add("focalclick_segmentor", "finecut.models.focalclick:build_focalclick_segmentor",
+           "FocalClick segmentor alone (RITM layouts)")
+MODELS.add("simpleclick", "finecut.models.simpleclick:build_simpleclick", "SimpleClick plain-ViT model")
+MODELS.add("ntclick", "finecut.models.ntclick:build_ntclick", "NTClick ECP + HRR in one checkpoint")
+MODELS.add("ntclick_ecp", "finecut.models.ntclick:build_ntclick_ecp", "NTClick's coarse network (FBU map)")
+MODELS.add("ntclick_hrr", "finecut.models.ntclick:build_ntclick_hrr", "NTClick's high-resolution refiner")
 
 
-def _import_arch_modules() -> None:
-    for module in _ARCH_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+def register_model(name: str, description: str = "") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator adding a builder defined elsewhere (an extension, a test) to :data:`MODELS`."""
+    return MODELS.register(name, description)
 
 
 def list_models() -> list[str]:
-    _import_arch_modules()
-    return sorted(_BUILDERS)
+    return sorted(MODELS)
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
     """Build a model from ``{"arch": NAME, ...}``."""
-    _import_arch_modules()
     cfg = dict(config)
     arch = cfg.pop("arch", None)
-    if arch not in _BUILDERS:
-        raise FinecutError(f"unknown model architecture {arch!r}; known: {', '.join(sorted(_BUILDERS))}")
-    return _BUILDERS[arch](**cfg)
+    if arch not in MODELS:
+        raise FinecutError(f"unknown model architecture {arch!r}; known: {', '.join(sorted(MODELS))}")
+    return MODELS[arch].build(**cfg)

@@ -25,9 +25,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from finecut.errors import FinecutError
-from finecut.models.backbones import LoadReport, load_matching, read_state_dict
+from finecut.models.pretrained import LoadReport, load_matching, read_state_dict
+from finecut.model_inputs import InputSpec, leading_layout
 from finecut.models.heads import HEAD_UPSAMPLE, SimpleClickHead
-from finecut.models.registry import register_model
+from finecut.models.layers import SimpleFeaturePyramid
 from finecut.models.vit import PatchEmbed, ViTConfig, VisionTransformer, convert_mae_state_dict, to_2tuple
 
 
@@ -125,61 +126,6 @@ class SimpleClickConfig:
         )
 
 
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of a ``(B, C, H, W)`` map (ViTDet / ConvNeXt)."""
-
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps).permute(
-            0, 3, 1, 2
-        )
-
-
-class SimpleFeaturePyramid(nn.Module):
-    """ViTDet's simple feature pyramid from one stride-``p`` map: strides p/4, p/2, p, 2p with ``out_dims`` channels."""
-
-    def __init__(self, in_dim: int, out_dims: tuple[int, int, int, int]) -> None:
-        super().__init__()
-        half, quarter = in_dim // 2, in_dim // 4
-        self.resample = nn.ModuleList(
-            [
-                nn.Sequential(
-                    nn.ConvTranspose2d(in_dim, half, 2, stride=2),
-                    LayerNorm2d(half),
-                    nn.GELU(),
-                    nn.ConvTranspose2d(half, quarter, 2, stride=2),
-                ),
-                nn.ConvTranspose2d(in_dim, half, 2, stride=2),
-                nn.Identity(),
-                nn.MaxPool2d(2, stride=2),
-            ]
-        )
-        widths = (quarter, half, in_dim, in_dim)
-        self.project = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(cin, cout, 1, bias=False),
-                LayerNorm2d(cout),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-                LayerNorm2d(cout),
-            )
-            for cin, cout in zip(widths, out_dims)
-        )
-        self.out_channels = list(out_dims)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):  # Caffe2 "xavier fill", as Detectron2
-                nn.init.kaiming_uniform_(m.weight, a=1)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [project(resample(x)) for resample, project in zip(self.resample, self.project)]
-
-
 def _gn_conv(cin: int, cout: int, kernel: int = 1, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, kernel, stride=stride), nn.GroupNorm(1, cout)]
 
@@ -233,13 +179,21 @@ class SimpleClick(nn.Module):
         w = self.prompt_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.prompt_embed.proj.bias)
-        neck_cls = SimpleClickFPN if cfg.neck == "simpleclick" else SimpleFeaturePyramid
-        self.neck = neck_cls(vit_cfg.embed_dim, cfg.neck_dims)  # type: ignore[arg-type]
+        if cfg.neck == "simpleclick":
+            self.neck: nn.Module = SimpleClickFPN(vit_cfg.embed_dim, cfg.neck_dims)  # type: ignore[arg-type]
+        else:  # ViTDet's pyramid, with SimpleClick's key layout, LayerNorm and initialisation
+            self.neck = SimpleFeaturePyramid(vit_cfg.embed_dim, cfg.neck_dims,  # type: ignore[arg-type]
+                                             keys="split", norm="fused", init="xavier_fill")
         head_dim = int(cfg.head_dim)  # type: ignore[arg-type]
         self.head = SimpleClickHead(self.neck.out_channels, head_dim, cfg.head_dropout, upsample=cfg.head_upsample)
         #: Channels and stride (w.r.t. the patch-padded input) of ``forward(...)["features"]``.
         self.feature_channels = head_dim
         self.feature_stride = 4 // HEAD_UPSAMPLE[cfg.head_upsample]
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The prompt maps are the first ``prompt_channels`` of ``[previous_mask, positive, negative, tolerant]``."""
+        return InputSpec(leading_layout(self.prompt_channels))
 
     @property
     def grad_checkpointing(self) -> bool:
@@ -326,7 +280,6 @@ def _adapt_in_channels(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor
     return out
 
 
-@register_model("simpleclick")
 def build_simpleclick(
     variant: str = "xtiny",
     pretrained: str | os.PathLike[str] | None = None,

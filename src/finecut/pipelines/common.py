@@ -1,22 +1,20 @@
-"""Pieces shared by the learned-model pipelines: image normalization, crops, prompt maps at network resolution."""
+"""Pieces shared by the learned-model pipelines: options, torch set-up, the starting probabilities, the clicks a
+network sees and the target crop. Network inputs (normalised images, prompt maps in a network's channel layout,
+resizing) come from :mod:`finecut.model_inputs`; ``normalize``, ``resize`` and ``crop_prompt_maps`` are importable
+from here too."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
+from finecut.engines.base import Prediction
+from finecut.model_inputs import crop_prompt_maps, normalize, resize
 from finecut.pipelines.geometry import click_box, expand_box, integer_box, mask_box, union_box
-from finecut.prompts import Click, ClickKind, CropTransform, Prompts, click_disks, scribble_maps
+from finecut.prompts import Click, ClickKind, Prompts
 from finecut.threads import inference_threads
-
-if TYPE_CHECKING:
-    from finecut.predictor import Prediction
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
 
 
 def check_options(options: dict[str, Any], defaults: dict[str, Any], method: str) -> None:
@@ -33,39 +31,7 @@ def configure_torch(threads: int | None) -> None:
     torch.set_flush_denormal(True)
 
 
-def normalize(image: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> (1, 3, H, W) float32 ImageNet-normalized."""
-    x = (image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(x).permute(2, 0, 1)[None].contiguous()
-
-
-def resize(array: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Resize an image or float map to (height, width): area for shrinking, bilinear for growing."""
-    h, w = array.shape[:2]
-    th, tw = size_hw
-    if (h, w) == (th, tw):
-        return array
-    interp = cv2.INTER_AREA if th < h and tw < w else cv2.INTER_LINEAR
-    return cv2.resize(array, (tw, th), interpolation=interp)
-
-
-def crop_prompt_maps(prompts: Prompts, clicks: tuple[Click, ...], previous: np.ndarray,
-                     box: tuple[int, int, int, int], size_hw: tuple[int, int], radius: float,
-                     channels: int) -> torch.Tensor:
-    """(1, channels, h, w) maps [previous, positive, negative, tolerant] for the crop ``box`` (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = box
-    transform = CropTransform(float(x0), float(y0), float(x1 - x0), float(y1 - y0), size_hw)
-    disks = click_disks(clicks, transform, radius)
-    if prompts.scribbles:
-        strokes = scribble_maps(prompts.scribbles, transform)
-        disks[0] = np.maximum(disks[0], strokes[0])
-        disks[1] = np.maximum(disks[1], strokes[1])
-    prev = resize(np.ascontiguousarray(previous[y0:y1, x0:x1], dtype=np.float32), size_hw)
-    maps = np.concatenate([prev[None], disks], axis=0)[:channels]
-    return torch.from_numpy(np.ascontiguousarray(maps))[None]
-
-
-def previous_probs(prompts: Prompts, previous: "Prediction | None", shape: tuple[int, int]) -> np.ndarray:
+def previous_probs(prompts: Prompts, previous: Prediction | None, shape: tuple[int, int]) -> np.ndarray:
     """The probabilities the step starts from: the previous prediction's, else the prior mask, else zeros."""
     if previous is not None:
         return previous.probs.astype(np.float32, copy=False)
@@ -100,3 +66,9 @@ def target_box(prev_mask: np.ndarray, prompts: Prompts, click: Click | None, zoo
     if click is not None:
         box = union_box(box, click_box(click))
     return integer_box(expand_box(box, expand, min_crop, h, w), h, w)
+
+
+__all__ = [
+    "check_options", "configure_torch", "crop_prompt_maps", "network_clicks", "normalize", "previous_probs", "resize",
+    "target_box",
+]

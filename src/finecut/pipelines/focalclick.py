@@ -16,24 +16,20 @@ Outside the target crop the previous probabilities are kept.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from finecut.engines.base import Engine, EngineOutput
+from finecut.engines.base import Engine, EngineOutput, Prediction
+from finecut.model_inputs import crop_image, crop_prompt_maps, input_spec, normalize, resize
 from finecut.models.roi_align import roi_align
-from finecut.pipelines.common import (
-    check_options, configure_torch, crop_prompt_maps, network_clicks, normalize, previous_probs, resize, target_box,
-)
+from finecut.pipelines.common import check_options, configure_torch, network_clicks, previous_probs, target_box
 from finecut.pipelines.geometry import (
     component_at, expand_box, integer_box, mask_box, net_size,
 )
 from finecut.prompts import Click, Prompts
-
-if TYPE_CHECKING:
-    from finecut.predictor import Prediction
 
 DEFAULTS: dict[str, Any] = {
     "target_size": 256,
@@ -68,6 +64,8 @@ class FocalClickEngine(Engine):
         self.name = name
         self.options = {**DEFAULTS, **getattr(net, "pipeline", {}), **options}
         self.checkpoint = checkpoint or {}
+        #: Prompt layout and image normalisation (the checkpoint's "inputs", else what the network declares).
+        self.inputs = input_spec(net, self.checkpoint)
         # a plain interactive net (e.g. SimpleClick) is its own segmentor and has no refiner
         self.segmentor = getattr(net, "segmentor", net)
         self.refiner = getattr(net, "refiner", None)
@@ -87,17 +85,18 @@ class FocalClickEngine(Engine):
         }
 
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
-        return normalize(image)
+        """The normalised full image: the refiner's input (its focus crops are RoIAligned from it)."""
+        return normalize(image, self.inputs)
 
     # ----------------------------------------------------------------- helpers
     def _target_box(self, prev_mask: np.ndarray, prompts: Prompts, click: Click | None) -> tuple[int, int, int, int]:
         o = self.options
         return target_box(prev_mask, prompts, click, o["zoom_in"], o["expand"], o["min_crop"])
 
-    def _segment(self, features: torch.Tensor, image: np.ndarray, maps: torch.Tensor,
-                 crop: tuple[int, int, int, int], size_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
-        x0, y0, x1, y1 = crop
-        inp = normalize(resize(image[y0:y1, x0:x1], size_hw))
+    def _segment(self, image: np.ndarray, maps: torch.Tensor, crop: tuple[int, int, int, int],
+                 size_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+        # the segmentor sees the uint8 crop resized with OpenCV, then normalised (not a crop of the cached tensor)
+        inp = crop_image(image, crop, size_hw, self.inputs)
         out = self.segmentor(inp, maps)
         if self.options["flip_tta"]:
             flipped = self.segmentor(inp.flip(-1), maps.flip(-1))
@@ -149,7 +148,7 @@ class FocalClickEngine(Engine):
     # ----------------------------------------------------------------- main
     @torch.inference_mode()
     def predict(self, image: np.ndarray, features: torch.Tensor, prompts: Prompts,
-                previous: "Prediction | None") -> EngineOutput:
+                previous: Prediction | None) -> EngineOutput:
         h, w = image.shape[:2]
         o = self.options
         prev = previous_probs(prompts, previous, (h, w))
@@ -164,9 +163,8 @@ class FocalClickEngine(Engine):
             size_hw = (int(o["target_size"]), int(o["target_size"]))
         else:
             size_hw = net_size(x1 - x0, y1 - y0, o["target_size"])
-        channels = getattr(self.net, "prompt_channels", 4)
-        maps = crop_prompt_maps(prompts, clicks, prev, crop, size_hw, o["click_radius"], channels)
-        seg = self._segment(features, image, maps, crop, size_hw)
+        maps = crop_prompt_maps(prompts, clicks, prev, crop, size_hw, o["click_radius"], self.inputs.prompt_layout)
+        seg = self._segment(image, maps, crop, size_hw)
         crop_logits = resize(seg["logits"][0, 0].numpy(), (y1 - y0, x1 - x0))
         crop_prev = prev[y0:y1, x0:x1]
         if o["focus"] and click is not None:

@@ -25,7 +25,7 @@ Per click:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,17 +33,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from finecut import fbu
-from finecut.engines.base import Engine, EngineOutput
-from finecut.engines.seeds import click_window
+from finecut.engines.base import Engine, EngineOutput, Prediction
 from finecut.errors import FinecutError
-from finecut.pipelines.common import (
-    check_options, configure_torch, crop_prompt_maps, network_clicks, normalize, previous_probs, target_box,
-)
+from finecut.model_inputs import crop_prompt_maps, crop_tensor, input_spec, normalize, resize_tensor
+from finecut.pipelines.common import check_options, configure_torch, network_clicks, previous_probs, target_box
 from finecut.pipelines.geometry import components_touching, integer_box, mask_box, net_size
-from finecut.prompts import Click, ClickKind, CropTransform, Prompts
-
-if TYPE_CHECKING:
-    from finecut.predictor import Prediction
+from finecut.prompts import Click, ClickKind, CropTransform, Prompts, click_window
 
 DEFAULTS: dict[str, Any] = {
     "ecp_size": None,  # None: the ECP's img_size
@@ -84,8 +79,8 @@ def grow_box(box: tuple[int, int, int, int], multiple: int, height: int, width: 
 
 
 def disks_of_kind(clicks: tuple[Click, ...], kind: ClickKind, shape: tuple[int, int], radius: float) -> np.ndarray:
-    """(H, W) bool: the full-resolution disks of the clicks of ``kind`` (none when ``radius`` <= 0), with the disk
-    geometry of :func:`finecut.prompts.click_disks` — one window per click, not a (3, H, W) float map of the image."""
+    """(H, W) bool: the full-resolution disks of the clicks of ``kind`` (none when ``radius`` <= 0), drawn with the
+    shared disk geometry :func:`finecut.prompts.click_window` — one window per click, not a (3, H, W) float map."""
     out = np.zeros(shape, bool)
     if radius <= 0:
         return out
@@ -144,6 +139,8 @@ class NTClickEngine(Engine):
         if self.options["ecp_size"] is None:
             self.options["ecp_size"] = int(self.ecp.config.img_size)
         self.checkpoint = checkpoint or {}
+        #: Prompt layout (the ECP's) and image normalisation: the checkpoint's "inputs", else the network's own.
+        self.inputs = input_spec(net, self.checkpoint)
         configure_torch(threads)
 
     def config(self) -> dict[str, Any]:
@@ -153,18 +150,12 @@ class NTClickEngine(Engine):
 
     def encode_image(self, image: np.ndarray) -> dict[str, Any]:
         """The normalized full image (HRR input, source of every ECP crop) and the ECP input of the whole image."""
-        full = normalize(image)
+        full = normalize(image, self.inputs)
         h, w = image.shape[:2]
         size_hw = self._ecp_size(w, h)
-        return {"full": full, "whole_size": size_hw, "whole": self._resize(full, size_hw)}
+        return {"full": full, "whole_size": size_hw, "whole": resize_tensor(full, size_hw)}
 
     # ----------------------------------------------------------------- helpers
-    @staticmethod
-    def _resize(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == tuple(size_hw):
-            return x
-        return F.interpolate(x, size=size_hw, mode="bilinear", align_corners=False, antialias=True)
-
     def _ecp_size(self, box_w: int, box_h: int) -> tuple[int, int]:
         """(height, width) of the ECP input for a crop: long side ``ecp_size``, aspect kept, no padding needed."""
         return net_size(box_w, box_h, self.options["ecp_size"], self.ecp.config.input_multiple)
@@ -182,10 +173,9 @@ class NTClickEngine(Engine):
             size_hw, inp = features["whole_size"], features["whole"]
         else:
             size_hw = self._ecp_size(x1 - x0, y1 - y0)
-            inp = self._resize(features["full"][:, :, y0:y1, x0:x1], size_hw)
-        maps = crop_prompt_maps(prompts, clicks, prev, crop, size_hw, self.options["click_radius"], 4)
-        if self.ecp.config.prompt_channels == 3:  # the paper's [positive, negative, tolerant]
-            maps = maps[:, 1:]
+            inp = crop_tensor(features["full"], crop, size_hw)  # normalised once, then resized with torch
+        maps = crop_prompt_maps(prompts, clicks, prev, crop, size_hw, self.options["click_radius"],
+                                self.inputs.prompt_layout)
         logits = self.ecp(inp, maps)["logits"]
         probs = torch.softmax(F.interpolate(logits, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False),
                               dim=1)
@@ -211,7 +201,7 @@ class NTClickEngine(Engine):
     # ----------------------------------------------------------------- main
     @torch.inference_mode()
     def predict(self, image: np.ndarray, features: Any, prompts: Prompts,
-                previous: "Prediction | None") -> EngineOutput:
+                previous: Prediction | None) -> EngineOutput:
         h, w = image.shape[:2]
         o = self.options
         if not isinstance(features, dict) or "full" not in features:

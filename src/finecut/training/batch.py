@@ -8,31 +8,29 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from finecut.prompts import Click, CropTransform, click_disks
+from finecut.model_inputs import PromptLayout, batch_prompt_maps, normalize_batch
+from finecut.prompts import Click
 from finecut.training.augment import View, ViewConfig, random_view
 from finecut.training.clicks import ClickSimConfig, corrupt_mask, next_training_click, sample_initial_clicks
 from finecut.training.objects import ObjectBank
 from finecut.training.synthetic import SYNTHETIC_OBJECT_ID, SyntheticPool, synthetic_view
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32, ImageNet-normalized, channels-last memory."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
-    return x.contiguous(memory_format=torch.channels_last)
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32, ImageNet-normalized, channels-last memory
+    (:func:`finecut.model_inputs.normalize_batch`, the training path)."""
+    return normalize_batch(images)
 
 
 def prompt_maps(clicks: list[list[Click]], previous: torch.Tensor, radius: float,
-                channels: int = 4, memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
-    """(B, channels, H, W): [previous mask, positive, negative, tolerant][:channels] at the batch's resolution."""
-    b, _, h, w = previous.shape
-    transform = CropTransform.identity(h, w)
-    disks = np.stack([click_disks(c, transform, radius) for c in clicks]) if b else np.zeros((0, 3, h, w), np.float32)
-    maps = torch.cat([previous.float(), torch.from_numpy(disks)], dim=1)[:, :channels]
-    return maps.contiguous(memory_format=memory_format)
+                channels: int | PromptLayout = 4,
+                memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
+    """(B, C, H, W) prompt maps at the batch's resolution (:func:`finecut.model_inputs.batch_prompt_maps`).
+
+    ``channels`` is a network's prompt layout (``net.input_spec.prompt_layout``, e.g. the ECP's
+    ``("positive", "negative", "tolerant")``), or an int N for the first N of ``[previous mask, positive, negative,
+    tolerant]``."""
+    return batch_prompt_maps(clicks, previous, radius, channels, memory_format)
 
 
 @dataclass

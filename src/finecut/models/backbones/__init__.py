@@ -4,133 +4,23 @@ A segmentor backbone exposes ``stem_channels``, ``stem_stride``, ``out_channels`
 ``forward_stem(rgb)`` and ``forward_body(x) -> list[Tensor]`` so that click maps can be fused after the stem
 (RITM "Conv1S"): ``feats = backbone.forward_body(backbone.forward_stem(rgb) + click_fusion(prompt_maps))``.
 
-``build_backbone("mit_b0")``, ``"mit_b3"``, ``"hrnet18s"``; every builder accepts ``pretrained=PATH`` (a local file of
-official weights; nothing is ever downloaded).
+``build_backbone("efficientnet_lite0")``, ``"mit_b0"``, ``"mit_b3"``, ``"hrnet18s"`` (the :data:`BACKBONES` registry);
+the MiT and HRNet builders accept ``pretrained=PATH`` (a local file of official weights; nothing is ever downloaded).
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import torch
 import torch.nn as nn
 
 from finecut.errors import FinecutError
 from finecut.models.backbones.hrnet import HRNetW18Small
 from finecut.models.backbones.mit import MixVisionTransformer
-
-_WRAPPER_KEYS = ("state_dict", "model", "module", "net")
-
-
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a state dict from a local ``.safetensors`` or torch file, unwrapping ``{"state_dict": ...}``-style
-    containers and a ``module.`` (DataParallel) prefix. A missing or unreadable file raises :class:`FinecutError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FinecutError(f"{path}: weights file not found")
-    obj: Any
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            obj = load_file(str(path), device="cpu")
-        except Exception as exc:  # noqa: BLE001 - any parse failure means a bad file
-            raise FinecutError(f"{path}: cannot read safetensors weights ({exc})") from exc
-    else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Official training checkpoints also pickle their config objects; the user chose this local file.
-            try:
-                obj = torch.load(str(path), map_location="cpu", weights_only=False)
-            except Exception as exc:  # noqa: BLE001
-                raise FinecutError(f"{path}: cannot read torch weights ({exc})") from exc
-        except Exception as exc:  # noqa: BLE001
-            raise FinecutError(f"{path}: cannot read torch weights ({exc})") from exc
-    for _ in range(3):
-        if isinstance(obj, Mapping):
-            inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-            if inner is None:
-                break
-            obj = inner
-    if not isinstance(obj, Mapping):
-        raise FinecutError(f"{path}: does not contain a state dict (found {type(obj).__name__})")
-    state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    if not state:
-        raise FinecutError(f"{path}: contains no tensors")
-    return state
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load_matching` did: keys loaded, model keys left at init, checkpoint keys unused or misshaped."""
-
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (
-            f"loaded {len(self.loaded)} tensors, {len(self.missing)} left at init, "
-            f"{len(self.unexpected)} unused, {len(self.mismatched)} shape mismatches"
-        )
-
-
-def load_matching(
-    module: nn.Module,
-    state: Mapping[str, torch.Tensor],
-    source: str | os.PathLike[str] = "checkpoint",
-    min_fraction: float = 0.0,
-) -> LoadReport:
-    """Copy every tensor of ``state`` whose name and shape match ``module``; report the rest.
-
-    Raises :class:`FinecutError` when nothing (or less than ``min_fraction`` of the module's tensors) matched, which
-    means the file holds weights of another architecture.
-    """
-    target = module.state_dict()
-    report = LoadReport()
-    matched: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key not in target:
-            report.unexpected.append(key)
-        elif tuple(target[key].shape) != tuple(value.shape):
-            report.mismatched.append(f"{key}: {tuple(value.shape)} vs {tuple(target[key].shape)}")
-        else:
-            matched[key] = value
-    report.loaded = sorted(matched)
-    report.missing = sorted(k for k in target if k not in matched)
-    # BatchNorm step counters are absent from old checkpoints and carry no weights: they do not count.
-    weights = [k for k in target if not k.endswith("num_batches_tracked")]
-    loaded = sum(1 for k in weights if k in matched)
-    needed = max(1, int(min_fraction * len(weights)))
-    if loaded < needed:
-        raise FinecutError(
-            f"{source}: only {loaded} of {len(weights)} tensors match {type(module).__name__} "
-            f"({len(report.unexpected)} unknown names, {len(report.mismatched)} shape mismatches); "
-            "are these weights for another architecture?"
-        )
-    module.load_state_dict(matched, strict=False)
-    return report
-
-
-def strip_prefix(state: dict[str, torch.Tensor], anchor: str) -> dict[str, torch.Tensor]:
-    """Keep the keys under the prefix that precedes ``anchor`` (e.g. ``backbone.``) and remove that prefix."""
-    candidates = sorted((k[: -len(anchor)] for k in state if k.endswith(anchor)), key=len)
-    if not candidates:
-        return state
-    prefix = candidates[0]
-    if not prefix:
-        return state
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-
+from finecut.models.efficientnet import EfficientNetLite0
+from finecut.models.pretrained import LoadReport, load_matching, read_state_dict, strip_prefix
+from finecut.registration import Registry
 
 def _mit(variant: str) -> Callable[..., nn.Module]:
     def build(**kwargs: Any) -> nn.Module:
@@ -140,20 +30,19 @@ def _mit(variant: str) -> Callable[..., nn.Module]:
     return build
 
 
-#: Backbone builders by name: ``BACKBONES[name](**kwargs)``.
-BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "mit_b0": _mit("b0"),
-    "mit_b3": _mit("b3"),
-    "hrnet18s": HRNetW18Small,
-}
+#: Segmentor backbones by name: ``BACKBONES[name](**kwargs)`` (a :class:`~finecut.registration.Registry`).
+BACKBONES = Registry("backbone")
+BACKBONES.add("efficientnet_lite0", EfficientNetLite0, "EfficientNet-Lite0 (finecut's FocalClick models)")
+BACKBONES.add("mit_b0", _mit("b0"), "SegFormer MiT-B0 (ClickSEG / FocalClick)")
+BACKBONES.add("mit_b3", _mit("b3"), "SegFormer MiT-B3 (ClickSEG / FocalClick)")
+BACKBONES.add("hrnet18s", HRNetW18Small, "HRNet-W18-small (RITM / FocalClick)")
 
 
 def build_backbone(name: str, **kwargs: Any) -> nn.Module:
     """Build a segmentor backbone by name; unknown names or bad arguments raise :class:`FinecutError`."""
-    if name not in BACKBONES:
-        raise FinecutError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
+    entry = BACKBONES.entry(name)
     try:
-        return BACKBONES[name](**kwargs)
+        return entry.build(**kwargs)
     except TypeError as exc:
         raise FinecutError(f"bad arguments for backbone {name!r}: {exc}") from exc
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from finecut.errors import FinecutError
 
 if TYPE_CHECKING:
-    from finecut.models.backbones import LoadReport
+    from finecut.models.pretrained import LoadReport
 
 
 class BasicBlock(nn.Module):
@@ -233,7 +233,7 @@ class HRNetW18Small(nn.Module):
         """Load official HRNet weights (ImageNet ``hrnet_w18_small_model_v2.pth``, or a RITM/FocalClick checkpoint
         whose backbone keys carry a prefix such as ``feature_extractor.``) from a local file; classifier, OCR and
         other non-backbone keys are ignored."""
-        from finecut.models.backbones import load_matching, read_state_dict, strip_prefix
+        from finecut.models.pretrained import load_matching, read_state_dict, strip_prefix
 
         state = strip_prefix(read_state_dict(path), "layer1.0.conv1.weight")
         return load_matching(self, state, source=path, min_fraction=0.9)

@@ -22,7 +22,7 @@ from finecut.errors import FinecutError
 from finecut.models.vit import DropPath, linear_rates
 
 if TYPE_CHECKING:
-    from finecut.models.backbones import LoadReport
+    from finecut.models.pretrained import LoadReport
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class MixVisionTransformer(nn.Module):
     def load_pretrained(self, path: str | os.PathLike[str]) -> LoadReport:
         """Load official MiT weights (ImageNet ``mit_bX.pth``, or a SegFormer/ClickSEG checkpoint whose backbone keys
         carry a prefix such as ``backbone.``) from a local file; the classifier and decoder keys are ignored."""
-        from finecut.models.backbones import load_matching, read_state_dict, strip_prefix
+        from finecut.models.pretrained import load_matching, read_state_dict, strip_prefix
 
         state = strip_prefix(read_state_dict(path), "patch_embed1.proj.weight")
         return load_matching(self, state, source=path, min_fraction=0.9)

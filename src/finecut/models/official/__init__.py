@@ -5,9 +5,9 @@ the family and variant from its keys and shapes (``arch`` names or checks them, 
 matching finecut network (on the meta device, so even ViT-H is not initialised twice), renames every official key
 onto it (:mod:`.convert`; anything unmapped, missing or misshaped is an error naming it), loads it with
 ``strict=True`` and returns ``(model, checkpoint doc, report)``. The doc is what a finecut checkpoint's JSON holds
-(``model``, ``engine``, ``pipeline``), so ``save_checkpoint(path, model, doc["model"], ...)`` turns the release into
-a finecut checkpoint. ``load_official_engine`` wraps the model in its inference engine; it is what
-``finecut.load_model(PATH, arch=...)`` and ``NAME:checkpoint=PATH`` call.
+(``model``, ``inputs``, ``engine``, ``pipeline``), so ``save_checkpoint(path, model, doc["model"], ...)`` turns the
+release into a finecut checkpoint. Wrapping the model in its inference engine is the loader's job:
+``finecut.load_model(PATH, arch=...)`` and ``NAME:checkpoint=PATH`` (:func:`finecut.registry.load_official_engine`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from finecut.engines.base import Engine
 from finecut.errors import FinecutError
+from finecut.model_inputs import input_spec
 from finecut.models.official.clickseg import is_clickseg, plan_clickseg
 from finecut.models.official.convert import ConversionReport, Plan, convert_state
 from finecut.models.official.hrnet import is_hrnet
@@ -28,8 +28,13 @@ from finecut.models.official.ritm import plan_ritm
 from finecut.models.official.simpleclick import is_simpleclick, plan_simpleclick
 from finecut.models.official.spec import OFFICIAL_ARCHS, ArchSpec, is_official_arch, parse_arch
 from finecut.models.registry import build_model
+from finecut.registration import Registry
 
-_PLANNERS = {"simpleclick": plan_simpleclick, "focalclick": plan_clickseg, "ritm": plan_ritm}
+#: The conversion planner of each official family.
+PLANNERS = Registry("official family")
+PLANNERS.add("simpleclick", plan_simpleclick, "SimpleClick releases (plain ViT)")
+PLANNERS.add("focalclick", plan_clickseg, "ClickSEG / FocalClick releases (SegFormer, HRNet)")
+PLANNERS.add("ritm", plan_ritm, "RITM releases (HRNet + OCR)")
 
 
 def detect_family(state: dict[str, torch.Tensor]) -> str | None:
@@ -55,7 +60,7 @@ def plan_official(state: dict[str, torch.Tensor], params: dict[str, Any], arch: 
                            f"(keys: {sample}, ...)")
     if spec is not None and spec.family != family:
         raise FinecutError(f"{source}: arch {arch!r} names {spec.family}, but the weights are a {family} checkpoint")
-    return _PLANNERS[family](state, params, spec, source)
+    return PLANNERS[family](state, params, spec, source)
 
 
 def convert_official(state: dict[str, torch.Tensor], params: dict[str, Any], arch: str | None = None,
@@ -75,6 +80,7 @@ def convert_official(state: dict[str, torch.Tensor], params: dict[str, Any], arc
         "format_version": 1,
         "name": plan.layout,
         "model": plan.model_config,
+        "inputs": input_spec(model).to_json(),
         "engine": plan.engine,
         "pipeline": dict(plan.pipeline),
         "source": {"official": plan.layout, "checkpoint": str(source), "notes": list(plan.notes)},
@@ -89,15 +95,6 @@ def load_official(path: str | os.PathLike[str], arch: str | None = None,
     return convert_official(state, params, arch, path)
 
 
-def load_official_engine(path: str | os.PathLike[str], arch: str | None = None, **options: Any) -> Engine:
-    """An official release file as a finecut engine; ``options`` override the inference options (``target_size``,
-    ``flip_tta``, ``threads``, ...)."""
-    from finecut.pipelines import build_engine
-
-    model, doc, _ = load_official(path, arch)
-    return build_engine(model, doc, **options)
-
-
 __all__ = [
     "OFFICIAL_ARCHS",
     "ConversionReport",
@@ -106,7 +103,6 @@ __all__ = [
     "detect_family",
     "is_official_arch",
     "load_official",
-    "load_official_engine",
     "parse_arch",
     "plan_official",
     "read_official_checkpoint",

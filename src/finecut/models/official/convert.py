@@ -26,7 +26,7 @@ class Plan:
 
     layout: str  # e.g. "simpleclick-vit-b"
     model_config: dict[str, Any]  # {"arch": ..., ...} for finecut.models.registry.build_model
-    engine: str  # inference engine kind for finecut.pipelines.build_engine
+    engine: str  # inference engine kind for finecut.registry.build_engine (an ENGINES entry)
     pipeline: dict[str, Any]  # engine options matching the official inference
     renames: list[tuple[str, str]]
     unused: list[tuple[str, str]] = field(default_factory=list)  # (official prefix, why the official code ignores it)
