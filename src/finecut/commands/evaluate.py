@@ -1,8 +1,13 @@
-"""``finecut evaluate``: run the standard (RITM) protocol for several models on several datasets.
+"""``finecut evaluate``: run the evaluation protocols for several models on several datasets.
 
-Each (model, dataset) pair gets a run folder ``OUT/<model>-<dataset>/`` with ``config.json``, ``samples.jsonl``,
-``summary.json``, ``summary.md`` and ``miou.png``; ``--table`` merges every summary under ``OUT`` into one Markdown
-comparison table.
+Each (model, dataset, protocol variant) gets a run folder ``OUT/<model>-<dataset>[-<protocol>...]/`` with
+``config.json``, ``samples.jsonl``, ``summary.json``, ``summary.md`` and ``miou.png``; ``--table`` merges every summary
+under ``OUT`` into one Markdown comparison table, with a section per protocol.
+
+Protocols (``--protocol``, several allowed): ``standard`` and ``ntclick`` clicks; FocalClick-XL's ``scribble`` (NoS,
+``--scribble-first``), ``box`` (mIoU, ``--box-jitter``), ``coarse`` (coarse vs refined mIoU, ``--coarse-levels``) and
+``correction`` (DAVIS-585-style initial masks, NoC with / without Progressive Merge, ``--merge``, ``--init-band``).
+``--alpha`` reads each ``--dataset`` folder as an alpha set and scores the last prediction with SAD / MSE / Grad.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from finecut.errors import FinecutError
-from finecut.evaluation.config import EvalConfig
+from finecut.engines.base import Engine
+from finecut.evaluation.config import COARSE_LEVELS, DEFAULT_INIT_BAND, PROTOCOLS, EvalConfig
 from finecut.evaluation.init_masks import InitMaskFolder
 from finecut.evaluation.report import write_results_table
 from finecut.evaluation.runner import check_run_dir, run_evaluation
@@ -21,7 +27,8 @@ from finecut.evaluation.summary import miou_at
 from finecut.registry import load_model, parse_model_spec
 
 NAME = "evaluate"
-HELP = "Evaluate models on benchmarks or your own images + masks under the standard click protocol."
+HELP = ("Evaluate models on benchmarks or your own images + masks: click, scribble, box, coarse-mask and "
+        "mask-correction protocols.")
 
 EXAMPLES = """\
 examples:
@@ -29,7 +36,10 @@ examples:
       --out results --table results/RESULTS.md
   finecut evaluate --model grabcut --dataset path/to/images --masks path/to/masks --out runs/mine
   finecut evaluate --model grabcut --dataset path/to/folder            (images/ + masks/ inside, autodetected)
-  finecut evaluate --table results/RESULTS.md --out results           (only rebuild the table)"""
+  finecut evaluate --table results/RESULTS.md --out results           (only rebuild the table)
+  finecut evaluate --model default grabcut --dataset GrabCut --protocol scribble box coarse correction \\
+      --scribble-first simulated 1 --limit 3 --out runs/xl --table runs/xl/RESULTS.md
+  finecut evaluate --model default --dataset path/to/alpha-set --alpha   (images/ + alphas/ inside)"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,9 +60,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, nargs="+", default=[0], metavar="SEED",
                         help="random seed, set before every sample (default: 0); several seeds give one run each, "
                              "reported as mean ± std (NTClick's robustness table)")
-    parser.add_argument("--protocol", choices=("standard", "ntclick"), default="standard",
-                        help="click simulation: standard (RITM) or ntclick (clicks that land in the GT uncertain band "
-                             "become tolerant clicks at a seeded random offset)")
+    parser.add_argument("--protocol", nargs="+", choices=PROTOCOLS, default=["standard"], metavar="NAME",
+                        help="one or more of: standard (RITM clicks), ntclick (clicks that land in the GT uncertain "
+                             "band become tolerant clicks at a seeded random offset), scribble (FocalClick-XL's "
+                             "deterministic scribbles, NoS), box (one box, mIoU), coarse (one coarse mask per level, "
+                             "coarse vs refined mIoU), correction (clicks from seeded DAVIS-585-style initial masks)")
+    xl = parser.add_argument_group("FocalClick-XL protocols")
+    xl.add_argument("--scribble-first", nargs="+", default=["simulated"], metavar="SET",
+                    help="scribble protocol: where the first scribble comes from, one run each: simulated, or a human "
+                         "scribble set (1 or 2: <dataset root>/../GrabCut-scribbles/scribbles-set-N; or a folder of "
+                         "<name>-anno.png maps); the rest are simulated (default: simulated)")
+    xl.add_argument("--scribble-width", type=float, default=5.0, metavar="PX",
+                    help="width of simulated scribbles (default: %(default)s)")
+    xl.add_argument("--box-jitter", type=float, nargs="+", default=[0.0, 0.1], metavar="F",
+                    help="box protocol: one run per value; each side of the GT box moves by a seeded offset of up to F "
+                         "times the box side (default: 0 0.1, the exact box and +-10%%)")
+    xl.add_argument("--coarse-levels", type=int, nargs="+", default=list(range(1, len(COARSE_LEVELS) + 1)),
+                    metavar="L", help="coarse protocol: levels to run, 1..5 = IoU bands " + ", ".join(
+                        f"[{lo:g}, {hi:g}]" for lo, hi in COARSE_LEVELS) + " (default: all)")
+    xl.add_argument("--init-band", type=float, nargs=2, default=list(DEFAULT_INIT_BAND), metavar=("LO", "HI"),
+                    help="correction protocol: IoU band of the simulated initial masks (default: 0.75 0.85)")
+    xl.add_argument("--merge", choices=("both", "on", "off"), default="both",
+                    help="correction protocol: with the evaluator's Progressive Merge, without, or one run each "
+                         "(default: both); an engine's own merge is switched off for these runs")
+    xl.add_argument("--alpha", action="store_true",
+                    help="read each --dataset folder as an alpha set (images/ + alphas/) and score SAD / MSE / Grad")
     parser.add_argument("--tolerant-offset", type=float, default=10.0, metavar="PX",
                         help="ntclick protocol: largest offset of a tolerant click from the precise one (default 10)")
     parser.add_argument("--raw-masks", action="store_true",
@@ -85,9 +117,17 @@ def _model_label(spec: str) -> str:
     return path.stem if path.suffix in (".json", ".safetensors", ".pth", ".pt") else spec
 
 
-def open_dataset_arg(spec: str, data_root: str | None, masks: str | None) -> Any:
-    """A ``--dataset`` value (a benchmark name or a folder) -> dataset, through :func:`finecut.datasets.open_dataset`."""
+def open_dataset_arg(spec: str, data_root: str | None, masks: str | None, alpha: bool = False) -> Any:
+    """A ``--dataset`` value (a benchmark name or a folder) -> dataset, through :func:`finecut.datasets.open_dataset`;
+    with ``alpha``, a folder read as an alpha set (:class:`finecut.evaluation.alpha.AlphaFolder`)."""
     from finecut.datasets import open_dataset
+
+    if alpha:
+        from finecut.evaluation.alpha import AlphaFolder
+
+        if masks is not None:
+            raise FinecutError("--alpha reads images/ and alphas/ inside the --dataset folder; drop --masks")
+        return AlphaFolder(spec)
 
     opts: dict[str, Any] = {}
     if masks is not None:
@@ -110,30 +150,136 @@ def _print_summary(summary: dict[str, Any], out_dir: Path | None) -> None:
     def f(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
         return "–" if value is None else f"{scale * value:.{digits}f}"
 
-    noc, nof = summary["noc"], summary["nof"]
-    parts = [f"NoC85 {f(noc.get('85'))}", f"NoC90 {f(noc.get('90'))}", f"NoF90 {nof.get('90', '–')}"]
-    if summary.get("miou"):
-        parts += [f"mIoU@{k} {f(miou_at(summary, k), 100)}" for k in (1, 5, 10)]
-    parts.append(f"{f(summary.get('seconds_per_click'), digits=3)} s/click")
-    if summary.get("click_violations") is not None:
-        parts.append(f"{summary['click_violations']} clicks not honoured")
+    protocol = str(summary.get("protocol", "standard"))
     where = f" -> {out_dir}" if out_dir is not None else ""
+    what = f"{summary['model']} / {summary['dataset']}" + ("" if protocol == "standard" else f" [{protocol}]")
+    if summary.get("not_supported"):
+        print(f"{what}: not supported ({summary['not_supported']}){where}")
+        return
+    noc, nof = summary["noc"], summary["nof"]
+    unit = "NoS" if protocol == "scribble" else "NoC"
+    parts = [f"{unit}85 {f(noc.get('85'))}", f"{unit}90 {f(noc.get('90'))}", f"NoF90 {nof.get('90', '–')}"]
+    if summary.get("mean_init_iou") is not None:
+        parts.insert(0, f"initial mIoU {f(summary['mean_init_iou'], 100)}")
+    if protocol in ("box", "coarse"):
+        parts = parts[:1] if protocol == "coarse" else []
+        parts.append(f"mIoU {f(summary.get('final_miou'), 100)}")
+    elif summary.get("miou"):
+        parts += [f"mIoU@{k} {f(miou_at(summary, k), 100)}" for k in (1, 5, 10) if k <= len(summary["miou"])]
+    if isinstance(summary.get("alpha"), dict):
+        a = summary["alpha"]
+        parts.append(f"alpha ({a['source']}) SAD {a['sad']:.3f} MSE {a['mse']:.5f} Grad {a['grad']:.3f}")
+    parts.append(f"{f(summary.get('seconds_per_click'), digits=3)} s/step")
+    if summary.get("click_violations") is not None and protocol in ("standard", "ntclick", "correction"):
+        parts.append(f"{summary['click_violations']} clicks not honoured")
     n = summary["num_samples"]
-    print(f"{summary['model']} / {summary['dataset']} ({n} sample{'' if n == 1 else 's'}): "
-          + ", ".join(parts) + where)
+    print(f"{what} ({n} sample{'' if n == 1 else 's'}): " + ", ".join(parts) + where)
+
+
+def protocol_suffix(config: EvalConfig) -> str:
+    """The run-folder suffix of a protocol variant: ``-scribble[-human-<set>]``, ``-box[-jitter10]``,
+    ``-coarse-L2``, ``-correction-merge`` / ``-correction-nomerge``, ``-ntclick``; empty for the standard one."""
+    p = config.protocol
+    if p == "standard":
+        return "-merge" if config.merge else ""
+    if p == "scribble":
+        return "-scribble" + (f"-human-{slug(Path(config.scribble_start).name)}" if config.scribble_start else "")
+    if p == "box":
+        return "-box" + (f"-jitter{format(round(config.box_jitter * 100, 4), 'g')}" if config.box_jitter else "")
+    if p == "coarse":
+        band = tuple(config.coarse_band or ())
+        levels = [tuple(level) for level in COARSE_LEVELS]
+        return "-coarse-" + (f"L{levels.index(band) + 1}" if band in levels else "-".join(f"{v:g}" for v in band))
+    if p == "correction":
+        return "-correction-" + ("merge" if config.merge else "nomerge")
+    return f"-{p}"
 
 
 def run_folder_name(model: str, dataset: str, config: EvalConfig, several_seeds: bool = False) -> str:
     """``MODEL-DATASET`` for a standard run; the protocol and the seed are appended when they vary
-    (``MODEL-DATASET-ntclick-s3``); ``-raw`` marks runs without the click-honour rule."""
-    name = f"{slug(model)}-{slug(dataset)}"
-    if config.protocol != "standard":
-        name += f"-{config.protocol}"
+    (``MODEL-DATASET-ntclick-s3``, ``MODEL-DATASET-coarse-L2``); ``-raw`` marks runs without the click-honour rule."""
+    name = f"{slug(model)}-{slug(dataset)}" + protocol_suffix(config)
     if several_seeds or config.seed != 0:
         name += f"-s{config.seed}"
     if not config.honour_clicks:
         name += "-raw"
     return name
+
+
+def human_scribble_folder(value: str, dataset: Any) -> str | None:
+    """A ``--scribble-first`` value -> the folder of human scribbles (None for ``simulated``): ``1`` / ``2`` name
+    GrabCut-scribbles' sets beside the dataset's own folder, anything else is a folder path."""
+    if value.lower() in ("simulated", "sim", "none"):
+        return None
+    if value.isdigit():
+        root = getattr(dataset, "root", None)
+        if root is None:
+            raise FinecutError(f"--scribble-first {value}: dataset {dataset.name} has no folder to find the sets by")
+        folder = Path(root).parent / "GrabCut-scribbles" / f"scribbles-set-{value}"
+    else:
+        folder = Path(value)
+    if not folder.is_dir():
+        raise FinecutError(f"--scribble-first {value}: human scribble folder {folder} not found")
+    return str(folder.resolve())
+
+
+def _check_human(folder: str, dataset: Any, limit: int | None) -> None:
+    """Fail before any work when a sample to evaluate has no human scribbles in ``folder``."""
+    from finecut.evaluation.scribbles import HumanScribbles
+
+    human = HumanScribbles(folder)
+    refs = getattr(dataset, "refs", None)
+    if refs is None:
+        return
+    names = [str(r.name) for r in list(refs)[: limit or None]]
+    missing = [n for n in names if not human.has(n)]
+    if missing:
+        raise FinecutError(f"{folder}: no human scribbles for {len(missing)} sample(s) of {dataset.name}, e.g. "
+                           f"{missing[0]!r} (human scribble sets exist for GrabCut only)")
+
+
+def protocol_configs(args: argparse.Namespace, protocols: list[str], seed: int, dataset: Any) -> list[EvalConfig]:
+    """Every run configuration of one seed on one dataset: one per protocol variant."""
+    common = dict(max_clicks=args.max_clicks, threshold=args.threshold, seed=seed, limit=args.limit,
+                  honour_clicks=not args.raw_masks)
+    corrected = bool(args.init_masks or args.mask_correction)
+    out: list[EvalConfig] = []
+    for protocol in protocols:
+        if protocol in ("standard", "ntclick"):
+            out.append(EvalConfig(**common, protocol=protocol, target_iou=args.target_iou,
+                                  mask_correction=corrected, tolerant_offset=args.tolerant_offset))
+        elif protocol == "scribble":
+            for first in dict.fromkeys(args.scribble_first):
+                folder = human_scribble_folder(first, dataset)
+                if folder is not None:
+                    _check_human(folder, dataset, args.limit)
+                out.append(EvalConfig(**common, protocol=protocol, target_iou=args.target_iou,
+                                      mask_correction=corrected, scribble_width=args.scribble_width,
+                                      scribble_start=folder))
+        elif protocol == "box":
+            out += [EvalConfig(**common, protocol=protocol, box_jitter=j) for j in dict.fromkeys(args.box_jitter)]
+        elif protocol == "coarse":
+            out += [EvalConfig(**common, protocol=protocol, coarse_band=COARSE_LEVELS[level - 1])
+                    for level in dict.fromkeys(args.coarse_levels)]
+        elif protocol == "correction":
+            merges = {"both": (False, True), "on": (True,), "off": (False,)}[args.merge]
+            out += [EvalConfig(**common, protocol=protocol, target_iou=args.target_iou, merge=m,
+                               init_band=tuple(args.init_band)) for m in merges]
+    return out
+
+
+_NO_MERGE: dict[str, Engine] = {}
+
+
+def without_engine_merge(spec: str, engine: Engine) -> Engine:
+    """The engine with its own Progressive Merge switched off (``progressive_merge=False``), when it has one (the
+    correction protocol compares the evaluator's merge on and off, the same for every engine)."""
+    pipeline = engine.config().get("pipeline")
+    if not isinstance(pipeline, dict) or not pipeline.get("progressive_merge"):
+        return engine
+    if spec not in _NO_MERGE:
+        _NO_MERGE[spec] = load_model(spec, progressive_merge=False)
+    return _NO_MERGE[spec]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,30 +295,29 @@ def run(args: argparse.Namespace) -> int:
     if args.masks and len(args.dataset) != 1:
         raise FinecutError("--masks goes with exactly one --dataset folder")
     seeds = list(dict.fromkeys(args.seed))
-    configs = [
-        EvalConfig(
-            max_clicks=args.max_clicks,
-            threshold=args.threshold,
-            target_iou=args.target_iou,
-            mask_correction=bool(args.init_masks or args.mask_correction),
-            seed=seed,
-            limit=args.limit,
-            protocol=args.protocol,
-            tolerant_offset=args.tolerant_offset,
-            honour_clicks=not args.raw_masks,
-        )
-        for seed in seeds
-    ]
+    protocols = list(dict.fromkeys(args.protocol))
+    for level in args.coarse_levels:
+        if not 1 <= level <= len(COARSE_LEVELS):
+            raise FinecutError(f"--coarse-levels: level {level} does not exist (1..{len(COARSE_LEVELS)})")
     init_masks = InitMaskFolder(args.init_masks) if args.init_masks else None
     # Open every dataset and build every model first, so a bad name or folder fails before hours of work.
-    datasets = [open_dataset_arg(spec, args.data_root, args.masks) for spec in args.dataset]
+    datasets = [open_dataset_arg(spec, args.data_root, args.masks, alpha=args.alpha) for spec in args.dataset]
     model_specs = args.model or ["default"]
     engines = [(spec, load_model(spec)) for spec in model_specs]
-    runs = [(spec, engine, dataset, config) for spec, engine in engines for dataset in datasets for config in configs]
+    runs = []
+    for spec, engine in engines:
+        for dataset in datasets:
+            for seed in seeds:
+                for config in protocol_configs(args, protocols, seed, dataset):
+                    if config.protocol == "correction":
+                        engine_for = without_engine_merge(spec, engine)
+                    else:
+                        engine_for = engine
+                    runs.append((spec, engine_for, dataset, config))
     folders = [out_root / run_folder_name(_model_label(spec), dataset.name, config, len(seeds) > 1)
                for spec, _, dataset, config in runs]
     if len(set(folders)) != len(folders):
-        raise FinecutError("two runs would share a folder: give each --model and --dataset only once")
+        raise FinecutError("two runs would share a folder: give each --model, --dataset and variant only once")
     for folder in folders:
         check_run_dir(folder, args.resume, args.overwrite)
     for (spec, engine, dataset, config), out_dir in zip(runs, folders):
@@ -185,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
             model_name=label,
             dataset_name=dataset.name,
             dataset_root=getattr(dataset, "root", None),
-            init_masks=init_masks,
+            init_masks=init_masks if config.protocol not in ("box", "coarse") else None,
             resume=args.resume,
             overwrite=args.overwrite,
             progress=not args.no_progress,

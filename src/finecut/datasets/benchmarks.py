@@ -115,7 +115,7 @@ def _drive_key(path: Path) -> str:
     return path.stem.split("_")[0]
 
 
-def _by_key(files: list[Path], folder: Path) -> dict[str, Path]:
+def _by_key(files: list[Path]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for f in files:
         key = _drive_key(f)
@@ -161,8 +161,8 @@ def read_drive(
         images = list_images(img_dir)
         if not images:
             raise FinecutError(f"{img_dir}: no images found")
-        manuals = _by_key(list_images(man_dir), man_dir)
-        fovs = _by_key(list_images(require_dir(sdir / "mask")), sdir / "mask") if fov else {}
+        manuals = _by_key(list_images(man_dir))
+        fovs = _by_key(list_images(require_dir(sdir / "mask"))) if fov else {}
         for img in images:
             key = _drive_key(img)
             if key not in manuals:

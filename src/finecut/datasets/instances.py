@@ -23,7 +23,7 @@ from finecut.errors import FinecutError
 VOC_IGNORE_ID = 255
 
 
-def _split_names(root: Path, split: str, list_dir: Path, all_names: Sequence[str]) -> list[str]:
+def _split_names(split: str, list_dir: Path, all_names: Sequence[str]) -> list[str]:
     """Names listed in ``list_dir/{split}.txt``; every name for ``split="all"``."""
     if split == "all":
         return list(all_names)
@@ -88,7 +88,7 @@ def read_sbd(
         raise FinecutError(f"{inst_path}: no .mat instance files found")
     cache = cache or FileCache()
     refs = []
-    for stem in _split_names(root, split, root, all_names):
+    for stem in _split_names(split, root, all_names):
         mat = inst_path / f"{stem}.mat"
         if not mat.is_file():
             raise FinecutError(f"{mat}: file not found (listed in {root / (split + '.txt')})")
@@ -132,7 +132,7 @@ def read_voc(
         raise FinecutError(f"{obj_dir}: no instance masks found")
     cache = cache or FileCache()
     refs = []
-    for stem in _split_names(root, split, root / "ImageSets" / "Segmentation", all_names):
+    for stem in _split_names(split, root / "ImageSets" / "Segmentation", all_names):
         png = obj_dir / f"{stem}.png"
         if not png.is_file():
             raise FinecutError(f"{png}: file not found (listed in split {split!r})")

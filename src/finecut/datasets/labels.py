@@ -111,11 +111,6 @@ def load_mat(path: str | os.PathLike) -> dict[str, Any]:
         raise FinecutError(f"{p}: cannot read MATLAB file ({exc})") from None
 
 
-def mat_struct_list(path: str | os.PathLike, var: str) -> list[dict[str, Any]]:
-    """Variable ``var`` of a ``.mat`` file as a list of structs (a 1x1 struct gives a one-element list)."""
-    return structs_of(load_mat(path), var, path)
-
-
 def structs_of(data: dict[str, Any], var: str, path: str | os.PathLike) -> list[dict[str, Any]]:
     """Variable ``var`` of loaded ``.mat`` contents (from :func:`load_mat`) as a list of structs."""
     if var not in data:

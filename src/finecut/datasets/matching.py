@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -129,7 +128,3 @@ def same_folder_split(files: Sequence[Path], suffix: str | None) -> tuple[list[P
         f"{folder}: images and masks in one folder need a mask suffix such as {', '.join(COMMON_MASK_SUFFIXES[:3])} "
         "(pass mask_suffix=)"
     )
-
-
-def is_image_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES

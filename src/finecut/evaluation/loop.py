@@ -1,7 +1,9 @@
-"""The per-sample evaluation loop (RITM's ``evaluate_sample``): simulate clicks, predict, score."""
+"""The per-sample evaluation loop (RITM's ``evaluate_sample``), for every protocol: ask the simulated user, predict,
+score."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 import time
@@ -14,16 +16,17 @@ import numpy as np
 
 from finecut.click_honour import click_violations
 from finecut.errors import FinecutError
+from finecut.evaluation.alpha import alpha_errors
 from finecut.evaluation.config import EvalConfig, pct
-from finecut.evaluation.protocol import IGNORE_LABEL, iou, next_click, next_click_tolerant, noc, uncertain_band
+from finecut.evaluation.merge import merge_region
+from finecut.evaluation.perturb import gt_box, jitter_box, sample_rng
+from finecut.evaluation.protocol import IGNORE_LABEL, iou, noc
+from finecut.evaluation.users import KIND_CODES, BoxUser, ClickUser, MaskUser, ScribbleUser, SimulatedUser
 from finecut.predictor import Prediction, Predictor
-from finecut.prompts import Click, ClickKind, check_mask_shape
+from finecut.prompts import Scribble, check_mask_shape
 
 if TYPE_CHECKING:
     from finecut.datasets.base import Sample
-
-#: Short click-kind names used in per-sample records (``ClickKind.parse`` reads them back).
-KIND_CODES: dict[ClickKind, str] = {ClickKind.POSITIVE: "pos", ClickKind.NEGATIVE: "neg", ClickKind.TOLERANT: "tol"}
 
 #: Digits kept for IoUs in per-sample records (keeps samples.jsonl small; far below any reported precision).
 IOU_DIGITS = 6
@@ -120,19 +123,59 @@ def sample_nocs(ious: list[float], config: EvalConfig) -> dict[str, int | None]:
     return out
 
 
+class PromptNotSupported(FinecutError):
+    """The engine refused a prompt type of the protocol (a box, scribbles, a mask alone); the run reports it as
+    "not supported" instead of failing."""
+
+    def __init__(self, engine: str, prompt: str, reason: str) -> None:
+        super().__init__(f"{engine} does not support {prompt} prompts: {reason}")
+        self.engine = engine
+        self.prompt = prompt
+        self.reason = reason
+
+
+def make_user(sample: Sample, sim_gt: np.ndarray, config: EvalConfig, index: int, init: np.ndarray | None,
+              first_scribbles: list[Scribble] | None = None) -> SimulatedUser:
+    """The simulated user of ``config.protocol`` for one sample (box jitter seeded by the seed and sample name)."""
+    if config.protocol in ("standard", "ntclick", "correction"):
+        return ClickUser(sim_gt, config, index, init)
+    if config.protocol == "scribble":
+        return ScribbleUser(sim_gt, config, init, first_scribbles)
+    if config.protocol == "box":
+        box = gt_box(sim_gt)
+        if config.box_jitter:
+            box = jitter_box(box, sample_rng(config.seed, sample.name, "box jitter"), config.box_jitter,
+                             *sim_gt.shape)
+        return BoxUser(box)
+    if config.protocol == "coarse":
+        if init is None:
+            raise FinecutError(f"sample {sample.name}: the coarse protocol needs a coarse mask")
+        return MaskUser(init)
+    raise FinecutError(f"unknown protocol {config.protocol!r}")
+
+
 def evaluate_sample(
     predictor: Predictor,
     sample: Sample,
     config: EvalConfig,
     index: int = 0,
     init_mask: np.ndarray | None = None,
+    first_scribbles: list[Scribble] | None = None,
 ) -> SampleResult:
-    """Run the standard click loop on one sample.
+    """Run the protocol's interaction loop on one sample.
 
-    Starts from an empty prediction (or ``init_mask`` under mask correction; the engine then also receives it as
-    ``prior_mask``), asks :func:`~finecut.evaluation.protocol.next_click` for each click, predicts from all clicks so
-    far with the previous :class:`~finecut.predictor.Prediction`, and records the IoU (ignoring -1 pixels and pixels
-    outside ``sample.region``). Stops after ``config.max_clicks`` clicks, or when ``config.target_iou`` is reached.
+    Starts from an empty prediction (or ``init_mask`` under mask correction and the coarse protocol; the engine then
+    also receives it as ``prior_mask``), asks the protocol's simulated user (:mod:`~finecut.evaluation.users`) for the
+    next prompts (clicks, scribbles, a box, a coarse mask), predicts from all prompts so far with the previous
+    :class:`~finecut.predictor.Prediction`, and records the IoU (ignoring -1 pixels and pixels outside
+    ``sample.region``). Stops after ``config.max_clicks`` steps (one for box / coarse), or when ``config.target_iou``
+    is reached; a scribble user with no error left to mark ends the run early with its last IoU repeated.
+
+    With ``config.merge`` the evaluator applies Progressive Merge (:mod:`~finecut.evaluation.merge`) to every step
+    that has a previous mask. When the sample carries a ground-truth alpha (``sample.meta["alpha"]``), the last
+    prediction's ``alpha`` (when the engine gives one, else its binary mask) is scored with SAD / MSE / Grad into
+    ``extra["alpha"]``. An engine that raises :class:`FinecutError` on a non-click prompt raises
+    :class:`PromptNotSupported`.
     """
     gt = np.asarray(sample.gt)
     if gt.ndim != 2:
@@ -152,6 +195,7 @@ def evaluate_sample(
         init = None
 
     seed_everything(config.seed)
+    user = make_user(sample, sim_gt, config, index, init, first_scribbles)
     start = time.perf_counter()
     predictor.set_image(image)
     set_image_seconds = time.perf_counter() - start
@@ -159,29 +203,45 @@ def evaluate_sample(
 
     pred = init.copy() if init is not None else np.zeros(gt.shape, dtype=bool)
     init_iou = iou(sim_gt, pred) if init is not None else None
-    clicks: list[Click] = []
     ious: list[float] = []
     previous: Prediction | None = None
     violations = 0
-    if config.protocol == "ntclick":
-        band = uncertain_band(sim_gt)
-        rng = np.random.default_rng([config.seed, index])
-    for _ in range(config.max_clicks):
-        if config.protocol == "ntclick":
-            clicks.append(next_click_tolerant(sim_gt, pred, clicks, band, rng, config.tolerant_offset))
-        else:
-            clicks.append(next_click(sim_gt, pred, clicks))
+    merged_steps = 0
+    for step in range(config.max_clicks):
+        prompts = user.next(pred)
+        if prompts is None:  # nothing left to correct: the mask stays as it is
+            ious.append(ious[-1] if ious else float(iou(sim_gt, pred)))
+            continue
         start = time.perf_counter()
-        previous = predictor.predict(
-            clicks=clicks, prior_mask=init, previous=previous, threshold=config.threshold
-        )
+        try:
+            out = predictor.predict(**prompts, previous=previous, threshold=config.threshold)
+        except FinecutError as exc:
+            if user.prompt == "clicks" or step > 0:
+                raise
+            raise PromptNotSupported(predictor.model.name, user.prompt, str(exc)) from exc
         seconds += time.perf_counter() - start
-        pred = previous.mask
-        violations += click_violations(pred, clicks)
+        if config.merge and (previous is not None or init is not None):
+            keep_from_new = merge_region(pred, out.mask, user.seeds(gt.shape))
+            prev_probs = previous.probs if previous is not None else pred.astype(np.float32)
+            out = dataclasses.replace(out, mask=np.where(keep_from_new, out.mask, pred),
+                                      probs=np.where(keep_from_new, out.probs, prev_probs).astype(np.float32))
+            merged_steps += 1
+        previous = out
+        pred = out.mask
+        violations += click_violations(pred, user.clicks)
         ious.append(float(iou(sim_gt, pred)))
         if config.target_iou is not None and ious[-1] >= config.target_iou:
             break
 
+    extra: dict[str, Any] = {"violations": violations, **user.record()}
+    if region is not None:
+        extra["region"] = True
+    if config.merge:
+        extra["merged_steps"] = merged_steps
+    gt_alpha = sample.meta.get("alpha") if isinstance(sample.meta, dict) else None
+    if gt_alpha is not None:
+        extra["alpha"] = score_alpha(previous, pred, gt_alpha, region, sample.meta.get("alpha_region"))
+    clicks = user.clicks
     return SampleResult(
         index=index,
         name=sample.name,
@@ -192,8 +252,24 @@ def evaluate_sample(
         set_image_seconds=set_image_seconds,
         size=(int(gt.shape[0]), int(gt.shape[1])),
         init_iou=None if init_iou is None else round(float(init_iou), IOU_DIGITS),
-        extra={"violations": violations, **({"region": True} if region is not None else {})},
+        extra=extra,
     )
+
+
+def score_alpha(prediction: Prediction | None, mask: np.ndarray, gt_alpha: np.ndarray, region: np.ndarray | None,
+                alpha_region: np.ndarray | None = None) -> dict[str, Any]:
+    """SAD / MSE / Grad of the prediction's ``alpha`` (``getattr(prediction, "alpha", None)``), else of its binary
+    mask, against ``gt_alpha``; over ``alpha_region`` (a trimap's unknown band) and ``region`` when given."""
+    alpha = getattr(prediction, "alpha", None) if prediction is not None else None
+    source = "alpha" if alpha is not None else "mask"
+    scored = np.clip(np.asarray(alpha, dtype=np.float64), 0.0, 1.0) if alpha is not None else np.asarray(mask, bool)
+    where = None
+    if alpha_region is not None:
+        where = np.asarray(alpha_region, dtype=bool)
+    if region is not None:
+        where = region if where is None else where & region
+    values = alpha_errors(scored, gt_alpha, where)
+    return {"source": source, **{k: round(v, 6) for k, v in values.items()}}
 
 
 def mean_iou_curve(predictor: Predictor, samples: Sequence[Sample], config: EvalConfig) -> np.ndarray:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from finecut.errors import FinecutError
+from finecut.evaluation.report_protocols import is_click_run, protocol_sections
 from finecut.evaluation.summary import miou_at
 from finecut.io import atomic_write_bytes
 
@@ -45,34 +46,62 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 def summary_markdown(summary: dict[str, Any], config: dict[str, Any] | None = None) -> str:
     """One run's results as Markdown: NoC/NoF/mIoU/speed table, the full mIoU@k row and the protocol settings."""
-    keys = list(summary["noc"])
-    header = ["samples"] + [f"NoC{k}" for k in keys] + [f"NoF{k}" for k in keys]
-    header += [f"mIoU@{k}" for k in (*MIOU_COLUMNS, summary["max_clicks"])] + ["s/click"]
-    row = [str(summary["num_samples"])]
-    row += [_fmt(summary["noc"][k]) for k in keys] + [_fmt(summary["nof"][k]) for k in keys]
-    row += [_fmt_miou(miou_at(summary, k)) for k in (*MIOU_COLUMNS, summary["max_clicks"])]
-    row += [_fmt_spc(summary["seconds_per_click"])]
-    parts = [f"# {summary.get('model', '?')} on {summary.get('dataset', '?')}", "", _table(header, [row]), ""]
-    if summary.get("miou"):
-        curve = summary["miou"]
-        parts += [
-            "mIoU (%) after k clicks:",
-            "",
-            _table(["k"] + [str(k) for k in range(1, len(curve) + 1)], [["mIoU"] + [_fmt_miou(v) for v in curve]]),
-            "",
-        ]
+    protocol = str(summary.get("protocol", "standard"))
+    title = f"# {summary.get('model', '?')} on {summary.get('dataset', '?')}"
+    if protocol != "standard":
+        title += f" ({protocol} protocol)"
+    parts = [title, ""]
+    if summary.get("not_supported"):
+        parts += [f"Not supported: {summary['not_supported']}", ""]
+    elif protocol in ("box", "coarse"):
+        header = ["samples"] + (["coarse mIoU"] if protocol == "coarse" else []) + ["mIoU", "s/step"]
+        row = [str(summary["num_samples"])]
+        if protocol == "coarse":
+            row.append(_fmt_miou(summary.get("mean_init_iou")))
+        row += [_fmt_miou(summary.get("final_miou")), _fmt_spc(summary["seconds_per_click"])]
+        parts += [_table(header, [row]), ""]
     else:
-        parts += ["mIoU@k is not reported: the run stopped each sample at the target IoU.", ""]
-    if summary.get("mean_init_iou") is not None:
-        parts += [f"Mask correction: mean IoU of the initial masks {_fmt_miou(summary['mean_init_iou'])}%.", ""]
+        unit = "NoS" if protocol == "scribble" else "NoC"
+        step = "scribble" if protocol == "scribble" else "click"
+        keys = list(summary["noc"])
+        header = ["samples"] + [f"{unit}{k}" for k in keys] + [f"NoF{k}" for k in keys]
+        header += [f"mIoU@{k}" for k in (*MIOU_COLUMNS, summary["max_clicks"])] + [f"s/{step}"]
+        row = [str(summary["num_samples"])]
+        row += [_fmt(summary["noc"][k]) for k in keys] + [_fmt(summary["nof"][k]) for k in keys]
+        row += [_fmt_miou(miou_at(summary, k)) for k in (*MIOU_COLUMNS, summary["max_clicks"])]
+        row += [_fmt_spc(summary["seconds_per_click"])]
+        parts += [_table(header, [row]), ""]
+        if summary.get("miou"):
+            curve = summary["miou"]
+            parts += [
+                f"mIoU (%) after k {step}s:",
+                "",
+                _table(["k"] + [str(k) for k in range(1, len(curve) + 1)], [["mIoU"] + [_fmt_miou(v) for v in curve]]),
+                "",
+            ]
+        else:
+            parts += ["mIoU@k is not reported: the run stopped each sample at the target IoU.", ""]
+        if summary.get("mean_init_iou") is not None:
+            parts += [f"Mask correction: mean IoU of the initial masks {_fmt_miou(summary['mean_init_iou'])}%.", ""]
+    if isinstance(summary.get("alpha"), dict):
+        a = summary["alpha"]
+        parts += [f"Alpha ({a.get('source')} scored, {a.get('num_samples')} samples): SAD {a.get('sad', 0):.3f}, "
+                  f"MSE {a.get('mse', 0):.5f}, Grad {a.get('grad', 0):.3f}.", ""]
     settings = [
-        f"max clicks {summary['max_clicks']}",
+        f"max {'scribbles' if protocol == 'scribble' else 'clicks'} {summary['max_clicks']}",
         f"threshold {summary['threshold']}",
         f"target IoU {summary['target_iou'] if summary['target_iou'] is not None else 'none (full runs)'}",
         f"mask correction {'on' if summary['mask_correction'] else 'off'}",
         f"scored inside region: {'yes' if summary.get('region') else 'no'}",
     ]
-    parts += ["Protocol: standard (RITM) click simulation; " + ", ".join(settings) + "."]
+    if summary.get("protocol_params"):
+        settings.append("protocol parameters " + json.dumps(summary["protocol_params"], sort_keys=True))
+    settings.append(f"seed {summary.get('seed', 0)}")
+    names = {"standard": "standard (RITM) click simulation", "ntclick": "NTClick's tolerant-click simulation",
+             "scribble": "FocalClick-XL's deterministic scribble simulation", "box": "one box (FocalClick-XL)",
+             "coarse": "one coarse mask (FocalClick-XL)",
+             "correction": "mask correction from simulated DAVIS-585-style initial masks, standard clicks"}
+    parts += [f"Protocol: {names.get(protocol, protocol)}; " + ", ".join(settings) + "."]
     if config is not None:
         model = config.get("model", {})
         dataset = config.get("dataset", {})
@@ -228,6 +257,8 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
     if not summaries:
         raise FinecutError("no evaluation summaries to merge")
     base_dir = Path(base) if base is not None else None
+    all_summaries = list(summaries)
+    summaries = [s for s in all_summaries if is_click_run(s)]
     groups = group_runs(summaries)
     datasets: list[str] = []
     models: list[str] = []
@@ -254,6 +285,9 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
             return link(runs[0])
         return f"{len(runs)} seeds: " + ", ".join(link(r) for r in runs)
 
+    if not summaries:  # only FocalClick-XL protocol runs
+        parts = ["# Evaluation results", "", *protocol_sections(all_summaries, link)]
+        return "\n".join(_hosts(all_summaries, parts))
     max_clicks = sorted({int(s.get("max_clicks", 20)) for s in summaries})
     thresholds = sorted({float(s.get("threshold", 0.49)) for s in summaries})
     n_clicks = str(max_clicks[0]) if len(max_clicks) == 1 else "N (see each run)"
@@ -319,10 +353,15 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
             parts += [_table(["model", "seed", "NoC90", "mIoU@5", "tolerant clicks"], seed_rows), ""]
         if any(mean_curve(runs) for _, runs in ds_groups):
             parts += [f"![mIoU vs clicks on {ds}](miou-{_slug(str(ds))}.png)", ""]
+    parts += protocol_sections(all_summaries, link)
+    return "\n".join(_hosts(all_summaries, parts))
+
+
+def _hosts(summaries: Sequence[dict[str, Any]], parts: list[str]) -> list[str]:
     hosts = sorted({s.get("host_cpu") for s in summaries if s.get("host_cpu")})
     if hosts:
         parts += ["Timings measured on: " + "; ".join(hosts) + ".", ""]
-    return "\n".join(parts)
+    return parts
 
 
 def write_results_table(
@@ -347,7 +386,7 @@ def write_results_table(
     text = results_markdown(summaries, base=out.parent, published=published)
     atomic_write_bytes(out, text.encode(), overwrite=True)
     datasets: dict[str, dict[str, Sequence[float]]] = {}
-    for (label, ds), runs in group_runs(summaries).items():
+    for (label, ds), runs in group_runs([s for s in summaries if is_click_run(s)]).items():
         curve = mean_curve(runs)
         if curve:
             datasets.setdefault(ds, {})[label] = curve

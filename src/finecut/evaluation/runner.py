@@ -18,7 +18,9 @@ import numpy as np
 from finecut.engines.base import Engine
 from finecut.errors import FinecutError
 from finecut.evaluation.config import EvalConfig, pct
-from finecut.evaluation.loop import SampleResult, evaluate_sample
+from finecut.evaluation.loop import PromptNotSupported, SampleResult, evaluate_sample
+from finecut.evaluation.perturb import CoarseMasks, SimulatedInitMasks
+from finecut.evaluation.scribbles import HumanScribbles
 from finecut.evaluation.report import plot_miou, summary_markdown
 from finecut.evaluation.runinfo import run_info
 from finecut.evaluation.summary import summarize
@@ -137,11 +139,21 @@ def _read_done(path: Path) -> dict[str, SampleResult]:
     return done
 
 
+def default_init_source(config: EvalConfig) -> InitMaskSource | None:
+    """The initial-mask source a protocol brings itself: the coarse protocol's coarse masks, the correction
+    protocol's seeded superpixel-defect masks; None for the others."""
+    if config.protocol == "coarse":
+        return CoarseMasks(config.seed, config.coarse_band or (0.0, 1.0))
+    if config.protocol == "correction":
+        return SimulatedInitMasks(config.seed, config.init_band, config.defect_probabilities)
+    return None
+
+
 def _init_mask_for(sample: Sample, config: EvalConfig, init_masks: InitMaskSource | None) -> np.ndarray | None:
+    if init_masks is not None and (config.mask_correction or config.protocol == "coarse"):
+        return init_masks(sample)
     if not config.mask_correction:
         return None
-    if init_masks is not None:
-        return init_masks(sample)
     if sample.init_mask is None:
         raise FinecutError(
             f"sample {sample.name}: mask correction needs an initial mask, and this dataset gives none "
@@ -171,10 +183,19 @@ def run_evaluation(
     correction; with ``config.mask_correction`` and no ``init_masks``, each sample's own ``init_mask`` is used.
     ``resume`` skips samples already in ``out_dir/samples.jsonl`` when the run there has the same configuration;
     ``overwrite`` replaces a previous run's files. Without either, a non-empty ``out_dir`` is refused.
+
+    The FocalClick-XL protocols (``config.protocol``) bring their own sources: the coarse protocol its seeded coarse
+    masks, the correction protocol its seeded superpixel-defect initial masks (an ``init_masks`` source replaces
+    either), the scribble protocol the human first scribbles of ``config.scribble_start``. When the engine refuses the
+    protocol's prompt type on the first sample (:class:`~finecut.evaluation.loop.PromptNotSupported`), the run stops
+    and its summary says ``"not_supported"`` with the engine's reason.
     """
     config = config or EvalConfig()
-    if init_masks is not None and not config.mask_correction:
+    if init_masks is not None and not config.mask_correction and config.protocol != "coarse":
         config = replace(config, mask_correction=True)
+    if init_masks is None:
+        init_masks = default_init_source(config)
+    human = HumanScribbles(config.scribble_start) if config.scribble_start else None
     name = str(dataset_name or getattr(dataset, "name", "dataset"))
     total = len(dataset)
     if total == 0:
@@ -221,6 +242,7 @@ def run_evaluation(
     bar = tqdm(total=count, desc=f"{model} / {name}", unit="sample", disable=not progress, dynamic_ncols=True)
     samples_file = open(out / SAMPLES_FILE, "a", encoding="utf-8") if out is not None else None
     key90 = pct(0.90)
+    not_supported: PromptNotSupported | None = None
     try:
         for index in range(count):
             known = names[index] if names is not None else None
@@ -234,7 +256,12 @@ def run_evaluation(
                 bar.update(1)
                 continue
             init = _init_mask_for(sample, config, init_masks)
-            result = evaluate_sample(predictor, sample, config, index=index, init_mask=init)
+            first = human(sample) if human is not None else None
+            try:
+                result = evaluate_sample(predictor, sample, config, index=index, init_mask=init, first_scribbles=first)
+            except PromptNotSupported as exc:
+                not_supported = exc
+                break
             results.append(result)
             if samples_file is not None:
                 samples_file.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
@@ -253,7 +280,13 @@ def run_evaluation(
             samples_file.close()
         predictor.reset_image()
 
+    if not_supported is not None:
+        results = []
+        if samples_file is not None:
+            (out / SAMPLES_FILE).unlink(missing_ok=True)  # type: ignore[operator]
     summary = {"model": model, "dataset": name, **summarize(results, config)}
+    if not_supported is not None:
+        summary["not_supported"] = str(not_supported)
     summary["host_cpu"] = info["host"]["cpu"]
     summary["finecut_version"] = info["finecut_version"]
     summary["git_commit"] = info["git_commit"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from finecut.evaluation.config import EvalConfig, pct
+from finecut.evaluation.config import SINGLE_ROUND, EvalConfig, pct
 from finecut.evaluation.loop import SampleResult
 from finecut.evaluation.protocol import miou_curve, nof
 
@@ -17,8 +17,15 @@ def summarize(results: Sequence[SampleResult], config: EvalConfig) -> dict[str, 
 
     ``noc[t]`` is the mean NoC@t and ``nof[t]`` the number of samples whose NoC@t equals ``max_clicks`` (RITM's
     NoF), both None when some sample stopped early below t. ``miou`` is mIoU@k for k = 1..max_clicks, None unless every
-    run took ``max_clicks`` clicks. ``seconds_per_click`` is total engine time (set_image included) / total clicks. ``click_violations``: clicks not
-    honoured by the mask of a step, summed over every step of every sample (when the records hold the count).
+    run took ``max_clicks`` clicks. ``seconds_per_click`` is total engine time (set_image included) / total clicks.
+    ``click_violations``: clicks not honoured by the mask of a step, summed over every step of every sample (when the
+    records hold the count).
+
+    The FocalClick-XL protocols add ``protocol_params`` (their settings), for box and
+    coarse runs ``final_miou`` (the mIoU of the one prediction; ``mean_init_iou`` is the coarse masks' mIoU), the count
+    of generated masks outside their IoU band, and, when samples carry a ground-truth alpha, ``alpha``: the mean SAD /
+    MSE / Grad and whether the engines' alphas or binary masks were scored. Under the scribble protocol ``noc`` /
+    ``nof`` count scribbles (NoS / NoF).
     """
     n = len(results)
     noc_mean: dict[str, float | None] = {}
@@ -52,10 +59,33 @@ def summarize(results: Sequence[SampleResult], config: EvalConfig) -> dict[str, 
         "total_seconds": total_seconds,
         "seconds_per_click": total_seconds / total_clicks if total_clicks else None,
     }
-    if config.protocol != "standard":
+    if config.protocol in SINGLE_ROUND:  # one prompt, no NoC: its mIoU is the measure
+        summary["noc"] = {k: None for k in noc_mean}
+        summary["nof"] = {k: None for k in nof_count}
+    if config.protocol == "ntclick":
         summary["tolerant_offset"] = config.tolerant_offset
         summary["tolerant_click_fraction"] = (
             sum(1 for r in results for c in r.clicks if c[2] == "tol") / total_clicks if total_clicks else None)
+    if config.protocol not in ("standard", "ntclick") or config.merge:
+        summary["protocol_params"] = config.protocol_params()
+    if config.protocol in ("box", "coarse"):
+        summary["final_miou"] = float(np.mean([r.ious[-1] for r in results])) if n else None
+    if config.protocol == "coarse":
+        init_ious = [r.init_iou for r in results if r.init_iou is not None]
+        lo, hi = config.coarse_band or (0.0, 1.0)
+        summary["coarse_out_of_band"] = sum(1 for v in init_ious if not lo - 1e-9 <= v <= hi + 1e-9)
+    if config.protocol == "correction":
+        init_ious = [r.init_iou for r in results if r.init_iou is not None]
+        lo, hi = config.init_band
+        summary["init_out_of_band"] = sum(1 for v in init_ious if not lo - 1e-9 <= v <= hi + 1e-9)
+    alpha = [r.extra["alpha"] for r in results if isinstance(r.extra.get("alpha"), dict)]
+    if alpha:
+        sources = {a.get("source") for a in alpha}
+        summary["alpha"] = {
+            "num_samples": len(alpha),
+            "source": sources.pop() if len(sources) == 1 else "mixed",
+            **{k: float(np.mean([a[k] for a in alpha])) for k in ("sad", "mse", "grad")},
+        }
     if all("violations" in r.extra for r in results):
         summary["click_violations"] = int(sum(r.extra["violations"] for r in results))
     init = [r.init_iou for r in results if r.init_iou is not None]
