@@ -8,7 +8,8 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers_app import DiskEngine, LiveServer, photo_like
+from doubles import DiskEngine
+from helpers_app import LiveServer, photo_like
 
 from finecut.app import AppConfig, create_app
 from finecut.app.folder import Limits
@@ -486,7 +487,8 @@ def test_kill_9_keeps_every_acknowledged_action(folder, tmp_path):
 
 _WRITER = """
 import sys
-from helpers_app import DiskEngine, photo_like
+from doubles import DiskEngine
+from helpers_app import photo_like
 from finecut.app.store import AnnotationStore
 from finecut.predictor import Predictor
 from finecut.session import Session

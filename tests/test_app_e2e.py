@@ -12,7 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers_app import DiskEngine, LiveServer, photo_like
+from doubles import DiskEngine
+from helpers_app import LiveServer, photo_like
 
 from finecut.app import AppConfig, create_app
 from finecut.io import read_label_image, read_mask

@@ -17,7 +17,8 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers_app import DiskEngine, LiveServer, photo_like
+from doubles import DiskEngine
+from helpers_app import LiveServer, photo_like
 from PIL import Image
 
 from finecut.app import AppConfig, create_app

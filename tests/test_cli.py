@@ -6,42 +6,33 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from doubles import DiskEngine
 
 from finecut import registry
 from finecut.cli import main
-from finecut.engines.base import Engine, EngineOutput
+from finecut.engines.base import EngineOutput
 from finecut.io import read_mask, write_image, write_mask
-from finecut.prompts import ClickKind
 
 RADIUS = 5
 
 
-class DiskEngine(Engine):
-    """Disks of radius ``RADIUS`` around positive clicks (negative clicks erase one); a box fills its inside."""
-
-    name = "testdisk"
-
-    def predict(self, image, features, prompts, previous) -> EngineOutput:
-        h, w = image.shape[:2]
-        probs = np.zeros((h, w), dtype=np.float32)
-        if prompts.box is not None:
-            b = prompts.box
-            probs[int(b.y0):int(b.y1), int(b.x0):int(b.x1)] = 1.0
-        ys, xs = np.mgrid[:h, :w]
-        for click in prompts.clicks:
-            disk = (xs - click.x) ** 2 + (ys - click.y) ** 2 <= RADIUS**2
-            probs[disk] = 1.0 if click.kind is ClickKind.POSITIVE else 0.0
-        return EngineOutput(probs=probs)
+def testdisk_engine(**options: Any) -> DiskEngine:
+    """The shared test engine as the CLI sees it: disks of radius ``RADIUS`` painted in click order, a box fills its
+    rectangle."""
+    engine = DiskEngine(RADIUS, rule="paint", **options)
+    engine.name = "testdisk"
+    return engine
 
 
 @pytest.fixture(autouse=True)
 def _test_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(
-        registry._ENGINES, "testdisk", registry.EngineEntry("testdisk", f"{__name__}:DiskEngine", "test engine")
+        registry._ENGINES, "testdisk", registry.EngineEntry("testdisk", f"{__name__}:testdisk_engine", "test engine")
     )
 
 
@@ -454,6 +445,9 @@ class _FailOnDarkEngine(DiskEngine):
     """Raises an engine error (as a model running out of memory would) on dark images."""
 
     name = "failondark"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(RADIUS, rule="paint", **options)
 
     def predict(self, image, features, prompts, previous) -> EngineOutput:
         if image.mean() < 50:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,15 @@ import torch
 
 from finecut.errors import FinecutError
 from finecut.models.registry import build_model, list_models
-from finecut.training.config import TrainConfig
+from finecut.training.config import (
+    FLAT_KEYS,
+    METHOD_OF_ARCH,
+    METHOD_OPTIONS,
+    FocalClickOptions,
+    NTClickHRROptions,
+    TrainConfig,
+    flat_config,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.toml"))
@@ -34,8 +43,12 @@ def test_config_parses_and_model_builds(path: Path) -> None:
     params = sum(p.numel() for p in net.parameters())
     assert params > 100_000
     assert all(p.is_meta for p in net.parameters())
-    if not cfg.model["arch"].startswith("ntclick"):  # NTClick has its own loop; the others get prompt_channels maps
+    if not cfg.model["arch"].startswith("ntclick"):  # NTClick's ECP takes its own layout, its HRR no prompt maps
         assert net.prompt_channels == cfg.model.get("prompt_channels", net.prompt_channels) >= 3
+    # the shipped configs use the sectioned layout: no top-level option of the flat one
+    raw = tomllib.loads(path.read_text())
+    assert not set(raw) & set(FLAT_KEYS), f"{path.name}: flat-layout keys {sorted(set(raw) & set(FLAT_KEYS))}"
+    assert set(raw) & set(METHOD_OPTIONS) <= {cfg.method}
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if not p.stem.startswith("focalclick-lite0") and "ntclick" not in p.stem],
@@ -62,3 +75,68 @@ def test_reader_options_reach_the_dataset_and_evaluation_splits_are_refused() ->
         TrainConfig.from_dict({"data": {"sources": ["COCO128"], "weights": [1.0], "options": {"DRIVE": {}}}})
     with pytest.raises(FinecutError, match="2 sources but 1 weights"):
         TrainConfig.from_dict({"data": {"sources": ["COCO128", "BSDS500"], "weights": [1.0]}})
+
+
+def test_every_trainable_arch_has_a_method_and_an_engine() -> None:
+    from finecut.training.trainer import METHODS
+
+    assert set(METHODS) == set(METHOD_OF_ARCH.values())
+    assert set(METHOD_OF_ARCH) <= set(list_models())
+    for arch, method in METHOD_OF_ARCH.items():
+        assert METHODS[method].engine(arch) in ("focalclick", "simpleclick", "ntclick_ecp", "ntclick_hrr")
+    assert METHODS["focalclick"].engine("focalclick") == "focalclick"
+    assert METHODS["focalclick"].engine("simpleclick") == "simpleclick"
+    with pytest.raises(FinecutError, match="assembled, not trained"):
+        TrainConfig.from_dict({"model": {"arch": "ntclick"}})
+    with pytest.raises(FinecutError, match="no training method"):
+        TrainConfig.from_dict({"model": {"arch": "nonesuch"}})
+
+
+FLAT = {
+    "run_dir": "runs/x", "steps": 10, "size": 64, "refiner_size": 48, "small_size": 32, "full_size_from": 5,
+    "prefetch": 2, "channels_last": False, "compile": False, "refiner_loss_weight": 0.5,
+    "hrr_bce_weight": 0.3, "hrr_ecp_checkpoint": "e.json", "hrr_ecp_probability": 0.5, "hrr_native_scale": 0.25,
+    "model": {"arch": "focalclick"}, "data": {"sources": ["COCO128"], "weights": [1.0]},
+}
+
+
+def test_flat_layout_loads_into_the_method_section() -> None:
+    """A config of the earlier flat layout: its method's options move into the section, the other methods' options
+    (carried by every flat config and ignored by its run) are dropped."""
+    cfg = TrainConfig.from_dict(FLAT)
+    assert cfg.focalclick == FocalClickOptions(refiner_size=48, refiner_loss_weight=0.5, small_size=32,
+                                               full_size_from=5, channels_last=False, compile=False, prefetch=2)
+    assert cfg.ntclick_hrr is None and cfg.size_at(0) == 32 and cfg.size_at(5) == 64
+    sectioned = {k: v for k, v in FLAT.items() if k not in FLAT_KEYS}
+    sectioned["focalclick"] = {"refiner_size": 48, "small_size": 32, "full_size_from": 5, "prefetch": 2,
+                               "channels_last": False, "refiner_loss_weight": 0.5}
+    assert TrainConfig.from_dict(sectioned) == cfg
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # what config.json / checkpoints record reads back
+    hrr = TrainConfig.from_dict({**FLAT, "model": {"arch": "ntclick_hrr"}})
+    assert hrr.focalclick is None
+    assert hrr.ntclick_hrr == NTClickHRROptions(bce_weight=0.3, ecp_checkpoint="e.json", ecp_probability=0.5,
+                                                native_scale=0.25)
+    assert "focalclick" not in hrr.to_dict() and hrr.to_dict()["ntclick_hrr"]["native_scale"] == 0.25
+    ecp = TrainConfig.from_dict({**FLAT, "model": {"arch": "ntclick_ecp"}})
+    assert ecp.focalclick is None and ecp.ntclick_hrr is None and ecp.size_at(0) == 64
+
+
+def test_flat_view_of_recorded_configs_reads_both_layouts() -> None:
+    cfg = TrainConfig.from_dict(FLAT)
+    flat = flat_config(cfg.to_dict())
+    assert flat["refiner_size"] == 48 and flat["small_size"] == 32 and "focalclick" not in flat
+    assert "hrr_bce_weight" not in flat
+    old = {"steps": 3, "refiner_size": 96, "hrr_bce_weight": 1.0}  # a checkpoint of the flat layout
+    assert flat_config(old) == old
+
+
+def test_sections_are_checked() -> None:
+    base = {"model": {"arch": "focalclick"}, "data": {"sources": ["COCO128"], "weights": [1.0]}}
+    with pytest.raises(FinecutError, match=r"\[ntclick_hrr\] holds options of the ntclick_hrr method"):
+        TrainConfig.from_dict({**base, "ntclick_hrr": {"bce_weight": 1.0}})
+    with pytest.raises(FinecutError, match=r"unknown \[focalclick\] option\(s\): refiner"):
+        TrainConfig.from_dict({**base, "focalclick": {"refiner": 1}})
+    with pytest.raises(FinecutError, match="given twice"):
+        TrainConfig.from_dict({**base, "prefetch": 1, "focalclick": {"prefetch": 2}})
+    with pytest.raises(FinecutError, match="unknown training option"):
+        TrainConfig.from_dict({**base, "bce_weight": 1.0})

@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from doubles import ConstantEngine, DiskEngine
+
 from finecut.datasets.base import Dataset, Sample, SampleRef
 from finecut.engines.base import Engine, EngineOutput
 from finecut.errors import FinecutError
@@ -27,64 +29,13 @@ from finecut.evaluation import (
 from finecut.evaluation.loop import SampleResult
 from finecut.io import write_image, write_mask
 from finecut.predictor import Predictor
-from finecut.prompts import ClickKind
 
 RADIUS = 4
 
 
-class DiskEngine(Engine):
-    """Predicts disks (or squares) of radius ``RADIUS`` around positive clicks; negative clicks erase one."""
-
-    name = "disk"
-
-    def __init__(self, radius: int = RADIUS, fail_on: str | None = None, square: bool = False) -> None:
-        self.radius = radius
-        self.square = square
-        self.fail_on = fail_on
-        self.images_set = 0
-        self.calls: list[dict[str, Any]] = []
-
-    def encode_image(self, image: np.ndarray) -> Any:
-        self.images_set += 1
-        if self.fail_on is not None and int(image[0, 0, 0]) == int(self.fail_on):
-            raise FinecutError(f"test engine refuses image {self.fail_on}")
-        return image.shape[:2]
-
-    def predict(self, image, features, prompts, previous) -> EngineOutput:
-        self.calls.append(
-            {
-                "clicks": len(prompts.clicks),
-                "prior": None if prompts.prior_mask is None else prompts.prior_mask.copy(),
-                "previous_clicks": None if previous is None else len(previous.clicks),
-            }
-        )
-        h, w = features
-        probs = np.zeros((h, w), dtype=np.float32)
-        if prompts.prior_mask is not None:
-            probs[prompts.prior_mask] = 1.0
-        ys, xs = np.mgrid[:h, :w]
-        for click in prompts.clicks:
-            if self.square:
-                disk = (np.abs(xs - click.x) <= self.radius) & (np.abs(ys - click.y) <= self.radius)
-            else:
-                disk = (xs - click.x) ** 2 + (ys - click.y) ** 2 <= self.radius**2
-            probs[disk] = 1.0 if click.kind is ClickKind.POSITIVE else 0.0
-        return EngineOutput(probs=probs)
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "radius": self.radius}
-
-
-class ConstantEngine(Engine):
-    """Returns the same probability everywhere (to test the prediction threshold)."""
-
-    name = "constant"
-
-    def __init__(self, value: float) -> None:
-        self.value = value
-
-    def predict(self, image, features, prompts, previous) -> EngineOutput:
-        return EngineOutput(probs=np.full(image.shape[:2], self.value, dtype=np.float32))
+def paint_disk(radius: int = RADIUS, **options: Any) -> DiskEngine:
+    """The shared test engine painting disks (or squares) of ``radius`` around clicks in order: positive 1, else 0."""
+    return DiskEngine(radius, rule="paint", **options)
 
 
 def _disk_sample(name: str = "disk", size: int = 24, tag: int = 0) -> Sample:
@@ -127,18 +78,18 @@ def _file_dataset(tmp_path: Path, samples: list[Sample], name: str = "tiny") -> 
 
 
 def test_first_click_at_object_centre_reaches_iou_one() -> None:
-    engine = DiskEngine()
+    engine = paint_disk()
     result = evaluate_sample(Predictor(engine), _disk_sample(), EvalConfig())
     assert result.clicks[0] == (12, 12, "pos")
     assert result.ious[0] == 1.0
     assert len(result.ious) == 20 and len(result.clicks) == 20
     assert result.noc == {"85": 1, "90": 1, "95": 1}
-    assert engine.images_set == 1
+    assert engine.encode_calls == 1
     assert result.seconds >= result.set_image_seconds >= 0
 
 
 def test_loop_passes_all_clicks_and_previous_prediction() -> None:
-    engine = DiskEngine()
+    engine = paint_disk()
     evaluate_sample(Predictor(engine), _bar_sample(), EvalConfig(max_clicks=5))
     assert [c["clicks"] for c in engine.calls] == [1, 2, 3, 4, 5]
     assert [c["previous_clicks"] for c in engine.calls] == [None, 1, 2, 3, 4]
@@ -146,11 +97,11 @@ def test_loop_passes_all_clicks_and_previous_prediction() -> None:
 
 
 def test_clicks_follow_next_click_on_each_prediction() -> None:
-    engine = DiskEngine()
+    engine = paint_disk()
     sample = _bar_sample()
     result = evaluate_sample(Predictor(engine), sample, EvalConfig(max_clicks=6))
     # replay: each click is next_click on the mask the engine produced from the clicks before it
-    predictor = Predictor(DiskEngine())
+    predictor = Predictor(paint_disk())
     predictor.set_image(sample.image)
     pred = np.zeros(sample.gt.shape, dtype=bool)
     clicks = []
@@ -162,7 +113,7 @@ def test_clicks_follow_next_click_on_each_prediction() -> None:
 
 
 def test_sample_that_never_reaches_threshold_scores_max_clicks() -> None:
-    result = evaluate_sample(Predictor(DiskEngine()), _line_sample(), EvalConfig())
+    result = evaluate_sample(Predictor(paint_disk()), _line_sample(), EvalConfig())
     assert max(result.ious) < 0.85
     assert result.noc == {"85": 20, "90": 20, "95": 20}
     summary = summarize([result], EvalConfig())
@@ -170,7 +121,7 @@ def test_sample_that_never_reaches_threshold_scores_max_clicks() -> None:
 
 
 def test_square_engine_tiles_the_bar() -> None:
-    result = evaluate_sample(Predictor(DiskEngine(square=True)), _bar_sample(), EvalConfig())
+    result = evaluate_sample(Predictor(paint_disk(square=True)), _bar_sample(), EvalConfig())
     assert result.ious[:4] == [0.25, 0.5, 0.75, 1.0]
     assert result.clicks[:4] == [(6, 10, "pos"), (15, 10, "pos"), (24, 10, "pos"),
                                  (33, 10, "pos")]
@@ -178,8 +129,8 @@ def test_square_engine_tiles_the_bar() -> None:
 
 
 def test_stop_at_target_gives_same_clicks_as_full_run() -> None:
-    full = evaluate_sample(Predictor(DiskEngine(square=True)), _bar_sample(), EvalConfig(max_clicks=8))
-    short = evaluate_sample(Predictor(DiskEngine(square=True)), _bar_sample(),
+    full = evaluate_sample(Predictor(paint_disk(square=True)), _bar_sample(), EvalConfig(max_clicks=8))
+    short = evaluate_sample(Predictor(paint_disk(square=True)), _bar_sample(),
                             EvalConfig(max_clicks=8, target_iou=0.7))
     assert len(short.ious) == 3
     assert short.clicks == full.clicks[:3]
@@ -189,14 +140,14 @@ def test_stop_at_target_gives_same_clicks_as_full_run() -> None:
     assert full.noc == {"85": 4, "90": 4, "95": 4}
     summary = summarize([short], EvalConfig(max_clicks=8, target_iou=0.7, noc_thresholds=(0.5, 0.9)))
     assert summary["noc"] == {"50": None, "90": None}  # the short result was scored with other thresholds
-    short2 = evaluate_sample(Predictor(DiskEngine(square=True)), _bar_sample(),
+    short2 = evaluate_sample(Predictor(paint_disk(square=True)), _bar_sample(),
                              EvalConfig(max_clicks=8, target_iou=0.7, noc_thresholds=(0.5, 0.9)))
     assert short2.noc == {"50": 2, "90": None}
 
 
 def test_stop_at_target_reports_noc_but_not_miou() -> None:
     config = EvalConfig(target_iou=0.9)
-    results = [evaluate_sample(Predictor(DiskEngine()), s, config) for s in (_disk_sample(), _line_sample())]
+    results = [evaluate_sample(Predictor(paint_disk()), s, config) for s in (_disk_sample(), _line_sample())]
     assert len(results[0].ious) == 1 and len(results[1].ious) == 20
     summary = summarize(results, config)
     assert summary["miou"] is None
@@ -218,7 +169,7 @@ def test_mask_correction_starts_from_initial_mask_and_passes_it_as_prior() -> No
     sample = _bar_sample()
     init = sample.gt == 1
     init[:, 20:] = False  # the right part of the bar is missing
-    engine = DiskEngine()
+    engine = paint_disk()
     result = evaluate_sample(Predictor(engine), sample, EvalConfig(max_clicks=3), init_mask=init)
     assert result.init_iou == pytest.approx(init.sum() / (sample.gt == 1).sum(), abs=1e-6)
     x, y, kind = result.clicks[0]
@@ -234,7 +185,7 @@ def test_region_limits_scoring_and_click_simulation() -> None:
     region = np.zeros((20, 40), dtype=bool)
     region[:, :20] = True
     sample = Sample("roi", np.zeros((20, 40, 3), dtype=np.uint8), gt, region=region)
-    result = evaluate_sample(Predictor(DiskEngine(radius=2)), sample, EvalConfig(max_clicks=4))
+    result = evaluate_sample(Predictor(paint_disk(radius=2)), sample, EvalConfig(max_clicks=4))
     assert all(x < 20 for x, _, _ in result.clicks)
     assert result.clicks[0] == (5, 9, "pos")
     assert result.extra["region"] is True and result.extra["violations"] >= 0
@@ -243,7 +194,7 @@ def test_region_limits_scoring_and_click_simulation() -> None:
 
 
 def test_sample_result_round_trips_through_json() -> None:
-    result = evaluate_sample(Predictor(DiskEngine()), _bar_sample(), EvalConfig(max_clicks=4))
+    result = evaluate_sample(Predictor(paint_disk()), _bar_sample(), EvalConfig(max_clicks=4))
     again = SampleResult.from_json(json.loads(json.dumps(result.to_json())))
     assert again.ious == result.ious and again.clicks == result.clicks and again.noc == result.noc
     with pytest.raises(FinecutError, match="malformed"):
@@ -265,12 +216,12 @@ def test_config_rejects_bad_values() -> None:
 def test_run_writes_all_report_files(tmp_path: Path) -> None:
     samples = [_disk_sample("a"), _bar_sample("b"), _line_sample("c")]
     out = tmp_path / "run"
-    run = run_evaluation(DiskEngine(), samples, out, EvalConfig(seed=7), dataset_name="Synth", progress=False)
+    run = run_evaluation(paint_disk(), samples, out, EvalConfig(seed=7), dataset_name="Synth", progress=False)
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json", "miou.png", "samples.jsonl", "summary.json", "summary.md"
     ]
     config = json.loads((out / "config.json").read_text())
-    assert config["model"] == {"name": "disk", "config": {"name": "disk", "radius": RADIUS}}
+    assert config["model"] == {"name": "disk", "config": {"name": "disk", "radius": RADIUS, "rule": "paint"}}
     assert config["dataset"]["name"] == "Synth" and config["dataset"]["count"] == 3
     assert config["protocol"]["threshold"] == 0.49 and config["protocol"]["max_clicks"] == 20
     assert config["protocol"]["seed"] == 7 and config["protocol"]["mask_correction"] is False
@@ -297,11 +248,11 @@ def test_run_writes_all_report_files(tmp_path: Path) -> None:
 
 def test_run_refuses_non_empty_folder_then_overwrites(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run_evaluation(DiskEngine(), [_disk_sample()], out, EvalConfig(max_clicks=2), progress=False)
+    run_evaluation(paint_disk(), [_disk_sample()], out, EvalConfig(max_clicks=2), progress=False)
     with pytest.raises(FinecutError, match="not empty.*--resume.*--overwrite"):
-        run_evaluation(DiskEngine(), [_disk_sample()], out, EvalConfig(max_clicks=2), progress=False)
+        run_evaluation(paint_disk(), [_disk_sample()], out, EvalConfig(max_clicks=2), progress=False)
     (out / "notes.txt").write_text("mine")
-    run_evaluation(DiskEngine(), [_bar_sample()], out, EvalConfig(max_clicks=2), overwrite=True, progress=False)
+    run_evaluation(paint_disk(), [_bar_sample()], out, EvalConfig(max_clicks=2), overwrite=True, progress=False)
     lines = (out / "samples.jsonl").read_text().splitlines()
     assert [json.loads(line)["name"] for line in lines] == ["bar"]
     assert (out / "notes.txt").read_text() == "mine"  # files the run did not make are left alone
@@ -314,48 +265,48 @@ def test_resume_skips_done_samples_and_drops_a_truncated_line(tmp_path: Path) ->
     out = tmp_path / "run"
     config = EvalConfig(max_clicks=5)
     with pytest.raises(FinecutError, match="refuses image 2"):
-        run_evaluation(DiskEngine(fail_on="2"), dataset, out, config, progress=False)
+        run_evaluation(paint_disk(fail_on="2"), dataset, out, config, progress=False)
     lines = (out / "samples.jsonl").read_text().splitlines()
     assert [json.loads(line)["name"] for line in lines] == ["s0", "s1"]
     with open(out / "samples.jsonl", "a") as fh:
         fh.write('{"index": 2, "name": "s2", "ious": [0.1')  # an interrupted write
-    engine = DiskEngine()
+    engine = paint_disk()
     run = run_evaluation(engine, dataset, out, config, resume=True, progress=False)
-    assert engine.images_set == 2  # only s2 and s3 were evaluated
+    assert engine.encode_calls == 2  # only s2 and s3 were evaluated
     assert [r.name for r in run.results] == ["s0", "s1", "s2", "s3"]
     names = [json.loads(line)["name"] for line in (out / "samples.jsonl").read_text().splitlines()]
     assert names == ["s0", "s1", "s2", "s3"]
     assert run.summary["num_samples"] == 4
-    fresh = run_evaluation(DiskEngine(), dataset, None, config, progress=False)
+    fresh = run_evaluation(paint_disk(), dataset, None, config, progress=False)
     assert fresh.summary["noc"] == run.summary["noc"] and fresh.summary["miou"] == run.summary["miou"]
 
 
 def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run_evaluation(DiskEngine(), [_disk_sample()], out, EvalConfig(max_clicks=2), progress=False)
+    run_evaluation(paint_disk(), [_disk_sample()], out, EvalConfig(max_clicks=2), progress=False)
     with pytest.raises(FinecutError, match="cannot resume.*protocol"):
-        run_evaluation(DiskEngine(), [_disk_sample()], out, EvalConfig(max_clicks=2, threshold=0.6), resume=True,
+        run_evaluation(paint_disk(), [_disk_sample()], out, EvalConfig(max_clicks=2, threshold=0.6), resume=True,
                        progress=False)
     with pytest.raises(FinecutError, match="cannot resume.*model"):
-        run_evaluation(DiskEngine(radius=3), [_disk_sample()], out, EvalConfig(max_clicks=2), resume=True,
+        run_evaluation(paint_disk(radius=3), [_disk_sample()], out, EvalConfig(max_clicks=2), resume=True,
                        progress=False)
 
 
 def test_limit_evaluates_first_samples_only(tmp_path: Path) -> None:
     dataset = _file_dataset(tmp_path / "data", [_disk_sample(f"s{i}", tag=i) for i in range(4)])
-    engine = DiskEngine()
+    engine = paint_disk()
     run = run_evaluation(engine, dataset, None, EvalConfig(max_clicks=2, limit=2), progress=False)
-    assert [r.name for r in run.results] == ["s0", "s1"] and engine.images_set == 2
+    assert [r.name for r in run.results] == ["s0", "s1"] and engine.encode_calls == 2
     assert run.config["dataset"] == {"name": "tiny", "root": str(tmp_path / "data"), "count": 2, "total": 4}
 
 
 def test_empty_dataset_and_duplicate_names_are_errors(tmp_path: Path) -> None:
     with pytest.raises(FinecutError, match="empty: no samples"):
-        run_evaluation(DiskEngine(), Dataset("empty", []), None, progress=False)
+        run_evaluation(paint_disk(), Dataset("empty", []), None, progress=False)
     dup = _file_dataset(tmp_path / "d", [_disk_sample("x", tag=1)])
     dup.refs.append(dup.refs[0])
     with pytest.raises(FinecutError, match="two samples are named 'x'"):
-        run_evaluation(DiskEngine(), dup, None, progress=False)
+        run_evaluation(paint_disk(), dup, None, progress=False)
 
 
 def test_mask_correction_from_a_folder_of_initial_masks(tmp_path: Path) -> None:
@@ -365,7 +316,7 @@ def test_mask_correction_from_a_folder_of_initial_masks(tmp_path: Path) -> None:
     write_mask(tmp_path / "init" / "b1.png", init)
     write_mask(tmp_path / "init" / "b2.png", samples[1].gt == 1)  # already perfect
     folder = InitMaskFolder(tmp_path / "init")
-    engine = DiskEngine()
+    engine = paint_disk()
     run = run_evaluation(engine, samples, tmp_path / "run", EvalConfig(max_clicks=3), init_masks=folder,
                          progress=False)
     assert run.config["protocol"]["mask_correction"] is True
@@ -374,29 +325,29 @@ def test_mask_correction_from_a_folder_of_initial_masks(tmp_path: Path) -> None:
     assert run.summary["mean_init_iou"] == pytest.approx((run.results[0].init_iou + 1.0) / 2)
     assert "Mask correction" in (tmp_path / "run" / "summary.md").read_text()
     with pytest.raises(FinecutError, match="no initial mask for sample 'other'"):
-        run_evaluation(DiskEngine(), [_bar_sample("other")], None, init_masks=folder, progress=False)
+        run_evaluation(paint_disk(), [_bar_sample("other")], None, init_masks=folder, progress=False)
     write_mask(tmp_path / "bad" / "b1.png", np.zeros((5, 5), dtype=bool))
     with pytest.raises(FinecutError, match=r"bad/b1.png.*shape"):
-        run_evaluation(DiskEngine(), [samples[0]], None, init_masks=InitMaskFolder(tmp_path / "bad"),
+        run_evaluation(paint_disk(), [samples[0]], None, init_masks=InitMaskFolder(tmp_path / "bad"),
                        progress=False)
 
 
 def test_mask_correction_without_initial_masks_is_an_error() -> None:
     with pytest.raises(FinecutError, match="mask correction needs an initial mask"):
-        run_evaluation(DiskEngine(), [_bar_sample()], None, EvalConfig(mask_correction=True), progress=False)
+        run_evaluation(paint_disk(), [_bar_sample()], None, EvalConfig(mask_correction=True), progress=False)
 
 
 def test_region_samples_mark_the_summary() -> None:
     s = _bar_sample()
     region_sample = Sample("r", s.image, s.gt, region=np.ones(s.gt.shape, dtype=bool))
-    run = run_evaluation(DiskEngine(), [region_sample], None, EvalConfig(max_clicks=2), progress=False)
+    run = run_evaluation(paint_disk(), [region_sample], None, EvalConfig(max_clicks=2), progress=False)
     assert run.summary["region"] is True
 
 
 def test_results_table_merges_runs(tmp_path: Path) -> None:
     for radius in (2, 4):
         for ds, samples in (("Alpha", [_bar_sample()]), ("Beta", [_disk_sample()])):
-            engine = DiskEngine(radius=radius)
+            engine = paint_disk(radius=radius)
             run_evaluation(engine, samples, tmp_path / "runs" / f"disk{radius}-{ds}", model_name=f"disk{radius}",
                            dataset_name=ds, progress=False)
     table = write_results_table(tmp_path / "RESULTS.md", root=tmp_path / "runs")
@@ -450,11 +401,11 @@ def test_ntclick_protocol_records_tolerant_clicks_and_is_seeded() -> None:
     runs = {}
     for seed in (0, 0, 1):
         config = EvalConfig(max_clicks=4, protocol="ntclick", tolerant_offset=3, seed=seed)
-        result = run_evaluation(DiskEngine(), [line], None, config, progress=False).results[0]
+        result = run_evaluation(paint_disk(), [line], None, config, progress=False).results[0]
         runs.setdefault(seed, []).append(result.clicks)
     assert all(kind == "tol" for _, _, kind in runs[0][0])  # a 1-px line lies wholly in the uncertain band
     assert runs[0][0] == runs[0][1]  # same seed, same clicks
-    standard = run_evaluation(DiskEngine(), [line], None, EvalConfig(max_clicks=4), progress=False).results[0]
+    standard = run_evaluation(paint_disk(), [line], None, EvalConfig(max_clicks=4), progress=False).results[0]
     assert all(kind != "tol" for _, _, kind in standard.clicks)
     with pytest.raises(FinecutError, match="unknown click protocol"):
         EvalConfig(protocol="other")

@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers_app import DiskEngine, photo_like
+from doubles import DiskEngine
+from helpers_app import photo_like
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image

@@ -15,7 +15,7 @@ from finecut import fbu
 from finecut.pipelines.ntclick import NTClickEngine
 from finecut.prompts import Click, ClickKind, Prompts
 from finecut.models.registry import build_model
-from finecut.training.config import TrainConfig
+from finecut.training.config import NTClickHRROptions, TrainConfig
 from finecut.training.ntclick import (
     assemble_ntclick,
     hrr_crop_sides,
@@ -182,8 +182,13 @@ def test_assemble_load_and_predict(folder: Path, tmp_path: Path) -> None:
     assert pred.probs.shape == (90, 130) and pred.mask.shape == (90, 130)
     with pytest.raises(finecut.FinecutError, match="not an ntclick_hrr"):
         assemble_ntclick(ecp_dir / "last.json", ecp_dir / "last.json", tmp_path / "bad")
-    assert main([str(ecp_dir / "last"), str(hrr_dir / "last"), str(tmp_path / "cli")]) == 0
+    assert main([str(ecp_dir / "last"), str(hrr_dir / "last"), str(tmp_path / "cli")]) == 0  # deprecated entry
     assert (tmp_path / "cli.json").exists() and (tmp_path / "cli.safetensors").exists()
+    from finecut.cli import main as cli_main
+
+    assert cli_main(["train", "--assemble", str(ecp_dir / "last"), str(hrr_dir / "last"), str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["engine"] == "ntclick"
+    assert cli_main(["train", "--assemble", str(hrr_dir / "last"), str(ecp_dir / "last"), str(tmp_path / "b")]) == 2
     from finecut.training.card import write_model_card
 
     card = write_model_card(out, tmp_path / "card.md").read_text()
@@ -203,14 +208,14 @@ def test_hrr_trains_on_fbu_maps_predicted_by_a_trained_ecp(folder: Path, tmp_pat
 
     monkeypatch.setattr(ntclick_training, "ecp_labels", spy)
     cfg = _config(tmp_path, folder, "ntclick_hrr", steps=2)
-    cfg.hrr_ecp_checkpoint = str(ecp_dir / "last.json")
-    cfg.hrr_ecp_probability = 1.0
+    cfg.ntclick_hrr.ecp_checkpoint = str(ecp_dir / "last.json")
+    cfg.ntclick_hrr.ecp_probability = 1.0
     run_dir = train(cfg, progress=False)
     assert len(calls) == 2 * cfg.batch_size  # every sample of both steps
     assert all(shape[-2:] == (64, 64) and out == (64, 64) for shape, out, _ in calls)
     losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines() if '"loss"' in line]
     assert len(losses) == 2 and all(np.isfinite(losses))
-    cfg.hrr_ecp_checkpoint = str(run_dir / "last.json")  # an HRR is not an ECP
+    cfg.ntclick_hrr.ecp_checkpoint = str(run_dir / "last.json")  # an HRR is not an ECP
     cfg.run_dir = str(tmp_path / "other")
     with pytest.raises(finecut.FinecutError, match="must hold an NTClick ECP"):
         train(cfg, progress=False)
@@ -237,3 +242,16 @@ def test_training_draws_synthetic_thin_structures(arch: str, folder: Path, tmp_p
     # every sample of the batch was synthetic, at the view size the ECP (size) or the HRR (size * hi_factor) uses
     side = cfg.size if arch == "ntclick_ecp" else cfg.size * cfg.hi_factor
     assert drawn == [side] * cfg.batch_size
+
+
+def test_ntclick_runs_refuse_torchrun_and_foreign_sections(folder: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(tmp_path, folder, "ntclick_ecp", steps=1)
+    assert cfg.method == "ntclick_ecp" and cfg.focalclick is None and cfg.ntclick_hrr is None
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(finecut.FinecutError, match="single process"):
+        train(cfg, progress=False)
+    monkeypatch.delenv("WORLD_SIZE")
+    cfg.ntclick_hrr = NTClickHRROptions()  # the HRR's options on an ECP run
+    with pytest.raises(finecut.FinecutError, match=r"\[ntclick_hrr\].*ntclick_ecp"):
+        train(cfg, progress=False)

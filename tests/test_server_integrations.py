@@ -9,7 +9,8 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from helpers_app import DiskEngine, LiveServer, photo_like
+from doubles import DiskEngine
+from helpers_app import LiveServer, photo_like
 
 from finecut import FinecutError
 from finecut.server import ServeConfig, create_server

@@ -2,7 +2,8 @@ import json
 
 import numpy as np
 import pytest
-from helpers_app import DiskEngine, photo_like
+from doubles import DiskEngine
+from helpers_app import photo_like
 
 from finecut import FinecutError, Predictor
 from finecut.prompts import Box

@@ -131,8 +131,9 @@ def _tiny_config(tmp_path: Path, folder: Path, steps: int) -> TrainConfig:
         "pretrained": "none",
         "data": {"sources": [str(folder)], "weights": [1.0], "bank": str(tmp_path / "bank.npz"), "max_side": 96,
                  "val_fraction": 0.3},
-        "steps": steps, "batch_size": 2, "size": 64, "refiner_size": 32, "warmup_steps": 1, "threads": 1,
+        "steps": steps, "batch_size": 2, "size": 64, "warmup_steps": 1, "threads": 1,
         "log_every": 1, "checkpoint_every": 2, "val_every": 2, "val_objects": 2, "val_clicks": 2,
+        "focalclick": {"refiner_size": 32},
     })
 
 
@@ -180,8 +181,9 @@ def test_ddp_two_cpu_processes_on_gloo(folder: Path, tmp_path: Path) -> None:
     config_path = tmp_path / "tiny.toml"
     data = cfg.data
     config_path.write_text(
-        f'run_dir = "{cfg.run_dir}"\npretrained = "none"\nsteps = 2\nbatch_size = 2\nsize = 64\nrefiner_size = 32\n'
+        f'run_dir = "{cfg.run_dir}"\npretrained = "none"\nsteps = 2\nbatch_size = 2\nsize = 64\n'
         "warmup_steps = 1\nthreads = 1\nlog_every = 1\ncheckpoint_every = 2\nval_every = 100\n"
+        "[focalclick]\nrefiner_size = 32\n"
         '[model]\narch = "focalclick"\nhead_channels = 16\nrefiner_channels = 8\n'
         f'[data]\nsources = ["{data.sources[0]}"]\nweights = [1.0]\nbank = "{data.bank}"\nmax_side = 96\n'
         "val_fraction = 0.3\n"
@@ -212,3 +214,77 @@ def test_validation_on_held_out_bank_images(folder: Path, tmp_path: Path) -> Non
     result = evaluate_on_validation(finecut.load_model(run_dir / "last.json"), bank, 0.5, 10, tmp_path / "val",
                                     config=EvalConfig(max_clicks=3), progress=False)
     assert result.summary["num_samples"] == len(val_idx) and (tmp_path / "val" / "summary.json").is_file()
+
+
+def _hand_written_validation(net: torch.nn.Module, samples: list, clicks: int, radius: float) -> dict[str, float]:
+    """The trainer's own click loop before it went through the evaluator's (kept here as the reference)."""
+    from finecut.evaluation.protocol import iou, next_click, noc
+    from finecut.training.batch import prompt_maps, to_tensor_images
+
+    all_ious = []
+    with torch.no_grad():
+        for sample in samples:
+            gt = sample.gt
+            image = to_tensor_images(sample.image[None])
+            pred = np.zeros(gt.shape, bool)
+            previous = torch.zeros(1, 1, *gt.shape)
+            done: list = []
+            ious = []
+            for _ in range(clicks):
+                done.append(next_click(gt, pred, done))
+                probs = torch.sigmoid(net(image, prompt_maps([done], previous, radius, 4))["logits"])
+                pred = probs[0, 0].numpy() > 0.49
+                previous = probs
+                ious.append(iou(gt, pred))
+            all_ious.append(ious)
+    arr = np.asarray(all_ious)
+    return {"val_miou@1": float(arr[:, 0].mean()), "val_miou@3": float(arr[:, 2].mean()),
+            "val_miou@5": float(arr[:, 4].mean()),
+            f"val_noc85@{clicks}": float(np.mean([noc(r, 0.85, clicks) for r in arr])),
+            f"val_noc90@{clicks}": float(np.mean([noc(r, 0.90, clicks) for r in arr]))}
+
+
+def test_in_training_validation_runs_the_evaluator_loop_with_the_old_numbers(folder: Path, tmp_path: Path) -> None:
+    """Held-out validation goes through finecut.evaluation's per-sample loop; its numbers are those of the trainer's
+    former hand-written loop (to the evaluator's 6-digit IoUs), and the global random state training uses is kept."""
+    from finecut.models.checkpoint import load_checkpoint
+    from finecut.training.focalclick import FOCALCLICK, segmentor_of
+    from finecut.training.validation import held_out_views, in_training_indices, validate_in_training
+
+    cfg = _tiny_config(tmp_path, folder, steps=1)
+    run_dir = train(cfg, progress=False)
+    net = load_checkpoint(run_dir / "last.json")[0].eval()
+    bank = ObjectBank.load(cfg.data.bank)
+    indices = in_training_indices(bank, 1.0, 6)  # every object
+    samples = held_out_views(bank, indices, cfg.size)
+    assert len(samples) == 6 and samples[0].image.shape == (64, 64, 3) and samples[0].gt.dtype == np.int8
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    ours = validate_in_training(FOCALCLICK.validation_engine(net, cfg), samples, 6)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the evaluator's per-sample seeding was undone
+    reference = _hand_written_validation(segmentor_of(net), samples, 6, cfg.click_radius)
+    assert ours.keys() == reference.keys()
+    for key in ours:
+        assert ours[key] == pytest.approx(reference[key], abs=1e-6), key
+
+
+def test_validate_command_takes_inference_options_in_the_loader_syntax(folder: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from finecut.cli import main as cli_main
+
+    cfg = _tiny_config(tmp_path, folder, steps=1)
+    run_dir = train(cfg, progress=False)
+    config_path = tmp_path / "tiny.toml"
+    config_path.write_text(
+        f'run_dir = "{cfg.run_dir}"\npretrained = "none"\n[model]\narch = "focalclick"\nhead_channels = 16\n'
+        f'refiner_channels = 8\n[data]\nsources = ["{cfg.data.sources[0]}"]\nweights = [1.0]\n'
+        f'bank = "{cfg.data.bank}"\nval_fraction = 0.3\n')
+    checkpoint = run_dir / "last.json"
+    assert cli_main(["train", str(config_path), "--validate", f"{checkpoint}:target_size=64", "--val-count", "2",
+                     "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "validation (" in out.out and (run_dir / "validation" / "last-target_size64" / "summary.json").is_file()
+    assert cli_main(["train", str(config_path), "--validate", str(checkpoint), "--option", "target_size=64",
+                     "--val-count", "2", "--no-progress"]) == 0  # the deprecated spelling still works
+    assert "deprecated" in capsys.readouterr().err
+    assert cli_main(["train"]) == 2 and "a training CONFIG is needed" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from finecut.datasets import open_dataset
 from finecut.training.batch import BatchSampler
 from finecut.training.augment import ViewConfig
 from finecut.training.clicks import ClickSimConfig
-from finecut.training.config import TrainConfig
+from finecut.training.config import FocalClickOptions, TrainConfig
 from finecut.training.objects import build_object_bank
 from finecut.training.prefetch import PrefetchSampler
 from finecut.training.trainer import train
@@ -34,17 +35,21 @@ def _config(tmp_path: Path, folder: Path, **over: object) -> TrainConfig:
         "pretrained": "none",
         "data": {"sources": [str(folder)], "weights": [1.0], "bank": str(tmp_path / "bank.npz"), "max_side": 96,
                  "val_fraction": 0.3},
-        "steps": 4, "batch_size": 2, "size": 64, "refiner_size": 32, "warmup_steps": 1, "threads": 1,
+        "steps": 4, "batch_size": 2, "size": 64, "warmup_steps": 1, "threads": 1,
         "log_every": 1, "checkpoint_every": 2, "val_every": 100, "val_objects": 2, "val_clicks": 2,
+        "focalclick": {"refiner_size": 32},
     }
-    raw.update(over)
+    focalclick_keys = {f.name for f in dataclasses.fields(FocalClickOptions)}
+    raw["focalclick"] = {**raw["focalclick"], **{k: v for k, v in over.items() if k in focalclick_keys}}
+    raw.update({k: v for k, v in over.items() if k not in focalclick_keys})
     return TrainConfig.from_dict(raw)
 
 
 def test_size_schedule() -> None:
-    cfg = TrainConfig(size=224, small_size=160, full_size_from=10)
+    cfg = TrainConfig(size=224, focalclick=FocalClickOptions(small_size=160, full_size_from=10))
     assert [cfg.size_at(s) for s in (0, 9, 10, 50)] == [160, 160, 224, 224]
     assert TrainConfig(size=224).size_at(0) == 224  # no small stage configured
+    assert TrainConfig(size=96, model={"arch": "ntclick_ecp"}).size_at(0) == 96  # a method without one
 
 
 def _sampler(folder: Path, rng: np.random.Generator) -> BatchSampler:
