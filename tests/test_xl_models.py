@@ -11,8 +11,17 @@ import torch
 
 from finecut.errors import FinecutError
 from finecut.model_inputs import input_spec
-from finecut.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
-from finecut.models.detail_net import DetailNet, compose_alpha, trimap_from_probs, trimap_one_hot
+from finecut.models.checkpoint import (
+    load_checkpoint,
+    read_checkpoint_config,
+    save_checkpoint,
+)
+from finecut.models.detail_net import (
+    DetailNet,
+    compose_alpha,
+    trimap_from_probs,
+    trimap_one_hot,
+)
 from finecut.models.focalclick_xl import (
     FORMS,
     XL_PROMPT_LAYOUT,
@@ -23,7 +32,12 @@ from finecut.models.focalclick_xl import (
     parameter_table,
 )
 from finecut.models.registry import build_model, list_models
-from finecut.models.sam_vit import SamViTAdapterEncoder, SamViTConfig, load_sam_image_encoder, sam_vit_config
+from finecut.models.sam_vit import (
+    SamViTAdapterEncoder,
+    SamViTConfig,
+    load_sam_image_encoder,
+    sam_vit_config,
+)
 from finecut.training.alpha_losses import (
     alpha_composition_loss,
     alpha_gradient_loss,
@@ -39,7 +53,7 @@ SHIPPED = ROOT / "src" / "finecut" / "weights" / "focalclick-lite0-v2"
 TINY_SAM = {"img_size": 128, "patch_size": 16, "embed_dim": 64, "depth": 2, "num_heads": 4, "window_size": 4,
             "global_attn_indexes": (1,), "out_channels": 32, "adapter_dim": 8}
 TINY_XL = {"arch": "focalclick_xl",
-           "context_net": {"type": "sam_vit", **{**TINY_SAM, "global_attn_indexes": [1]}},
+           "context_net": {"type": "sam_vit", **TINY_SAM, "global_attn_indexes": [1]},
            "detail_net": {"stages": [[1, 8, 1, 1], [4, 16, 1, 2], [4, 24, 1, 2]], "stem_channels": 8,
                           "decoder": [16, 12, 8]}}
 
@@ -149,6 +163,7 @@ def test_sam_encoder_shapes_and_adapters_start_as_identity() -> None:
         out = model(torch.randn(2, 3, 128, 128))
         odd = model(torch.randn(1, 3, 100, 120))  # padded to 112 x 128
     assert out.shape == (2, 32, 8, 8) and odd.shape == (1, 32, 7, 8)
+    assert model.input_size == 128 and model.pad_square and model.stride == 16
     for adapter in model.adapters:
         assert not adapter.up.weight.any() and not adapter.up.bias.any()
     model.freeze_encoder()
@@ -270,10 +285,10 @@ def test_xl_forward_shapes_context_and_forms() -> None:
 
 def test_xl_backward_and_prompting_only_transfer() -> None:
     net = _tiny_xl().train()
-    image, maps = _object_inputs()
-    context = net.encode_context(torch.randn(2, 3, 64, 96))
-    out = net.forward_object(image, maps, "clicks", context, torch.tensor([[0.0, 0.0, 64.0, 64.0]] * 2))
-    detail = net.forward_detail(torch.randn(4, 3, 32, 32), torch.zeros(4, 3, 32, 32))
+    image, maps = _object_inputs(2, 32)
+    context = net.encode_context(torch.randn(2, 3, 48, 64))
+    out = net.forward_object(image, maps, "clicks", context, torch.tensor([[0.0, 0.0, 32.0, 32.0]] * 2))
+    detail = net.forward_detail(torch.randn(2, 3, 16, 16), torch.zeros(2, 3, 16, 16))
     (out["logits"].mean() + detail["alpha"].mean()).backward()
     for name, p in net.named_parameters():
         if name.startswith(("prompting.scribbles", "prompting.box", "prompting.coarse_mask")):
@@ -285,9 +300,16 @@ def test_xl_backward_and_prompting_only_transfer() -> None:
     assert {id(p) for p in trainable} == {id(p) for p in net.prompting["box"].parameters()}
     assert 4_000 < sum(p.numel() for p in trainable) < 5_000
     assert net.prompting_bytes("box") < 20_000  # a few kB per form
+    net.train()  # a training loop's call: the shared subnets stay in eval mode (BatchNorm statistics frozen)
+    assert net.training and net.prompting["box"].training and not net.prompting["clicks"].training
+    assert not net.object.training and not any(m.training for m in net.object.modules())
+    stats = net.object.backbone._bn0.running_mean.clone()
     net.forward_object(image, maps, "box")["logits"].mean().backward()
+    assert torch.equal(net.object.backbone._bn0.running_mean, stats)
     assert all(p.grad is not None for p in trainable)
     assert all(p.grad is None for n, p in net.named_parameters() if not n.startswith("prompting.box"))
+    net.unfreeze()
+    assert net.object.training and all(p.requires_grad for p in net.parameters())
     net.copy_prompting("clicks", "scribbles")
     assert torch.equal(net.prompting["scribbles"].net[0].weight, net.prompting["clicks"].net[0].weight)
 
@@ -298,7 +320,7 @@ def test_xl_checkpoint_round_trip(tmp_path: Path) -> None:
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.01)  # no zero-initialised tensor left: every tensor must round-trip
-    json_path, weights_path = save_checkpoint(tmp_path / "xl", net, config)
+    json_path, _ = save_checkpoint(tmp_path / "xl", net, config)
     doc = read_checkpoint_config(json_path)
     assert doc["model"]["arch"] == "focalclick_xl"
     assert doc["inputs"]["prompt_layout"] == list(XL_PROMPT_LAYOUT)

@@ -26,6 +26,8 @@ MODELS.add("simpleclick", "finecut.models.simpleclick:build_simpleclick", "Simpl
 MODELS.add("ntclick", "finecut.models.ntclick:build_ntclick", "NTClick ECP + HRR in one checkpoint")
 MODELS.add("ntclick_ecp", "finecut.models.ntclick:build_ntclick_ecp", "NTClick's coarse network (FBU map)")
 MODELS.add("ntclick_hrr", "finecut.models.ntclick:build_ntclick_hrr", "NTClick's high-resolution refiner")
+MODELS.add("focalclick_xl", "finecut.models.focalclick_xl:build_focalclick_xl",
+           "FocalClick-XL: Context-Net + Object-Net with per-form prompting layers + Detail-Net")
 
 
 def register_model(name: str, description: str = "") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
