@@ -85,6 +85,9 @@ class Predictor:
         probs = np.asarray(out.probs, dtype=np.float32)
         check_mask_shape(probs, (height, width), what=f"{self.model.name} output")
         mask = probs > threshold if out.mask is None else np.asarray(out.mask, dtype=bool)
+        alpha = None if out.alpha is None else np.asarray(out.alpha, dtype=np.float32)
+        if alpha is not None:
+            check_mask_shape(alpha, (height, width), what=f"{self.model.name} alpha")
         state = dict(out.state)
         if self.honour_clicks and prompts.clicks:
             mask, probs, changed = honour_clicks(mask, probs, prompts.clicks, self.honour_radius)
@@ -97,6 +100,7 @@ class Predictor:
             threshold=threshold,
             state=state,
             seconds=time.perf_counter() - start,
+            alpha=alpha,
         )
 
 

@@ -17,7 +17,7 @@ memory: each step depends on the prompts alone, so ``previous`` is not needed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -31,7 +31,6 @@ from finecut.engines.seeds import (
     Seeds,
     WorkingImage,
     border_mask,
-    empty_probs,
     frozen,
     to_original,
 )
@@ -112,6 +111,7 @@ class GeodesicEngine(SeededEngine):
     """
 
     name: ClassVar[str] = "geodesic"
+    features_type: ClassVar[type] = GeodesicFeatures
 
     max_side: int = 256
     click_radius: float = 3.0
@@ -168,24 +168,15 @@ class GeodesicEngine(SeededEngine):
             bg.append((border_mask(seeds.shape) & ~seeds.fg, self.border_offset))
         return fg, bg
 
-    def predict(
-        self,
-        image: np.ndarray,
-        features: Any,
-        prompts: Prompts,
-        previous: "Prediction | None",
+    def segment(
+        self, features: GeodesicFeatures, work: WorkingImage, seeds: Seeds, prompts: Prompts,
+        previous: Prediction | None,
     ) -> EngineOutput:
-        feats = features if isinstance(features, GeodesicFeatures) else self.encode_image(image)
-        work = feats.work
-        height, width = work.original_size
-        seeds = self.prompt_seeds(prompts, work)
-        if not seeds.has_positive:
-            return EngineOutput(empty_probs((height, width)))
-        fg_sets, bg_sets = self.seed_sets(seeds, feats)
-        d_fg = seeded_distance(feats, fg_sets)
-        d_bg = seeded_distance(feats, bg_sets)
+        fg_sets, bg_sets = self.seed_sets(seeds, features)
+        d_fg = seeded_distance(features, fg_sets)
+        d_bg = seeded_distance(features, bg_sets)
         probs = geodesic_probs(d_fg, d_bg).reshape(work.shape)
-        return EngineOutput(to_original(probs, height, width))
+        return EngineOutput(to_original(probs, *work.original_size))
 
 
 def box_head_start(distance_outside: np.ndarray, interior: np.ndarray) -> float:

@@ -78,7 +78,7 @@ def fit_gmm(pixels: np.ndarray, max_samples: int = 4000, attempts: int = 1) -> n
     return model.reshape(1, GMM_SIZE)
 
 
-def _state_model(previous: "Prediction | None", key: str) -> np.ndarray | None:
+def _state_model(previous: Prediction | None, key: str) -> np.ndarray | None:
     if previous is None or key not in previous.state:
         return None
     model = np.asarray(previous.state[key], dtype=np.float64)
@@ -103,6 +103,7 @@ class GrabCutEngine(SeededEngine):
     """
 
     name: ClassVar[str] = "grabcut"
+    features_type: ClassVar[type] = WorkingImage
 
     max_side: int = 320
     click_radius: float = 5.0
@@ -136,7 +137,7 @@ class GrabCutEngine(SeededEngine):
         return WorkingImage.build(image, self.max_side)
 
     def initial_estimate(
-        self, work: WorkingImage, prompts: Prompts, seeds: Seeds, previous: "Prediction | None"
+        self, work: WorkingImage, prompts: Prompts, seeds: Seeds, previous: Prediction | None
     ) -> np.ndarray:
         """The probable-foreground map at the start of a step (bool, working resolution).
 
@@ -172,19 +173,10 @@ class GrabCutEngine(SeededEngine):
                 canvas[rows, cols][disk] = not click.is_negative
         return canvas
 
-    def predict(
-        self,
-        image: np.ndarray,
-        features: Any,
-        prompts: Prompts,
-        previous: "Prediction | None",
+    def segment(
+        self, features: WorkingImage, work: WorkingImage, seeds: Seeds, prompts: Prompts, previous: Prediction | None
     ) -> EngineOutput:
-        work = features if isinstance(features, WorkingImage) else self.encode_image(image)
         height, width = work.original_size
-        seeds = self.prompt_seeds(prompts, work)
-        if not seeds.has_positive:
-            return EngineOutput(empty_probs((height, width)))
-
         probable = self.initial_estimate(work, prompts, seeds, previous) | seeds.tolerant
         gc_mask = np.where(probable, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
         gc_mask[seeds.fg] = cv2.GC_FGD
@@ -218,7 +210,7 @@ class GrabCutEngine(SeededEngine):
         image: np.ndarray,
         gc_mask: np.ndarray,
         is_fg: np.ndarray,
-        previous: "Prediction | None",
+        previous: Prediction | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         bgd = _state_model(previous, STATE_BGD)
         fgd = _state_model(previous, STATE_FGD)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from skimage.segmentation import random_walker
@@ -29,7 +29,6 @@ from finecut.engines.seeds import (
     Seeds,
     WorkingImage,
     border_mask,
-    empty_probs,
     frozen,
     to_original,
 )
@@ -70,6 +69,7 @@ class RandomWalkerEngine(SeededEngine):
     """
 
     name: ClassVar[str] = "random_walker"
+    features_type: ClassVar[type] = RandomWalkerFeatures
 
     max_side: int = 192
     click_radius: float = 3.0
@@ -122,19 +122,10 @@ class RandomWalkerEngine(SeededEngine):
         weight[hard] = 0.0
         return label, weight
 
-    def predict(
-        self,
-        image: np.ndarray,
-        features: Any,
-        prompts: Prompts,
-        previous: "Prediction | None",
+    def segment(
+        self, features: RandomWalkerFeatures, work: WorkingImage, seeds: Seeds, prompts: Prompts,
+        previous: Prediction | None,
     ) -> EngineOutput:
-        feats = features if isinstance(features, RandomWalkerFeatures) else self.encode_image(image)
-        work = feats.work
-        height, width = work.original_size
-        seeds = self.prompt_seeds(prompts, work)
-        if not seeds.has_positive:
-            return EngineOutput(empty_probs((height, width)))
         hard = np.full(seeds.shape, _UNLABELLED, dtype=np.int32)
         hard[seeds.bg] = _BG
         hard[seeds.fg] = _FG
@@ -146,8 +137,8 @@ class RandomWalkerEngine(SeededEngine):
         elif not ((hard == _BG).any() or (tie_label == _BG).any()):
             probs = np.ones(seeds.shape, dtype=np.float32)  # nothing pulls towards the background
         else:
-            probs = self._solve(feats, hard, tie_label, tie_weight)
-        return EngineOutput(to_original(probs, height, width))
+            probs = self._solve(features, hard, tie_label, tie_weight)
+        return EngineOutput(to_original(probs, *work.original_size))
 
     def _solve(
         self, feats: RandomWalkerFeatures, hard: np.ndarray, tie_label: np.ndarray, tie_weight: np.ndarray

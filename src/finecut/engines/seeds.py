@@ -16,13 +16,14 @@ into maps at that working resolution:
 
 from __future__ import annotations
 
+import abc
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from finecut.engines.base import Engine
+from finecut.engines.base import Engine, EngineOutput, Prediction
 from finecut.errors import FinecutError
 # click_window / click_pixel are the shared disk geometry of finecut.prompts (also importable from here)
 from finecut.prompts import (
@@ -328,5 +329,21 @@ class SeededEngine(Engine):
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self)}  # type: ignore[call-overload]
 
-    def prompt_seeds(self, prompts: Prompts, work: "WorkingImage") -> "Seeds":
+    def prompt_seeds(self, prompts: Prompts, work: WorkingImage) -> Seeds:
         return build_seeds(prompts, work.transform, self.click_radius, self.tolerant_radius, work.lab, self.colour_gate)
+
+    def predict(self, image: np.ndarray, features: Any, prompts: Prompts, previous: Prediction | None) -> EngineOutput:
+        """The classical engines' opening: the features (encoded now when not given), the prompts as seeds on the
+        working image, and an empty result when nothing says where the object is; then :meth:`segment`."""
+        features = self.features_for(image, features)
+        work = features if isinstance(features, WorkingImage) else features.work
+        seeds = self.prompt_seeds(prompts, work)
+        if not seeds.has_positive:
+            return EngineOutput(empty_probs(work.original_size))
+        return self.segment(features, work, seeds, prompts, previous)
+
+    @abc.abstractmethod
+    def segment(self, features: Any, work: WorkingImage, seeds: Seeds, prompts: Prompts,
+                previous: Prediction | None) -> EngineOutput:
+        """Probabilities at the original size from ``seeds`` (which hold a positive hint) on ``work``, the working
+        image of ``features`` (what :meth:`encode_image` returned)."""

@@ -1,7 +1,7 @@
-"""Pieces shared by the learned-model pipelines: options, torch set-up, the starting probabilities, the clicks a
-network sees and the target crop. Network inputs (normalised images, prompt maps in a network's channel layout,
-resizing) come from :mod:`finecut.model_inputs`; ``normalize``, ``resize`` and ``crop_prompt_maps`` are importable
-from here too."""
+"""Step functions shared by the learned-model pipelines (:mod:`finecut.pipelines.skeleton` runs them): options,
+torch set-up, the starting probabilities and the clicks a network sees. Network inputs (normalised images, prompt
+maps in a network's channel layout, resizing) come from :mod:`finecut.model_inputs`; ``normalize``, ``resize`` and
+``crop_prompt_maps`` are importable from here too."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 
 from finecut.engines.base import Prediction
 from finecut.model_inputs import crop_prompt_maps, normalize, resize
-from finecut.pipelines.geometry import click_box, expand_box, integer_box, mask_box, union_box
 from finecut.prompts import Click, ClickKind, Prompts
 from finecut.threads import inference_threads
 
@@ -51,24 +50,6 @@ def network_clicks(prompts: Prompts, shape: tuple[int, int]) -> tuple[Click, ...
     return clicks
 
 
-def target_box(prev_mask: np.ndarray, prompts: Prompts, click: Click | None, zoom_in: bool, expand: float,
-               min_crop: float) -> tuple[int, int, int, int]:
-    """Zoom-in / Target Crop: the box of the previous mask (and the user's box) with the new click, expanded by
-    ``expand``; the whole image when zoom-in is off or nothing is segmented yet."""
-    h, w = prev_mask.shape
-    if not zoom_in:
-        return 0, 0, w, h
-    box = mask_box(prev_mask)
-    if prompts.box is not None:
-        box = union_box(box, prompts.box.as_tuple())
-    if box is None:
-        return 0, 0, w, h
-    if click is not None:
-        box = union_box(box, click_box(click))
-    return integer_box(expand_box(box, expand, min_crop, h, w), h, w)
-
-
 __all__ = [
     "check_options", "configure_torch", "crop_prompt_maps", "network_clicks", "normalize", "previous_probs", "resize",
-    "target_box",
 ]

@@ -1,8 +1,9 @@
 """NTClick inference: ECP (coarse FBU map at low resolution) -> HRR (full-resolution refinement of the uncertain band).
 
 Per click:
-1. **Target crop** (optional zoom-in, as FocalClick's): the box of the previous mask, the prompt box and the new click,
-   expanded by ``expand``; the first click of an object sees the whole image.
+1. **Target crop** (optional zoom-in, FocalClick's: :class:`~finecut.pipelines.skeleton.CropPipeline` runs the shared
+   steps): the box of the previous mask, the prompt box and the new click, expanded by ``expand``; the first click of
+   an object sees the whole image.
 2. **ECP** on the crop resized so its long side is ``ecp_size`` (default: the ECP's ``img_size``) and both sides are
    multiples of the ECP's ``input_multiple`` (32), so the network never pads its input: the ECP trains on unpadded
    square views, and an input padded inside it is out of that distribution — measured on DRIVE's 20 training images
@@ -25,6 +26,8 @@ Per click:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -33,12 +36,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from finecut import fbu
-from finecut.engines.base import Engine, EngineOutput, Prediction
+from finecut.engines.base import EngineOutput
 from finecut.errors import FinecutError
-from finecut.model_inputs import crop_prompt_maps, crop_tensor, input_spec, normalize, resize_tensor
-from finecut.pipelines.common import check_options, configure_torch, network_clicks, previous_probs, target_box
+from finecut.model_inputs import crop_tensor, normalize, resize_tensor
 from finecut.pipelines.geometry import components_touching, integer_box, mask_box, net_size
-from finecut.prompts import Click, ClickKind, CropTransform, Prompts, click_window
+from finecut.pipelines.skeleton import CropPipeline, Step
+from finecut.pipelines.transforms import IntBox
+from finecut.prompts import Click, ClickKind, CropTransform, click_window
 
 DEFAULTS: dict[str, Any] = {
     "ecp_size": None,  # None: the ECP's img_size
@@ -121,67 +125,54 @@ def drop_near_negative(labels: np.ndarray, hrr_probs: np.ndarray, vetoed: np.nda
     return dropped
 
 
-class NTClickEngine(Engine):
-    """A trained :class:`~finecut.models.ntclick.NTClickNet` (``.ecp`` + ``.hrr``) behind the Engine interface."""
+class NTClickEngine(CropPipeline):
+    """A trained :class:`~finecut.models.ntclick.NTClickNet` (``.ecp`` + ``.hrr``) behind the Engine interface (the
+    shared steps are :class:`~finecut.pipelines.skeleton.CropPipeline`'s; :meth:`run` is ECP, HRR, click rules)."""
 
-    def __init__(self, net: nn.Module, name: str = "ntclick", checkpoint: dict[str, Any] | None = None,
-                 threads: int | None = None, **options: Any) -> None:
-        check_options(options, DEFAULTS, "NTClick")
+    name = "ntclick"
+    method = "NTClick"
+    defaults = DEFAULTS
+
+    def check(self, net: nn.Module, options: Mapping[str, Any]) -> None:
         if options.get("negative_rule", "paper") not in NEGATIVE_RULES:
             raise FinecutError(f"NTClick negative_rule {options['negative_rule']!r}: use one of {NEGATIVE_RULES}")
         if not hasattr(net, "ecp") or not hasattr(net, "hrr"):
             raise FinecutError(f"the ntclick engine needs a model with .ecp and .hrr networks, got {type(net).__name__}")
-        self.net = net.eval()
+
+    def setup(self, net: nn.Module) -> None:
         self.ecp = net.ecp
         self.hrr = net.hrr
-        self.name = name
-        self.options = {**DEFAULTS, **options}
         if self.options["ecp_size"] is None:
             self.options["ecp_size"] = int(self.ecp.config.img_size)
-        self.checkpoint = checkpoint or {}
-        #: Prompt layout (the ECP's) and image normalisation: the checkpoint's "inputs", else the network's own.
-        self.inputs = input_spec(net, self.checkpoint)
-        configure_torch(threads)
 
-    def config(self) -> dict[str, Any]:
-        training = self.checkpoint.get("training", {})
-        return {"name": self.name, "model": self.checkpoint.get("model", {}), "pipeline": dict(self.options),
-                "zoom_in": self.options["zoom_in"], "trained_steps": training.get("step")}
+    def has_features(self, features: Any) -> bool:
+        return isinstance(features, dict) and "full" in features
 
     def encode_image(self, image: np.ndarray) -> dict[str, Any]:
         """The normalized full image (HRR input, source of every ECP crop) and the ECP input of the whole image."""
         full = normalize(image, self.inputs)
         h, w = image.shape[:2]
-        size_hw = self._ecp_size(w, h)
+        size_hw = self.input_size(w, h)
         return {"full": full, "whole_size": size_hw, "whole": resize_tensor(full, size_hw)}
 
-    # ----------------------------------------------------------------- helpers
-    def _ecp_size(self, box_w: int, box_h: int) -> tuple[int, int]:
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
         """(height, width) of the ECP input for a crop: long side ``ecp_size``, aspect kept, no padding needed."""
-        return net_size(box_w, box_h, self.options["ecp_size"], self.ecp.config.input_multiple)
+        return net_size(width, height, self.options["ecp_size"], self.ecp.config.input_multiple)
 
-    def _target_box(self, prev_mask: np.ndarray, prompts: Prompts, click: Click | None) -> tuple[int, int, int, int]:
-        o = self.options
-        return target_box(prev_mask, prompts, click, o["zoom_in"], o["expand"], o["min_crop"])
-
-    def _ecp_probs(self, features: dict[str, Any], prompts: Prompts, clicks: tuple[Click, ...], prev: np.ndarray,
-                   crop: tuple[int, int, int, int]) -> np.ndarray:
-        """(3, crop_h, crop_w) FBU probabilities over the crop, at full resolution."""
-        h, w = prev.shape
-        x0, y0, x1, y1 = crop
-        if crop == (0, 0, w, h):
-            size_hw, inp = features["whole_size"], features["whole"]
+    # ----------------------------------------------------------------- helpers
+    def _ecp_probs(self, step: Step) -> np.ndarray:
+        """(3, crop_h, crop_w) FBU probabilities over the target crop, at full resolution."""
+        crop, features = step.crop, step.features
+        if crop.covers(*step.shape):  # the whole image: its ECP input was made once, by encode_image
+            crop = replace(crop, size_hw=features["whole_size"])
+            inp = features["whole"]
         else:
-            size_hw = self._ecp_size(x1 - x0, y1 - y0)
-            inp = crop_tensor(features["full"], crop, size_hw)  # normalised once, then resized with torch
-        maps = crop_prompt_maps(prompts, clicks, prev, crop, size_hw, self.options["click_radius"],
-                                self.inputs.prompt_layout)
-        logits = self.ecp(inp, maps)["logits"]
-        probs = torch.softmax(F.interpolate(logits, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False),
-                              dim=1)
+            inp = crop_tensor(features["full"], crop.box, crop.size_hw)  # normalised once, then resized with torch
+        logits = self.ecp(inp, self.prompt_maps(step, crop))["logits"]
+        probs = torch.softmax(F.interpolate(logits, size=crop.shape, mode="bilinear", align_corners=False), dim=1)
         return probs[0].numpy()
 
-    def hrr_box(self, uncertain: np.ndarray) -> tuple[int, int, int, int] | None:
+    def hrr_box(self, uncertain: np.ndarray) -> IntBox | None:
         """The region HRR runs on: the uncertain pixels' box plus the margin, grown to HRR's padding unit."""
         box = mask_box(uncertain)
         if box is None:
@@ -192,57 +183,43 @@ class NTClickEngine(Engine):
         tight = integer_box((x0 - m, y0 - m, x1 + m, y1 + m), h, w)
         return grow_box(tight, int(self.hrr.config.pad_multiple), h, w)
 
-    def _hrr_probs(self, full: torch.Tensor, labels: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    def _hrr_probs(self, full: torch.Tensor, labels: np.ndarray, box: IntBox) -> np.ndarray:
         x0, y0, x1, y1 = box
         one_hot = torch.from_numpy(fbu.labels_to_one_hot(labels[y0:y1, x0:x1]))[None]
         logits = self.hrr(full[:, :, y0:y1, x0:x1], one_hot)["logits"]
         return torch.sigmoid(logits[0, 0]).numpy()
 
     # ----------------------------------------------------------------- main
-    @torch.inference_mode()
-    def predict(self, image: np.ndarray, features: Any, prompts: Prompts,
-                previous: Prediction | None) -> EngineOutput:
-        h, w = image.shape[:2]
+    def run(self, step: Step) -> EngineOutput:
+        """ECP on the target crop (FBU labels; the previous mask's outside it), HRR on the uncertain band, click
+        rules, final mask."""
+        h, w = step.shape
         o = self.options
-        if not isinstance(features, dict) or "full" not in features:
-            features = self.encode_image(image)
-        prev = previous_probs(prompts, previous, (h, w))
-        clicks = network_clicks(prompts, (h, w))
-        if not clicks and not prompts.scribbles:
-            return EngineOutput(prev.copy(), {"num_clicks": 0})
-        click = prompts.clicks[-1] if prompts.clicks else None
-        crop = self._target_box(prev > 0.5, prompts, click)
-        x0, y0, x1, y1 = crop
-        crop_probs = self._ecp_probs(features, prompts, clicks, prev, crop)
-        labels = np.where(prev > 0.5, fbu.FBU_FOREGROUND, fbu.FBU_BACKGROUND).astype(np.int64)
-        labels[y0:y1, x0:x1] = fbu.probs_to_labels(crop_probs)
+        prompts, crop = step.prompts, step.crop
+        crop_probs = self._ecp_probs(step)
+        labels = np.where(step.prev_mask, fbu.FBU_FOREGROUND, fbu.FBU_BACKGROUND).astype(np.int64)
+        crop.paste(labels, fbu.probs_to_labels(crop_probs))
         vetoed = np.zeros((h, w), bool)
         if o["negative_rule"] != "paper":
             vetoed = disks_of_kind(prompts.clicks, ClickKind.NEGATIVE, (h, w), max(o["click_radius"], 1.0))
             labels[vetoed] = fbu.FBU_BACKGROUND
-        if prompts.box is not None:
-            outside = np.ones((h, w), bool)
-            bx0, by0, bx1, by1 = integer_box(prompts.box.as_tuple(), h, w)
-            outside[by0:by1, bx0:bx1] = False
-            labels[outside] = fbu.FBU_BACKGROUND
+        if step.outside_box is not None:
+            labels[step.outside_box] = fbu.FBU_BACKGROUND
         uncertain = labels == fbu.FBU_UNCERTAIN
         hrr_probs = np.zeros((h, w), np.float32)
         box = self.hrr_box(uncertain) if o["hrr"] else None
         if box is not None:
             bx0, by0, bx1, by1 = box
-            hrr_probs[by0:by1, bx0:bx1] = self._hrr_probs(features["full"], labels, box)
+            hrr_probs[by0:by1, bx0:bx1] = self._hrr_probs(step.features["full"], labels, box)
         elif uncertain.any():  # HRR disabled: the ECP's foreground-vs-background odds decide
-            fg = np.zeros((h, w), np.float32)
-            bg = np.ones((h, w), np.float32)
-            fg[y0:y1, x0:x1] = crop_probs[fbu.FBU_FOREGROUND]
-            bg[y0:y1, x0:x1] = crop_probs[fbu.FBU_BACKGROUND]
+            fg = crop.paste(np.zeros((h, w), np.float32), crop_probs[fbu.FBU_FOREGROUND])
+            bg = crop.paste(np.ones((h, w), np.float32), crop_probs[fbu.FBU_BACKGROUND])
             hrr_probs = fg / np.maximum(fg + bg, 1e-6)
         grown = grow_near_tolerant(labels, hrr_probs, prompts.clicks, o["grow_threshold"], o["threshold"],
                                    o["tolerant_radius"])
         dropped = drop_near_negative(labels, hrr_probs, vetoed, o["negative_rule"], o["threshold"])
         probs = fbu.combine_probs(labels, hrr_probs)
         mask = fbu.final_mask(labels, hrr_probs, o["threshold"])
-        state = {"num_clicks": len(prompts.clicks), "target_crop": list(crop),
-                 "hrr_box": list(box) if box is not None else None, "uncertain_pixels": int(uncertain.sum()),
+        state = {"hrr_box": list(box) if box is not None else None, "uncertain_pixels": int(uncertain.sum()),
                  "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum())}
         return EngineOutput(probs, state, mask=mask)
