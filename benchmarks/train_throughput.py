@@ -89,11 +89,12 @@ def run_worker(args: argparse.Namespace) -> None:
     cfg.data.bank = args.bank or cfg.data.bank
     cfg.size = args.size
     cfg.batch_size = args.batch or cfg.batch_size
-    cfg.small_size = 0  # one fixed crop size per setting
+    fc = cfg.focalclick  # the [focalclick] options (the benchmarked configs are FocalClick-method configs)
+    fc.small_size = 0  # one fixed crop size per setting
     cfg.threads = args.threads
-    cfg.prefetch = args.prefetch
-    cfg.channels_last = not args.nchw
-    cfg.compile = args.compile
+    fc.prefetch = args.prefetch
+    fc.channels_last = not args.nchw
+    fc.compile = args.compile
     cfg.init_checkpoint = ""
     if not args.iterative:
         cfg.iterative_probability = 0.0
@@ -190,7 +191,8 @@ def recipe_rate(rows: dict[str, dict[str, Any]], cfg: Any) -> float | None:
     small, full = rows.get("new-small", {}), rows.get("new-full", {})
     if "samples_per_s" not in small or "samples_per_s" not in full:
         return None
-    n_small = min(cfg.full_size_from, cfg.steps) if cfg.small_size else 0
+    fc = cfg.focalclick
+    n_small = min(fc.full_size_from, cfg.steps) if fc.small_size else 0
     n_full = cfg.steps - n_small
     return (n_small + n_full) / (n_small / small["samples_per_s"] + n_full / full["samples_per_s"])
 
@@ -223,9 +225,10 @@ def render(rows: list[tuple[Setting, dict[str, Any]]], info: dict[str, Any], arg
                          f"| {r['load_start']:.2f} |")
     rate = recipe_rate(by_name, cfg)
     if rate is not None:
-        share = (min(cfg.full_size_from, cfg.steps) / cfg.steps) if cfg.small_size else 0.0
+        fc = cfg.focalclick
+        share = (min(fc.full_size_from, cfg.steps) / cfg.steps) if fc.small_size else 0.0
         lines += ["", (f"New recipe over its whole schedule ({share:.0%} of {cfg.steps} steps at crop "
-                       f"{cfg.small_size}, the rest at {cfg.size}): **{rate:.2f} samples/s**"
+                       f"{fc.small_size}, the rest at {cfg.size}): **{rate:.2f} samples/s**"
                        + (f", **{rate / base:.2f}x** today's recipe." if base else "."))]
     lines.append("")
     return "\n".join(lines)
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     if not bank.exists():
         parser.error(f"{bank}: object bank not found (pass --bank; the benchmark does not build one)")
     batch = cfg.batch_size // 2 if cfg.threads > 1 else cfg.batch_size  # today's per-process batch
-    settings = default_settings(cfg.size, cfg.small_size or 160, batch)
+    settings = default_settings(cfg.size, cfg.focalclick.small_size or 160, batch)
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = sorted(set(wanted) - {s.name for s in settings})

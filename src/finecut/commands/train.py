@@ -1,15 +1,21 @@
-"""``finecut train CONFIG.toml``: train an interactive segmentation model (resumable, DDP-ready via torchrun)."""
+"""``finecut train CONFIG.toml``: train an interactive segmentation model (resumable, DDP-ready via torchrun).
+
+Every method trains through this one entry point; ``[model].arch`` chooses it (FocalClick, SimpleClick / RITM-style
+nets, NTClick's ECP and HRR). ``--validate CHECKPOINT[:KEY=VALUE,...]`` evaluates a checkpoint on the config's held-out
+bank images instead; ``--assemble ECP HRR OUT`` joins a trained NTClick ECP and HRR into one ``ntclick`` checkpoint.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 NAME = "train"
 HELP = "train a model from a TOML config (resume with --resume; multi-process with torchrun)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="training config (TOML), e.g. configs/focalclick-lite0.toml")
+    parser.add_argument("config", nargs="?", help="training config (TOML), e.g. configs/focalclick-lite0.toml")
     parser.add_argument("--resume", action="store_true", help="continue the run in the config's run_dir")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     parser.add_argument("--steps", type=int, default=None, help="override the total number of steps")
@@ -17,16 +23,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="folder holding the training sets")
     parser.add_argument("--bank", default=None, help="object-bank cache file (built on first use)")
     parser.add_argument("--threads", type=int, default=None, help="override the number of CPU threads")
-    parser.add_argument("--validate", metavar="CHECKPOINT", default=None,
+    parser.add_argument("--validate", metavar="CHECKPOINT[:KEY=VALUE,...]", default=None,
                         help="instead of training: evaluate CHECKPOINT (full inference pipeline, standard protocol) "
-                             "on the held-out images of the config's object bank")
+                             "on the held-out images of the config's object bank, with inference options in the "
+                             "loader's NAME:KEY=VALUE syntax, e.g. runs/x/last:target_size=320")
     parser.add_argument("--val-count", type=int, default=100, help="objects for --validate (default 100)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="inference option for --validate, e.g. target_size=320 (repeatable)")
+                        help="deprecated: an inference option for --validate (use --validate CHECKPOINT:KEY=VALUE)")
+    parser.add_argument("--assemble", nargs=3, metavar=("ECP", "HRR", "OUT"), default=None,
+                        help="instead of training: join a trained NTClick ECP and HRR checkpoint into one ntclick "
+                             "checkpoint OUT (.json + .safetensors); no CONFIG needed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    from finecut.errors import FinecutError
+
+    if args.assemble:
+        if args.config is not None:
+            raise FinecutError("--assemble takes no CONFIG")
+        from finecut.training.ntclick import assemble_ntclick
+
+        print(f"checkpoint: {assemble_ntclick(*args.assemble)}")
+        return 0
+    if args.config is None:
+        raise FinecutError("a training CONFIG is needed (or --assemble ECP HRR OUT)")
+    if args.option and not args.validate:  # ignored, as it always was; say so
+        print("finecut train: --option applies to --validate only (ignored)", file=sys.stderr)
+
     from finecut.training.config import TrainConfig
     from finecut.training.trainer import train
 
@@ -52,17 +76,21 @@ def _validate(cfg, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import finecut
-    from finecut.registry import parse_option
+    from finecut.registry import parse_model_spec, parse_option
     from finecut.training.objects import ObjectBank
     from finecut.training.validation import evaluate_on_validation
 
-    options = dict(parse_option(o) for o in args.option)
-    engine = finecut.load_model(args.validate, **options)
+    checkpoint, options = parse_model_spec(args.validate)
+    if args.option:
+        print("finecut train: --option is deprecated; give inference options as --validate CHECKPOINT:KEY=VALUE,...",
+              file=sys.stderr)
+        options.update(parse_option(o) for o in args.option)
+    engine = finecut.load_model(checkpoint, **options)
     bank = ObjectBank.load(cfg.data.bank)
     suffix = "".join(f"-{k}{v}" for k, v in sorted(options.items()))
-    out = Path(cfg.run_dir) / "validation" / f"{Path(args.validate).stem}{suffix}"
+    out = Path(cfg.run_dir) / "validation" / f"{Path(checkpoint).stem}{suffix}"
     result = evaluate_on_validation(engine, bank, cfg.data.val_fraction, args.val_count, out,
-                                    model_name=Path(args.validate).stem, progress=not args.no_progress)
+                                    model_name=Path(checkpoint).stem, progress=not args.no_progress)
     s = result.summary
     miou = s.get("miou") or []
     print(f"validation ({s['num_samples']} objects): NoC85 {s['noc'].get('85')}, NoC90 {s['noc'].get('90')}, "

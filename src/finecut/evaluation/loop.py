@@ -20,7 +20,7 @@ from finecut.evaluation.alpha import alpha_errors
 from finecut.evaluation.config import EvalConfig, pct
 from finecut.evaluation.merge import merge_region
 from finecut.evaluation.perturb import gt_box, jitter_box, sample_rng
-from finecut.evaluation.protocol import IGNORE_LABEL, iou, noc
+from finecut.evaluation.protocol import IGNORE_LABEL, iou, miou_curve, noc
 from finecut.evaluation.users import KIND_CODES, BoxUser, ClickUser, MaskUser, ScribbleUser, SimulatedUser
 from finecut.predictor import Prediction, Predictor
 from finecut.prompts import Scribble, check_mask_shape
@@ -277,4 +277,4 @@ def mean_iou_curve(predictor: Predictor, samples: Sequence[Sample], config: Eval
     if not config.full_runs:
         raise FinecutError("a mean IoU curve needs every sample to take all clicks (no target IoU)")
     curves = [evaluate_sample(predictor, sample, config, index=i).ious for i, sample in enumerate(samples)]
-    return np.array(curves, dtype=np.float64).mean(axis=0) * 100
+    return miou_curve(curves, config.max_clicks) * 100

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from finecut.evaluation.config import COARSE_LEVELS, CLICK_PROTOCOLS
+from finecut.evaluation.summary import miou_at
 
 Link = Callable[[dict[str, Any]], str]
 
@@ -57,11 +58,6 @@ def _unsupported(runs: Sequence[dict[str, Any]]) -> list[str]:
     return (["Not supported:", "", *lines, ""]) if lines else []
 
 
-def _miou_at(summary: dict[str, Any], k: int) -> float | None:
-    curve = summary.get("miou") or []
-    return float(curve[k - 1]) if len(curve) >= k else None
-
-
 def scribble_section(runs: Sequence[dict[str, Any]], link: Link) -> list[str]:
     rows = []
     for r in runs:
@@ -74,7 +70,7 @@ def scribble_section(runs: Sequence[dict[str, Any]], link: Link) -> list[str]:
         rows.append([model_label(r), str(r.get("dataset")), first, str(r["num_samples"]),
                      _num(r["noc"].get("85")), _num(r["noc"].get("90")),
                      _num(r["nof"].get("85")), _num(r["nof"].get("90")),
-                     _pct(_miou_at(r, 1)), _pct(_miou_at(r, 5)), _num(r.get("seconds_per_click"), 3), link(r)])
+                     _pct(miou_at(r, 1)), _pct(miou_at(r, 5)), _num(r.get("seconds_per_click"), 3), link(r)])
     max_steps = sorted({int(r.get("max_clicks", 20)) for r in runs})
     n = str(max_steps[0]) if len(max_steps) == 1 else "N"
     parts = [

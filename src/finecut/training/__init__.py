@@ -1,1 +1,2 @@
-"""Training: object bank -> augmentation -> click simulation -> losses -> trainer -> checkpoint + model card."""
+"""Training: object bank -> augmentation -> click simulation -> one loop (``trainer``) running a method's step
+function (``focalclick``, ``ntclick``; chosen by ``[model].arch``) -> checkpoint + model card."""

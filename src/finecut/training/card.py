@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 
 from finecut.errors import FinecutError
 from finecut.models.checkpoint import checkpoint_paths, read_checkpoint_config
+from finecut.training.config import flat_config
 
 #: mIoU@k columns of the evaluation table.
 MIOU_CLICKS: tuple[int, ...] = (1, 5, 10)
@@ -151,7 +152,7 @@ def _evaluation_row(path: Path, summary: dict[str, Any], root: Path) -> list[str
 
 def _training_section(training: dict[str, Any]) -> list[str]:
     """Markdown lines describing one ``finecut train`` record (steps, samples, recipe, data sources)."""
-    cfg = training.get("config") or {}
+    cfg = flat_config(training.get("config") or {})
     out: list[str] = []
     if not training:
         out += ["No training record in this checkpoint (weights saved outside `finecut train`).", ""]
@@ -172,8 +173,9 @@ def _training_section(training: dict[str, Any]) -> list[str]:
             ["processes", _fmt(processes)],
             ["threads per process", _fmt(cfg.get("threads"))],
             ["batch size (per process)", _fmt(batch)],
-            ["crop size", (f"{_fmt(cfg.get('size'))}² (refiner {_fmt(cfg.get('refiner_size'))}², "
-                          f"hi factor {_fmt(cfg.get('hi_factor'))})"
+            ["crop size", (f"{_fmt(cfg.get('size'))}² ("
+                          + (f"refiner {_fmt(cfg.get('refiner_size'))}², " if "refiner_size" in cfg else "")
+                          + f"hi factor {_fmt(cfg.get('hi_factor'))})"
                           + (f"; {cfg['small_size']}² until step {cfg.get('full_size_from')}"
                              if cfg.get("small_size") else ""))],
             ["initialisation", f"`{cfg.get('pretrained', '?')}`"

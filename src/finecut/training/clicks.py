@@ -24,18 +24,22 @@ class ClickSimConfig:
     tolerant_band: int = 6
 
 
-def _geometric_count(rng: np.random.Generator, low: int, high: int, decay: float) -> int:
+def geometric_count(rng: np.random.Generator, low: int, high: int, decay: float) -> int:
+    """A count in ``low..high`` with P(n) ~ ``decay ** (n - low)``."""
     counts = np.arange(low, high + 1)
     probs = decay ** (counts - low)
     return int(rng.choice(counts, p=probs / probs.sum()))
 
 
-def _distance_inside(mask: np.ndarray) -> np.ndarray:
+def distance_inside(mask: np.ndarray) -> np.ndarray:
+    """Distance (L2, 3x3 mask) of each pixel of ``mask`` to the nearest pixel outside it, the border counting as
+    outside."""
     padded = np.pad(mask.astype(np.uint8), 1)
     return cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
 
 
-def _pick(rng: np.random.Generator, candidates: np.ndarray, k: int) -> list[tuple[int, int]]:
+def pick_pixels(rng: np.random.Generator, candidates: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """Up to ``k`` distinct random (row, col) pixels of the bool map ``candidates``."""
     ys, xs = np.nonzero(candidates)
     if len(ys) == 0 or k <= 0:
         return []
@@ -48,14 +52,14 @@ def sample_initial_clicks(mask: np.ndarray, rng: np.random.Generator, cfg: Click
     clicks: list[Click] = []
     if not mask.any():
         return clicks
-    dist = _distance_inside(mask)
-    n_pos = _geometric_count(rng, 1, cfg.max_positive, cfg.decay)
-    n_neg = _geometric_count(rng, 0, cfg.max_negative, cfg.decay)
+    dist = distance_inside(mask)
+    n_pos = geometric_count(rng, 1, cfg.max_positive, cfg.decay)
+    n_neg = geometric_count(rng, 0, cfg.max_negative, cfg.decay)
     inner = dist >= min(3.0, dist.max())
     positives: list[tuple[int, int]] = []
     if rng.random() < cfg.first_click_center:
-        positives += _pick(rng, dist >= 0.6 * dist.max(), 1)
-    positives += _pick(rng, inner, n_pos - len(positives))
+        positives += pick_pixels(rng, dist >= 0.6 * dist.max(), 1)
+    positives += pick_pixels(rng, inner, n_pos - len(positives))
     clicks += [Click(x, y, ClickKind.POSITIVE) for y, x in positives]
     background = ~mask
     if n_neg and background.any():
@@ -63,7 +67,7 @@ def sample_initial_clicks(mask: np.ndarray, rng: np.random.Generator, cfg: Click
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1, 2 * band_px + 1))
         band = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & background
         n_band = int(rng.binomial(n_neg, 0.6)) if band.any() else 0
-        negatives = _pick(rng, band, n_band) + _pick(rng, background, n_neg - n_band)
+        negatives = pick_pixels(rng, band, n_band) + pick_pixels(rng, background, n_neg - n_band)
         clicks += [Click(x, y, ClickKind.NEGATIVE) for y, x in negatives]
     if cfg.tolerant_probability and rng.random() < cfg.tolerant_probability:
         clicks += tolerant_clicks(mask, rng, int(rng.integers(1, 3)), cfg.tolerant_band)
@@ -76,7 +80,7 @@ def tolerant_clicks(mask: np.ndarray, rng: np.random.Generator, count: int, band
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
     m = mask.astype(np.uint8)
     ring = (cv2.dilate(m, kernel) - cv2.erode(m, kernel)).astype(bool)
-    return [Click(x, y, ClickKind.TOLERANT) for y, x in _pick(rng, ring, count)]
+    return [Click(x, y, ClickKind.TOLERANT) for y, x in pick_pixels(rng, ring, count)]
 
 
 def next_training_click(gt: np.ndarray, pred: np.ndarray, clicks: list[Click],
@@ -90,14 +94,14 @@ def next_training_click(gt: np.ndarray, pred: np.ndarray, clicks: list[Click],
     for click in clicks:
         r, c = click.pixel
         fn[r, c] = fp[r, c] = False
-    fn_dt = _distance_inside(fn)
-    fp_dt = _distance_inside(fp)
+    fn_dt = distance_inside(fn)
+    fp_dt = distance_inside(fp)
     fn_max, fp_max = fn_dt.max(), fp_dt.max()
     if max(fn_max, fp_max) <= 0:
         return None
     positive = fn_max > fp_max
     dt, peak = (fn_dt, fn_max) if positive else (fp_dt, fp_max)
-    choice = _pick(rng, dt > peak / 3, 1)
+    choice = pick_pixels(rng, dt > peak / 3, 1)
     y, x = choice[0]
     return Click(x, y, ClickKind.POSITIVE if positive else ClickKind.NEGATIVE)
 

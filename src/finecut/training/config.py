@@ -1,4 +1,21 @@
-"""Training configuration: a dataclass tree read from a TOML file (``finecut train CONFIG.toml``)."""
+"""Training configuration: a dataclass tree read from a TOML file (``finecut train CONFIG.toml``).
+
+A config has a common part, read by the one training loop (:func:`finecut.training.trainer.train`) and shared by the
+methods — run directory, initialisation, ``[model]``, ``[data]``, schedule and optimizer, the click simulation that
+FocalClick-style training and NTClick's ECP share, held-out validation, logging — and one section per training method
+for the options only that method reads:
+
+* ``[focalclick]`` (:class:`FocalClickOptions`): the FocalClick method, which also trains SimpleClick and RITM-style
+  single networks (the segmentation half only): refiner crop and loss weight, the small-crop stage, the batch
+  prefetching worker, memory format, ``torch.compile``;
+* ``[ntclick_hrr]`` (:class:`NTClickHRROptions`): NTClick's HRR: its BCE weight, the frozen ECP whose predicted FBU
+  maps it sees, native-scale views.
+
+NTClick's ECP has no options of its own. Which method trains a config follows from ``[model].arch``
+(:data:`METHOD_OF_ARCH`); a section for another method is refused. Flat files of the earlier layout (every option at
+the top level) still load: their method options move into the method's section, and the options of other methods —
+which those runs ignored too — are dropped (:data:`FLAT_KEYS`).
+"""
 
 from __future__ import annotations
 
@@ -55,6 +72,73 @@ def check_training_source(name: str, options: dict[str, Any]) -> None:
 
 
 @dataclass
+class FocalClickOptions:
+    """``[focalclick]``: options of the FocalClick method (FocalClick nets; SimpleClick / RITM-style single networks
+    train their segmentation half and ignore the refiner's two)."""
+
+    refiner_size: int = 96  # side of the refiner's focus crop
+    refiner_loss_weight: float = 1.0
+    small_size: int = 0  # > 0: train at this crop size (FocalClick-S1-like) until step ``full_size_from`` ...
+    full_size_from: int = 0  # ... then at ``size``; validation always runs at ``size``
+    channels_last: bool = True  # NHWC memory format for images, prompt maps and weights
+    compile: bool = False  # torch.compile the networks in place (nn.Module.compile; checkpoint keys unchanged)
+    prefetch: int = 0  # > 0: a worker process draws (decodes, augments, simulates clicks for) this many batches ahead
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout of the network inputs and weights: NHWC (``channels_last``) or plain NCHW."""
+        import torch
+
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+@dataclass
+class NTClickHRROptions:
+    """``[ntclick_hrr]``: options of NTClick's HRR training (:mod:`finecut.training.ntclick`)."""
+
+    bce_weight: float = 1.0  # weight of the BCE term beside L1 + gradient loss (0 = the paper's loss)
+    ecp_checkpoint: str = ""  # a trained ECP whose predicted FBU maps replace the ground-truth ones ...
+    ecp_probability: float = 0.0  # ... on this share of samples (the maps the HRR sees at inference)
+    native_scale: float = 0.0  # share of views at the image's own resolution (as at inference)
+
+
+#: The training method of each trainable architecture (the loop's step functions:
+#: :data:`finecut.training.trainer.METHODS`). The assembled ``ntclick`` is not trained as such: its two networks are
+#: (``ntclick_ecp``, ``ntclick_hrr``), then ``finecut train --assemble`` joins them.
+METHOD_OF_ARCH: dict[str, str] = {
+    "focalclick": "focalclick",
+    "simpleclick": "focalclick",
+    "focalclick_segmentor": "focalclick",
+    "ntclick_ecp": "ntclick_ecp",
+    "ntclick_hrr": "ntclick_hrr",
+}
+
+#: The per-method config sections (a method not listed has no options of its own).
+METHOD_OPTIONS: dict[str, type] = {"focalclick": FocalClickOptions, "ntclick_hrr": NTClickHRROptions}
+
+#: Top-level keys of the earlier flat layout -> (section, option) in the current one.
+FLAT_KEYS: dict[str, tuple[str, str]] = {
+    **{name: ("focalclick", name) for name in ("refiner_size", "refiner_loss_weight", "small_size", "full_size_from",
+                                               "channels_last", "compile", "prefetch")},
+    "hrr_bce_weight": ("ntclick_hrr", "bce_weight"),
+    "hrr_ecp_checkpoint": ("ntclick_hrr", "ecp_checkpoint"),
+    "hrr_ecp_probability": ("ntclick_hrr", "ecp_probability"),
+    "hrr_native_scale": ("ntclick_hrr", "native_scale"),
+}
+
+
+def method_of(model: dict[str, Any]) -> str:
+    """The training method of a ``[model]`` config (:data:`METHOD_OF_ARCH`)."""
+    arch = model.get("arch")
+    if arch == "ntclick":
+        raise FinecutError("[model].arch ntclick is assembled, not trained: train its networks (arch ntclick_ecp, "
+                           "ntclick_hrr), then join them with `finecut train --assemble ECP HRR OUT`")
+    if arch not in METHOD_OF_ARCH:
+        raise FinecutError(f"[model].arch {arch!r}: no training method; trainable: {', '.join(METHOD_OF_ARCH)}")
+    return METHOD_OF_ARCH[arch]
+
+
+@dataclass
 class TrainConfig:
     run_dir: str = "runs/default"
     model: dict[str, Any] = field(default_factory=lambda: {"arch": "focalclick"})
@@ -63,51 +147,82 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     steps: int = 20000
     batch_size: int = 8
-    size: int = 224
-    small_size: int = 0  # > 0: train at this crop size (FocalClick-S1-like) until step ``full_size_from`` ...
-    full_size_from: int = 0  # ... then at ``size``; validation always runs at ``size``
-    channels_last: bool = True  # NHWC memory format for images, prompt maps and weights
-    compile: bool = False  # torch.compile the networks in place (nn.Module.compile; checkpoint keys unchanged)
-    prefetch: int = 0  # > 0: a worker process draws (decodes, augments, simulates clicks for) this many batches ahead
-    hi_factor: int = 2
-    refiner_size: int = 96
+    size: int = 224  # training crop side (validation always runs at this size)
+    hi_factor: int = 2  # views are also cut at size * hi_factor (FocalClick's refiner, NTClick's HRR)
     lr: float = 5e-4
     backbone_lr_mult: float = 0.1
     weight_decay: float = 0.0
     warmup_steps: int = 300
     min_lr_fraction: float = 0.05
+    # click simulation (FocalClick method and NTClick's ECP)
     max_iterative_clicks: int = 3
     iterative_probability: float = 0.8
     prior_mask_probability: float = 0.15
     click_radius: float = 5.0
-    refiner_loss_weight: float = 1.0
-    hrr_bce_weight: float = 1.0  # NTClick HRR: weight of the BCE term beside L1 + gradient loss (0 = the paper's loss)
-    hrr_ecp_checkpoint: str = ""  # NTClick HRR: a trained ECP whose predicted FBU maps replace the ground-truth ones ...
-    hrr_ecp_probability: float = 0.0  # ... on this share of samples (the maps the HRR sees at inference)
-    hrr_native_scale: float = 0.0  # NTClick HRR: share of views at the image's own resolution (as at inference)
     seed: int = 0
     threads: int = 2
     log_every: int = 20
     checkpoint_every: int = 200
+    # held-out validation through the evaluator's click loop (methods with a validation engine; NTClick's have none)
     val_every: int = 1000
     val_objects: int = 64
     val_clicks: int = 10
+    # per-method sections: only the one of this config's method is set (filled with defaults when not given)
+    focalclick: FocalClickOptions | None = None
+    ntclick_hrr: NTClickHRROptions | None = None
+
+    def __post_init__(self) -> None:
+        method = method_of(self.model)
+        if method in METHOD_OPTIONS and getattr(self, method) is None:
+            setattr(self, method, METHOD_OPTIONS[method]())
 
     @property
-    def memory_format(self) -> "torch.memory_format":
-        """The layout of the network inputs and weights: NHWC (``channels_last``) or plain NCHW."""
-        import torch
+    def method(self) -> str:
+        """The training method, from ``[model].arch`` (:data:`METHOD_OF_ARCH`)."""
+        return method_of(self.model)
 
-        return torch.channels_last if self.channels_last else torch.contiguous_format
+    def check(self) -> None:
+        """Refuse a config whose sections do not fit its method (e.g. ``[ntclick_hrr]`` for a FocalClick model), and
+        ``[data]`` that cannot work or is an evaluation split."""
+        method = self.method
+        for section in METHOD_OPTIONS:
+            if section != method and getattr(self, section) is not None:
+                raise FinecutError(f"[{section}] holds options of the {section} method, but [model].arch "
+                                   f"{self.model.get('arch')!r} trains with the {method} method")
+        if method in METHOD_OPTIONS and getattr(self, method) is None:
+            setattr(self, method, METHOD_OPTIONS[method]())
+        self.data.check()
 
     def size_at(self, step: int) -> int:
-        """The training crop size at ``step`` (the small stage first, then ``size``)."""
-        return self.small_size if self.small_size > 0 and step < self.full_size_from else self.size
+        """The training crop size at ``step`` (``[focalclick]``'s small stage first, then ``size``)."""
+        fc = self.focalclick
+        if fc is not None and fc.small_size > 0 and step < fc.full_size_from:
+            return fc.small_size
+        return self.size
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        """Build from a TOML/JSON document: the sectioned layout, or the earlier flat one (:data:`FLAT_KEYS`)."""
         raw = dict(raw)
-        known = {f.name for f in dataclasses.fields(cls)}
+        model = raw.get("model", {"arch": "focalclick"})
+        if not isinstance(model, dict):
+            raise FinecutError("[model] must be a table")
+        method = method_of(model)
+        sections: dict[str, dict[str, Any]] = {}
+        for name in METHOD_OPTIONS:
+            if name in raw:
+                if not isinstance(raw[name], dict):
+                    raise FinecutError(f"[{name}] must be a table")
+                sections[name] = dict(raw.pop(name))
+        for key in [k for k in raw if k in FLAT_KEYS]:
+            section, option = FLAT_KEYS[key]
+            value = raw.pop(key)
+            if section != method:
+                continue  # an option of another method, which the flat layout carried and the run ignored
+            if option in sections.get(section, {}):
+                raise FinecutError(f"{key} is given twice: at the top level and in [{section}]")
+            sections.setdefault(section, {})[option] = value
+        known = {f.name for f in dataclasses.fields(cls)} - set(METHOD_OPTIONS)
         unknown = set(raw) - known
         if unknown:
             raise FinecutError(f"unknown training option(s): {', '.join(sorted(unknown))}")
@@ -115,12 +230,18 @@ class TrainConfig:
         data_known = {f.name for f in dataclasses.fields(DataConfig)}
         if set(data) - data_known:
             raise FinecutError(f"unknown [data] option(s): {', '.join(sorted(set(data) - data_known))}")
-        cfg = cls(data=DataConfig(**data), **raw)
-        cfg.data.check()
+        options = {}
+        for name, values in sections.items():
+            section_known = {f.name for f in dataclasses.fields(METHOD_OPTIONS[name])}
+            if set(values) - section_known:
+                raise FinecutError(f"unknown [{name}] option(s): {', '.join(sorted(set(values) - section_known))}")
+            options[name] = METHOD_OPTIONS[name](**values)
+        cfg = cls(data=DataConfig(**data), **raw, **options)
+        cfg.check()
         return cfg
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TrainConfig":
+    def from_file(cls, path: str | Path) -> TrainConfig:
         p = Path(path)
         if not p.exists():
             raise FinecutError(f"{p}: training config not found")
@@ -131,4 +252,22 @@ class TrainConfig:
         return cls.from_dict(raw)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The sectioned layout (what ``config.json``, ``log.jsonl`` and checkpoints record); only this config's
+        method section appears."""
+        out = dataclasses.asdict(self)
+        for name in METHOD_OPTIONS:
+            if out[name] is None:
+                del out[name]
+        return out
+
+
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config (either layout) with its method section's options at the top level, under their flat names
+    (``refiner_size``, ``hrr_bce_weight``, ...): what readers of training records (model cards, run histories) use,
+    so checkpoints of both layouts read alike."""
+    out = {k: v for k, v in config.items() if k not in METHOD_OPTIONS}
+    for key, (section, option) in FLAT_KEYS.items():
+        values = config.get(section)
+        if isinstance(values, dict) and option in values:
+            out[key] = values[option]
+    return out

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from finecut.training.config import flat_config
+
 #: Keys of a run's training record kept in a descendant's history (the config is reduced to the recipe's essentials).
 RECORD_KEYS = ("step", "samples_seen", "train_seconds", "processes", "validation", "validation_curve")
 CONFIG_KEYS = ("steps", "batch_size", "size", "small_size", "full_size_from", "lr", "backbone_lr_mult", "threads",
@@ -20,7 +22,7 @@ CONFIG_KEYS = ("steps", "batch_size", "size", "small_size", "full_size_from", "l
 
 def run_summary(training: dict[str, Any], name: str = "") -> dict[str, Any]:
     """The parts of one run's training record that a history keeps."""
-    cfg = training.get("config") or {}
+    cfg = flat_config(training.get("config") or {})
     data = cfg.get("data") or {}
     out: dict[str, Any] = {"name": name} if name else {}
     out.update({k: training[k] for k in RECORD_KEYS if k in training})

@@ -1,8 +1,9 @@
 """NTClick training: the ECP (3-class FBU map from clicks) and the HRR (refinement of the uncertain band), one at a time.
 
-``finecut train CONFIG`` runs :func:`train_ntclick` when ``[model].arch`` is ``ntclick_ecp`` or ``ntclick_hrr``
-(dispatched from :func:`finecut.training.trainer.train`); :func:`assemble_ntclick` joins the two trained checkpoints
-into one ``ntclick`` checkpoint that :func:`finecut.load_model` opens as the NTClick engine.
+``finecut train CONFIG`` trains one of them when ``[model].arch`` is ``ntclick_ecp`` or ``ntclick_hrr`` (the methods
+:data:`NTCLICK_ECP` and :data:`NTCLICK_HRR`); ``finecut train --assemble ECP HRR OUT`` (:func:`assemble_ntclick`)
+joins the two trained checkpoints into one ``ntclick`` checkpoint that :func:`finecut.load_model` opens as the
+NTClick engine.
 
 **ECP** (supplementary §1.3): object views from the bank (:func:`~finecut.training.augment.random_view`) at
 ``size``; FBU ground truth :func:`finecut.fbu.train_fbu_map` (random elliptical kernel 15–30); clicks of the three
@@ -14,47 +15,41 @@ is a corrupted ground truth. Loss: cross-entropy over the 3 classes.
 
 **HRR** (supplementary §2.2): random square crops (a multiple of 128 between ``size`` and ``size · hi_factor``,
 centred on a random uncertain pixel) of the ``size · hi_factor`` view, the training-rule FBU map as one-hot input;
-loss = L1 + gradient (Sobel) loss between the HRR probabilities and the mask, plus ``hrr_bce_weight`` × BCE (see
+loss = L1 + gradient (Sobel) loss between the HRR probabilities and the mask, plus ``bce_weight`` × BCE (see
 :func:`hrr_loss`), weighted 1 in the uncertain band (the only place the HRR's output is used) and
-:data:`HRR_OUTSIDE_WEIGHT` elsewhere; with ``hrr_ecp_checkpoint`` a share of samples (``hrr_ecp_probability``) takes
-its FBU map from a trained ECP's prediction instead (:func:`hrr_batch`).
+:data:`HRR_OUTSIDE_WEIGHT` elsewhere; with ``ecp_checkpoint`` a share of samples (``ecp_probability``) takes its FBU
+map from a trained ECP's prediction instead (:func:`hrr_batch`).
 
-Resume / checkpoint / log behave as the FocalClick trainer's (``last.json`` + ``last.safetensors``,
-``trainer_state.pt``, ``log.jsonl``); runs are single-process.
+Both are training methods of the one loop (:func:`finecut.training.trainer.train`: run directory, resume, checkpoints
+``last.json`` + ``last.safetensors``, ``trainer_state.pt``, ``log.jsonl``), single-process; neither has an engine of
+its own to validate, so they run no held-out validation. The HRR's options are ``[ntclick_hrr]``
+(:class:`~finecut.training.config.NTClickHRROptions`).
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
-import time
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from finecut import fbu
 from finecut.errors import FinecutError
 from finecut.models.checkpoint import load_checkpoint, save_checkpoint
-from finecut.models.registry import build_model
 from finecut.prompts import Click, ClickKind
 from finecut.training.augment import View, ViewConfig
 from finecut.training.batch import BatchSampler, prompt_maps, to_tensor_images
-from finecut.training.clicks import ClickSimConfig, _distance_inside, _geometric_count, _pick, corrupt_mask
-from finecut.training.config import TrainConfig
+from finecut.training.clicks import ClickSimConfig, corrupt_mask, distance_inside, geometric_count, pick_pixels
+from finecut.training.config import NTClickHRROptions, TrainConfig
+from finecut.training.method import RunSetup, Steps, TrainingMethod
 from finecut.training.objects import ObjectBank
-from finecut.training.trainer import (
-    DistInfo, ResumeState, _param_groups, append_log, load_backbone_weights, load_or_build_bank, log_start, log_stop,
-    lr_at, optimizer_step, progress_record, resume_from, save_run_state, update_running,
-)
 
-ARCHS = ("ntclick_ecp", "ntclick_hrr")
 #: Weight of the HRR loss outside the uncertain band (1 inside).
 HRR_OUTSIDE_WEIGHT = 0.1
 #: Default weight of the BCE term added to the HRR's L1 + gradient loss (see :func:`hrr_loss`).
@@ -82,12 +77,12 @@ def sample_fbu_clicks(labels: np.ndarray, mask: np.ndarray, rng: np.random.Gener
     pos_region = fg if fg.any() else mask
     band = labels == fbu.FBU_UNCERTAIN
     tolerant_start = band.any() and rng.random() < (TOLERANT_START if fg.any() else TOLERANT_START_THIN)
-    n_pos = 0 if tolerant_start else _geometric_count(rng, 1, MAX_POSITIVE, 0.7)
-    n_neg = _geometric_count(rng, 0, MAX_NEGATIVE, 0.7)
-    n_tol = _geometric_count(rng, 1 if tolerant_start else 0, MAX_TOLERANT, 0.6)
-    clicks = [Click(x, y, ClickKind.POSITIVE) for y, x in _pick(rng, pos_region, n_pos)]
-    clicks += [Click(x, y, ClickKind.NEGATIVE) for y, x in _pick(rng, labels == fbu.FBU_BACKGROUND, n_neg)]
-    clicks += [Click(x, y, ClickKind.TOLERANT) for y, x in _pick(rng, labels == fbu.FBU_UNCERTAIN, n_tol)]
+    n_pos = 0 if tolerant_start else geometric_count(rng, 1, MAX_POSITIVE, 0.7)
+    n_neg = geometric_count(rng, 0, MAX_NEGATIVE, 0.7)
+    n_tol = geometric_count(rng, 1 if tolerant_start else 0, MAX_TOLERANT, 0.6)
+    clicks = [Click(x, y, ClickKind.POSITIVE) for y, x in pick_pixels(rng, pos_region, n_pos)]
+    clicks += [Click(x, y, ClickKind.NEGATIVE) for y, x in pick_pixels(rng, labels == fbu.FBU_BACKGROUND, n_neg)]
+    clicks += [Click(x, y, ClickKind.TOLERANT) for y, x in pick_pixels(rng, labels == fbu.FBU_UNCERTAIN, n_tol)]
     return clicks
 
 
@@ -101,18 +96,23 @@ def next_fbu_click(labels: np.ndarray, pred: np.ndarray, clicks: list[Click],
             error[click.pixel] = False
         if not error.any():
             continue
-        dt = _distance_inside(error)
+        dt = distance_inside(error)
         if best is None or dt.max() > best[0]:
             best = (float(dt.max()), cls, dt)
     if best is None or best[0] <= 0:
         return None
     peak, cls, dt = best
-    y, x = _pick(rng, dt > peak / 3, 1)[0]
+    y, x = pick_pixels(rng, dt > peak / 3, 1)[0]
     return Click(x, y, KIND_OF_CLASS[cls])
 
 
 def _view_config(cfg: TrainConfig, hi_factor: int, native_scale: float = 0.0) -> ViewConfig:
     return ViewConfig(size=cfg.size, hi_factor=hi_factor, native_scale=native_scale)
+
+
+def hrr_options(cfg: TrainConfig) -> NTClickHRROptions:
+    """``cfg``'s ``[ntclick_hrr]`` section (its defaults when the config has none)."""
+    return cfg.ntclick_hrr if cfg.ntclick_hrr is not None else NTClickHRROptions()
 
 
 def ecp_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np.random.Generator
@@ -237,16 +237,18 @@ def hrr_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np
               ecp: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images, one-hot FBU maps, masks (B, 1, s, s), uncertain (B, 1, s, s)) for one crop side ``s``.
 
-    With ``ecp`` (and ``cfg.hrr_ecp_probability``), a share of samples takes its FBU map from the ECP's prediction on
-    the whole view instead of the ground-truth rule: the HRR then learns to resolve the uncertain regions the ECP
-    really produces (wider and less regular than the training rule's band), not only the idealised ones.
+    With ``ecp`` (and ``[ntclick_hrr].ecp_probability``), a share of samples takes its FBU map from the ECP's
+    prediction on the whole view instead of the ground-truth rule: the HRR then learns to resolve the uncertain
+    regions the ECP really produces (wider and less regular than the training rule's band), not only the idealised
+    ones.
     """
+    options = hrr_options(cfg)
     sides = hrr_crop_sides(cfg)
     side = int(sides[rng.integers(len(sides))])
     images, onehots, masks, uncertain = [], [], [], []
     for _ in range(cfg.batch_size):
-        _, view = sampler.draw_view(_view_config(cfg, cfg.hi_factor, cfg.hrr_native_scale))
-        if ecp is not None and rng.random() < cfg.hrr_ecp_probability:
+        _, view = sampler.draw_view(_view_config(cfg, cfg.hi_factor, options.native_scale))
+        if ecp is not None and rng.random() < options.ecp_probability:
             low = fbu.code_map_to_labels(fbu.train_fbu_map(view.mask, rng))
             predicted = ecp_labels(ecp, to_tensor_images(view.image[None]), low, view.mask, cfg, rng)
             labels = cv2.resize(predicted.astype(np.uint8), view.mask_hi.shape[::-1],
@@ -264,15 +266,17 @@ def hrr_batch(bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig, rng: np
 
 
 def load_hrr_ecp(cfg: TrainConfig) -> nn.Module | None:
-    """The frozen ECP named by ``cfg.hrr_ecp_checkpoint`` (an ``ntclick_ecp`` or assembled ``ntclick`` checkpoint)."""
-    if not cfg.hrr_ecp_checkpoint or cfg.hrr_ecp_probability <= 0:
+    """The frozen ECP named by ``[ntclick_hrr].ecp_checkpoint`` (an ``ntclick_ecp`` or assembled ``ntclick``
+    checkpoint), or None when no share of samples takes ECP maps."""
+    options = hrr_options(cfg)
+    if not options.ecp_checkpoint or options.ecp_probability <= 0:
         return None
     from finecut.models.ntclick import NTClickECP
 
-    net, doc = load_checkpoint(cfg.hrr_ecp_checkpoint)
+    net, doc = load_checkpoint(options.ecp_checkpoint)
     ecp = getattr(net, "ecp", net)
     if not isinstance(ecp, NTClickECP):
-        raise FinecutError(f"{cfg.hrr_ecp_checkpoint}: hrr_ecp_checkpoint must hold an NTClick ECP "
+        raise FinecutError(f"{options.ecp_checkpoint}: [ntclick_hrr].ecp_checkpoint must hold an NTClick ECP "
                            f"(arch {doc['model'].get('arch')!r})")
     for p in ecp.parameters():
         p.requires_grad_(False)
@@ -284,77 +288,63 @@ def hrr_step(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: Train
     images, onehot, masks, uncertain = hrr_batch(bank, sampler, cfg, rng, ecp)
     logits = net(images, onehot)["logits"]
     weight = uncertain + HRR_OUTSIDE_WEIGHT * (1 - uncertain)
-    return hrr_loss(logits, masks, weight, cfg.hrr_bce_weight)
+    return hrr_loss(logits, masks, weight, hrr_options(cfg).bce_weight)
 
 
-# ------------------------------------------------------------------------------------------------- training loop
+# ------------------------------------------------------------------------------------------------------ methods
 
 
-def train_ntclick(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = None,
-                  progress: bool = True) -> Path:
-    """Train (or resume) NTClick's ECP or HRR per ``cfg.model["arch"]``; returns the run directory."""
-    arch = cfg.model.get("arch")
-    if arch not in ARCHS:
-        raise FinecutError(f"train_ntclick: [model].arch must be one of {ARCHS}, got {arch!r}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise FinecutError("NTClick training runs in a single process; launch it without torchrun")
-    torch.set_num_threads(max(1, cfg.threads))
-    torch.set_flush_denormal(True)
-    run_dir = Path(cfg.run_dir)
-    state_path = run_dir / "trainer_state.pt"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and state_path.exists():
-        raise FinecutError(f"{run_dir}: holds a previous run (pass --resume to continue it, or pick another run_dir)")
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed * 1000)
-    bank = load_or_build_bank(cfg, DistInfo())
-    train_idx, _ = bank.split(cfg.data.val_fraction)
-    net = build_model(cfg.model)
-    load_backbone_weights(net, cfg)
-    net.train()
-    optimizer = torch.optim.Adam(_param_groups(net, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    resumed = resume_from(run_dir, net, optimizer, cfg) if resume else ResumeState()
-    step, elapsed_before, samples_before = resumed.step, resumed.train_seconds, resumed.samples_seen
-    if step:
-        rng = np.random.default_rng([cfg.seed, 0, step])
-        torch.manual_seed(cfg.seed + step)
-    weights = {i: float(w) for i, w in enumerate(cfg.data.weights)}
-    sampler = BatchSampler(bank, train_idx, weights, _view_config(cfg, 1), ClickSimConfig(), 0.0, rng,
-                           cfg.data.synthetic_thin)
-    step_fn = ecp_step if arch == "ntclick_ecp" else functools.partial(hrr_step, ecp=load_hrr_ecp(cfg))
-    log_path = run_dir / "log.jsonl"
-    log_start(log_path, step, cfg)
-    start = time.time()
-    samples = 0
+def ntclick_sampler(setup: RunSetup) -> BatchSampler:
+    """The object sampler both NTClick networks draw their views from (``size``² views; the HRR asks for its hi-res
+    views per draw), sharing the run's sample stream."""
+    cfg = setup.cfg
+    return BatchSampler(setup.bank, setup.train_indices, setup.source_weights, _view_config(cfg, 1), ClickSimConfig(),
+                        0.0, setup.rng, cfg.data.synthetic_thin)
 
-    def save(at_step: int) -> None:
-        save_run_state(run_dir, net, optimizer, cfg, at_step, elapsed_before + time.time() - start,
-                       samples_before + samples, arch, {"processes": 1})
 
-    running: dict[str, float] = {}
-    stop_reason = "steps"
-    bar = tqdm(total=cfg.steps, initial=step, desc=arch, disable=not progress, dynamic_ncols=True)
-    while step < cfg.steps:
-        if max_minutes is not None and (time.time() - start) / 60 >= max_minutes:
-            stop_reason = "time"
-            break
-        lr = lr_at(step, cfg)
-        out = step_fn(net, bank, sampler, cfg, rng)
-        optimizer_step(net, optimizer, out["loss"], lr)
-        step += 1
-        samples += cfg.batch_size
-        update_running(running, out)
-        bar.update(1)
-        bar.set_postfix(loss=f"{running['loss']:.3f}")
-        if step % cfg.log_every == 0:
-            append_log(log_path, progress_record(step, lr, running, samples, start, elapsed_before))
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save(step)
-    bar.close()
-    save(step)
-    log_stop(log_path, step, stop_reason)
-    return run_dir
+class ECPSteps(Steps):
+    def __init__(self, setup: RunSetup) -> None:
+        self.setup = setup
+        self.sampler = ntclick_sampler(setup)
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        s = self.setup
+        return ecp_step(s.net, s.bank, self.sampler, s.cfg, s.rng)
+
+
+class HRRSteps(Steps):
+    def __init__(self, setup: RunSetup) -> None:
+        self.setup = setup
+        self.sampler = ntclick_sampler(setup)
+        self.ecp = load_hrr_ecp(setup.cfg)
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        s = self.setup
+        return hrr_step(s.net, s.bank, self.sampler, s.cfg, s.rng, ecp=self.ecp)
+
+
+class ECPMethod(TrainingMethod):
+    """NTClick's ECP: cross-entropy on the 3-class FBU map, with iterative FBU clicks."""
+
+    name = "ntclick_ecp"
+    engines: ClassVar[dict[str, str]] = {"ntclick_ecp": "ntclick_ecp"}
+
+    def steps(self, setup: RunSetup) -> Steps:
+        return ECPSteps(setup)
+
+
+class HRRMethod(TrainingMethod):
+    """NTClick's HRR: band-weighted L1 + gradient (+ BCE) loss on crops of the hi-res view (``[ntclick_hrr]``)."""
+
+    name = "ntclick_hrr"
+    engines: ClassVar[dict[str, str]] = {"ntclick_hrr": "ntclick_hrr"}
+
+    def steps(self, setup: RunSetup) -> Steps:
+        return HRRSteps(setup)
+
+
+NTCLICK_ECP = ECPMethod()
+NTCLICK_HRR = HRRMethod()
 
 
 # ------------------------------------------------------------------------------------------------------ assemble
@@ -381,11 +371,13 @@ def assemble_ntclick(ecp_path: str | os.PathLike, hrr_path: str | os.PathLike, o
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m finecut.training.ntclick ECP_CHECKPOINT HRR_CHECKPOINT OUT``: assemble an NTClick checkpoint."""
+    """``python -m finecut.training.ntclick ECP HRR OUT`` (deprecated: ``finecut train --assemble ECP HRR OUT``)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3:
-        print("usage: python -m finecut.training.ntclick ECP_CHECKPOINT HRR_CHECKPOINT OUT", file=sys.stderr)
+        print("usage: finecut train --assemble ECP_CHECKPOINT HRR_CHECKPOINT OUT", file=sys.stderr)
         return 2
+    print("python -m finecut.training.ntclick is deprecated: use finecut train --assemble ECP HRR OUT",
+          file=sys.stderr)
     print(f"checkpoint: {assemble_ntclick(*args)}")
     return 0
 

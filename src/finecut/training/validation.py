@@ -1,20 +1,46 @@
-"""Full-pipeline validation on the held-out images of an object bank (never on a benchmark).
+"""Validation on the held-out images of an object bank (never on a benchmark), through the evaluator's click loop.
 
-Used to compare checkpoints and inference settings under the standard protocol while training data stays the only
-data touched: the bank's validation split (by image) is turned into evaluation samples.
+Two uses, both on the bank's validation split (by image), so training data stays the only data touched:
+
+* full-pipeline validation of a checkpoint (``finecut train CONFIG --validate CHECKPOINT``): the split's objects at
+  bank resolution as evaluation samples, run by the evaluator (:func:`evaluate_on_validation`);
+* the trainer's periodic held-out check (:func:`validate_in_training`): fixed object-centred views at the training
+  size, scored with the network alone (:class:`SegmentorEngine`: no zoom-in, no refiner) through the same per-sample
+  loop as every evaluation (:func:`finecut.evaluation.loop.evaluate_sample`, standard protocol, raw masks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+import torch
+import torch.nn as nn
 
 from finecut.datasets.base import Sample
-from finecut.engines.base import Engine
+from finecut.engines.base import Engine, EngineOutput
 from finecut.evaluation.config import EvalConfig
+from finecut.evaluation.loop import evaluate_sample
 from finecut.evaluation.runner import RunResult, run_evaluation
+from finecut.predictor import Predictor
+from finecut.prompts import Prompts
+from finecut.training.augment import ViewConfig, random_view
+from finecut.training.batch import prompt_maps, to_tensor_images
 from finecut.training.objects import ObjectBank
+
+if TYPE_CHECKING:
+    from finecut.predictor import Prediction
+
+#: IoU thresholds of the in-training NoC (``val_noc85@K``, ``val_noc90@K``).
+VAL_NOC_THRESHOLDS = (0.85, 0.90)
+#: Seed of the in-training validation views (one object-centred view per held-out object, the same at every check).
+VAL_VIEW_SEED = 12345
+#: Seed of the choice of the in-training validation objects among the held-out ones.
+VAL_OBJECT_SEED = 7
 
 
 class BankSamples(Sequence[Sample]):
@@ -65,3 +91,89 @@ def evaluate_on_validation(engine: Engine, bank: ObjectBank, val_fraction: float
     return run_evaluation(engine, dataset, out_dir, config or EvalConfig(), model_name=model_name,
                           dataset_name=dataset.name, overwrite=True, progress=progress)
 
+
+
+# ------------------------------------------------------------------------------------------ in-training validation
+
+
+class SegmentorEngine(Engine):
+    """A network that maps (image, prompt maps) to logits, run on the whole image at its own size: no zoom-in, no
+    refiner, no TTA — what the trainer validates. ``previous`` feeds the last probabilities back as the previous-mask
+    channel."""
+
+    name = "segmentor"
+
+    def __init__(self, net: nn.Module, click_radius: float, prompt_channels: int) -> None:
+        self.net = net
+        self.click_radius = click_radius
+        self.prompt_channels = prompt_channels
+
+    def encode_image(self, image: np.ndarray) -> torch.Tensor:
+        return to_tensor_images(image[None])
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, features: Any, prompts: Prompts,
+                previous: Prediction | None) -> EngineOutput:
+        height, width = image.shape[:2]
+        prev = (torch.zeros(1, 1, height, width) if previous is None
+                else torch.from_numpy(np.asarray(previous.probs, dtype=np.float32))[None, None])
+        maps = prompt_maps([list(prompts.clicks)], prev, self.click_radius, self.prompt_channels)
+        probs = torch.sigmoid(self.net(features, maps)["logits"])
+        return EngineOutput(probs=probs[0, 0].numpy())
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "click_radius": self.click_radius, "prompt_channels": self.prompt_channels}
+
+
+def in_training_indices(bank: ObjectBank, val_fraction: float, count: int) -> np.ndarray:
+    """The held-out objects the trainer validates on: ``count`` of the validation split, a fixed random choice."""
+    _, val_idx = bank.split(val_fraction)
+    if not len(val_idx):
+        return val_idx
+    rng = np.random.default_rng(VAL_OBJECT_SEED)
+    return rng.choice(val_idx, size=min(count, len(val_idx)), replace=False)
+
+
+def held_out_views(bank: ObjectBank, indices: np.ndarray, size: int) -> list[Sample]:
+    """One fixed object-centred ``size``² view per object (no flip, no colour jitter) as an evaluation sample."""
+    rng = np.random.default_rng(VAL_VIEW_SEED)
+    view_cfg = ViewConfig(size=size, hi_factor=1, object_centric=1.0, expand_range=(1.4, 1.4), flip=False,
+                          brightness=0, contrast=0, saturation=0)
+    samples = []
+    for index in indices:
+        obj = bank.objects[index]
+        view = random_view(bank.image(index), bank.mask(index), obj.bbox, rng, view_cfg)
+        samples.append(Sample(name=f"{bank.image_names[obj.image_index]}#{int(index)}", image=view.image,
+                              gt=view.mask.astype(np.int8)))
+    return samples
+
+
+@contextmanager
+def global_rng_kept() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global random state on exit: the evaluator seeds them before every
+    sample, and training (dropout, drop-path) must go on as if validation had not run."""
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.random.set_rng_state(torch_state)
+
+
+def validate_in_training(engine: Engine, samples: Sequence[Sample], clicks: int) -> dict[str, float]:
+    """Standard-protocol click runs of ``clicks`` clicks on ``samples`` (:func:`held_out_views`) through the
+    evaluator's loop, raw masks (no click-honour rule, threshold 0.49): mIoU after 1, 3 and 5 clicks (the last click
+    when fewer) and NoC85 / NoC90 at ``clicks``, as ``val_*`` keys."""
+    config = EvalConfig(max_clicks=clicks, noc_thresholds=VAL_NOC_THRESHOLDS, honour_clicks=False)
+    predictor = Predictor(engine, honour_clicks=config.honour_clicks)
+    with global_rng_kept():
+        results = [evaluate_sample(predictor, sample, config, index=i) for i, sample in enumerate(samples)]
+    arr = np.asarray([r.ious for r in results], dtype=np.float64)
+    return {
+        "val_miou@1": float(arr[:, 0].mean()),
+        "val_miou@3": float(arr[:, min(2, arr.shape[1] - 1)].mean()),
+        "val_miou@5": float(arr[:, min(4, arr.shape[1] - 1)].mean()),
+        f"val_noc85@{clicks}": float(np.mean([r.noc["85"] for r in results])),
+        f"val_noc90@{clicks}": float(np.mean([r.noc["90"] for r in results])),
+    }

@@ -1,0 +1,206 @@
+"""The FocalClick training method: iterative-click training of a segmentor + refiner (single process or DDP).
+
+Per step: draw a batch of object views and random clicks; with some probability run 1..N extra forward passes without
+gradient, each adding the simulated user's next click and feeding the prediction back as the previous mask (RITM's
+iterative training); then one forward/backward of the segmentor (normalized focal loss) and of the refiner on a focus
+box (boundary-weighted NFL + BCE on its boundary head). A network without a refiner (SimpleClick, a RITM-style
+``focalclick_segmentor``) gets the segmentation loss only. Options: ``[focalclick]``
+(:class:`~finecut.training.config.FocalClickOptions`); held-out validation runs the segmentor alone
+(:class:`~finecut.training.validation.SegmentorEngine`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from finecut.models.roi_align import roi_align
+from finecut.training.augment import ViewConfig
+from finecut.training.batch import Batch, BatchSampler, prompt_maps
+from finecut.training.clicks import ClickSimConfig, next_training_click
+from finecut.training.config import FocalClickOptions, TrainConfig
+from finecut.training.focus import sample_focus_boxes
+from finecut.training.losses import boundary_bce, boundary_weighted_nfl, normalized_focal_loss
+from finecut.training.method import RunSetup, Steps, TrainingMethod
+
+if TYPE_CHECKING:
+    from finecut.engines.base import Engine
+
+#: The loss terms a step logs, in log order.
+LOSS_KEYS = ("loss", "seg", "refine", "boundary")
+
+
+def segmentor_of(net: nn.Module) -> nn.Module:
+    """The network that maps (image, prompt maps) to logits: FocalClick's segmentor, or the net itself."""
+    return getattr(net, "segmentor", net)
+
+
+def options_of(cfg: TrainConfig) -> FocalClickOptions:
+    """``cfg``'s ``[focalclick]`` section (its defaults when the config has none)."""
+    return cfg.focalclick if cfg.focalclick is not None else FocalClickOptions()
+
+
+class TrainingStep(nn.Module):
+    """Segmentor + refiner forward and losses in one module, so DDP sees a single forward."""
+
+    def __init__(self, net: nn.Module, refiner_size: int, hi_factor: int, refiner_weight: float) -> None:
+        super().__init__()
+        self.net = net
+        self.refiner_size = refiner_size
+        self.hi_factor = hi_factor
+        self.refiner_weight = refiner_weight
+
+    def forward(self, images: torch.Tensor, maps: torch.Tensor, masks: torch.Tensor, images_hi: torch.Tensor,
+                masks_hi: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+        seg = segmentor_of(self.net)(images, maps)
+        loss_seg = normalized_focal_loss(seg["logits"], masks)
+        refiner = getattr(self.net, "refiner", None)
+        if refiner is None:  # a single-network model (SimpleClick): segmentation loss only
+            zero = loss_seg.detach() * 0
+            return {"loss": loss_seg, "seg": loss_seg.detach(), "refine": zero, "boundary": zero,
+                    "logits": seg["logits"].detach()}
+        r = self.refiner_size
+        crop_img = roi_align(images_hi, boxes, (r, r), spatial_scale=self.hi_factor)
+        crop_maps = roi_align(maps, boxes, (r, r))
+        crop_logits = roi_align(seg["logits"], boxes, (r, r))
+        feat_size = max(1, r // 2)
+        stride = images.shape[-1] / seg["features"].shape[-1]
+        crop_feats = roi_align(seg["features"], boxes, (feat_size, feat_size), spatial_scale=1.0 / stride)
+        crop_gt = (roi_align(masks_hi, boxes, (r, r), spatial_scale=self.hi_factor) > 0.5).float()
+        ref = refiner(crop_img, crop_maps, crop_logits, crop_feats)
+        loss_ref = boundary_weighted_nfl(ref["logits"], crop_gt)
+        loss_bnd = boundary_bce(ref["boundary"], crop_gt)
+        total = loss_seg + self.refiner_weight * (loss_ref + loss_bnd)
+        return {"loss": total, "seg": loss_seg.detach(), "refine": loss_ref.detach(), "boundary": loss_bnd.detach(),
+                "logits": seg["logits"].detach()}
+
+
+def iterate_clicks(net: nn.Module, batch: Batch, num_iters: int, cfg: TrainConfig, rng: np.random.Generator,
+                   channels: int) -> torch.Tensor:
+    """RITM iterative training: extra no-grad passes, each adding a click on the current error. Returns prev mask."""
+    memory_format = options_of(cfg).memory_format
+    previous = batch.previous
+    for _ in range(num_iters):
+        with torch.no_grad():
+            maps = prompt_maps(batch.clicks, previous, cfg.click_radius, channels, memory_format)
+            probs = torch.sigmoid(segmentor_of(net)(batch.images, maps)["logits"])
+        preds = (probs[:, 0] > 0.49).numpy()
+        for i in range(len(batch.clicks)):
+            click = next_training_click(batch.masks_np[i], preds[i], batch.clicks[i], rng)
+            if click is not None:
+                batch.clicks[i].append(click)
+        previous = probs
+    return previous
+
+
+class DirectBatches:
+    """Batches drawn in the training process itself, at the schedule's crop size."""
+
+    def __init__(self, sampler: BatchSampler, cfg: TrainConfig) -> None:
+        self.sampler, self.cfg = sampler, cfg
+
+    def __call__(self, step: int) -> Batch:
+        return self.sampler.sample(self.cfg.batch_size, self.cfg.size_at(step))
+
+    def close(self) -> None:
+        """Nothing to release (the prefetching source stops its worker here)."""
+
+
+class PrefetchedBatches:
+    """Batches drawn ``[focalclick].prefetch`` steps ahead by a worker process (:mod:`finecut.training.prefetch`)."""
+
+    def __init__(self, make_sampler: Callable[[np.random.Generator], BatchSampler], cfg: TrainConfig, rank: int,
+                 step: int) -> None:
+        from finecut.training.prefetch import PrefetchSampler
+
+        self.source = PrefetchSampler(make_sampler, [cfg.seed, rank, step, 1], options_of(cfg).prefetch,
+                                      cfg.batch_size, cfg.size_at, first=step)
+
+    def __call__(self, step: int) -> Batch:
+        return self.source.sample()
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def batch_source(make_sampler: Callable[[np.random.Generator], BatchSampler], cfg: TrainConfig,
+                 rng: np.random.Generator, rank: int, step: int) -> DirectBatches | PrefetchedBatches:
+    """A callable ``step -> Batch``: in-process sampling, or a prefetching worker when ``[focalclick].prefetch > 0``."""
+    if options_of(cfg).prefetch > 0:
+        return PrefetchedBatches(make_sampler, cfg, rank, step)
+    return DirectBatches(make_sampler(rng), cfg)
+
+
+class FocalClickSteps(Steps):
+    """The FocalClick step of one run: batch, iterative clicks, focus boxes, one (DDP) forward."""
+
+    def __init__(self, setup: RunSetup) -> None:
+        cfg, net = setup.cfg, setup.net
+        options = options_of(cfg)
+        self.cfg, self.net, self.rng = cfg, net, setup.rng
+        self.memory_format = options.memory_format
+        # the number of iterative passes per step has its own stream, so runs that differ in sampling draw the same
+        # sequence
+        self.iter_rng = np.random.default_rng([cfg.seed, setup.rank, setup.step, 2])
+        step_module = TrainingStep(net, options.refiner_size, cfg.hi_factor, options.refiner_loss_weight)
+        self.model: nn.Module = step_module
+        if setup.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=False)
+        weights = setup.source_weights
+        bank, train_indices = setup.bank, setup.train_indices
+
+        def make_sampler(sampler_rng: np.random.Generator) -> BatchSampler:
+            return BatchSampler(bank, train_indices, weights, ViewConfig(size=cfg.size, hi_factor=cfg.hi_factor),
+                                ClickSimConfig(), cfg.prior_mask_probability, sampler_rng, cfg.data.synthetic_thin)
+
+        self.next_batch = batch_source(make_sampler, cfg, setup.rng, setup.rank, setup.step)
+        self.channels = net.prompt_channels
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        cfg, rng = self.cfg, self.rng
+        batch = self.next_batch(step)
+        batch.images = batch.images.contiguous(memory_format=self.memory_format)  # no-op unless NCHW is asked for
+        batch.images_hi = batch.images_hi.contiguous(memory_format=self.memory_format)
+        num_iters = (int(self.iter_rng.integers(1, cfg.max_iterative_clicks + 1))
+                     if self.iter_rng.random() < cfg.iterative_probability else 0)
+        previous = iterate_clicks(self.net, batch, num_iters, cfg, rng, self.channels)
+        maps = prompt_maps(batch.clicks, previous, cfg.click_radius, self.channels, self.memory_format)
+        preds_np = (batch.previous[:, 0].numpy() > 0.5) if num_iters == 0 else (previous[:, 0].numpy() > 0.49)
+        boxes = sample_focus_boxes(batch.masks_np, preds_np, rng)
+        out = self.model(batch.images, maps, batch.masks, batch.images_hi, batch.masks_hi, boxes)
+        return {key: out[key] for key in LOSS_KEYS}
+
+    def close(self) -> None:
+        self.next_batch.close()
+
+
+class FocalClickMethod(TrainingMethod):
+    """FocalClick (segmentor + refiner); SimpleClick and RITM-style single networks train their segmentation half."""
+
+    name = "focalclick"
+    distributed = True
+    engines: ClassVar[dict[str, str]] = {"focalclick": "focalclick", "simpleclick": "simpleclick", "focalclick_segmentor": "simpleclick"}
+
+    def prepare(self, net: nn.Module, cfg: TrainConfig) -> nn.Module:
+        options = options_of(cfg)
+        net = net.to(memory_format=options.memory_format)
+        if options.compile:
+            for module in (segmentor_of(net), getattr(net, "refiner", None)):
+                if module is not None:
+                    module.compile()
+        return net
+
+    def steps(self, setup: RunSetup) -> Steps:
+        return FocalClickSteps(setup)
+
+    def validation_engine(self, net: nn.Module, cfg: TrainConfig) -> Engine:
+        from finecut.training.validation import SegmentorEngine
+
+        return SegmentorEngine(segmentor_of(net), cfg.click_radius, net.prompt_channels)
+
+
+FOCALCLICK = FocalClickMethod()
