@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from finecut.errors import FinecutError
+from finecut.evaluation.formatting import number, percent
 from finecut.evaluation.report_protocols import is_click_run, protocol_sections
 from finecut.evaluation.summary import miou_at
 from finecut.io import atomic_write_bytes
@@ -18,18 +19,6 @@ from finecut.io import atomic_write_bytes
 MIOU_COLUMNS: tuple[int, ...] = (1, 5, 10)
 #: Benchmarks first in this order in merged tables (others follow in the order first seen).
 DATASET_ORDER: tuple[str, ...] = ("GrabCut", "Berkeley", "DAVIS", "COCO-MVal", "SBD", "PascalVOC", "DRIVE", "CrackForest")
-
-
-def _fmt(value: float | int | None, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
-def _fmt_miou(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
 
 
 def _fmt_spc(value: float | None) -> str:
@@ -57,8 +46,8 @@ def summary_markdown(summary: dict[str, Any], config: dict[str, Any] | None = No
         header = ["samples"] + (["coarse mIoU"] if protocol == "coarse" else []) + ["mIoU", "s/step"]
         row = [str(summary["num_samples"])]
         if protocol == "coarse":
-            row.append(_fmt_miou(summary.get("mean_init_iou")))
-        row += [_fmt_miou(summary.get("final_miou")), _fmt_spc(summary["seconds_per_click"])]
+            row.append(percent(summary.get("mean_init_iou")))
+        row += [percent(summary.get("final_miou")), _fmt_spc(summary["seconds_per_click"])]
         parts += [_table(header, [row]), ""]
     else:
         unit = "NoS" if protocol == "scribble" else "NoC"
@@ -67,8 +56,8 @@ def summary_markdown(summary: dict[str, Any], config: dict[str, Any] | None = No
         header = ["samples"] + [f"{unit}{k}" for k in keys] + [f"NoF{k}" for k in keys]
         header += [f"mIoU@{k}" for k in (*MIOU_COLUMNS, summary["max_clicks"])] + [f"s/{step}"]
         row = [str(summary["num_samples"])]
-        row += [_fmt(summary["noc"][k]) for k in keys] + [_fmt(summary["nof"][k]) for k in keys]
-        row += [_fmt_miou(miou_at(summary, k)) for k in (*MIOU_COLUMNS, summary["max_clicks"])]
+        row += [number(summary["noc"][k]) for k in keys] + [number(summary["nof"][k]) for k in keys]
+        row += [percent(miou_at(summary, k)) for k in (*MIOU_COLUMNS, summary["max_clicks"])]
         row += [_fmt_spc(summary["seconds_per_click"])]
         parts += [_table(header, [row]), ""]
         if summary.get("miou"):
@@ -76,13 +65,13 @@ def summary_markdown(summary: dict[str, Any], config: dict[str, Any] | None = No
             parts += [
                 f"mIoU (%) after k {step}s:",
                 "",
-                _table(["k"] + [str(k) for k in range(1, len(curve) + 1)], [["mIoU"] + [_fmt_miou(v) for v in curve]]),
+                _table(["k"] + [str(k) for k in range(1, len(curve) + 1)], [["mIoU"] + [percent(v) for v in curve]]),
                 "",
             ]
         else:
             parts += ["mIoU@k is not reported: the run stopped each sample at the target IoU.", ""]
         if summary.get("mean_init_iou") is not None:
-            parts += [f"Mask correction: mean IoU of the initial masks {_fmt_miou(summary['mean_init_iou'])}%.", ""]
+            parts += [f"Mask correction: mean IoU of the initial masks {percent(summary['mean_init_iou'])}%.", ""]
     if isinstance(summary.get("alpha"), dict):
         a = summary["alpha"]
         parts += [f"Alpha ({a.get('source')} scored, {a.get('num_samples')} samples): SAD {a.get('sad', 0):.3f}, "
@@ -207,7 +196,7 @@ def published_markdown(published: dict[str, Any], datasets: Sequence[str]) -> li
         cells = [str(row.get("model"))]
         for ds in datasets:
             values = row.get(ds, {})
-            cells += [_fmt(values.get("85")), _fmt(values.get("90"))]
+            cells += [number(values.get("85")), number(values.get("90"))]
         cells.append(str(row.get("source", "")))
         rows.append(cells)
     note = str(published.get("source_note", ""))
@@ -219,7 +208,7 @@ def _spread(values: Sequence[float | int | None], scale: float = 1.0, digits: in
     if not values or any(v is None for v in values):
         return "–"
     if len(values) == 1 and scale == 1.0:
-        return _fmt(values[0], digits)
+        return number(values[0], digits)
     arr = [scale * float(v) for v in values]  # type: ignore[arg-type]
     if len(arr) == 1:
         return f"{arr[0]:.{digits}f}"
@@ -348,8 +337,8 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
             for label, runs in seeded:
                 for r in runs:
                     frac = r.get("tolerant_click_fraction")
-                    seed_rows.append([label, str(r.get("seed")), _fmt(r["noc"].get("90")),
-                                      _fmt_miou(miou_at(r, 5)), "–" if frac is None else f"{100 * frac:.1f} %"])
+                    seed_rows.append([label, str(r.get("seed")), number(r["noc"].get("90")),
+                                      percent(miou_at(r, 5)), "–" if frac is None else f"{100 * frac:.1f} %"])
             parts += [_table(["model", "seed", "NoC90", "mIoU@5", "tolerant clicks"], seed_rows), ""]
         if any(mean_curve(runs) for _, runs in ds_groups):
             parts += [f"![mIoU vs clicks on {ds}](miou-{_slug(str(ds))}.png)", ""]

@@ -7,21 +7,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from finecut.evaluation.config import COARSE_LEVELS, CLICK_PROTOCOLS
+from finecut.evaluation.formatting import number, percent
 from finecut.evaluation.summary import miou_at
 
 Link = Callable[[dict[str, Any]], str]
-
-
-def _num(value: float | int | None, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -68,9 +57,9 @@ def scribble_section(runs: Sequence[dict[str, Any]], link: Link) -> list[str]:
         if p.get("scribble_start"):
             first = "human (" + str(p["scribble_start"]).rstrip("/").split("/")[-1] + ")"
         rows.append([model_label(r), str(r.get("dataset")), first, str(r["num_samples"]),
-                     _num(r["noc"].get("85")), _num(r["noc"].get("90")),
-                     _num(r["nof"].get("85")), _num(r["nof"].get("90")),
-                     _pct(miou_at(r, 1)), _pct(miou_at(r, 5)), _num(r.get("seconds_per_click"), 3), link(r)])
+                     number(r["noc"].get("85")), number(r["noc"].get("90")),
+                     number(r["nof"].get("85")), number(r["nof"].get("90")),
+                     percent(miou_at(r, 1)), percent(miou_at(r, 5)), number(r.get("seconds_per_click"), 3), link(r)])
     max_steps = sorted({int(r.get("max_clicks", 20)) for r in runs})
     n = str(max_steps[0]) if len(max_steps) == 1 else "N"
     parts = [
@@ -101,7 +90,7 @@ def box_section(runs: Sequence[dict[str, Any]], link: Link) -> list[str]:
     for (label, ds), by_jitter in groups.items():
         first = next(iter(by_jitter.values()))
         rows.append([label, ds, str(first["num_samples"])]
-                    + [_pct(by_jitter[j].get("final_miou")) if j in by_jitter else "–" for j in jitters]
+                    + [percent(by_jitter[j].get("final_miou")) if j in by_jitter else "–" for j in jitters]
                     + [", ".join(link(by_jitter[j]) for j in jitters if j in by_jitter)])
     parts = [
         "## Box", "",
@@ -135,7 +124,7 @@ def coarse_section(runs: Sequence[dict[str, Any]], link: Link) -> list[str]:
         gain = None if coarse is None or refined is None else refined - coarse
         rows.append([model_label(r), str(r.get("dataset")), _level(band),
                      "[" + ", ".join(f"{v:.2f}" for v in band or []) + "]", str(r["num_samples"]),
-                     _pct(coarse), _pct(refined), "–" if gain is None else f"{100 * gain:+.2f}",
+                     percent(coarse), percent(refined), "–" if gain is None else f"{100 * gain:+.2f}",
                      str(r.get("coarse_out_of_band", "–")), link(r)])
     parts = [
         "## Coarse masks", "",
@@ -162,11 +151,11 @@ def correction_section(runs: Sequence[dict[str, Any]], link: Link) -> list[str]:
     rows = []
     for (label, ds), by_merge in groups.items():
         first = next(iter(by_merge.values()))
-        cells = [label, ds, str(first["num_samples"]), _pct(first.get("mean_init_iou"))]
+        cells = [label, ds, str(first["num_samples"]), percent(first.get("mean_init_iou"))]
         for merged in (False, True):
             run = by_merge.get(merged)
-            cells += [_num(run["noc"].get(k)) if run else "–" for k in keys]
-        cells += [_num(by_merge[m]["nof"].get("90")) if m in by_merge else "–" for m in (False, True)]
+            cells += [number(run["noc"].get(k)) if run else "–" for k in keys]
+        cells += [number(by_merge[m]["nof"].get("90")) if m in by_merge else "–" for m in (False, True)]
         cells.append(", ".join(link(by_merge[m]) for m in (False, True) if m in by_merge))
         rows.append(cells)
     parts = [
@@ -187,7 +176,7 @@ def alpha_section(runs: Sequence[dict[str, Any]], link: Link) -> list[str]:
     for r in runs:
         a = r["alpha"]
         rows.append([model_label(r), str(r.get("dataset")), protocol_of(r), str(a.get("num_samples")),
-                     str(a.get("source")), _num(a.get("sad"), 3), _num(a.get("mse"), 5), _num(a.get("grad"), 3),
+                     str(a.get("source")), number(a.get("sad"), 3), number(a.get("mse"), 5), number(a.get("grad"), 3),
                      link(r)])
     return [
         "## Alpha mattes", "",
