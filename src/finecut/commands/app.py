@@ -6,6 +6,7 @@ import argparse
 import webbrowser
 from pathlib import Path
 
+from finecut.commands._server_options import add_server_options
 from finecut.errors import FinecutError
 from finecut.io import megapixels_to_pixels, pixel_limit
 from finecut.threads import set_inference_threads
@@ -19,16 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for annotations and exports (default: IMAGE_DIR/.finecut)")
     parser.add_argument("--model", default="default", help="model selected at start (default: %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8765, help="port (default: %(default)s)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads per inference (default: $FINECUT_THREADS, else 1, which keeps clicks fast on "
-                             "a busy machine; 0 = one per core)")
-    parser.add_argument("--cache", type=int, default=4, help="images kept encoded per model (default: %(default)s)")
-    parser.add_argument("--max-megapixels", type=float, default=None,
-                        help="refuse images larger than this, checked on the header before decoding "
-                             "(default: $FINECUT_MAX_MEGAPIXELS or 40)")
+    add_server_options(parser, port=8765)
     parser.add_argument("--max-file-mb", type=float, default=64.0,
                         help="refuse image files / uploads larger than this (default: %(default)s)")
     parser.add_argument("--labels", metavar="NAMES|FILE", default=None,

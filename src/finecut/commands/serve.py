@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from finecut.commands._server_options import add_server_options
 from finecut.errors import FinecutError
 from finecut.io import megapixels_to_pixels, pixel_limit
 from finecut.threads import set_inference_threads
@@ -18,17 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default", help="model used by default (default: %(default)s)")
     parser.add_argument("--models", default=None,
                         help="comma-separated models offered to CVAT (default: every available model)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default: %(default)s; use 0.0.0.0 to reach it from containers)")
-    parser.add_argument("--port", type=int, default=9090, help="port (default: %(default)s)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads per inference (default: $FINECUT_THREADS, else 1, which keeps clicks fast on "
-                             "a busy machine; 0 = one per core)")
-    parser.add_argument("--cache", type=int, default=4, help="images kept encoded per model (default: %(default)s)")
-    parser.add_argument("--max-megapixels", type=float, default=None,
-                        help="largest image accepted, checked on its header before decoding "
-                             "(default: $FINECUT_MAX_MEGAPIXELS or 40)")
+    add_server_options(parser, port=9090,
+                       host_help="address to listen on (use 0.0.0.0 to reach it from containers)")
     parser.add_argument("--label-studio-url", default=os.environ.get("LABEL_STUDIO_URL"),
                         help="Label Studio address, to fetch task images from it (env LABEL_STUDIO_URL)")
     parser.add_argument("--label-studio-token", default=os.environ.get("LABEL_STUDIO_API_KEY"),
