@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,33 +19,24 @@ from finecut.datasets.coco import find_json, json_kind, read_coco_instances, rea
 from finecut.datasets.folders import find_folder_pair, read_folder
 from finecut.datasets.instances import read_bsds, read_sbd, read_voc
 from finecut.errors import FinecutError
+from finecut.registration import Registry
 
 DATA_ENV = "FINECUT_DATA"
 
 
-@dataclass(frozen=True)
-class Reader:
-    kind: str
-    read: Callable[..., Dataset]
-    description: str
-
-
-KINDS: dict[str, Reader] = {
-    r.kind: r
-    for r in (
-        Reader("grabcut", read_grabcut, "data_GT/ + boundary_GT/ (128 = ignore, > 128 = object; RITM)"),
-        Reader("berkeley", read_berkeley, "images/ + masks/ read like GrabCut (RITM)"),
-        Reader("davis", read_davis, "img/ + gt/, every non-zero id = object (RITM DAVIS, COCO-MVal)"),
-        Reader("drive", read_drive, "DRIVE {test,training}/images + 1st_manual + mask (FOV region)"),
-        Reader("crackforest", read_crackforest, "image/ + groundTruth/*.mat (Segmentation >= 2 = crack)"),
-        Reader("bsds", read_bsds, "BSDS500 data/images + data/groundTruth/*.mat: one sample per human region"),
-        Reader("sbd", read_sbd, "SBD img/ + inst/*.mat: one sample per instance"),
-        Reader("voc", read_voc, "PASCAL VOC JPEGImages/ + SegmentationObject/ (255 = ignore): one per instance"),
-        Reader("coco_panoptic", read_coco_panoptic, "COCO panoptic JSON + PNGs: one sample per segment"),
-        Reader("coco_instances", read_coco_instances, "COCO instance JSON (polygons/RLE): one per annotation"),
-        Reader("folder", read_folder, "a folder of images + a folder of masks with matching stems"),
-    )
-}
+#: The dataset layouts a folder can have: name -> reader ``read(path, name=..., **options) -> Dataset``.
+KINDS = Registry("dataset kind")
+KINDS.add("grabcut", read_grabcut, "data_GT/ + boundary_GT/ (128 = ignore, > 128 = object; RITM)")
+KINDS.add("berkeley", read_berkeley, "images/ + masks/ read like GrabCut (RITM)")
+KINDS.add("davis", read_davis, "img/ + gt/, every non-zero id = object (RITM DAVIS, COCO-MVal)")
+KINDS.add("drive", read_drive, "DRIVE {test,training}/images + 1st_manual + mask (FOV region)")
+KINDS.add("crackforest", read_crackforest, "image/ + groundTruth/*.mat (Segmentation >= 2 = crack)")
+KINDS.add("bsds", read_bsds, "BSDS500 data/images + data/groundTruth/*.mat: one sample per human region")
+KINDS.add("sbd", read_sbd, "SBD img/ + inst/*.mat: one sample per instance")
+KINDS.add("voc", read_voc, "PASCAL VOC JPEGImages/ + SegmentationObject/ (255 = ignore): one per instance")
+KINDS.add("coco_panoptic", read_coco_panoptic, "COCO panoptic JSON + PNGs: one sample per segment")
+KINDS.add("coco_instances", read_coco_instances, "COCO instance JSON (polygons/RLE): one per annotation")
+KINDS.add("folder", read_folder, "a folder of images + a folder of masks with matching stems")
 
 
 @dataclass(frozen=True)
@@ -189,10 +179,9 @@ def detect_kind(path: str | os.PathLike) -> str:
 
 
 def _read(kind: str, path: Path, name: str, options: dict[str, Any]) -> Dataset:
-    if kind not in KINDS:
-        raise FinecutError(f"unknown dataset kind {kind!r}; available: {', '.join(KINDS)}")
+    reader = KINDS.entry(kind)  # an unknown kind: FinecutError naming the known ones
     try:
-        return KINDS[kind].read(path, name=name, **options)
+        return reader(path, name=name, **options)
     except TypeError as exc:
         if "unexpected keyword argument" in str(exc):
             raise FinecutError(f"dataset kind {kind!r}: {exc}".replace("read_", "")) from None
