@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from finecut.errors import FinecutError
-from finecut.prompts import CLICK_CHANNELS, Click, CropTransform, Prompts, click_disks, scribble_maps
+from finecut.prompts import CLICK_CHANNELS, Click, CropTransform, Prompts, box_map, click_disks, scribble_maps
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -236,10 +236,16 @@ def stack_prompt_maps(layout: Sequence[str] | int, previous: np.ndarray | None, 
 
 def crop_prompt_maps(prompts: Prompts, clicks: tuple[Click, ...], previous: np.ndarray,
                      box: tuple[int, int, int, int], size_hw: tuple[int, int], radius: float,
-                     layout: Sequence[str] | int) -> torch.Tensor:
+                     layout: Sequence[str] | int, *, draw_box: bool = False,
+                     positive_mask: np.ndarray | None = None) -> torch.Tensor:
     """(1, C, h, w) prompt maps in ``layout`` for the crop ``box`` (x0, y0, x1, y1) resized to ``size_hw``: click
     disks of ``radius`` network pixels (positive / negative scribbles drawn into the positive / negative channels)
-    and the crop of ``previous`` resized with :func:`resize`."""
+    and the crop of ``previous`` resized with :func:`resize`.
+
+    Two more drawings go into the positive channel, for networks that take a box or a coarse mask as a bi-map
+    (FocalClick-XL's prompting layers): ``draw_box`` — the prompt box (``prompts.box``) as a filled rectangle
+    (:func:`finecut.prompts.box_map`); ``positive_mask`` — a full-size (H, W) map (a coarse mask), cropped and resized
+    with :func:`resize` like ``previous``. Each is max-combined with what the channel already holds."""
     names = as_layout(layout)
     x0, y0, x1, y1 = box
     transform = CropTransform(float(x0), float(y0), float(x1 - x0), float(y1 - y0), size_hw)
@@ -248,6 +254,11 @@ def crop_prompt_maps(prompts: Prompts, clicks: tuple[Click, ...], previous: np.n
         strokes = scribble_maps(prompts.scribbles, transform)
         disks[0] = np.maximum(disks[0], strokes[0])
         disks[1] = np.maximum(disks[1], strokes[1])
+    if draw_box and prompts.box is not None:
+        disks[0] = np.maximum(disks[0], box_map(prompts.box, transform))
+    if positive_mask is not None:
+        mask = resize(np.ascontiguousarray(positive_mask[y0:y1, x0:x1], dtype=np.float32), size_hw)
+        disks[0] = np.maximum(disks[0], mask)
     prev = None
     if "previous_mask" in names:
         prev = resize(np.ascontiguousarray(previous[y0:y1, x0:x1], dtype=np.float32), size_hw)

@@ -55,25 +55,65 @@ register_engine("ritm", "finecut.pipelines.focalclick:FocalClickEngine", "RITM: 
                 learned=True, options={"progressive_merge": False})
 register_engine("ntclick", "finecut.pipelines.ntclick:NTClickEngine",
                 "NTClick: ECP (FBU map) then HRR on the uncertain band", learned=True)
+register_engine("focalclick_xl", "finecut.pipelines.focalclick_xl:FocalClickXLEngine",
+                "FocalClick-XL: context features once, Object-Net per interaction form, Detail-Net alpha patches",
+                learned=True, arches=("focalclick_xl",))
 
 
 def _is_learned(entry: Entry) -> bool:
     return bool(entry.info.get("learned", False))
 
 
+def engine_for_arch(doc: dict[str, Any]) -> str:
+    """The engine of a checkpoint that names none: the learned entry listing the model's arch in its ``arches``
+    (``focalclick_xl`` -> ``focalclick_xl``), else ``"focalclick"``."""
+    model = doc.get("model")
+    arch = model.get("arch") if isinstance(model, dict) else None
+    for name, entry in ENGINES.items():
+        if arch is not None and arch in entry.info.get("arches", ()):
+            return name
+    return "focalclick"
+
+
 def build_engine(model: Any, doc: dict[str, Any], **kwargs: Any) -> Engine:
     """Wrap a loaded network in the inference engine named by its checkpoint (``doc["engine"]``, default
-    ``"focalclick"``); options: the entry's defaults, then the checkpoint's ``"pipeline"``, then ``kwargs``."""
-    kind = doc.get("engine", "focalclick")
+    :func:`engine_for_arch`); options: the entry's defaults, then the checkpoint's ``"pipeline"``, then ``kwargs``."""
+    kind = doc.get("engine", engine_for_arch(doc))
     entry = ENGINES.get(kind) if isinstance(kind, str) else None
     if entry is None or not _is_learned(entry):
         raise FinecutError(f"checkpoint names an unknown engine {kind!r}")
+    runtime, onnx_dir = kwargs.pop("runtime", "torch"), kwargs.pop("onnx_dir", None)
     options = {**entry.info.get("options", {}), **doc.get("pipeline", {}), **kwargs}
-    return entry.build(model, name=doc.get("name", kind), checkpoint=doc, **options)
+    return with_runtime(entry.build(model, name=doc.get("name", kind), checkpoint=doc, **options), runtime, onnx_dir)
+
+
+#: What the ``runtime`` option of a learned model accepts: its networks on PyTorch (the default) or ONNX Runtime.
+RUNTIMES = ("torch", "onnx")
+
+
+def with_runtime(engine: Engine, runtime: Any = "torch", onnx_dir: Any = None) -> Engine:
+    """``engine`` with its networks on ``runtime``: ``"torch"`` leaves it as built; ``"onnx"`` runs the same pipeline
+    on ONNX Runtime (:func:`finecut.onnx.use_onnx`; graphs from ``onnx_dir``, else exported once into a cache)."""
+    if runtime not in RUNTIMES:
+        raise FinecutError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        if onnx_dir is not None:
+            raise FinecutError("onnx_dir goes with runtime=onnx")
+        return engine
+    return importlib.import_module("finecut.onnx").use_onnx(engine, onnx_dir)
 
 
 #: The shipped checkpoint that ``"default"`` names (the classical GrabCut engine when it is not installed).
 DEFAULT_MODEL = "focalclick-lite0-v2"
+
+
+#: Shipped names whose weights are not trained yet: ``load_model(name)`` says so (instead of "unknown model") until
+#: ``weights/NAME.json`` + ``weights/NAME.safetensors`` exist.
+PENDING_CHECKPOINTS: dict[str, str] = {
+    "focalclick-xl": "FocalClick-XL's weights are not trained yet (the networks and the focalclick_xl pipeline "
+                     "exist; no weights/focalclick-xl.safetensors is shipped). Load a trained checkpoint by path: "
+                     "finecut.load_model('path/to/NAME.json')",
+}
 
 
 def default_model_name() -> str:
@@ -140,10 +180,15 @@ def load_model(name_or_path: str | Path = "default", *, arch: str | None = None,
         return load_official_engine(key, arch, **kwargs)
     entry = ENGINES.get(key)
     if entry is not None and not _is_learned(entry):
+        if kwargs.get("runtime", "torch") != "torch" or "onnx_dir" in kwargs:
+            raise FinecutError(f"{key} has no networks: runtime=onnx is for learned models")
+        kwargs.pop("runtime", None)
         return entry.build(**kwargs)
     shipped = shipped_checkpoints()
     if key in shipped:
         return load_checkpoint_engine(shipped[key], **kwargs)
+    if key in PENDING_CHECKPOINTS:
+        raise FinecutError(f"model {key!r}: {PENDING_CHECKPOINTS[key]}")
     if key == "default":
         return load_model(default_model_name(), **kwargs)
     path = Path(key)

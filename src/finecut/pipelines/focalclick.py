@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -28,7 +29,7 @@ import torch.nn as nn
 from finecut.engines.base import EngineOutput
 from finecut.model_inputs import crop_image, normalize, resize
 from finecut.models.roi_align import roi_align
-from finecut.pipelines.geometry import component_at, expand_box, integer_box, mask_box
+from finecut.pipelines.geometry import BoxF, expand_box, integer_box
 from finecut.pipelines.skeleton import CropPipeline, Step
 from finecut.pipelines.transforms import Crop, FlipTTA, IntBox, ProgressiveMerge
 from finecut.prompts import Click
@@ -53,7 +54,24 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
+    """``1 / (1 + exp(-clip(x, -30, 30)))`` computed in one new array (the same float operations, so the same bits)."""
+    out = np.clip(x, -30, 30)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    return np.divide(1.0, out, out=out)
+
+
+def _component_box(mask: np.ndarray, row: int, col: int) -> tuple[int, BoxF] | None:
+    """Area and box (:func:`~finecut.pipelines.geometry.mask_box`'s) of the 8-connected component of ``mask`` (bool)
+    holding (row, col), None when that pixel is not set: :func:`~finecut.pipelines.geometry.component_at`'s component,
+    found by a flood fill that visits only it (a full-crop labelling costs tens of ms on a 12-megapixel photo)."""
+    if not mask[row, col]:
+        return None
+    fill = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.uint8)
+    area, _, _, (x, y, w, h) = cv2.floodFill(np.ascontiguousarray(mask).view(np.uint8), fill, (int(col), int(row)),
+                                             1, 0, 0, 8 | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
+    return int(area), (float(x), float(y), float(x + w), float(y + h))
 
 
 class FocalClickEngine(CropPipeline):
@@ -64,6 +82,10 @@ class FocalClickEngine(CropPipeline):
     method = "FocalClick"
     defaults = DEFAULTS
     config_keys = ("zoom_in", "flip_tta")
+    networks = ("segmentor", "refiner")
+    #: How the refiner's inputs are cut out of the image and the segmentor's maps (a runtime may replace it with an
+    #: equal computation: :func:`finecut.onnx.runtime.roi_align`).
+    roi_align = staticmethod(roi_align)
 
     def setup(self, net: nn.Module) -> None:
         # a plain interactive net (e.g. SimpleClick) is its own segmentor and has no refiner
@@ -90,8 +112,8 @@ class FocalClickEngine(CropPipeline):
         cw, ch = x1 - x0, y1 - y0
         diff = (coarse > 0.5) != (prev > 0.5)
         inside = y0 <= row < y1 and x0 <= col < x1
-        comp = component_at(diff, row - y0, col - x0) if inside else None
-        local = mask_box(comp) if comp is not None and comp.sum() >= o["focus_min"] else None
+        found = _component_box(diff, row - y0, col - x0) if inside else None
+        local = found[1] if found is not None and found[0] >= o["focus_min"] else None
         if local is None:  # no (or a tiny) changed region under the click: a fixed window around it
             local = (col - x0, row - y0, col - x0 + 1, row - y0 + 1)
             min_side = max(o["focus_min"], o["focus_fallback"] * max(cw, ch))
@@ -116,10 +138,10 @@ class FocalClickEngine(CropPipeline):
         box_net = torch.tensor([[(fx0 - x0) * sx, (fy0 - y0) * sy, (fx1 - x0) * sx, (fy1 - y0) * sy]])
         stride = size_hw[1] / seg["features"].shape[-1]
         ref = self.refiner(
-            roi_align(features, box_img, (rh, rw)),
-            roi_align(maps, box_net, (rh, rw)),
-            roi_align(seg["logits"], box_net, (rh, rw)),
-            roi_align(seg["features"], box_net, (max(1, rh // 2), max(1, rw // 2)), spatial_scale=1.0 / stride),
+            self.roi_align(features, box_img, (rh, rw)),
+            self.roi_align(maps, box_net, (rh, rw)),
+            self.roi_align(seg["logits"], box_net, (rh, rw)),
+            self.roi_align(seg["features"], box_net, (max(1, rh // 2), max(1, rw // 2)), spatial_scale=1.0 / stride),
         )
         return resize(ref["logits"][0, 0].numpy(), (fh, fw))
 
@@ -130,13 +152,17 @@ class FocalClickEngine(CropPipeline):
         maps = self.prompt_maps(step)
         seg = self._segment(step.image, maps, crop)
         crop_logits = resize(seg["logits"][0, 0].numpy(), crop.shape)
+        crop_probs = _sigmoid(crop_logits)
         focus = None
         if self.options["focus"] and step.click is not None:
-            focus = self._focus_box(_sigmoid(crop_logits), crop.cut(step.prev), step.click, crop.box)
+            focus = self._focus_box(crop_probs, crop.cut(step.prev), step.click, crop.box)
             fx0, fy0, fx1, fy1 = focus
             x0, y0 = crop.box[:2]
-            crop_logits[fy0 - y0: fy1 - y0, fx0 - x0: fx1 - x0] = self._refine(step.features, maps, seg, crop, focus)
-        probs = crop.paste(step.prev.copy(), _sigmoid(crop_logits).astype(np.float32))
+            inside = slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0)
+            crop_logits[inside] = self._refine(step.features, maps, seg, crop, focus)
+            crop_probs[inside] = _sigmoid(crop_logits[inside])  # only the refined pixels change
+        canvas = np.empty_like(step.prev) if crop.covers(*step.shape) else step.prev.copy()  # kept outside the crop
+        probs = crop.paste(canvas, crop_probs.astype(np.float32, copy=False))
         if step.outside_box is not None:
             probs[step.outside_box] = np.minimum(probs[step.outside_box], 0.0)
         merge = ProgressiveMerge.from_options(self.options)

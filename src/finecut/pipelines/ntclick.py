@@ -6,10 +6,8 @@ Per click:
    an object sees the whole image.
 2. **ECP** on the crop resized so its long side is ``ecp_size`` (default: the ECP's ``img_size``) and both sides are
    multiples of the ECP's ``input_multiple`` (32), so the network never pads its input: the ECP trains on unpadded
-   square views, and an input padded inside it is out of that distribution — measured on DRIVE's 20 training images
-   (565×584; ``benchmarks/ecp_input_padding.py``), the 240×256 input (padded to 256² with a zero strip) labelled a
-   median 55 % of the field of view "foreground" instead of the vessels' uncertain band; 224×256 or 256²: 0 %. With
-   the prompt maps [previous mask, positive, negative, tolerant] -> 3-class FBU probabilities (background,
+   square views, and an input padded inside it is out of that distribution (``benchmarks/ecp_input_padding.py``
+   measures what padding does; docs/ntclick.md gives the numbers). With the prompt maps [previous mask, positive, negative, tolerant] -> 3-class FBU probabilities (background,
    foreground, uncertain), upsampled to the crop's full resolution. Outside the crop the previous mask gives the FBU
    labels (foreground where it is set, background elsewhere).
 3. **HRR** on the full-resolution RGB + one-hot FBU map, but only over the bounding box of the uncertain region plus
@@ -132,6 +130,7 @@ class NTClickEngine(CropPipeline):
     name = "ntclick"
     method = "NTClick"
     defaults = DEFAULTS
+    networks = ("ecp", "hrr")
 
     def check(self, net: nn.Module, options: Mapping[str, Any]) -> None:
         if options.get("negative_rule", "paper") not in NEGATIVE_RULES:

@@ -85,6 +85,12 @@ class CropPipeline(Engine):
     #: Options that :meth:`config` repeats at its top level.
     config_keys: ClassVar[tuple[str, ...]] = ("zoom_in",)
     features_type: ClassVar[type | None] = torch.Tensor
+    #: The attributes that hold the method's networks (set by :meth:`setup`). Every network call goes through them,
+    #: so a runtime can put a callable with the module's signature in their place (tensors in, the module's dict of
+    #: named tensors out; :func:`finecut.onnx.runtime.attach`).
+    networks: ClassVar[tuple[str, ...]] = ()
+    #: What the networks run on: ``"torch"`` (the modules themselves) or the runtime that replaced them (``"onnx"``).
+    runtime: str = "torch"
 
     def __init__(self, net: nn.Module, name: str | None = None, checkpoint: dict[str, Any] | None = None,
                  threads: int | None = None, **options: Any) -> None:
@@ -99,6 +105,8 @@ class CropPipeline(Engine):
         #: Prompt layout and image normalisation (the checkpoint's "inputs", else what the network declares).
         self.inputs = input_spec(net, self.checkpoint)
         self.setup(net)
+        #: The thread count asked for (None: :func:`finecut.threads.inference_threads`'s choice), for a runtime too.
+        self.threads = threads
         configure_torch(threads)
 
     # ----------------------------------------------------------------- hooks
@@ -132,7 +140,8 @@ class CropPipeline(Engine):
     def config(self) -> dict[str, Any]:
         training = self.checkpoint.get("training", {})
         return {"name": self.name, "model": self.checkpoint.get("model", {}), "pipeline": dict(self.options),
-                **{key: self.options[key] for key in self.config_keys}, "trained_steps": training.get("step")}
+                **{key: self.options[key] for key in self.config_keys}, "trained_steps": training.get("step"),
+                "runtime": self.runtime}
 
     def prompt_maps(self, step: Step, crop: Crop | None = None) -> torch.Tensor:
         """(1, C, h, w) prompt maps of ``crop`` (default: the step's target crop) in the network's prompt layout:

@@ -1,0 +1,388 @@
+"""The FocalClick-XL inference pipeline (finecut.pipelines.focalclick_xl) on tiny random-init networks: every prompt
+form through the Predictor, context features once per image, what a later click may change, Detail-Net patches,
+prior-mask correction with Progressive Merge, loading from a checkpoint and the not-yet-trained shipped name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import finecut
+from finecut import registry
+from finecut.engines.base import Prediction
+from finecut.errors import FinecutError
+from finecut.models.checkpoint import save_checkpoint
+from finecut.models.focalclick_xl import XL_PROMPT_LAYOUT, FocalClickXLNet
+from finecut.models.registry import build_model
+from finecut.pipelines.focalclick_xl import (
+    FocalClickXLEngine,
+    XLFeatures,
+    form_prompt_maps,
+    interaction_forms,
+    place_window,
+    select_patches,
+)
+from finecut.pipelines.transforms import Crop
+from finecut.prompts import Box, Click, Prompts, Scribble
+
+TINY_SAM = {"img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2, "window_size": 4,
+            "global_attn_indexes": [1], "out_channels": 16, "adapter_dim": 4}
+TINY_DETAIL = {"stages": [[1, 8, 1, 1], [4, 16, 1, 2], [4, 24, 1, 2]], "stem_channels": 8, "decoder": [16, 12, 8]}
+#: A tiny FocalClick-XL: SAM-style context (square padding), the default Object-Net at 64 px, 32 px detail patches.
+TINY_XL = {"arch": "focalclick_xl", "context_net": {"type": "sam_vit", **TINY_SAM}, "detail_net": TINY_DETAIL,
+           "object_size": 64, "detail_size": 32}
+
+H, W = 72, 96
+
+
+def tiny_net(**overrides: object) -> FocalClickXLNet:
+    torch.manual_seed(0)
+    net = build_model({**TINY_XL, **overrides}).eval()
+    with torch.no_grad():  # wake the zero-initialised context projections, so the context features matter
+        for conv in net.object.context_proj:
+            conv.weight.normal_(0, 0.05)
+    return net
+
+
+def lively(net: FocalClickXLNet) -> FocalClickXLNet:
+    """The tiny net with a readable opinion: a random-init Object-Net answers ~0.52 everywhere, so its logits get
+    the patch's brightness (the test image's bright disk is the object), the bi-map and the previous mask added.
+    The real network still runs on every call (the added terms are a test double's, not the pipeline's)."""
+    real = net.forward_object
+
+    def forward(image: torch.Tensor, maps: torch.Tensor, form: str = "clicks", context: torch.Tensor | None = None,
+                boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = real(image, maps, form, context, boxes)
+        opinion = 4.0 * image.mean(1, keepdim=True) + 6.0 * (maps[:, 1:2] - maps[:, 2:3]) + 3.0 * (maps[:, :1] - 0.5)
+        return {**out, "logits": out["logits"] + opinion}
+
+    net.forward_object = forward  # type: ignore[method-assign]
+    return net
+
+
+@pytest.fixture(scope="module")
+def net() -> FocalClickXLNet:
+    return lively(tiny_net())
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 60, (H, W, 3), dtype=np.uint8)
+    cv2.circle(img, (48, 36), 18, (220, 180, 40), -1)
+    return img
+
+
+def predictor(net: FocalClickXLNet, image: np.ndarray, **options: object) -> finecut.Predictor:
+    p = finecut.Predictor(FocalClickXLEngine(net, **options), honour_clicks=False)
+    p.set_image(image)
+    return p
+
+
+def square(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    out = np.zeros((H, W), bool)
+    out[y0:y1, x0:x1] = True
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+SCRIBBLE = Scribble(((40.0, 30.0), (56.0, 40.0)), True, 3.0)
+PRIOR = square(20, 52, 30, 66)
+CASES = {
+    "clicks": ({"clicks": [Click(48, 36)]}, ["clicks"]),
+    "box": ({"box": (28, 16, 70, 56)}, ["box"]),
+    "box with clicks": ({"box": (28, 16, 70, 56), "clicks": [Click(48, 36), Click(30, 20, "negative")]},
+                        ["box", "clicks"]),
+    "scribbles": ({"scribbles": [SCRIBBLE]}, ["scribbles"]),
+    "scribbles and a click": ({"scribbles": [SCRIBBLE], "clicks": [Click(10, 10, "negative")]}, ["scribbles"]),
+    "coarse mask": ({"prior_mask": PRIOR}, ["coarse_mask"]),
+    "prior mask with clicks": ({"prior_mask": PRIOR, "clicks": [Click(48, 36)]}, ["clicks"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_prompt_form_runs_through_the_predictor(net: FocalClickXLNet, image: np.ndarray, case: str) -> None:
+    kwargs, forms = CASES[case]
+    pred = predictor(net, image).predict(**kwargs)
+    assert pred.mask.shape == pred.probs.shape == (H, W) and pred.mask.dtype == bool
+    assert pred.probs.dtype == np.float32 and 0 <= pred.probs.min() and pred.probs.max() <= 1
+    assert pred.alpha is not None and pred.alpha.shape == (H, W) and pred.alpha.dtype == np.float32
+    assert 0 <= pred.alpha.min() and pred.alpha.max() <= 1
+    assert np.array_equal(pred.mask, pred.alpha > 0.5)  # alpha > 0.5 is the mask
+    assert pred.state["forms"] == forms
+    assert pred.state["num_clicks"] == len(kwargs.get("clicks", []))
+    if "box" in kwargs:
+        x0, y0, x1, y1 = kwargs["box"]
+        inside = square(y0, y1, x0, x1)
+        assert not pred.mask[~inside].any() and not pred.alpha[~inside].any()  # nothing outside the box
+
+
+def test_the_object_net_runs_the_routed_prompting_layer(image: np.ndarray) -> None:
+    net = lively(tiny_net())
+    seen: list[tuple[str, tuple[int, ...], float]] = []
+    forward = net.forward_object
+
+    def spy(image: torch.Tensor, maps: torch.Tensor, form: str = "clicks", context: torch.Tensor | None = None,
+            boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        assert context is not None and boxes is not None and boxes.shape == (1, 4)
+        seen.append((form, tuple(maps.shape), float(maps[0, 1].sum())))
+        return forward(image, maps, form, context, boxes)
+
+    net.forward_object = spy  # type: ignore[method-assign]
+    p = predictor(net, image)
+    for kwargs, forms in CASES.values():
+        seen.clear()
+        p.predict(**kwargs)
+        assert [form for form, _, _ in seen] == forms
+        assert all(shape == (1, 3, 64, 64) for _, shape, _ in seen)
+    seen.clear()
+    p.predict(prior_mask=PRIOR)
+    assert seen[0][2] > 0.3 * 64 * 64  # the coarse mask fills the positive channel of its (tight) crop
+
+
+def test_an_empty_step_and_the_routing_table() -> None:
+    box = Box(10, 10, 50, 40)
+    c1, c2 = Click(20, 20), Click(30, 30, "negative")
+
+    def prev(prompts: Prompts) -> Prediction:
+        return Prediction(np.zeros((H, W), bool), np.zeros((H, W), np.float32), prompts)
+
+    assert interaction_forms(Prompts(box=box), None) == ("box",)
+    assert interaction_forms(Prompts(box=box, clicks=(c1,)), None) == ("box", "clicks")
+    # the clicks after a box are corrections; a moved box is a new first interaction
+    assert interaction_forms(Prompts(box=box, clicks=(c1, c2)), prev(Prompts(box=box, clicks=(c1,)))) == ("clicks",)
+    assert interaction_forms(Prompts(box=box, clicks=(c1,)), prev(Prompts(box=box))) == ("clicks",)
+    moved = Box(12, 10, 50, 40)
+    assert interaction_forms(Prompts(box=moved, clicks=(c1,)), prev(Prompts(box=box))) == ("box", "clicks")
+    assert interaction_forms(Prompts(box=box), prev(Prompts(box=box))) == ("box",)
+    assert interaction_forms(Prompts(clicks=(c1,)), None) == ("clicks",)
+    assert interaction_forms(Prompts(scribbles=(SCRIBBLE,), box=box, clicks=(c1,)), None) == ("scribbles",)
+    assert interaction_forms(Prompts(prior_mask=PRIOR), None) == ("coarse_mask",)
+    assert interaction_forms(Prompts(prior_mask=PRIOR, clicks=(c1,)), None) == ("clicks",)
+    with pytest.raises(FinecutError):
+        interaction_forms(Prompts(), None)
+
+
+def test_nothing_to_act_on_returns_the_start(net: FocalClickXLNet, image: np.ndarray) -> None:
+    empty = predictor(net, image).predict()
+    assert empty.state == {"num_clicks": 0} and not empty.probs.any() and empty.alpha is None
+
+
+# --------------------------------------------------------------------------------------------- context features
+
+
+def test_context_is_encoded_once_per_image(image: np.ndarray) -> None:
+    net = tiny_net()
+    calls: list[tuple[int, ...]] = []
+    encode = net.encode_context
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(x.shape))
+        return encode(x)
+
+    net.encode_context = counting  # type: ignore[method-assign]
+    p = predictor(net, image)
+    assert calls == [(1, 3, 128, 128)]  # SAM-style: long side 128, zero-padded to a square
+    features = p._features
+    assert isinstance(features, XLFeatures) and features.geometry.resized == (96, 128)
+    first = p.predict(clicks=[Click(48, 36)])
+    second = p.predict(clicks=[Click(48, 36), Click(10, 60, "negative")], previous=first)
+    p.predict(box=(28, 16, 70, 56), previous=second)
+    p.predict(scribbles=[SCRIBBLE])
+    p.predict(prior_mask=PRIOR)
+    assert len(calls) == 1
+    p.set_image(image[:, :64].copy())
+    assert len(calls) == 2
+    # an engine called without features (not through a Predictor) encodes the image itself
+    p.model.predict(image, None, Prompts(clicks=(Click(5, 5),)), None)
+    assert len(calls) == 3
+
+
+def test_the_context_features_reach_the_object_net(image: np.ndarray) -> None:
+    net = tiny_net()
+    engine = FocalClickXLEngine(net, detail=False)
+    features = engine.encode_image(image)
+    prompts = Prompts(clicks=(Click(48, 36),))
+    a = engine.predict(image, features, prompts, None).probs
+    other = XLFeatures(features.context.flip(-1), features.geometry)
+    b = engine.predict(image, other, prompts, None).probs
+    assert not np.array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------- what a step changes
+
+
+def test_later_clicks_change_only_the_target_crop(net: FocalClickXLNet, image: np.ndarray) -> None:
+    p = predictor(net, image)
+    probs = np.zeros((H, W), np.float32)
+    probs[30:42, 40:56] = 0.97
+    probs[60:70, 2:10] = 0.3  # low probabilities far away (not object, so outside the target crop)
+    first_prompts = Prompts(clicks=(Click(48, 36),))
+    first = Prediction(probs > 0.5, probs, first_prompts, state={"num_clicks": 1}, alpha=probs.copy())
+    second = p.predict(clicks=[Click(48, 36), Click(58, 38)], previous=first)
+    x0, y0, x1, y1 = second.state["target_crop"]
+    assert (x0, y0, x1, y1) != (0, 0, W, H) and x0 <= 58 < x1 and y0 <= 38 < y1
+    outside = np.ones((H, W), bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(second.probs[outside], probs[outside])
+    assert np.array_equal(second.alpha[outside], probs[outside])
+    assert np.all(second.probs[60:70, 2:10] == np.float32(0.3))
+    # the detail patches lie in the image; what they write stays inside the crop
+    for bx0, by0, bx1, by1 in second.state["detail_patches"]:
+        assert 0 <= bx0 < bx1 <= W and 0 <= by0 < by1 <= H
+
+
+def test_detail_patches_replace_the_primitive_only_inside_them(net: FocalClickXLNet, image: np.ndarray) -> None:
+    kwargs = {"clicks": [Click(48, 36)]}
+    primitive = predictor(net, image, detail=False).predict(**kwargs)
+    assert primitive.state["detail_patches"] == []
+    refined = predictor(net, image, max_patches=3).predict(**kwargs)
+    patches = refined.state["detail_patches"]
+    assert 1 <= len(patches) <= 3
+    covered = np.zeros((H, W), bool)
+    for bx0, by0, bx1, by1 in patches:
+        assert (by1 - by0, bx1 - bx0) == (32, 32)  # detail_size at the original resolution (a small image)
+        covered[by0:by1, bx0:bx1] = True
+    assert np.array_equal(refined.probs[~covered], primitive.probs[~covered])
+    assert np.abs(refined.probs[covered] - primitive.probs[covered]).max() > 1e-3
+    # the Detail-Net decides only the low-confidence pixels: the trimap's sure pixels become 0 / 1
+    sure = covered & ((primitive.probs <= 0.1) | (primitive.probs >= 0.9))
+    assert sure.any() and np.isin(refined.probs[sure], (0.0, 1.0)).all()
+
+
+def test_prior_mask_correction_merges_one_component(net: FocalClickXLNet, image: np.ndarray) -> None:
+    prior = PRIOR.copy()
+    click = Click(20, 60)  # outside the prior mask
+    merged = predictor(net, image).predict(prior_mask=prior, clicks=[click])
+    assert merged.state["merged"] is True and merged.state["forms"] == ["clicks"]
+    diff = merged.mask != prior
+    n, labels = cv2.connectedComponents(diff.astype(np.uint8), connectivity=8)
+    row, col = click.pixel
+    assert n == 2 and labels[row, col] == 1  # one changed region, the one under the click
+    unmerged = predictor(net, image, progressive_merge=False).predict(prior_mask=prior, clicks=[click])
+    assert unmerged.state["merged"] is False
+    assert (unmerged.mask != prior).sum() > diff.sum()
+    # the coarse mask alone: refined inside its target crop, kept outside
+    coarse = predictor(net, image).predict(prior_mask=prior)
+    x0, y0, x1, y1 = coarse.state["target_crop"]
+    assert (x0, y0, x1, y1) != (0, 0, W, H) and coarse.state["merged"] is False
+    outside = np.ones((H, W), bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(coarse.mask[outside], prior[outside])
+
+
+def test_scribbles_on_a_mask_widen_the_crop_and_merge(net: FocalClickXLNet, image: np.ndarray) -> None:
+    prior = square(4, 20, 4, 24)  # dark background: the network alone would drop it
+    stroke = Scribble(((40.0, 30.0), (56.0, 44.0)), True, 3.0)  # on the bright disk
+    far = Scribble(((80.0, 60.0), (90.0, 66.0)), False, 3.0)
+    pred = predictor(net, image, detail=False).predict(prior_mask=prior, scribbles=[stroke, far])
+    x0, y0, x1, y1 = pred.state["target_crop"]
+    assert x0 <= 4 and y0 <= 4 and x1 > 90 and y1 > 66  # the previous mask and every stroke
+    assert pred.state["merged"] is True and pred.state["forms"] == ["scribbles"]
+    assert pred.mask[4:20, 4:24].all()  # the prior's part no stroke touched is kept
+    assert pred.mask[30:45, 40:57].mean() > 0.9  # the disk under the positive stroke joined
+    plain = predictor(net, image, detail=False, progressive_merge=False).predict(prior_mask=prior,
+                                                                                 scribbles=[stroke, far])
+    assert plain.state["merged"] is False and not plain.mask[4:20, 4:24].any()
+    # a later scribble: only the changes its own strokes touch
+    later = predictor(net, image, detail=False).predict(
+        prior_mask=prior, scribbles=[stroke, far, Scribble(((10.0, 60.0),), False)], previous=pred)
+    assert np.array_equal(later.mask, pred.mask)
+
+
+# ------------------------------------------------------------------------------------------------ the pieces
+
+
+def test_form_prompt_maps_draw_each_form_into_the_bi_map() -> None:
+    crop = Crop((0, 0, 40, 20), (20, 40))
+    previous = np.zeros((20, 40), np.float32)
+    previous[5:10, 5:10] = 0.7
+    prompts = Prompts(clicks=(Click(30, 10, "negative"),), box=Box(10, 4, 20, 12), prior_mask=square(0, 20, 0, 40)[:20, :40])
+    layout = XL_PROMPT_LAYOUT
+    box = form_prompt_maps("box", prompts, previous, crop, 2.0, layout)[0]
+    assert box.shape == (3, 20, 40) and torch.equal(box[0], torch.from_numpy(previous))
+    assert box[1, 4:12, 10:20].all() and box[1].sum() == 80 and not box[2].any()  # the rectangle, no clicks
+    clicks = form_prompt_maps("clicks", prompts, previous, crop, 2.0, layout)[0]
+    assert not clicks[1].any() and clicks[2, 10, 30] == 1 and clicks[2].sum() < 20
+    coarse = form_prompt_maps("coarse_mask", prompts, previous, crop, 2.0, layout)[0]
+    assert coarse[1].all() and not coarse[2].any()
+    scrib = Prompts(scribbles=(Scribble(((2.0, 2.0), (30.0, 2.0)), False, 1.0),))
+    strokes = form_prompt_maps("scribbles", scrib, previous, crop, 2.0, layout)[0]
+    assert strokes[2, 2, 2:31].all() and not strokes[1].any()
+    with pytest.raises(FinecutError, match="unknown interaction form"):
+        form_prompt_maps("lasso", prompts, previous, crop, 2.0, layout)
+
+
+def test_select_patches_takes_the_most_uncertain_windows_first() -> None:
+    weight = np.zeros((100, 200), np.float32)
+    weight[10:20, 150:160] = 1.0  # 100 units
+    weight[60:90, 20:50] = 0.5  # 450 units, larger than a window
+    weight[50, 100] = 0.2  # a speck below min_mass
+    boxes = select_patches(weight, (20, 20), 10, min_mass=1.0)
+    assert all((b[2] - b[0], b[3] - b[1]) == (20, 20) for b in boxes)
+    first = boxes[0]
+    assert 20 <= first[0] and first[2] <= 50 and 60 <= first[1] and first[3] <= 90  # inside the big region
+    covered = np.zeros_like(weight, bool)
+    for x0, y0, x1, y1 in boxes:
+        covered[y0:y1, x0:x1] = True
+    assert covered[10:20, 150:160].all() and covered[60:90, 20:50].all() and not covered[50, 100]
+    assert len(select_patches(weight, (20, 20), 2)) == 2
+    assert select_patches(np.zeros((10, 10), np.float32), (4, 4), 5) == []
+    # a window larger than the map starts at 0; place_window centres it on the crop inside the image
+    assert select_patches(np.ones((10, 10), np.float32), (16, 16), 3) == [(0, 0, 16, 16)]
+    assert place_window(5, 16, 20, 30, 100) == 17 and place_window(95, 16, 90, 100, 100) == 84
+    assert place_window(25, 8, 20, 60, 100) == 25 and place_window(58, 8, 20, 60, 100) == 52
+
+
+def test_the_engine_refuses_what_it_cannot_run(image: np.ndarray) -> None:
+    clicks_only = tiny_net(forms=["clicks"])
+    p = predictor(clicks_only, image)
+    assert p.predict(clicks=[Click(48, 36)]).state["forms"] == ["clicks"]
+    with pytest.raises(FinecutError, match="no prompting layer for box"):
+        p.predict(box=(28, 16, 70, 56))
+    with pytest.raises(FinecutError, match="needs a FocalClick-XL network"):
+        FocalClickXLEngine(torch.nn.Conv2d(3, 1, 1))
+    with pytest.raises(FinecutError, match="trimap"):
+        FocalClickXLEngine(clicks_only, trimap_low=0.9, trimap_high=0.1)
+    with pytest.raises(TypeError, match="unknown FocalClick-XL option"):
+        FocalClickXLEngine(clicks_only, focus=True)
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+
+
+def test_checkpoint_round_trip_through_load_model(tmp_path: Path, image: np.ndarray) -> None:
+    net = tiny_net()
+    config = dict(TINY_XL)
+    json_path, _ = save_checkpoint(tmp_path / "xl", net, config, metadata={"pipeline": {"max_patches": 4}})
+    engine = finecut.load_model(str(json_path))  # no "engine" in the JSON: chosen from the arch
+    assert isinstance(engine, FocalClickXLEngine) and engine.options["max_patches"] == 4
+    assert engine.options["object_size"] == 64 and engine.config()["pipeline"]["detail_size"] == 32
+    kwargs = {"clicks": [Click(48, 36), Click(20, 60, "negative")]}
+    loaded = finecut.Predictor(engine, honour_clicks=False)
+    loaded.set_image(image)
+    expected = predictor(net, image, max_patches=4).predict(**kwargs)
+    got = loaded.predict(**kwargs)
+    assert np.array_equal(got.probs, expected.probs) and np.array_equal(got.alpha, expected.alpha)
+    options = finecut.load_model(f"{json_path}:detail=false,max_patches=2")
+    assert options.options["detail"] is False and options.options["max_patches"] == 2
+
+
+def test_shipped_name_says_the_weights_are_not_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "focalclick-xl" not in registry.shipped_checkpoints():
+        with pytest.raises(FinecutError, match="not trained yet"):
+            finecut.load_model("focalclick-xl")
+        with pytest.raises(FinecutError, match="not trained yet"):
+            finecut.load_model("focalclick-xl:max_patches=2")
+    assert "focalclick-xl" in registry.PENDING_CHECKPOINTS
+    # once weights/focalclick-xl.{json,safetensors} exist, the name loads them
+    save_checkpoint(tmp_path / "focalclick-xl", tiny_net(), dict(TINY_XL))
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    assert isinstance(finecut.load_model("focalclick-xl"), FocalClickXLEngine)
+    assert "focalclick-xl" in finecut.available_models()
