@@ -83,7 +83,7 @@ def test_every_trainable_arch_has_a_method_and_an_engine() -> None:
     assert set(METHODS) == set(METHOD_OF_ARCH.values())
     assert set(METHOD_OF_ARCH) <= set(list_models())
     for arch, method in METHOD_OF_ARCH.items():
-        assert METHODS[method].engine(arch) in ("focalclick", "simpleclick", "ntclick_ecp", "ntclick_hrr")
+        assert METHODS[method].engine(arch) in ("focalclick", "simpleclick", "ntclick_ecp", "ntclick_hrr", "focalclick_xl")
     assert METHODS["focalclick"].engine("focalclick") == "focalclick"
     assert METHODS["focalclick"].engine("simpleclick") == "simpleclick"
     with pytest.raises(FinecutError, match="assembled, not trained"):

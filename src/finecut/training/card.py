@@ -219,7 +219,8 @@ def _history_section(training: dict[str, Any]) -> list[str]:
             hours = cpu_hours(record)
             crop = f"{cfg.get('small_size')}→{cfg.get('size')}" if cfg.get("small_size") else _fmt(cfg.get("size"))
             val = (record.get("validation") or {}).get("val_noc90@10")
-            rows.append([str(i), record.get("name") or "–", _fmt(record.get("step")),
+            source = (record.get("name") or "–") + (f" (stage `{record['stage']}`)" if record.get("stage") else "")
+            rows.append([str(i), source, _fmt(record.get("step")),
                          f"{record['samples_seen']:,}" if isinstance(record.get("samples_seen"), int) else "–",
                          _duration(record.get("train_seconds")), "–" if hours is None else f"{hours:.1f}",
                          crop, ", ".join(cfg.get("sources") or []) or "–", _fmt(val)])

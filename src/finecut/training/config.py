@@ -9,7 +9,10 @@ for the options only that method reads:
   single networks (the segmentation half only): refiner crop and loss weight, the small-crop stage, the batch
   prefetching worker, memory format, ``torch.compile``;
 * ``[ntclick_hrr]`` (:class:`NTClickHRROptions`): NTClick's HRR: its BCE weight, the frozen ECP whose predicted FBU
-  maps it sees, native-scale views.
+  maps it sees, native-scale views;
+* ``[focalclick_xl]`` (:class:`FocalClickXLOptions`): FocalClick-XL's three stages (click pretraining of the
+  Object-Net + context adapters, the Detail-Net on alpha patches, one interaction form's prompting layer), their
+  warm start and their sample simulation.
 
 NTClick's ECP has no options of its own. Which method trains a config follows from ``[model].arch``
 (:data:`METHOD_OF_ARCH`); a section for another method is refused. Flat files of the earlier layout (every option at
@@ -102,6 +105,71 @@ class NTClickHRROptions:
     native_scale: float = 0.0  # share of views at the image's own resolution (as at inference)
 
 
+#: FocalClick-XL's training stages (``[focalclick_xl].stage``) and the forms the prompting stage tunes.
+XL_STAGES: tuple[str, ...] = ("object", "detail", "prompting")
+XL_PROMPTING_FORMS: tuple[str, ...] = ("box", "scribbles", "coarse_mask")
+
+
+@dataclass
+class FocalClickXLOptions:
+    """``[focalclick_xl]``: options of FocalClick-XL training (:mod:`finecut.training.focalclick_xl`).
+
+    ``stage`` picks what one run trains: ``object`` (the paper's click pretraining: Object-Net, the clicks prompting
+    layer and the context encoder's adapters / neck), ``detail`` (the Detail-Net alone on 64² alpha patches) or
+    ``prompting`` (only ``form``'s prompting layer). Every stage saves the whole network."""
+
+    stage: str = "object"
+    form: str = "box"  # prompting stage: box | scribbles | coarse_mask
+    # warm start of the object stage when init_checkpoint is empty (the top-level ``pretrained`` must be "none")
+    object_init: str = "focalclick-lite0-v2"  # a FocalClick checkpoint (shipped name or path) for Object-Net + prompting
+    context_pretrained: str = "imagenet"  # Lite0 context: "imagenet" / a path; SAM context: a SAM checkpoint path; "none"
+    context_train: str = "adapters"  # adapters (SAM adapters / Lite0 neck) | all | none
+    # object patches (object and prompting stages): the object box expanded by a factor in box_expand, its centre
+    # moved by up to box_shift of its side, clamped to the image; or the whole image (a first click from scratch)
+    box_expand: tuple[float, float] = (1.2, 1.8)
+    box_shift: float = 0.1
+    whole_image_probability: float = 0.15
+    flip: bool = True
+    # detail stage
+    detail_size: int = 64  # patch side (the pipeline's detail_size)
+    synthetic_fraction: float = 0.5  # share of synthetic alpha composites; the rest are real masks' boundary patches
+    synthetic_side: int = 160  # side of the background crop a composite is rendered on
+    real_body_probability: float = 0.5  # composites whose body is a real object cut-out of the bank
+    patch_scale: tuple[float, float] = (1.0, 2.5)  # source pixels per Detail-Net pixel
+    trimap_low: float = 0.1  # the pipeline's thresholds on the (simulated) primitive probabilities
+    trimap_high: float = 0.9
+    detail_click_probability: float = 0.5  # samples with 1-3 clicks as sure foreground / background
+    detail_click_radius: float = 3.0
+    known_weight: float = 0.0  # loss weight of the trimap's decided pixels (the unknown ones weigh 1)
+    l1_weight: float = 1.0
+    mse_weight: float = 1.0
+    gradient_weight: float = 1.0
+    composition_weight: float = 0.5  # synthetic samples only (their foreground and background are known)
+    # prompting stage
+    copy_clicks: str = "auto"  # start the form's layer from the clicks layer: auto (unless already tuned) | always | never
+    box_jitter: float = 0.08  # simulated boxes: edge noise (share of the side)
+    scribble_width: tuple[int, int] = (3, 7)
+    coarse_previous_probability: float = 1.0  # the coarse mask also in the previous-mask channel (as the pipeline)
+
+    def check(self) -> None:
+        if self.stage not in XL_STAGES:
+            raise FinecutError(f"[focalclick_xl].stage {self.stage!r}: one of {', '.join(XL_STAGES)}")
+        if self.stage == "prompting" and self.form not in XL_PROMPTING_FORMS:
+            raise FinecutError(f"[focalclick_xl].form {self.form!r}: one of {', '.join(XL_PROMPTING_FORMS)} "
+                               "(clicks are trained by the object stage)")
+        if self.context_train not in ("adapters", "all", "none"):
+            raise FinecutError(f"[focalclick_xl].context_train {self.context_train!r}: adapters, all or none")
+        if self.copy_clicks not in ("auto", "always", "never"):
+            raise FinecutError(f"[focalclick_xl].copy_clicks {self.copy_clicks!r}: auto, always or never")
+        if not 0.0 <= self.trimap_low < self.trimap_high <= 1.0:
+            raise FinecutError("[focalclick_xl] trimap thresholds need 0 <= trimap_low < trimap_high <= 1")
+        lo, hi = self.box_expand
+        if not 1.0 <= lo <= hi:
+            raise FinecutError(f"[focalclick_xl].box_expand {list(self.box_expand)}: 1 <= low <= high")
+        if self.detail_size < 16:
+            raise FinecutError(f"[focalclick_xl].detail_size {self.detail_size}: at least 16")
+
+
 #: The training method of each trainable architecture (the loop's step functions:
 #: :data:`finecut.training.trainer.METHODS`). The assembled ``ntclick`` is not trained as such: its two networks are
 #: (``ntclick_ecp``, ``ntclick_hrr``), then ``finecut train --assemble`` joins them.
@@ -111,10 +179,12 @@ METHOD_OF_ARCH: dict[str, str] = {
     "focalclick_segmentor": "focalclick",
     "ntclick_ecp": "ntclick_ecp",
     "ntclick_hrr": "ntclick_hrr",
+    "focalclick_xl": "focalclick_xl",
 }
 
 #: The per-method config sections (a method not listed has no options of its own).
-METHOD_OPTIONS: dict[str, type] = {"focalclick": FocalClickOptions, "ntclick_hrr": NTClickHRROptions}
+METHOD_OPTIONS: dict[str, type] = {"focalclick": FocalClickOptions, "ntclick_hrr": NTClickHRROptions,
+                                   "focalclick_xl": FocalClickXLOptions}
 
 #: Top-level keys of the earlier flat layout -> (section, option) in the current one.
 FLAT_KEYS: dict[str, tuple[str, str]] = {
@@ -170,6 +240,7 @@ class TrainConfig:
     # per-method sections: only the one of this config's method is set (filled with defaults when not given)
     focalclick: FocalClickOptions | None = None
     ntclick_hrr: NTClickHRROptions | None = None
+    focalclick_xl: FocalClickXLOptions | None = None
 
     def __post_init__(self) -> None:
         method = method_of(self.model)
@@ -191,6 +262,12 @@ class TrainConfig:
                                    f"{self.model.get('arch')!r} trains with the {method} method")
         if method in METHOD_OPTIONS and getattr(self, method) is None:
             setattr(self, method, METHOD_OPTIONS[method]())
+        section = getattr(self, method, None) if method in METHOD_OPTIONS else None
+        if hasattr(section, "check"):
+            section.check()
+        if method == "focalclick_xl" and self.pretrained not in ("none", ""):
+            raise FinecutError('FocalClick-XL: set pretrained = "none"; the context encoder\'s weights are '
+                               "[focalclick_xl].context_pretrained, the Object-Net's [focalclick_xl].object_init")
         self.data.check()
 
     def size_at(self, step: int) -> int:

@@ -20,11 +20,25 @@ CONFIG_KEYS = ("steps", "batch_size", "size", "small_size", "full_size_from", "l
                "pretrained", "init_checkpoint", "seed")
 
 
+def training_stage(config: dict[str, Any]) -> str:
+    """What part of a staged network a run trained, from its recorded config: FocalClick-XL's ``object`` (Object-Net,
+    clicks prompting layer, context adapters), ``detail`` (Detail-Net) or ``prompting:FORM`` (one prompting layer);
+    "" for a run that trains its whole network."""
+    xl = config.get("focalclick_xl")
+    if not isinstance(xl, dict) or not xl.get("stage"):
+        return ""
+    stage = str(xl["stage"])
+    return f"prompting:{xl.get('form', '?')}" if stage == "prompting" else stage
+
+
 def run_summary(training: dict[str, Any], name: str = "") -> dict[str, Any]:
-    """The parts of one run's training record that a history keeps."""
+    """The parts of one run's training record that a history keeps (with its :func:`training_stage`, if any)."""
     cfg = flat_config(training.get("config") or {})
     data = cfg.get("data") or {}
     out: dict[str, Any] = {"name": name} if name else {}
+    stage = training_stage(training.get("config") or {})
+    if stage:
+        out["stage"] = stage
     out.update({k: training[k] for k in RECORD_KEYS if k in training})
     out["config"] = {k: cfg[k] for k in CONFIG_KEYS if k in cfg}
     out["config"]["sources"] = list(data.get("sources") or [])

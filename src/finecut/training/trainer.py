@@ -35,12 +35,13 @@ from finecut.models.checkpoint import save_checkpoint
 from finecut.models.registry import build_model
 from finecut.training.config import TrainConfig
 from finecut.training.focalclick import FOCALCLICK
+from finecut.training.focalclick_xl import FOCALCLICK_XL
 from finecut.training.method import RunSetup, TrainingMethod
 from finecut.training.ntclick import NTCLICK_ECP, NTCLICK_HRR
 from finecut.training.objects import ObjectBank, build_object_bank
 
 #: The training methods by name (``TrainConfig.method``, from ``[model].arch``).
-METHODS: dict[str, TrainingMethod] = {m.name: m for m in (FOCALCLICK, NTCLICK_ECP, NTCLICK_HRR)}
+METHODS: dict[str, TrainingMethod] = {m.name: m for m in (FOCALCLICK, NTCLICK_ECP, NTCLICK_HRR, FOCALCLICK_XL)}
 
 
 def method_for(cfg: TrainConfig) -> TrainingMethod:

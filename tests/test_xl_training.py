@@ -1,0 +1,322 @@
+"""FocalClick-XL training (``finecut.training.focalclick_xl``): the three stages on a tiny network and a tiny synthetic
+object bank, what each stage may change, checkpoints and their recorded stages; the training-time interaction
+simulators; the ``[focalclick_xl]`` config section."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers_training import make_object_folder
+
+from finecut.datasets import open_dataset
+from finecut.errors import FinecutError
+from finecut.models.checkpoint import load_checkpoint, read_checkpoint_config
+from finecut.models.registry import build_model
+from finecut.prompts import CropTransform, scribble_maps
+from finecut.training.config import TrainConfig
+from finecut.training.focalclick_xl import FOCALCLICK_XL, trained_stages
+from finecut.training.history import inherited_history
+from finecut.training.interactions import (
+    SCRIBBLE_KINDS,
+    correction_scribble,
+    initial_scribbles,
+    simulate_box,
+    simulate_coarse_mask,
+    simulate_scribble,
+)
+from finecut.training.objects import build_object_bank
+from finecut.training.trainer import METHODS, train
+
+TINY_MODEL = {
+    "arch": "focalclick_xl",
+    "context_net": {"type": "efficientnet_lite0", "out_channels": 16, "input_size": 64},
+    "object_net": {"head_channels": 16},
+    "detail_net": {"stages": [[1, 8, 1, 1], [4, 16, 1, 2], [4, 24, 1, 2]], "stem_channels": 8,
+                   "decoder": [16, 12, 8]},
+}
+
+
+@pytest.fixture(scope="module")
+def bank_path(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("xl-data")
+    folder = make_object_folder(root / "data")
+    bank = build_object_bank([open_dataset(folder)], max_side=96, progress=False, names=[str(folder)])
+    bank.save(root / "bank.npz")
+    return folder, root / "bank.npz"
+
+
+def tiny_config(run_dir: Path, bank: tuple[Path, Path], steps: int, xl: dict, init: str = "",
+                batch_size: int = 2) -> TrainConfig:
+    folder, path = bank
+    return TrainConfig.from_dict({
+        "run_dir": str(run_dir), "model": TINY_MODEL, "pretrained": "none", "init_checkpoint": init,
+        "data": {"sources": [str(folder)], "weights": [1.0], "bank": str(path), "max_side": 96, "val_fraction": 0.0},
+        "steps": steps, "batch_size": batch_size, "size": 64, "warmup_steps": 1, "threads": 1, "lr": 1e-3,
+        "log_every": 1, "checkpoint_every": 100, "val_every": 1000, "max_iterative_clicks": 1,
+        "iterative_probability": 1.0, "focalclick_xl": xl,
+    })
+
+
+def initial_state(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights a run of ``cfg`` starts from: the trainer's seeding, build, warm start and the method's prepare."""
+    from finecut.training.trainer import load_initial_weights
+
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg.model)
+    load_initial_weights(net, cfg)
+    net = FOCALCLICK_XL.prepare(net, cfg)
+    FOCALCLICK_XL._frozen.clear()
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    net, doc = load_checkpoint(run_dir / "last")
+    return net.state_dict(), doc
+
+
+def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
+    assert before.keys() == after.keys()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def samples_per_s(run_dir: Path) -> float:
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [r for r in records if "samples_per_s" in r][-1]["samples_per_s"]
+
+
+@pytest.fixture(scope="module")
+def object_run(bank_path: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, Path]:
+    """Three steps of the object stage, warm-started from ImageNet (context) and focalclick-lite0-v2 (Object-Net)."""
+    run_dir = tmp_path_factory.mktemp("xl-object") / "run"
+    cfg = tiny_config(run_dir, bank_path, 3, {"stage": "object", "whole_image_probability": 0.5})
+    train(cfg, progress=False)
+    return cfg, run_dir
+
+
+# ----------------------------------------------------------------------------------------------------------- stages
+
+
+def test_method_is_registered_for_the_xl_arch() -> None:
+    cfg = TrainConfig.from_dict({"model": {"arch": "focalclick_xl"}, "pretrained": "none"})
+    assert cfg.method == "focalclick_xl" and METHODS["focalclick_xl"] is FOCALCLICK_XL
+    assert FOCALCLICK_XL.engine("focalclick_xl") == "focalclick_xl"
+    assert cfg.focalclick_xl is not None and cfg.focalclick_xl.stage == "object"
+
+
+def test_object_stage_trains_object_net_clicks_layer_and_context_neck(object_run: tuple[TrainConfig, Path]) -> None:
+    cfg, run_dir = object_run
+    after, doc = final_state(run_dir)
+    assert doc["engine"] == "focalclick_xl" and doc["training"]["step"] == 3
+    assert trained_stages(doc) == ["object"]
+    moved = changed(initial_state(cfg), after)
+    assert any(k.startswith("object.backbone.") for k in moved) and any(k.startswith("object.head.") for k in moved)
+    assert any(k.startswith("object.context_proj.") for k in moved)
+    assert any(k.startswith("prompting.clicks.") for k in moved)
+    assert any(k.startswith(("context.lateral", "context.smooth")) for k in moved)
+    frozen = [k for k in moved if k.startswith(("detail.", "context.backbone.", "prompting.box.",
+                                                 "prompting.scribbles.", "prompting.coarse_mask."))]
+    assert frozen == []
+    print(f"\nobject stage: {samples_per_s(run_dir)} samples/s (tiny net, 64 px patches, 64 px context)")
+
+
+def test_object_stage_warm_start_copies_the_shipped_segmentor(object_run: tuple[TrainConfig, Path]) -> None:
+    cfg, _ = object_run
+    start = initial_state(cfg)
+    from finecut.models.focalclick_xl import read_focalclick_segmentor
+    from finecut.training.focalclick_xl import checkpoint_path
+
+    source, _ = read_focalclick_segmentor(checkpoint_path("focalclick-lite0-v2"))
+    key = "segmentor.backbone.stem.0.weight" if "segmentor.backbone.stem.0.weight" in source else next(
+        k for k in source if k.startswith("segmentor.backbone."))
+    assert torch.equal(start["object." + key[len("segmentor."):]], source[key])
+
+
+def test_detail_stage_changes_only_the_detail_net(object_run: tuple[TrainConfig, Path], bank_path: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    _, object_dir = object_run
+    cfg = tiny_config(tmp_path / "detail", bank_path, 3, {"stage": "detail", "synthetic_side": 96},
+                      init=str(object_dir / "last"), batch_size=8)
+    start = time.time()
+    run_dir = train(cfg, progress=False)
+    wall = time.time() - start
+    after, doc = final_state(run_dir)
+    moved = changed(initial_state(cfg), after)
+    assert moved and all(k.startswith("detail.") for k in moved)
+    assert trained_stages(doc) == ["object", "detail"]
+    assert [r.get("stage") for r in doc["training"]["history"]] == ["object"]
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert {"alpha_l1", "alpha_mse", "alpha_grad", "composition"} <= set(records[-2])
+    print(f"\ndetail stage: {samples_per_s(run_dir)} samples/s of 64² patches ({wall:.1f} s for 3 x 8)")
+
+
+@pytest.mark.parametrize("form", ["box", "scribbles", "coarse_mask"])
+def test_prompting_stage_changes_only_that_forms_layer(form: str, object_run: tuple[TrainConfig, Path],
+                                                       bank_path: tuple[Path, Path], tmp_path: Path) -> None:
+    _, object_dir = object_run
+    cfg = tiny_config(tmp_path / form, bank_path, 2, {"stage": "prompting", "form": form},
+                      init=str(object_dir / "last"))
+    loaded, _ = final_state(object_dir)
+    start = initial_state(cfg)
+    # the form's layer starts from the clicks layer (never tuned before); everything else as loaded
+    for key, value in start.items():
+        if key.startswith(f"prompting.{form}."):
+            assert torch.equal(value, loaded[key.replace(f"prompting.{form}.", "prompting.clicks.")])
+        else:
+            assert torch.equal(value, loaded[key])
+    run_dir = train(cfg, progress=False)
+    after, doc = final_state(run_dir)
+    moved = changed(start, after)
+    assert moved and all(k.startswith(f"prompting.{form}.") for k in moved)
+    assert trained_stages(doc) == ["object", f"prompting:{form}"]
+    print(f"\nprompting:{form}: {samples_per_s(run_dir)} samples/s")
+
+
+def test_prompting_layer_is_not_copied_again_once_tuned(object_run: tuple[TrainConfig, Path],
+                                                         bank_path: tuple[Path, Path], tmp_path: Path) -> None:
+    _, object_dir = object_run
+    first = train(tiny_config(tmp_path / "box1", bank_path, 1, {"stage": "prompting", "form": "box"},
+                              init=str(object_dir / "last")), progress=False)
+    tuned, _ = final_state(first)
+    again = tiny_config(tmp_path / "box2", bank_path, 1, {"stage": "prompting", "form": "box"},
+                        init=str(first / "last"))
+    start = initial_state(again)
+    assert all(torch.equal(start[k], tuned[k]) for k in start)  # auto: kept, not overwritten by clicks
+    assert not torch.equal(start["prompting.box.net.0.weight"], start["prompting.clicks.net.0.weight"])
+    forced = tiny_config(tmp_path / "box3", bank_path, 1,
+                         {"stage": "prompting", "form": "box", "copy_clicks": "always"}, init=str(first / "last"))
+    assert torch.equal(initial_state(forced)["prompting.box.net.0.weight"], tuned["prompting.clicks.net.0.weight"])
+
+
+def test_prompting_stage_needs_a_pretrained_network(bank_path: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "p", bank_path, 1, {"stage": "prompting", "form": "box"})
+    with pytest.raises(FinecutError, match="init_checkpoint"):
+        train(cfg, progress=False)
+
+
+def test_stage_is_in_the_run_history(object_run: tuple[TrainConfig, Path]) -> None:
+    _, run_dir = object_run
+    history = inherited_history(read_checkpoint_config(run_dir / "last"), "xl-object")
+    assert history[-1]["stage"] == "object" and history[-1]["name"] == "xl-object"
+
+
+def test_validation_engine_is_the_xl_pipeline_when_installed(object_run: tuple[TrainConfig, Path]) -> None:
+    cfg, run_dir = object_run
+    net, _ = load_checkpoint(run_dir / "last")
+    net.train()
+    engine = FOCALCLICK_XL.validation_engine(net, cfg)
+    assert net.training  # building the engine leaves the training mode alone
+    try:
+        import finecut.pipelines.focalclick_xl  # noqa: F401
+    except ImportError:
+        assert engine is None
+    else:
+        assert engine is not None and engine.name == "focalclick_xl"
+    prompting = TrainConfig.from_dict({**cfg.to_dict(), "focalclick_xl": {"stage": "prompting", "form": "box"}})
+    assert FOCALCLICK_XL.validation_engine(net, prompting) is None
+
+
+def test_held_out_validation_runs_the_xl_pipeline(bank_path: tuple[Path, Path], tmp_path: Path) -> None:
+    pytest.importorskip("finecut.pipelines.focalclick_xl")
+    cfg = tiny_config(tmp_path / "val", bank_path, 1, {"stage": "object", "object_init": "", "context_pretrained": "none"})
+    cfg.data.val_fraction, cfg.val_every, cfg.val_objects, cfg.val_clicks = 0.5, 1, 2, 2
+    run_dir = train(cfg, progress=False)
+    doc = json.loads((run_dir / "last.json").read_text())
+    assert 0.0 <= doc["training"]["validation"]["val_miou@1"] <= 1.0
+    import finecut
+
+    assert type(finecut.load_model(run_dir / "last.json")).__name__ == "FocalClickXLEngine"
+
+
+# ------------------------------------------------------------------------------------------------------- simulators
+
+
+def ellipse_mask(h: int = 80, w: int = 96) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return ((yy - 40) / 22.0) ** 2 + ((xx - 50) / 30.0) ** 2 <= 1.0
+
+
+def test_simulated_boxes_vary_and_stay_in_the_image() -> None:
+    rng = np.random.default_rng(0)
+    boxes = np.array([simulate_box((20, 18, 80, 62), (80, 96), rng, jitter=0.1) for _ in range(200)])
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= 96).all() and (boxes[:, 3] <= 80).all()
+    assert (boxes[:, 2] - boxes[:, 0] >= 2).all() and (boxes[:, 3] - boxes[:, 1] >= 2).all()
+    assert boxes[:, 0].std() > 0.5 and abs(np.median(boxes[:, 0]) - 20) < 5
+
+
+def test_simulated_coarse_masks_span_a_range_of_quality() -> None:
+    rng = np.random.default_rng(1)
+    gt = ellipse_mask()
+    ious = []
+    for _ in range(60):
+        coarse = simulate_coarse_mask(gt, rng)
+        assert coarse.dtype == bool and coarse.shape == gt.shape and coarse.any()
+        ious.append((coarse & gt).sum() / (coarse | gt).sum())
+    assert min(ious) < 0.8 and max(ious) > 0.9
+
+
+@pytest.mark.parametrize("kind", SCRIBBLE_KINDS)
+def test_simulated_scribbles_lie_in_their_region(kind: str) -> None:
+    rng = np.random.default_rng(2)
+    gt = ellipse_mask()
+    for _ in range(10):
+        s = simulate_scribble(gt, True, rng, kinds=(kind,))
+        assert s is not None and s.positive and 3 <= s.width <= 7 and len(s.points) >= 2
+        drawn = scribble_maps([s], CropTransform.identity(*gt.shape))[0] > 0
+        assert drawn.any() and (drawn & ~gt).sum() <= 0.05 * drawn.sum()
+
+
+def test_initial_and_correction_scribbles() -> None:
+    rng = np.random.default_rng(3)
+    gt = ellipse_mask()
+    strokes = initial_scribbles(gt, rng)
+    assert any(s.positive for s in strokes)
+    pred = np.zeros_like(gt)  # everything missed: a positive correction
+    s = correction_scribble(gt, pred, rng)
+    assert s is not None and s.positive
+    pred = gt.copy()
+    pred[:, :10] = True  # a false-positive strip: a negative correction
+    s = correction_scribble(gt, pred, rng)
+    assert s is not None and not s.positive
+    assert correction_scribble(gt, gt, rng) is None
+
+
+# --------------------------------------------------------------------------------------------------------- config
+
+
+def test_xl_config_section_is_checked() -> None:
+    base = {"model": {"arch": "focalclick_xl"}, "pretrained": "none"}
+    with pytest.raises(FinecutError, match="stage"):
+        TrainConfig.from_dict({**base, "focalclick_xl": {"stage": "everything"}})
+    with pytest.raises(FinecutError, match="form"):
+        TrainConfig.from_dict({**base, "focalclick_xl": {"stage": "prompting", "form": "clicks"}})
+    with pytest.raises(FinecutError, match="unknown"):
+        TrainConfig.from_dict({**base, "focalclick_xl": {"stagee": "object"}})
+    with pytest.raises(FinecutError, match='pretrained = "none"'):
+        TrainConfig.from_dict({"model": {"arch": "focalclick_xl"}})
+    with pytest.raises(FinecutError, match="focalclick_xl"):
+        TrainConfig.from_dict({"model": {"arch": "focalclick"}, "pretrained": "none", "focalclick_xl": {}})
+    cfg = TrainConfig.from_dict({**base, "focalclick_xl": {"stage": "detail"}})
+    assert cfg.to_dict()["focalclick_xl"]["stage"] == "detail" and "focalclick" not in cfg.to_dict()
+    assert TrainConfig.from_dict(cfg.to_dict()).focalclick_xl == cfg.focalclick_xl
+
+
+@pytest.mark.parametrize("stem", ["object", "detail", "prompting-box", "prompting-scribbles", "prompting-coarse"])
+def test_shipped_xl_configs(stem: str) -> None:
+    path = Path(__file__).resolve().parents[1] / "configs" / f"focalclick-xl-{stem}.toml"
+    cfg = TrainConfig.from_file(path)
+    options = cfg.focalclick_xl
+    assert options is not None and cfg.method == "focalclick_xl"
+    assert options.stage == stem.split("-")[0]
+    if options.stage == "prompting":
+        assert options.form == {"box": "box", "scribbles": "scribbles", "coarse": "coarse_mask"}[stem.split("-")[1]]
+    chain = ["detail", "object", "prompting-box", "prompting-scribbles", "prompting-coarse"]  # each from the one before
+    before = chain.index(stem) - 1
+    assert cfg.init_checkpoint == ("" if before < 0 else f"runs/focalclick-xl-{chain[before]}/last")
+    objects = TrainConfig.from_file(path.with_name("focalclick-xl-object.toml"))
+    assert cfg.model == objects.model and cfg.data.sources == objects.data.sources
