@@ -22,6 +22,7 @@ from typing import Any
 
 from finecut.engines.base import Engine
 from finecut.errors import FinecutError
+from finecut.threads import configure_opencv
 from finecut.registration import Entry, Registry
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -172,7 +173,9 @@ def load_model(name_or_path: str | Path = "default", *, arch: str | None = None,
     """Build an engine from a registered name, a checkpoint path (``.json``/``.safetensors``, either file), an
     official release file (``.pth`` with ``arch=`` naming or checking its architecture, e.g. ``"simpleclick-b"``;
     or an official architecture name with ``checkpoint=PATH``), or a ``NAME:KEY=VALUE,...`` spec of any of these.
-    Other keyword arguments are inference options of the engine."""
+    Other keyword arguments are inference options of the engine; ``threads`` also sizes OpenCV's pool
+    (:mod:`finecut.threads`)."""
+    configure_opencv(kwargs.get("threads"))
     key = str(name_or_path)
     if checkpoint is not None:
         return load_official_engine(checkpoint, arch or key, **kwargs)

@@ -1,4 +1,4 @@
-"""How many CPU threads inference uses (learned models: torch's intra-op threads).
+"""How many CPU threads inference uses (torch's intra-op threads and OpenCV's thread pool).
 
 Interactive inference (the app, ``finecut serve``, the CLI, the Python API) uses **one** thread unless told
 otherwise. With torch's default of one thread per core, a click's latency collapses as soon as another process uses
@@ -13,12 +13,16 @@ Choose, in this order of precedence:
 * the environment variable ``FINECUT_THREADS=N`` (every entry point);
 * otherwise :data:`DEFAULT_THREADS`.
 
-``0`` means one thread per core. torch's setting is per process: loading a learned model sets it.
+``0`` means one thread per core. Both settings are per process: loading a model sets them (OpenCV's through
+:func:`configure_opencv`, for classical and learned engines alike — its resizes and labelling split their rows over
+its pool the same way).
 """
 
 from __future__ import annotations
 
 import os
+
+import cv2
 
 from finecut.errors import FinecutError
 
@@ -58,3 +62,8 @@ def inference_threads(requested: int | None = None) -> int:
             raise FinecutError(f"{THREADS_ENV} must be a whole number of threads (0 = one per core), "
                                f"got {text!r}") from None
     return DEFAULT_THREADS
+
+
+def configure_opencv(threads: int | None = None) -> None:
+    """Size OpenCV's thread pool for inference (:func:`inference_threads`; results do not depend on it)."""
+    cv2.setNumThreads(inference_threads(threads))
