@@ -82,6 +82,17 @@ class ExportIn(BaseModel):
     images: list[str] | None = None  # refused: an export always holds every annotated image
 
 
+async def read_body(request: Request, limit: int, what: str) -> bytes:
+    """The request body, read as it streams in; :class:`TooLarge` as soon as it passes ``limit`` bytes."""
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise TooLarge(f"{what} is over the limit of {limit / 1e6:.1f} MB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
     """The annotation version a write is based on (``If-Match: <version>``, quotes allowed); None: no check."""
     if if_match is None:
@@ -232,15 +243,9 @@ def create_app(config: AppConfig) -> FastAPI:
     @app.post("/api/import")
     async def import_coco(request: Request) -> dict[str, Any]:
         """Import a COCO instances file (the request body) into the folder's images."""
-        limit = config.limits.max_file_bytes
-        chunks, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                raise TooLarge(f"import is over the limit of {limit / 1e6:.1f} MB")
-            chunks.append(chunk)
+        body = await read_body(request, config.limits.max_file_bytes, "import")
         source = request.headers.get("x-filename", "COCO file")[:200] or "COCO file"
-        report = await run_in_threadpool(import_coco_bytes, service, b"".join(chunks), source)
+        report = await run_in_threadpool(import_coco_bytes, service, body, source)
         return report.to_json()
 
     @app.post("/api/export")
@@ -259,14 +264,7 @@ def create_app(config: AppConfig) -> FastAPI:
 
     @app.put("/api/upload/{name}")
     async def upload(name: str, request: Request) -> dict[str, Any]:
-        limit = config.limits.max_file_bytes
-        chunks, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                raise TooLarge(f"{name}: upload is over the limit of {limit / 1e6:.1f} MB")
-            chunks.append(chunk)
-        return service.upload(name, b"".join(chunks))
+        return service.upload(name, await read_body(request, config.limits.max_file_bytes, f"{name}: upload"))
 
     return app
 
