@@ -156,8 +156,11 @@ def drive(page, url: str) -> None:
     idle("d.objects === '2'")
     page.locator("#objects li[data-id='1'] button.reopen").click()  # the cup: its mask is the prior
     idle("Number(d.area) > 0 && d.clicks === '0'")
-    click(250, 275)  # the handle
-    click(130, 300, "right")  # not the saucer
+    click(213, 268)  # the handle, missed by the pre-label
+    click(385, 110)  # the rim
+    click(300, 290, "right")  # not the saucer
+    click(182, 245, "right")
+    click(260, 297, "right")
     page.mouse.move(*at(560, 40))
     shoot(page, "app-import.png")
     finish()
