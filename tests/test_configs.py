@@ -43,7 +43,8 @@ def test_config_parses_and_model_builds(path: Path) -> None:
     params = sum(p.numel() for p in net.parameters())
     assert params > 100_000
     assert all(p.is_meta for p in net.parameters())
-    if not cfg.model["arch"].startswith("ntclick"):  # NTClick's ECP takes its own layout, its HRR no prompt maps
+    # NTClick's ECP takes its own layout, its HRR no prompt maps; MAE pretraining (mae_vit) takes no prompts at all
+    if not cfg.model["arch"].startswith("ntclick") and cfg.model["arch"] != "mae_vit":
         assert net.prompt_channels == cfg.model.get("prompt_channels", net.prompt_channels) >= 3
     # the shipped configs use the sectioned layout: no top-level option of the flat one
     raw = tomllib.loads(path.read_text())
@@ -51,12 +52,25 @@ def test_config_parses_and_model_builds(path: Path) -> None:
     assert set(raw) & set(METHOD_OPTIONS) <= {cfg.method}
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.stem.startswith("focalclick-lite0") and "ntclick" not in p.stem],
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.stem.startswith("focalclick-lite0") and "ntclick" not in p.stem
+                                  and not p.stem.startswith("mae-")],
                          ids=lambda p: p.stem)
 def test_short_run_configs_need_no_downloaded_weights(path: Path) -> None:
     cfg = TrainConfig.from_file(path)
     assert cfg.pretrained == "none"
     assert 1000 <= cfg.steps <= 3000 and cfg.batch_size == 8
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.stem.startswith("mae-")], ids=lambda p: p.stem)
+def test_mae_pretraining_configs(path: Path) -> None:
+    """MAE pretraining is the one long self-supervised run (no click training, whole photos): larger batches and
+    more steps than the short click runs, still no downloaded weights; a SimpleClick config starts from it."""
+    cfg = TrainConfig.from_file(path)
+    assert cfg.method == "mae" and cfg.pretrained == "none" and cfg.mae is not None
+    assert cfg.model["img_size"] == cfg.size
+    finetune = TrainConfig.from_file(CONFIG_DIR / f"simpleclick-{path.stem.removeprefix('mae-')}-mae.toml")
+    assert finetune.init_backbone_checkpoint == f"{cfg.run_dir}/last"
+    assert finetune.model["variant"] == cfg.model["variant"] and finetune.size == cfg.size
 
 
 def test_reader_options_reach_the_dataset_and_evaluation_splits_are_refused() -> None:
@@ -83,7 +97,9 @@ def test_every_trainable_arch_has_a_method_and_an_engine() -> None:
     assert set(METHODS) == set(METHOD_OF_ARCH.values())
     assert set(METHOD_OF_ARCH) <= set(list_models())
     for arch, method in METHOD_OF_ARCH.items():
-        assert METHODS[method].engine(arch) in ("focalclick", "simpleclick", "ntclick_ecp", "ntclick_hrr", "focalclick_xl")
+        assert METHODS[method].engine(arch) in ("focalclick", "simpleclick", "ntclick_ecp", "ntclick_hrr", "focalclick_xl",
+                                                "none")  # "none": an MAE pretraining checkpoint opens as no engine
+    assert METHODS["mae"].engine("mae_vit") == "none"
     assert METHODS["focalclick"].engine("focalclick") == "focalclick"
     assert METHODS["focalclick"].engine("simpleclick") == "simpleclick"
     with pytest.raises(FinecutError, match="assembled, not trained"):

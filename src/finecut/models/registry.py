@@ -23,6 +23,8 @@ MODELS.add("focalclick", "finecut.models.focalclick:build_focalclick", "FocalCli
 MODELS.add("focalclick_segmentor", "finecut.models.focalclick:build_focalclick_segmentor",
            "FocalClick segmentor alone (RITM layouts)")
 MODELS.add("simpleclick", "finecut.models.simpleclick:build_simpleclick", "SimpleClick plain-ViT model")
+MODELS.add("mae_vit", "finecut.models.mae:build_mae_vit",
+           "masked-autoencoder pretraining of SimpleClick's plain ViT (encoder + light decoder)")
 MODELS.add("ntclick", "finecut.models.ntclick:build_ntclick", "NTClick ECP + HRR in one checkpoint")
 MODELS.add("ntclick_ecp", "finecut.models.ntclick:build_ntclick_ecp", "NTClick's coarse network (FBU map)")
 MODELS.add("ntclick_hrr", "finecut.models.ntclick:build_ntclick_hrr", "NTClick's high-resolution refiner")

@@ -14,6 +14,9 @@ for the options only that method reads:
   Object-Net + context adapters, the Detail-Net on alpha patches, one interaction form's prompting layer), their
   warm start and their sample simulation.
 
+* ``[mae]`` (:class:`MAEOptions`): masked-autoencoder pretraining of SimpleClick's plain ViT (arch ``mae_vit``):
+  the masking ratio and the random crops of whole training photos.
+
 NTClick's ECP has no options of its own. Which method trains a config follows from ``[model].arch``
 (:data:`METHOD_OF_ARCH`); a section for another method is refused. Flat files of the earlier layout (every option at
 the top level) still load: their method options move into the method's section, and the options of other methods —
@@ -105,6 +108,34 @@ class NTClickHRROptions:
     native_scale: float = 0.0  # share of views at the image's own resolution (as at inference)
 
 
+@dataclass
+class MAEOptions:
+    """``[mae]``: options of MAE pretraining (:mod:`finecut.training.mae`). Each sample is a random crop of a whole
+    training photo (area ``crop_scale`` of the photo, aspect ratio in ``crop_ratio``), flipped with probability
+    ``flip``, resized to ``size``²."""
+
+    mask_ratio: float | None = None  # share of hidden patches; None: the model's ``mask_ratio``
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
+    flip: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.crop_scale = tuple(float(v) for v in self.crop_scale)  # type: ignore[assignment]
+        self.crop_ratio = tuple(float(v) for v in self.crop_ratio)  # type: ignore[assignment]
+
+    def check(self) -> None:
+        if self.mask_ratio is not None and not 0.0 < self.mask_ratio < 1.0:
+            raise FinecutError(f"[mae].mask_ratio {self.mask_ratio}: in (0, 1)")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise FinecutError(f"[mae].crop_scale {list(self.crop_scale)}: 0 < low <= high <= 1")
+        lo, hi = self.crop_ratio
+        if not 0.0 < lo <= hi:
+            raise FinecutError(f"[mae].crop_ratio {list(self.crop_ratio)}: 0 < low <= high")
+        if not 0.0 <= self.flip <= 1.0:
+            raise FinecutError(f"[mae].flip {self.flip}: a probability")
+
+
 #: FocalClick-XL's training stages (``[focalclick_xl].stage``) and the forms the prompting stage tunes.
 XL_STAGES: tuple[str, ...] = ("object", "detail", "prompting")
 XL_PROMPTING_FORMS: tuple[str, ...] = ("box", "scribbles", "coarse_mask")
@@ -180,11 +211,12 @@ METHOD_OF_ARCH: dict[str, str] = {
     "ntclick_ecp": "ntclick_ecp",
     "ntclick_hrr": "ntclick_hrr",
     "focalclick_xl": "focalclick_xl",
+    "mae_vit": "mae",
 }
 
 #: The per-method config sections (a method not listed has no options of its own).
 METHOD_OPTIONS: dict[str, type] = {"focalclick": FocalClickOptions, "ntclick_hrr": NTClickHRROptions,
-                                   "focalclick_xl": FocalClickXLOptions}
+                                   "focalclick_xl": FocalClickXLOptions, "mae": MAEOptions}
 
 #: Top-level keys of the earlier flat layout -> (section, option) in the current one.
 FLAT_KEYS: dict[str, tuple[str, str]] = {
@@ -214,6 +246,9 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"arch": "focalclick"})
     pretrained: str = "imagenet"  # "imagenet", "none" or a path to backbone weights
     init_checkpoint: str = ""  # a finecut checkpoint (NAME.json/.safetensors or a shipped name) to start all weights from
+    # a finecut checkpoint whose encoder starts the backbone (e.g. an MAE run's "runs/mae-xtiny/last"): every backbone
+    # tensor must be found in it, the rest of the network starts as built (trainer.load_backbone_checkpoint)
+    init_backbone_checkpoint: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     steps: int = 20000
     batch_size: int = 8
@@ -241,6 +276,7 @@ class TrainConfig:
     focalclick: FocalClickOptions | None = None
     ntclick_hrr: NTClickHRROptions | None = None
     focalclick_xl: FocalClickXLOptions | None = None
+    mae: MAEOptions | None = None
 
     def __post_init__(self) -> None:
         method = method_of(self.model)
@@ -268,6 +304,9 @@ class TrainConfig:
         if method == "focalclick_xl" and self.pretrained not in ("none", ""):
             raise FinecutError('FocalClick-XL: set pretrained = "none"; the context encoder\'s weights are '
                                "[focalclick_xl].context_pretrained, the Object-Net's [focalclick_xl].object_init")
+        if self.init_backbone_checkpoint and self.init_checkpoint:
+            raise FinecutError("init_checkpoint starts every weight; init_backbone_checkpoint (the backbone only) "
+                               "cannot be combined with it")
         self.data.check()
 
     def size_at(self, step: int) -> int:

@@ -36,12 +36,14 @@ from finecut.models.registry import build_model
 from finecut.training.config import TrainConfig
 from finecut.training.focalclick import FOCALCLICK
 from finecut.training.focalclick_xl import FOCALCLICK_XL
+from finecut.training.mae import MAE
 from finecut.training.method import RunSetup, TrainingMethod
 from finecut.training.ntclick import NTCLICK_ECP, NTCLICK_HRR
 from finecut.training.objects import ObjectBank, build_object_bank
 
 #: The training methods by name (``TrainConfig.method``, from ``[model].arch``).
-METHODS: dict[str, TrainingMethod] = {m.name: m for m in (FOCALCLICK, NTCLICK_ECP, NTCLICK_HRR, FOCALCLICK_XL)}
+METHODS: dict[str, TrainingMethod] = {m.name: m for m in (FOCALCLICK, NTCLICK_ECP, NTCLICK_HRR, FOCALCLICK_XL,
+                                                             MAE)}
 
 
 def method_for(cfg: TrainConfig) -> TrainingMethod:
@@ -103,9 +105,7 @@ def param_groups(net: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
 
 def init_checkpoint_path(cfg: TrainConfig) -> Path:
     """Where ``cfg.init_checkpoint`` points: a shipped model's name (``focalclick-lite0``) or a checkpoint path."""
-    from finecut.registry import shipped_checkpoints
-
-    return shipped_checkpoints().get(cfg.init_checkpoint, Path(cfg.init_checkpoint))
+    return init_checkpoint_path_of(cfg.init_checkpoint)
 
 
 def load_initial_weights(net: nn.Module, cfg: TrainConfig) -> None:
@@ -134,6 +134,41 @@ def load_backbone_weights(net: nn.Module, cfg: TrainConfig) -> None:
     if backbone is None or not hasattr(backbone, "load_pretrained"):
         raise FinecutError(f"{cfg.model.get('arch')}: no backbone weights to load; set pretrained = \"none\"")
     backbone.load_pretrained(None if cfg.pretrained == "imagenet" else cfg.pretrained)
+
+
+def load_backbone_checkpoint(net: nn.Module, cfg: TrainConfig) -> dict[str, Any] | None:
+    """Start the backbone from the encoder of the finecut checkpoint ``cfg.init_backbone_checkpoint`` (e.g. an MAE
+    run's ``runs/mae-xtiny/last``: its ``patch_embed`` / ``pos_embed`` / ``blocks`` tensors), through the network's
+    ``load_pretrained`` (position embeddings resized to the network's grid). Every backbone tensor must be loaded —
+    a checkpoint that leaves any of them at init is refused. Returns the counts (logged by :func:`train`), or None
+    when the option is unset."""
+    if not cfg.init_backbone_checkpoint:
+        return None
+    from finecut.models.checkpoint import checkpoint_paths, read_checkpoint_config
+
+    _, weights = checkpoint_paths(init_checkpoint_path_of(cfg.init_backbone_checkpoint))
+    read_checkpoint_config(weights)  # a finecut checkpoint (JSON + weights), not a bare weights file
+    target = getattr(net, "segmentor", net)
+    backbone = getattr(target, "backbone", None)
+    if backbone is None or not hasattr(target, "load_pretrained"):
+        raise FinecutError(f"{cfg.model.get('arch')}: init_backbone_checkpoint needs a network with a backbone "
+                           "that loads pretrained encoder weights (e.g. simpleclick)")
+    report = target.load_pretrained(weights)
+    backbone_keys = {f"backbone.{k}" for k in backbone.state_dict()}
+    left = sorted(backbone_keys - set(report.loaded))
+    if left:
+        raise FinecutError(f"init_backbone_checkpoint {weights}: {len(left)} of {len(backbone_keys)} backbone "
+                           f"tensors not found in it (e.g. {left[0]}); refusing a partial encoder")
+    return {"event": "init_backbone", "checkpoint": str(weights), "loaded": len(report.loaded),
+            "backbone_tensors": len(backbone_keys), "left_at_init": len(report.missing),
+            "unused": len(report.unexpected)}
+
+
+def init_checkpoint_path_of(name: str) -> Path:
+    """A shipped model's name or a checkpoint path (what ``init_checkpoint`` options take)."""
+    from finecut.registry import shipped_checkpoints
+
+    return shipped_checkpoints().get(name, Path(name))
 
 
 @dataclass
@@ -270,6 +305,8 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
 
     net = build_model(cfg.model)
     load_backbone_weights(net, cfg)
+    # a resumed run has its weights already; a fresh one (or --resume of a run that never saved) starts the backbone
+    backbone_init = None if resume and state_path.exists() else load_backbone_checkpoint(net, cfg)
     load_initial_weights(net, cfg)
     net = method.prepare(net, cfg)
     net.train()
@@ -288,6 +325,11 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     log_path = run_dir / "log.jsonl"
     if info.main:
         log_start(log_path, step, cfg, info.world)
+        if backbone_init is not None:
+            append_log(log_path, {"step": step, **backbone_init})
+            if progress:
+                print(f"init_backbone_checkpoint: loaded {backbone_init['loaded']} tensors "
+                      f"({backbone_init['backbone_tensors']} backbone), {backbone_init['left_at_init']} left at init")
     start = time.time()
     samples_this_run = 0
     last_val: dict[str, float] = {}
