@@ -13,6 +13,8 @@ FocalClick, SimpleClick, RITM layouts      N (4 finecut's, 3 official)    the fi
 NTClick ECP (``ntclick``, ``ntclick_ecp``) 4 / 3                          all four / positive, negative, tolerant
 =========================================  =============================  ========================================
 
+The EfficientNet ECP (``ntclick_ecp_effnet``) has the ViT ECP's layouts.
+
 A checkpoint stores its layout in its JSON (``"inputs"``, written by :func:`finecut.models.checkpoint.save_checkpoint`);
 a checkpoint without the field gets the layout its network declares, which the table above derives from the arch and
 ``prompt_channels`` (:func:`input_spec`). Pipelines (:func:`crop_prompt_maps`) and training (:func:`batch_prompt_maps`)

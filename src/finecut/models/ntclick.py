@@ -26,7 +26,8 @@ RGB at full resolution and ``fbu`` the (B, 3, H, W) FBU probabilities or one-hot
 halo, which gives the same result with a fraction of the memory.
 
 **Both** (``arch="ntclick"``) — :class:`NTClickNet`, a container with ``.ecp`` and ``.hrr`` children, so one checkpoint
-(``{"arch": "ntclick", "ecp": {...}, "hrr": {...}}``) holds the whole model; the inference engine is
+(``{"arch": "ntclick", "ecp": {...}, "hrr": {...}}``) holds the whole model (the ``ecp`` part may name another ECP
+architecture, :data:`ECP_ARCHS`: ``{"arch": "ntclick_ecp_effnet", ...}``, :mod:`finecut.models.ntclick_ecp_effnet`); the inference engine is
 :class:`finecut.pipelines.ntclick.NTClickEngine` (checkpoint ``"engine": "ntclick"``).
 """
 
@@ -46,6 +47,7 @@ from finecut.model_inputs import InputSpec, trailing_layout
 from finecut.models.attention import TokenAttention2d
 from finecut.models.heads import MLPHead
 from finecut.models.layers import SimpleFeaturePyramid
+from finecut.models.ntclick_ecp_effnet import build_ntclick_ecp_effnet
 from finecut.models.vit import Mlp, PatchEmbed, ViTConfig, VisionTransformer
 
 BLOCK_PATTERNS = ("alternate", "both", "neighborhood", "grid", "global")
@@ -425,6 +427,11 @@ def build_ntclick_hrr(**config: Any) -> NTClickHRR:
 # ------------------------------------------------------------------------------------------------------- ECP + HRR
 
 
+#: The architectures an NTClick ECP can have: the paper's ViT, and the default model's EfficientNet segmentor
+#: (:mod:`finecut.models.ntclick_ecp_effnet`, a departure from the paper).
+ECP_ARCHS: tuple[str, ...] = ("ntclick_ecp", "ntclick_ecp_effnet")
+
+
 def _sub_config(values: dict[str, Any] | None, arch: str) -> dict[str, Any]:
     cfg = dict(values or {})
     found = cfg.pop("arch", arch)
@@ -433,10 +440,35 @@ def _sub_config(values: dict[str, Any] | None, arch: str) -> dict[str, Any]:
     return cfg
 
 
+def is_ecp(module: Any) -> bool:
+    """Whether ``module`` is an NTClick ECP of any architecture in :data:`ECP_ARCHS`."""
+    arch_config = getattr(module, "arch_config", None)
+    return isinstance(module, nn.Module) and callable(arch_config) and arch_config().get("arch") in ECP_ARCHS
+
+
+def _ecp_sub_config(ecp: nn.Module) -> dict[str, Any]:
+    """The ECP's part of an ``ntclick`` config: without ``arch`` for the ViT (the stored layout of the first
+    checkpoints), with it for another architecture."""
+    cfg = dict(ecp.arch_config())
+    if cfg.get("arch") == "ntclick_ecp":
+        del cfg["arch"]
+    return cfg
+
+
+def build_ecp(values: dict[str, Any] | None) -> nn.Module:
+    """An ECP from its part of an ``ntclick`` config (``arch`` one of :data:`ECP_ARCHS`, the ViT when absent)."""
+    cfg = dict(values or {})
+    arch = cfg.get("arch", "ntclick_ecp")
+    if arch not in ECP_ARCHS:
+        raise FinecutError(f"ntclick model config: the ecp sub-config's arch must be one of {ECP_ARCHS}, got {arch!r}")
+    builder = build_ntclick_ecp if arch == "ntclick_ecp" else build_ntclick_ecp_effnet
+    return builder(**_sub_config(cfg, arch))
+
+
 class NTClickNet(nn.Module):
     """NTClick's two networks in one checkpoint (``{"arch": "ntclick", "ecp": {...}, "hrr": {...}}``)."""
 
-    def __init__(self, ecp: NTClickECP, hrr: NTClickHRR) -> None:
+    def __init__(self, ecp: nn.Module, hrr: NTClickHRR) -> None:
         super().__init__()
         self.ecp = ecp
         self.hrr = hrr
@@ -452,7 +484,7 @@ class NTClickNet(nn.Module):
 
     def arch_config(self) -> dict[str, Any]:
         """The ``{"arch": "ntclick", "ecp": {...}, "hrr": {...}}`` dict that rebuilds this model."""
-        return {"arch": "ntclick", "ecp": _sub_config(self.ecp.arch_config(), "ntclick_ecp"),
+        return {"arch": "ntclick", "ecp": _ecp_sub_config(self.ecp),
                 "hrr": _sub_config(self.hrr.arch_config(), "ntclick_hrr")}
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -460,5 +492,5 @@ class NTClickNet(nn.Module):
 
 
 def build_ntclick(ecp: dict[str, Any] | None = None, hrr: dict[str, Any] | None = None) -> NTClickNet:
-    return NTClickNet(build_ntclick_ecp(**_sub_config(ecp, "ntclick_ecp")),
+    return NTClickNet(build_ecp(ecp),
                       build_ntclick_hrr(**_sub_config(hrr, "ntclick_hrr")))

@@ -27,6 +27,8 @@ MODELS.add("mae_vit", "finecut.models.mae:build_mae_vit",
            "masked-autoencoder pretraining of SimpleClick's plain ViT (encoder + light decoder)")
 MODELS.add("ntclick", "finecut.models.ntclick:build_ntclick", "NTClick ECP + HRR in one checkpoint")
 MODELS.add("ntclick_ecp", "finecut.models.ntclick:build_ntclick_ecp", "NTClick's coarse network (FBU map)")
+MODELS.add("ntclick_ecp_effnet", "finecut.models.ntclick_ecp_effnet:build_ntclick_ecp_effnet",
+           "NTClick's coarse network on the default's EfficientNet segmentor (a departure from the paper)")
 MODELS.add("ntclick_hrr", "finecut.models.ntclick:build_ntclick_hrr", "NTClick's high-resolution refiner")
 MODELS.add("focalclick_xl", "finecut.models.focalclick_xl:build_focalclick_xl",
            "FocalClick-XL: Context-Net + Object-Net with per-form prompting layers + Detail-Net")

@@ -17,7 +17,10 @@ for the options only that method reads:
 * ``[mae]`` (:class:`MAEOptions`): masked-autoencoder pretraining of SimpleClick's plain ViT (arch ``mae_vit``):
   the masking ratio and the random crops of whole training photos.
 
-NTClick's ECP has no options of its own. Which method trains a config follows from ``[model].arch``
+* ``[ntclick_ecp]`` (:class:`NTClickECPOptions`): NTClick's ECP: the warm start of the EfficientNet ECP
+  (``ntclick_ecp_effnet``) from a FocalClick segmentor.
+
+Which method trains a config follows from ``[model].arch``
 (:data:`METHOD_OF_ARCH`); a section for another method is refused. Flat files of the earlier layout (every option at
 the top level) still load: their method options move into the method's section, and the options of other methods —
 which those runs ignored too — are dropped (:data:`FLAT_KEYS`).
@@ -106,6 +109,15 @@ class NTClickHRROptions:
     ecp_checkpoint: str = ""  # a trained ECP whose predicted FBU maps replace the ground-truth ones ...
     ecp_probability: float = 0.0  # ... on this share of samples (the maps the HRR sees at inference)
     native_scale: float = 0.0  # share of views at the image's own resolution (as at inference)
+
+
+@dataclass
+class NTClickECPOptions:
+    """``[ntclick_ecp]``: options of NTClick's ECP training (:mod:`finecut.training.ntclick`)."""
+
+    # a FocalClick checkpoint (shipped name or path) that starts an ntclick_ecp_effnet ECP when init_checkpoint is
+    # empty (:func:`finecut.models.ntclick_ecp_effnet.init_from_focalclick`); "" = ImageNet backbone (``pretrained``)
+    init_segmentor: str = ""
 
 
 @dataclass
@@ -209,13 +221,15 @@ METHOD_OF_ARCH: dict[str, str] = {
     "simpleclick": "focalclick",
     "focalclick_segmentor": "focalclick",
     "ntclick_ecp": "ntclick_ecp",
+    "ntclick_ecp_effnet": "ntclick_ecp",
     "ntclick_hrr": "ntclick_hrr",
     "focalclick_xl": "focalclick_xl",
     "mae_vit": "mae",
 }
 
 #: The per-method config sections (a method not listed has no options of its own).
-METHOD_OPTIONS: dict[str, type] = {"focalclick": FocalClickOptions, "ntclick_hrr": NTClickHRROptions,
+METHOD_OPTIONS: dict[str, type] = {"focalclick": FocalClickOptions, "ntclick_ecp": NTClickECPOptions,
+                                   "ntclick_hrr": NTClickHRROptions,
                                    "focalclick_xl": FocalClickXLOptions, "mae": MAEOptions}
 
 #: Top-level keys of the earlier flat layout -> (section, option) in the current one.
@@ -274,6 +288,7 @@ class TrainConfig:
     val_clicks: int = 10
     # per-method sections: only the one of this config's method is set (filled with defaults when not given)
     focalclick: FocalClickOptions | None = None
+    ntclick_ecp: NTClickECPOptions | None = None
     ntclick_hrr: NTClickHRROptions | None = None
     focalclick_xl: FocalClickXLOptions | None = None
     mae: MAEOptions | None = None
@@ -304,6 +319,10 @@ class TrainConfig:
         if method == "focalclick_xl" and self.pretrained not in ("none", ""):
             raise FinecutError('FocalClick-XL: set pretrained = "none"; the context encoder\'s weights are '
                                "[focalclick_xl].context_pretrained, the Object-Net's [focalclick_xl].object_init")
+        if (method == "ntclick_ecp" and self.ntclick_ecp is not None and self.ntclick_ecp.init_segmentor
+                and self.model.get("arch") != "ntclick_ecp_effnet"):
+            raise FinecutError("[ntclick_ecp].init_segmentor starts an ntclick_ecp_effnet ECP from a FocalClick "
+                               f"segmentor; [model].arch {self.model.get('arch')!r} cannot take it")
         if self.init_backbone_checkpoint and self.init_checkpoint:
             raise FinecutError("init_checkpoint starts every weight; init_backbone_checkpoint (the backbone only) "
                                "cannot be combined with it")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -271,11 +271,11 @@ def load_hrr_ecp(cfg: TrainConfig) -> nn.Module | None:
     options = hrr_options(cfg)
     if not options.ecp_checkpoint or options.ecp_probability <= 0:
         return None
-    from finecut.models.ntclick import NTClickECP
+    from finecut.models.ntclick import is_ecp
 
     net, doc = load_checkpoint(options.ecp_checkpoint)
     ecp = getattr(net, "ecp", net)
-    if not isinstance(ecp, NTClickECP):
+    if not is_ecp(ecp):
         raise FinecutError(f"{options.ecp_checkpoint}: [ntclick_hrr].ecp_checkpoint must hold an NTClick ECP "
                            f"(arch {doc['model'].get('arch')!r})")
     for p in ecp.parameters():
@@ -323,11 +323,39 @@ class HRRSteps(Steps):
         return hrr_step(s.net, s.bank, self.sampler, s.cfg, s.rng, ecp=self.ecp)
 
 
+def ecp_warm_start(net: nn.Module, cfg: TrainConfig) -> dict[str, Any] | None:
+    """Start an ``ntclick_ecp_effnet`` ECP from the FocalClick segmentor ``[ntclick_ecp].init_segmentor`` (a shipped
+    model's name or a checkpoint path, resolved here) when no ``init_checkpoint`` starts every weight; returns the
+    init report's counts (None when nothing was done)."""
+    options = cfg.ntclick_ecp
+    if options is None or not options.init_segmentor or cfg.init_checkpoint:
+        return None
+    from finecut.models.ntclick_ecp_effnet import NTClickECPEffNet, init_from_focalclick
+    from finecut.registry import shipped_checkpoints
+
+    if not isinstance(net, NTClickECPEffNet):
+        raise FinecutError(f"[ntclick_ecp].init_segmentor needs an ntclick_ecp_effnet network, got "
+                           f"{type(net).__name__}")
+    path = shipped_checkpoints().get(options.init_segmentor, Path(options.init_segmentor))
+    report = init_from_focalclick(net, path)
+    if not report.copied:
+        raise FinecutError(f"[ntclick_ecp].init_segmentor {path}: no tensor fits the ECP ({report.summary()})")
+    return {"event": "init_segmentor", "checkpoint": str(path), **report.to_json()}
+
+
 class ECPMethod(TrainingMethod):
-    """NTClick's ECP: cross-entropy on the 3-class FBU map, with iterative FBU clicks."""
+    """NTClick's ECP (the paper's ViT, or the EfficientNet variant): cross-entropy on the 3-class FBU map, with
+    iterative FBU clicks."""
 
     name = "ntclick_ecp"
-    engines: ClassVar[dict[str, str]] = {"ntclick_ecp": "ntclick_ecp"}
+    engines: ClassVar[dict[str, str]] = {"ntclick_ecp": "ntclick_ecp", "ntclick_ecp_effnet": "ntclick_ecp"}
+
+    def prepare(self, net: nn.Module, cfg: TrainConfig) -> nn.Module:
+        done = ecp_warm_start(net, cfg)
+        if done is not None:
+            print(f"init_segmentor {done['checkpoint']}: copied {done['copied']}, sliced {done['sliced']}, "
+                  f"left at init {len(done['left_at_init'])}, source unused {done['unused']}", file=sys.stderr)
+        return net
 
     def steps(self, setup: RunSetup) -> Steps:
         return ECPSteps(setup)
@@ -353,12 +381,12 @@ NTCLICK_HRR = HRRMethod()
 def assemble_ntclick(ecp_path: str | os.PathLike, hrr_path: str | os.PathLike, out_path: str | os.PathLike,
                      name: str = "ntclick") -> Path:
     """Join a trained ECP and a trained HRR checkpoint into one ``ntclick`` checkpoint; returns its JSON path."""
-    from finecut.models.ntclick import NTClickECP, NTClickHRR, NTClickNet
+    from finecut.models.ntclick import NTClickHRR, NTClickNet, is_ecp
 
     ecp, ecp_doc = load_checkpoint(ecp_path)
     hrr, hrr_doc = load_checkpoint(hrr_path)
-    if not isinstance(ecp, NTClickECP):
-        raise FinecutError(f"{ecp_path}: not an ntclick_ecp checkpoint (arch {ecp_doc['model'].get('arch')!r})")
+    if not is_ecp(ecp):
+        raise FinecutError(f"{ecp_path}: not an NTClick ECP checkpoint (arch {ecp_doc['model'].get('arch')!r})")
     if not isinstance(hrr, NTClickHRR):
         raise FinecutError(f"{hrr_path}: not an ntclick_hrr checkpoint (arch {hrr_doc['model'].get('arch')!r})")
     net = NTClickNet(ecp, hrr)
