@@ -501,3 +501,17 @@ def test_alpha_composite_on_a_real_cutout_and_bad_input() -> None:
     with pytest.raises(FinecutError, match="uint8"):
         render_alpha_composite(bg.astype(np.float32), seed=0)
 
+
+
+def test_prompt_columns_by_channel_name_and_shape_mismatch() -> None:
+    from finecut.models.warm_start import prompt_columns
+
+    source = torch.arange(2 * 4 * 3 * 3, dtype=torch.float32).view(2, 4, 3, 3)  # [prev, pos, neg, tol]
+    layout = ("previous_mask", "positive", "negative", "tolerant")
+    init = torch.zeros(2, 3, 3, 3)
+    out = prompt_columns(source, init, layout, ("previous_mask", "positive", "negative"))
+    assert out is not None and torch.equal(out, source[:, :3])
+    assert torch.equal(init, torch.zeros(2, 3, 3, 3))  # the init tensor is not modified
+    # another width (a prompting layer with another prompt_hidden) keeps its init instead of failing
+    assert prompt_columns(source, torch.zeros(5, 3, 3, 3), layout, ("positive", "negative")) is None
+    assert prompt_columns(source, init, layout, ("other_a", "other_b", "other_c")) is None

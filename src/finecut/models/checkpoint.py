@@ -23,16 +23,10 @@ from safetensors.torch import load_file, save_file
 from finecut.errors import FinecutError
 from finecut.io import atomic_write_bytes
 from finecut.model_inputs import InputSpec
+from finecut.models.pretrained import checkpoint_paths, first_line, read_checkpoint_config
 from finecut.models.registry import build_model
 
 FORMAT_VERSION = 1
-
-
-def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(json, safetensors) paths for a checkpoint given either file or the common stem."""
-    p = Path(path)
-    stem = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-    return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_config: dict[str, Any],
@@ -55,26 +49,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_config: dic
     return json_path, weights_path
 
 
-def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
-    json_path, _ = checkpoint_paths(path)
-    if not json_path.exists():
-        raise FinecutError(f"{json_path}: checkpoint config not found (a checkpoint is NAME.json + NAME.safetensors)")
-    try:
-        doc = json.loads(json_path.read_text())
-    except OSError as exc:
-        raise FinecutError(f"{json_path}: cannot read checkpoint config ({exc.strerror or exc})") from None
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits, nesting
-        raise FinecutError(f"{json_path}: corrupt checkpoint config ({_first_line(exc)})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict) or "arch" not in doc["model"]:
-        raise FinecutError(f"{json_path}: not a finecut checkpoint config (needs a 'model' with an 'arch')")
-    return doc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0][:300] if text else "") or type(exc).__name__
-
-
 #: What building a model from a hostile config raises (bad types, negative or huge sizes, ...).
 _BUILD_ERRORS = (TypeError, ValueError, RuntimeError, KeyError, IndexError, AttributeError, AssertionError,
                  OverflowError, ZeroDivisionError, RecursionError, NotImplementedError)
@@ -87,7 +61,7 @@ def _build(config: dict[str, Any], json_path: Path) -> nn.Module:
         raise FinecutError(f"{json_path}: {exc}") from None
     except _BUILD_ERRORS as exc:
         raise FinecutError(f"{json_path}: the model config does not build a model "
-                           f"({type(exc).__name__}: {_first_line(exc)})") from None
+                           f"({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def _stored_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
@@ -96,7 +70,7 @@ def _stored_shapes(weights_path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(weights_path), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise FinecutError(f"{weights_path}: corrupt checkpoint weights ({_first_line(exc)})") from None
+        raise FinecutError(f"{weights_path}: corrupt checkpoint weights ({first_line(exc)})") from None
 
 
 def _check_shapes(expected: dict[str, tuple[int, ...]], stored: dict[str, tuple[int, ...]], weights_path: Path,
@@ -135,7 +109,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise FinecutError(f"{weights_path}: corrupt checkpoint weights ({_first_line(exc)})") from None
+        raise FinecutError(f"{weights_path}: corrupt checkpoint weights ({first_line(exc)})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

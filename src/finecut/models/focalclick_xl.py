@@ -38,11 +38,9 @@ weights into the context encoder.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,9 +54,9 @@ from finecut.models.detail_net import DetailNet
 from finecut.models.efficientnet import EfficientNetLite0
 from finecut.models.heads import build_head
 from finecut.models.layers import ClickFusion, ConvBNReLU, SeparableConvBNReLU
-from finecut.models.pretrained import read_state_dict
 from finecut.models.roi_align import roi_align
 from finecut.models.sam_vit import SamViTAdapterEncoder, sam_vit_config
+from finecut.models.warm_start import WarmStartReport, prompt_columns, read_focalclick_segmentor
 
 #: The interaction forms, each with its own prompting layer; ``clicks`` is the one trained with the whole network.
 FORMS: tuple[str, ...] = ("clicks", "scribbles", "box", "coarse_mask")
@@ -363,41 +361,8 @@ def build_focalclick_xl(**config: Any) -> FocalClickXLNet:
 # ----------------------------------------------------------------------------- initialising from the default model
 
 
-@dataclass
-class XLInitReport:
-    """What :func:`init_object_from_focalclick` copied: target tensors copied as they are, target tensors copied
-    from a channel selection (``sliced``: the prompting layers' first conv), target tensors of the Object-Net /
-    prompting layers left at init, and source tensors not used."""
-
-    copied: list[str] = field(default_factory=list)
-    sliced: list[str] = field(default_factory=list)
-    left_at_init: list[str] = field(default_factory=list)
-    unused: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (f"copied {len(self.copied)} tensors, {len(self.sliced)} with the prompt channels selected, "
-                f"{len(self.left_at_init)} Object-Net / prompting tensors left at init, "
-                f"{len(self.unused)} source tensors unused")
-
-
-def read_focalclick_segmentor(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
-    """A FocalClick checkpoint's tensors and its prompt layout, read from ``NAME.safetensors`` + ``NAME.json`` (a ``focalclick`` or ``focalclick_segmentor`` arch)."""
-    p = Path(path)
-    stem = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-    json_path, weights_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-    try:
-        doc = json.loads(json_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FinecutError(f"{json_path}: cannot read the checkpoint config ({exc})") from None
-    model = doc.get("model", {}) if isinstance(doc, dict) else {}
-    if model.get("arch") not in ("focalclick", "focalclick_segmentor"):
-        raise FinecutError(f"{json_path}: not a FocalClick checkpoint (arch {model.get('arch')!r})")
-    inputs = doc.get("inputs")
-    if isinstance(inputs, dict) and "prompt_layout" in inputs:
-        layout = check_layout(inputs["prompt_layout"])
-    else:
-        layout = leading_layout(int(model.get("prompt_channels", 4)))
-    return read_state_dict(weights_path), layout
+#: What :func:`init_object_from_focalclick` did (kept under its old name).
+XLInitReport = WarmStartReport
 
 
 def init_object_from_focalclick(net: FocalClickXLNet, source: str | os.PathLike[str] | Mapping[str, torch.Tensor],
@@ -423,7 +388,7 @@ def init_object_from_focalclick(net: FocalClickXLNet, source: str | os.PathLike[
             source_layout = check_layout(layout)
     prefix = "segmentor." if any(k.startswith("segmentor.") for k in state) else ""
     target = net.state_dict()
-    report = XLInitReport()
+    report = WarmStartReport()
     updates: dict[str, torch.Tensor] = {}
     used: set[str] = set()
 
@@ -447,15 +412,9 @@ def init_object_from_focalclick(net: FocalClickXLNet, source: str | os.PathLike[
                 dst = f"prompting.{form}.{rest}"
                 if dst not in target:
                     continue
-                value = state[key]
-                if rest == "net.0.weight" and value.ndim == 4 and value.shape[1] == len(source_layout):
-                    want = target[dst].clone()
-                    picked = False
-                    for i, channel in enumerate(XL_PROMPT_LAYOUT):
-                        if channel in source_layout:
-                            want[:, i] = value[:, source_layout.index(channel)]
-                            picked = True
-                    if picked and tuple(want.shape) == tuple(target[dst].shape):
+                if rest == "net.0.weight":
+                    want = prompt_columns(state[key], target[dst], source_layout, XL_PROMPT_LAYOUT)
+                    if want is not None:
                         updates[dst] = want
                         report.sliced.append(dst)
                         used.add(key)

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from finecut.errors import FinecutError
 from finecut.models.simpleclick import SimpleClickConfig
-from finecut.models.vit import Block, VisionTransformer, resize_pos_embed
+from finecut.models.vit import Block, VisionTransformer, init_mae_layers, resize_pos_embed
 
 #: The SimpleClick encoder fields an ``mae_vit`` config may set (the rest of SimpleClick's config is its head).
 ENCODER_FIELDS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "window_size",
@@ -96,15 +96,8 @@ class MaskedAutoencoderViT(nn.Module):
     def _init_decoder(self) -> None:
         nn.init.normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.decoder_pos_embed, std=0.02)
-        for module in [self.decoder_embed, self.decoder_pred, self.encoder_norm, self.decoder_norm,
-                       *self.decoder_blocks.modules()]:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_mae_layers([self.decoder_embed, self.decoder_pred, self.encoder_norm, self.decoder_norm,
+                         *self.decoder_blocks.modules()])
 
     def arch_config(self) -> dict[str, Any]:
         out: dict[str, Any] = {"arch": "mae_vit"}

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -37,9 +37,9 @@ from finecut import fbu
 from finecut.errors import FinecutError
 from finecut.model_inputs import InputSpec, check_layout, leading_layout, trailing_layout
 from finecut.models.backbones import build_backbone
-from finecut.models.focalclick_xl import read_focalclick_segmentor
 from finecut.models.heads import build_head
 from finecut.models.layers import ClickFusion
+from finecut.models.warm_start import WarmStartReport, prompt_columns, read_focalclick_segmentor
 
 ARCH = "ntclick_ecp_effnet"
 
@@ -135,25 +135,8 @@ def build_ntclick_ecp_effnet(**config: Any) -> NTClickECPEffNet:
 # ----------------------------------------------------------------------------- initialising from the default model
 
 
-@dataclass
-class ECPInitReport:
-    """What :func:`init_from_focalclick` did: target tensors copied as they are, target tensors derived from a
-    selection of the source (``sliced``: the click fusion's first conv by channel name, the 3-class classifier from
-    the 1-channel one), target tensors left at init, and source tensors not used (the refiner's)."""
-
-    copied: list[str] = field(default_factory=list)
-    sliced: list[str] = field(default_factory=list)
-    left_at_init: list[str] = field(default_factory=list)
-    unused: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (f"copied {len(self.copied)} tensors, {len(self.sliced)} sliced (prompt channels by name, 3-class "
-                f"classifier from the 1-channel one), {len(self.left_at_init)} left at init, "
-                f"{len(self.unused)} source tensors unused")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"copied": len(self.copied), "sliced": len(self.sliced), "left_at_init": list(self.left_at_init),
-                "unused": len(self.unused)}
+#: What :func:`init_from_focalclick` did (kept under its old name).
+ECPInitReport = WarmStartReport
 
 
 def init_from_focalclick(net: NTClickECPEffNet, source: str | os.PathLike[str] | Mapping[str, torch.Tensor],
@@ -172,7 +155,7 @@ def init_from_focalclick(net: NTClickECPEffNet, source: str | os.PathLike[str] |
     prefix = "segmentor." if any(k.startswith("segmentor.") for k in state) else ""
     target = net.state_dict()
     target_layout = net.input_spec.prompt_layout
-    report = ECPInitReport()
+    report = WarmStartReport()
     updates: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     for key, value in state.items():
@@ -182,12 +165,9 @@ def init_from_focalclick(net: NTClickECPEffNet, source: str | os.PathLike[str] |
         if name not in target:
             continue
         want = target[name]
-        if name == "click_fusion.net.0.weight" and value.ndim == 4 and value.shape[1] == len(source_layout):
-            out = want.clone()
-            picked = [i for i, ch in enumerate(target_layout) if ch in source_layout]
-            for i in picked:
-                out[:, i] = value[:, source_layout.index(target_layout[i])]
-            if picked and out.shape[0] == value.shape[0]:
+        if name == "click_fusion.net.0.weight":
+            out = prompt_columns(value, want, source_layout, target_layout)
+            if out is not None:
                 updates[name] = out
                 report.sliced.append(name)
                 used.add(key)

@@ -1,11 +1,13 @@
 """Loading local weight files into a network: state dicts from safetensors / torch files, and a name-and-shape
-matching load with a report (pretrained backbones, official releases loaded piecemeal). Nothing is ever downloaded.
+matching load with a report (pretrained backbones, official releases loaded piecemeal), and the file layout of a
+finecut checkpoint (``NAME.json`` + ``NAME.safetensors``). Nothing is ever downloaded.
 
 (Also importable from :mod:`finecut.models.backbones`, where they lived first.)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from collections.abc import Mapping
@@ -17,6 +19,36 @@ import torch
 import torch.nn as nn
 
 from finecut.errors import FinecutError
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(json, safetensors) paths for a checkpoint given either file or the common stem."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+    return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+
+
+def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A finecut checkpoint's JSON config (``NAME.json`` beside ``NAME.safetensors``), checked to hold a model arch."""
+    json_path, _ = checkpoint_paths(path)
+    if not json_path.exists():
+        raise FinecutError(f"{json_path}: checkpoint config not found (a checkpoint is NAME.json + NAME.safetensors)")
+    try:
+        doc = json.loads(json_path.read_text())
+    except OSError as exc:
+        raise FinecutError(f"{json_path}: cannot read checkpoint config ({exc.strerror or exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits, nesting
+        raise FinecutError(f"{json_path}: corrupt checkpoint config ({first_line(exc)})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict) or "arch" not in doc["model"]:
+        raise FinecutError(f"{json_path}: not a finecut checkpoint config (needs a 'model' with an 'arch')")
+    return doc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 300 characters), for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return (text[0][:300] if text else "") or type(exc).__name__
+
 
 _WRAPPER_KEYS = ("state_dict", "model", "module", "net")
 

@@ -13,7 +13,7 @@ pretrained weights load with :func:`load_mae_weights`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -313,6 +313,18 @@ class ViTConfig:
         return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
 
 
+def init_mae_layers(modules: Iterable[nn.Module]) -> None:
+    """MAE's initialisation of ``modules``: xavier-uniform linears with zero biases, unit LayerNorms."""
+    for module in modules:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 class VisionTransformer(nn.Module):
     """Plain ViT encoder: patch embedding (+ optional additive tokens) + abs. position embedding + blocks.
 
@@ -355,14 +367,7 @@ class VisionTransformer(nn.Module):
         if self.patch_embed.proj.bias is not None:
             nn.init.zeros_(self.patch_embed.proj.bias)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for module in self.blocks.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_mae_layers(self.blocks.modules())
 
     def forward(self, image: torch.Tensor, extra_tokens: torch.Tensor | None = None) -> torch.Tensor:
         x = self.patch_embed(image)
