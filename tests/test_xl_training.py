@@ -136,6 +136,20 @@ def test_object_stage_warm_start_copies_the_shipped_segmentor(object_run: tuple[
     assert torch.equal(start["object." + key[len("segmentor."):]], source[key])
 
 
+def test_detail_stage_without_init_checkpoint_starts_from_the_shipped_segmentor(
+        bank_path: tuple[Path, Path], tmp_path: Path) -> None:
+    """The detail stage starts the chain: its checkpoint must carry the warm-started Object-Net for the stages after
+    it, not a randomly initialised one."""
+    cfg = tiny_config(tmp_path / "detail", bank_path, 1, {"stage": "detail"})
+    start = initial_state(cfg)
+    from finecut.models.focalclick_xl import read_focalclick_segmentor
+    from finecut.training.focalclick_xl import checkpoint_path
+
+    source, _ = read_focalclick_segmentor(checkpoint_path("focalclick-lite0-v2"))
+    key = next(k for k in source if k.startswith("segmentor.backbone."))
+    assert torch.equal(start["object." + key[len("segmentor."):]], source[key])
+
+
 def test_detail_stage_changes_only_the_detail_net(object_run: tuple[TrainConfig, Path], bank_path: tuple[Path, Path],
                                                   tmp_path: Path) -> None:
     _, object_dir = object_run

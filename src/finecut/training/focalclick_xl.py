@@ -173,8 +173,8 @@ def set_trainable(net: FocalClickXLNet, options: FocalClickXLOptions) -> list[nn
 
 
 def warm_start(net: FocalClickXLNet, cfg: TrainConfig) -> dict[str, Any]:
-    """The object stage's initialisation without ``init_checkpoint``: context weights, then the Object-Net and the
-    prompting layers from a FocalClick segmentor. Returns what was loaded."""
+    """The initialisation of a chain's first stage (detail or object) without ``init_checkpoint``: context weights,
+    then the Object-Net and the prompting layers from a FocalClick segmentor. Returns what was loaded."""
     options = options_of(cfg)
     done: dict[str, Any] = {}
     source = options.context_pretrained
@@ -590,7 +590,7 @@ class FocalClickXLMethod(TrainingMethod):
             from finecut.models.checkpoint import read_checkpoint_config
 
             init_doc = read_checkpoint_config(checkpoint_path(cfg.init_checkpoint))
-        elif options.stage == "object":
+        elif options.stage in ("detail", "object"):  # the stage that starts a chain (detail -> object -> prompting)
             warm_start(xl, cfg)
         elif options.stage == "prompting":
             raise FinecutError("the prompting stage tunes a click-pretrained network: set init_checkpoint to an "
