@@ -70,7 +70,7 @@ class StageTimer:
         self._wrap(focalclick, "crop_image", "crop resize + normalise", None)
         self._wrap(skeleton, "crop_prompt_maps", "prompt maps (previous mask resize, disks)", None)
         self._wrap(focalclick, "_sigmoid", "sigmoid over the crop", None)
-        self._wrap(focalclick, "resize", "logits resize to the crop", None)
+        self._wrap(focalclick, "resize", "logits / probabilities resize to the crop", None)
         self._wrap(predictor, "honour_clicks", "click honouring", None)
 
     def add_engine(self, engine: Any, stats: Stats) -> None:

@@ -179,14 +179,30 @@ def normalize_batch(images: np.ndarray, spec: InputSpec | None = None) -> torch.
     return x.contiguous(memory_format=torch.channels_last)
 
 
+#: Shrinking by at least this factor on both sides takes :func:`resize`'s two-stage path.
+TWO_STAGE_SHRINK = 4
+
+
 def resize(array: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Resize an image or float map to (height, width) with OpenCV: area for shrinking, bilinear for growing."""
+    """Resize an image or float map to (height, width) with OpenCV: area for shrinking, bilinear for growing.
+
+    Shrinking by ``TWO_STAGE_SHRINK`` (4) or more on both sides (a Target Crop of a large photo) runs in two stages,
+    5-6x faster on a 12-megapixel map: OpenCV's exact integer-factor area path by the largest power of two ``k`` that
+    leaves at least 2x for the second stage, then area to the final size. The first stage averages the largest
+    multiple-of-``k`` part of the array; the last ``< k`` rows / columns are left out and that part stretched onto
+    the whole output (an offset under half an output pixel at the far edge). Smaller factors are one OpenCV call,
+    as before."""
     h, w = array.shape[:2]
     th, tw = size_hw
     if (h, w) == (th, tw):
         return array
-    interp = cv2.INTER_AREA if th < h and tw < w else cv2.INTER_LINEAR
-    return cv2.resize(array, (tw, th), interpolation=interp)
+    if th < h and tw < w:
+        factor = min(h / th, w / tw)
+        if factor >= TWO_STAGE_SHRINK:
+            k = 2 ** int(np.floor(np.log2(factor / 2)))
+            array = cv2.resize(array[:h // k * k, :w // k * k], (w // k, h // k), interpolation=cv2.INTER_AREA)
+        return cv2.resize(array, (tw, th), interpolation=cv2.INTER_AREA)
+    return cv2.resize(array, (tw, th), interpolation=cv2.INTER_LINEAR)
 
 
 def resize_tensor(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
@@ -236,6 +252,14 @@ def stack_prompt_maps(layout: Sequence[str] | int, previous: np.ndarray | None, 
     return np.stack(maps).astype(np.float32, copy=False)
 
 
+def _float_view(array: np.ndarray) -> np.ndarray:
+    """``array`` as float32, without a copy when it already is with unit column stride (OpenCV reads a crop view
+    of a row-major map as it is)."""
+    if array.dtype == np.float32 and array.strides[-1] == array.itemsize:
+        return array
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def crop_prompt_maps(prompts: Prompts, clicks: tuple[Click, ...], previous: np.ndarray,
                      box: tuple[int, int, int, int], size_hw: tuple[int, int], radius: float,
                      layout: Sequence[str] | int, *, draw_box: bool = False,
@@ -259,11 +283,11 @@ def crop_prompt_maps(prompts: Prompts, clicks: tuple[Click, ...], previous: np.n
     if draw_box and prompts.box is not None:
         disks[0] = np.maximum(disks[0], box_map(prompts.box, transform))
     if positive_mask is not None:
-        mask = resize(np.ascontiguousarray(positive_mask[y0:y1, x0:x1], dtype=np.float32), size_hw)
+        mask = resize(_float_view(positive_mask[y0:y1, x0:x1]), size_hw)
         disks[0] = np.maximum(disks[0], mask)
     prev = None
     if "previous_mask" in names:
-        prev = resize(np.ascontiguousarray(previous[y0:y1, x0:x1], dtype=np.float32), size_hw)
+        prev = resize(_float_view(previous[y0:y1, x0:x1]), size_hw)
     return torch.from_numpy(stack_prompt_maps(names, prev, disks))[None]
 
 

@@ -9,7 +9,7 @@ Progressive Merge, NTClick's FBU rules — is the same pipeline code for both ru
 into a cache folder (:func:`finecut.onnx.use_onnx`, :func:`finecut.onnx.export.cached_export`).
 
 Three steps around the networks change with the runtime, for speed, not for their result (the same up to float32
-rounding): a FocalClick engine keeps the uint8 image as its per-image features instead of normalising it whole at
+rounding): a FocalClick engine keeps the uint8 image as its refiner's source instead of normalising it whole at
 ``set_image`` (:func:`keep_image`); the refiner's RoIAlign is computed separably (:func:`roi_align`: on network maps
 two small matrix products over the rows and columns the samples touch, on the image only the pixels the samples read,
 normalised afterwards) instead of with ``grid_sample``; and NTClick's HRR runs as two graphs, the full-resolution
@@ -243,8 +243,8 @@ def roi_align_image(image: np.ndarray, box: tuple[float, float, float, float], o
 
 
 def keep_image(image: np.ndarray) -> np.ndarray:
-    """A FocalClick engine's per-image features on ONNX Runtime: the uint8 image itself (its Focus Crops are
-    normalised when :func:`roi_align` cuts them out; ``set_image`` costs nothing)."""
+    """A FocalClick engine's refiner source on ONNX Runtime (``FocalClickEngine.refiner_source``): the uint8 image
+    itself (its Focus Crops are normalised when :func:`roi_align` cuts them out; ``set_image`` normalises nothing)."""
     return image
 
 
@@ -298,8 +298,7 @@ def attach(engine: Any, directory: str | Path) -> Any:
     for name, adapter in adapters.items():
         setattr(engine, name, adapter)
     if "segmentor" in adapters:  # FocalClick-style: the image is normalised only where the refiner reads it
-        engine.features_type = np.ndarray
-        engine.encode_image = keep_image
+        engine.refiner_source = keep_image
         engine.roi_align = functools.partial(roi_align, inputs=engine.inputs)
     engine.runtime = "onnx"
     engine.onnx_dir = str(directory)

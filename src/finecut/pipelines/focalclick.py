@@ -15,10 +15,18 @@ Per click (steps 1 and the paste are :class:`~finecut.pipelines.skeleton.CropPip
    ``merge_after`` clicks from scratch): only the component of (new mask XOR previous mask) under the new click
    changes the mask.
 Outside the target crop the previous probabilities are kept; outside a prompt box the probabilities are 0.
+
+Large photos: the per-image features hold an :class:`~finecut.pipelines.pyramid.ImagePyramid` (none below 1024 px
+for a 256 px input), and a target crop of 4x or more the network input reads its pixels from the pyramid level
+that still leaves 2x (its box moved outward onto that level's grid by :meth:`FocalClickEngine.place_crop`). For such
+crops the segmentor's logits become probabilities before they are enlarged to the crop (one resize of a small map
+instead of a sigmoid over millions of pixels; the refined focus box is computed as always). Smaller crops, and
+so every benchmark image, run exactly as before.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -30,6 +38,7 @@ from finecut.engines.base import EngineOutput
 from finecut.model_inputs import crop_image, normalize, resize
 from finecut.models.roi_align import roi_align
 from finecut.pipelines.geometry import BoxF, expand_box, integer_box
+from finecut.pipelines.pyramid import ImagePyramid
 from finecut.pipelines.skeleton import CropPipeline, Step
 from finecut.pipelines.transforms import Crop, FlipTTA, IntBox, ProgressiveMerge
 from finecut.prompts import Click
@@ -74,6 +83,20 @@ def _component_box(mask: np.ndarray, row: int, col: int) -> tuple[int, BoxF] | N
     return int(area), (float(x), float(y), float(x + w), float(y + h))
 
 
+#: A target crop this many times the network input (or more) is read from the image pyramid and its logits become
+#: probabilities before they are enlarged (see the module docstring).
+LARGE_CROP = 4
+
+
+@dataclass(frozen=True)
+class FocalClickFeatures:
+    """Per-image features: what the refiner's Focus Crops are RoIAligned from (the normalised image tensor; the uint8
+    image on ONNX Runtime; None without a refiner) and the image pyramid for large crops."""
+
+    refiner_input: Any
+    pyramid: ImagePyramid
+
+
 class FocalClickEngine(CropPipeline):
     """A trained :class:`~finecut.models.focalclick.FocalClickNet` behind the Engine interface (the shared steps are
     :class:`~finecut.pipelines.skeleton.CropPipeline`'s; :meth:`run` is segmentor, Focus Crop + refiner, merge)."""
@@ -83,6 +106,7 @@ class FocalClickEngine(CropPipeline):
     defaults = DEFAULTS
     config_keys = ("zoom_in", "flip_tta")
     networks = ("segmentor", "refiner")
+    features_type = FocalClickFeatures
     #: How the refiner's inputs are cut out of the image and the segmentor's maps (a runtime may replace it with an
     #: equal computation: :func:`finecut.onnx.runtime.roi_align`).
     roi_align = staticmethod(roi_align)
@@ -94,23 +118,42 @@ class FocalClickEngine(CropPipeline):
         if self.refiner is None:
             self.options["focus"] = False
 
-    def encode_image(self, image: np.ndarray) -> torch.Tensor:
-        """The normalised full image: the refiner's input (its focus crops are RoIAligned from it)."""
+    def refiner_source(self, image: np.ndarray) -> Any:
+        """What the refiner's focus crops are RoIAligned from: the normalised full image (a runtime may keep the
+        uint8 image instead: :func:`finecut.onnx.runtime.keep_image`)."""
         return normalize(image, self.inputs)
 
+    def encode_image(self, image: np.ndarray) -> FocalClickFeatures:
+        """The refiner's source (none without a refiner) and the image pyramid (levels only for large images)."""
+        source = self.refiner_source(image) if self.refiner is not None else None
+        return FocalClickFeatures(source, ImagePyramid.build(image, int(self.options["target_size"])))
+
+    def place_crop(self, crop: Crop, features: FocalClickFeatures) -> Crop:
+        """A crop of ``LARGE_CROP`` x the network input or more: read from the coarsest pyramid level that leaves
+        2x, its box moved outward onto that level's grid (and its network size recomputed for the new box)."""
+        if crop.scale < LARGE_CROP:
+            return crop
+        level = features.pyramid.level_for(crop.box, crop.size_hw)
+        if level == 0:
+            return crop
+        x0, y0, x1, y1 = box = features.pyramid.snap(crop.box, level)
+        return Crop(box, self.input_size(x1 - x0, y1 - y0), level)
+
     # ----------------------------------------------------------------- helpers
-    def _segment(self, image: np.ndarray, maps: torch.Tensor, crop: Crop) -> dict[str, torch.Tensor]:
-        # the segmentor sees the uint8 crop resized with OpenCV, then normalised (not a crop of the cached tensor)
-        inp = crop_image(image, crop.box, crop.size_hw, self.inputs)
+    def _segment(self, image: np.ndarray, features: FocalClickFeatures, maps: torch.Tensor,
+                 crop: Crop) -> dict[str, torch.Tensor]:
+        # the segmentor sees the uint8 crop (from the crop's pyramid level) resized with OpenCV, then normalised
+        inp = crop_image(*features.pyramid.source(crop.box, crop.level, image), crop.size_hw, self.inputs)
         return FlipTTA.from_options(self.options)(self.segmentor, inp, maps)
 
-    def _focus_box(self, coarse: np.ndarray, prev: np.ndarray, click: Click, crop: IntBox) -> IntBox:
-        """Focus box in original pixels (within the target crop)."""
+    def _focus_box(self, coarse: np.ndarray, prev_mask: np.ndarray, click: Click, crop: IntBox) -> IntBox:
+        """Focus box in original pixels (within the target crop); ``coarse`` the crop's probabilities, ``prev_mask``
+        the crop's previous mask (bool)."""
         x0, y0, x1, y1 = crop
         o = self.options
         row, col = click.pixel
         cw, ch = x1 - x0, y1 - y0
-        diff = (coarse > 0.5) != (prev > 0.5)
+        diff = (coarse > 0.5) != prev_mask
         inside = y0 <= row < y1 and x0 <= col < x1
         found = _component_box(diff, row - y0, col - x0) if inside else None
         local = found[1] if found is not None and found[0] >= o["focus_min"] else None
@@ -122,7 +165,7 @@ class FocalClickEngine(CropPipeline):
         lx0, ly0, lx1, ly1 = expand_box(local, o["focus_expand"], min_side, ch, cw)
         return integer_box((lx0 + x0, ly0 + y0, lx1 + x0, ly1 + y0), y1, x1)
 
-    def _refine(self, features: torch.Tensor, maps: torch.Tensor, seg: dict[str, torch.Tensor], crop: Crop,
+    def _refine(self, features: Any, maps: torch.Tensor, seg: dict[str, torch.Tensor], crop: Crop,
                 focus: IntBox) -> np.ndarray:
         """Refined logits over the focus box, at original resolution (fh, fw)."""
         o = self.options
@@ -150,19 +193,25 @@ class FocalClickEngine(CropPipeline):
         """Segmentor on the target crop, refiner on the focus crop, the crop pasted back, Progressive Merge."""
         crop = step.crop
         maps = self.prompt_maps(step)
-        seg = self._segment(step.image, maps, crop)
-        crop_logits = resize(seg["logits"][0, 0].numpy(), crop.shape)
-        crop_probs = _sigmoid(crop_logits)
+        seg = self._segment(step.image, step.features, maps, crop)
+        logits = seg["logits"][0, 0].numpy()
+        if crop.scale >= LARGE_CROP:  # probabilities first, then one resize of the small map
+            crop_probs = resize(_sigmoid(logits), crop.shape)
+        else:
+            crop_probs = _sigmoid(resize(logits, crop.shape))
         focus = None
         if self.options["focus"] and step.click is not None:
-            focus = self._focus_box(crop_probs, crop.cut(step.prev), step.click, crop.box)
+            focus = self._focus_box(crop_probs, crop.cut(step.prev_mask), step.click, crop.box)
             fx0, fy0, fx1, fy1 = focus
             x0, y0 = crop.box[:2]
             inside = slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0)
-            crop_logits[inside] = self._refine(step.features, maps, seg, crop, focus)
-            crop_probs[inside] = _sigmoid(crop_logits[inside])  # only the refined pixels change
-        canvas = np.empty_like(step.prev) if crop.covers(*step.shape) else step.prev.copy()  # kept outside the crop
-        probs = crop.paste(canvas, crop_probs.astype(np.float32, copy=False))
+            # only the refined pixels change
+            crop_probs[inside] = _sigmoid(self._refine(step.features.refiner_input, maps, seg, crop, focus))
+        crop_probs = crop_probs.astype(np.float32, copy=False)
+        if crop.covers(*step.shape):  # the crop's own array (new at every step) is the answer
+            probs = crop_probs
+        else:  # the previous probabilities kept outside the crop
+            probs = crop.compose(step.prev, crop_probs)
         if step.outside_box is not None:
             probs[step.outside_box] = np.minimum(probs[step.outside_box], 0.0)
         merge = ProgressiveMerge.from_options(self.options)

@@ -9,7 +9,7 @@
 3. nothing to act on (hook :meth:`~CropPipeline.has_prompts`; by default no click and no scribble): the starting
    probabilities come back unchanged, with state ``{"num_clicks": 0}``;
 4. zoom-in (:class:`~finecut.pipelines.transforms.ZoomIn`): the target crop, seen at the size the hook
-   :meth:`~CropPipeline.input_size` gives;
+   :meth:`~CropPipeline.input_size` gives, placed by the hook :meth:`~CropPipeline.place_crop`;
 5. the method's part, hook :meth:`~CropPipeline.run`, on a :class:`Step` that carries all of the above; it returns
    an :class:`~finecut.engines.base.EngineOutput` (probabilities, and optionally a final ``mask`` or an ``alpha``
    matte) and its own state, which follows the shared ``num_clicks`` and ``target_crop``.
@@ -132,6 +132,10 @@ class CropPipeline(Engine):
             return int(self.options["target_size"]), int(self.options["target_size"])
         return net_size(width, height, self.options["target_size"])
 
+    def place_crop(self, crop: Crop, features: Any) -> Crop:
+        """The target crop as the method reads it (hook; e.g. moved onto an image pyramid's grid). Default: as is."""
+        return crop
+
     @abc.abstractmethod
     def run(self, step: Step) -> EngineOutput:
         """The method's part of a step: probabilities (and optionally ``mask`` / ``alpha``) and its own state."""
@@ -161,7 +165,8 @@ class CropPipeline(Engine):
             return EngineOutput(prev.copy(), {"num_clicks": 0})
         click = prompts.clicks[-1] if prompts.clicks else None
         prev_mask = prev > 0.5
-        crop = ZoomIn.from_options(self.options).crop(prev_mask, prompts, click, self.input_size)
+        crop = self.place_crop(ZoomIn.from_options(self.options).crop(prev_mask, prompts, click, self.input_size),
+                               features)
         out = self.run(Step(image, features, prompts, previous, prev, prev_mask, clicks, click, crop))
         out.state = {"num_clicks": len(prompts.clicks), "target_crop": list(crop.box), **out.state}
         return out
