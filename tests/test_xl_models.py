@@ -418,6 +418,23 @@ def test_trimap_from_probs_and_compose() -> None:
     assert compose_alpha(alpha, trimap_from_probs(probs)).flatten().tolist() == pytest.approx([0, 0.3, 1, 0.3, 0])
 
 
+def test_trimap_band_leaves_only_the_boundary_unknown() -> None:
+    """A soft primitive (a ramp from 0.2 to 0.8 over 40 px): without a band all of it is unknown; with band 3 only
+    the pixels within 3 px of its 0.5 crossing are, the rest decided by the side of the crossing they are on, and
+    clicks still override."""
+    ramp = torch.linspace(0.2, 0.8, 40).view(1, 1, 1, 40).expand(1, 1, 8, 40).contiguous()
+    assert bool((trimap_from_probs(ramp)[:, 2] == 1).all())
+    tri = trimap_from_probs(ramp, band=3)
+    labels = tri[0, :, 0].argmax(0)
+    crossing = int((ramp[0, 0, 0] > 0.5).float().argmax())  # first foreground column
+    unknown = (labels == 2).nonzero().flatten().tolist()
+    assert unknown == list(range(crossing - 3, crossing + 3))
+    assert bool((labels[:crossing - 3] == 0).all()) and bool((labels[crossing + 3:] == 1).all())
+    pos = torch.zeros_like(ramp)
+    pos[..., 2] = 1.0  # a click on the far background side wins
+    assert int(trimap_from_probs(ramp, pos, band=3)[0, :, 0, 2].argmax()) == 1
+
+
 # ---------------------------------------------------------------------------------------------------- alpha losses
 
 

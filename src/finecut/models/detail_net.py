@@ -130,21 +130,39 @@ class DetailNet(nn.Module):
         return {"alpha": torch.sigmoid(logits), "logits": logits}
 
 
+def near_boundary(mask: torch.Tensor, band: int) -> torch.Tensor:
+    """(B,1,h,w) bool: the pixels within ``band`` pixels (Chebyshev distance) of both ``mask`` and its complement,
+    i.e. the band of half-width ``band`` around the mask's boundary."""
+    k = 2 * int(band) + 1
+    inside = F.max_pool2d(mask.float(), k, stride=1, padding=band) > 0
+    outside = F.max_pool2d((~mask).float(), k, stride=1, padding=band) > 0
+    return inside & outside
+
+
 def trimap_from_probs(probs: torch.Tensor, positive: torch.Tensor | None = None,
                       negative: torch.Tensor | None = None, low: float = 0.1, high: float = 0.9,
-                      channels: int = 3) -> torch.Tensor:
+                      channels: int = 3, band: int | None = None) -> torch.Tensor:
     """The Detail-Net's trimap from primitive probabilities (B,1,h,w) and the interaction maps (B,1,h,w each).
 
     Foreground: ``probs >= high`` or the positive map; background: ``probs <= low`` or the negative map; a pixel
-    both marks claim, and every other pixel, is unknown. ``channels=3`` gives the one-hot (B,3,h,w) in
-    :data:`TRIMAP_CHANNELS` order, ``channels=1`` one map (0 background, 0.5 unknown, 1 foreground)."""
+    both marks claim, and every other pixel, is unknown. With ``band``, a low-confidence pixel farther than ``band``
+    pixels from the primitive mask's boundary (``probs > 0.5``) is decided by that mask instead: the Detail-Net refines
+    a boundary band, as it was trained to, however soft the primitive is far from the boundary. ``channels=3`` gives
+    the one-hot (B,3,h,w) in :data:`TRIMAP_CHANNELS` order, ``channels=1`` one map (0 background, 0.5 unknown,
+    1 foreground)."""
     if not 0.0 <= low < high <= 1.0:
         raise FinecutError(f"trimap thresholds need 0 <= low < high <= 1, got {low}, {high}")
     pos = torch.zeros_like(probs, dtype=torch.bool) if positive is None else positive > 0.5
     neg = torch.zeros_like(probs, dtype=torch.bool) if negative is None else negative > 0.5
     free = ~(pos | neg)
-    fg = (pos & ~neg) | (free & (probs >= high))
-    bg = (neg & ~pos) | (free & (probs <= low))
+    sure_fg, sure_bg = probs >= high, probs <= low
+    if band is not None:
+        mask = probs > 0.5
+        far = ~near_boundary(mask, band)
+        sure_fg = sure_fg | (far & mask)
+        sure_bg = sure_bg | (far & ~mask)
+    fg = (pos & ~neg) | (free & sure_fg)
+    bg = (neg & ~pos) | (free & sure_bg)
     unknown = ~(fg | bg)
     if channels == 1:
         return fg.to(probs.dtype) + 0.5 * unknown.to(probs.dtype)

@@ -20,7 +20,8 @@ Per interaction (the shared steps — starting probabilities, target crop, state
    (:func:`form_prompt_maps`) and the cached context features RoIAligned to the crop -> the primitive probabilities,
    resized back to the crop at original resolution and pasted over the previous probabilities.
 3. **Detail-Net** (progressive magnification): the crop's low-confidence pixels (``trimap_low`` < p <
-   ``trimap_high``) weighted by their uncertainty ``1 - |2p - 1|``; up to ``max_patches`` windows chosen greedily,
+   ``trimap_high``, and within ``trimap_band`` Detail-Net pixels of the primitive's 0.5 boundary: farther ones are
+   decided by the primitive, since the Detail-Net is trained to refine a boundary band) weighted by their uncertainty ``1 - |2p - 1|``; up to ``max_patches`` windows chosen greedily,
    each the one holding the most uncertainty not yet covered (:func:`select_patches`; windows may overlap). A window
    is ``detail_size`` network pixels seen at ``detail_zoom`` times the Object-Net's scale, capped at the original
    resolution (``max_detail_scale`` 1). The batch of patches with the trimap of the primitive probabilities and the
@@ -73,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
     "trimap_low": 0.1,  # primitive p <= low: background; >= high: foreground; between: low confidence
     "trimap_high": 0.9,
     "detail_click_radius": 3.0,  # clicks as sure foreground / background in the trimap, Detail-Net pixels
+    "trimap_band": 6,  # only low-confidence pixels this close to the primitive's boundary are unknown (Detail-Net px)
     "progressive_merge": True,
     "merge_after": 10,
 }
@@ -237,6 +239,9 @@ class FocalClickXLEngine(CropPipeline):
             raise FinecutError("FocalClick-XL detail_zoom and max_detail_scale must be > 0")
         if int(o["max_patches"]) < 0:
             raise FinecutError(f"FocalClick-XL max_patches must be >= 0, got {o['max_patches']}")
+        band = o["trimap_band"]
+        if band is not None and (isinstance(band, bool) or not isinstance(band, int) or band < 1):
+            raise FinecutError(f"FocalClick-XL trimap_band must be a whole number of pixels >= 1 (or None), got {band!r}")
 
     def setup(self, net: nn.Module) -> None:
         self.forms = tuple(net.forms)
@@ -299,12 +304,18 @@ class FocalClickXLEngine(CropPipeline):
         h, w = shape
         cut = crop.cut(probs)
         low, high = float(o["trimap_low"]), float(o["trimap_high"])
-        weight = np.where((cut > low) & (cut < high), 1.0 - np.abs(2.0 * cut - 1.0), 0.0).astype(np.float32)
-        if not weight.any():
-            return [], (0, 0)
         ch, cw = crop.shape
         object_scale = max(crop.size_hw) / max(ch, cw)  # Object-Net pixels per original pixel (long side)
         scale = min(float(o["max_detail_scale"]), float(o["detail_zoom"]) * object_scale)
+        uncertain = (cut > low) & (cut < high)
+        if o["trimap_band"] is not None:  # the band the trimap leaves unknown, in original pixels
+            band = max(1, round(float(o["trimap_band"]) / scale))
+            kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+            mask = (cut > 0.5).astype(np.uint8)
+            uncertain &= (cv2.dilate(mask, kernel) > 0) & (cv2.dilate(1 - mask, kernel) > 0)
+        weight = np.where(uncertain, 1.0 - np.abs(2.0 * cut - 1.0), 0.0).astype(np.float32)
+        if not weight.any():
+            return [], (0, 0)
         side = round(int(o["detail_size"]) / scale)
         ph, pw = min(side, h), min(side, w)
         size_hw = max(8, round(ph * scale)), max(8, round(pw * scale))
@@ -335,9 +346,11 @@ class FocalClickXLEngine(CropPipeline):
         image = torch.cat(images)
         prob = torch.from_numpy(np.stack(primitive))[:, None]
         mark = torch.cat(marks)
-        one_hot = trimap_from_probs(prob, mark[:, 0:1], mark[:, 1:2], low, high)
+        band = None if o["trimap_band"] is None else int(o["trimap_band"])
+        one_hot = trimap_from_probs(prob, mark[:, 0:1], mark[:, 1:2], low, high, band=band)
         channels = int(getattr(self.net.detail, "trimap_channels", 3))
-        trimap = one_hot if channels == 3 else trimap_from_probs(prob, mark[:, 0:1], mark[:, 1:2], low, high, 1)
+        trimap = one_hot if channels == 3 else trimap_from_probs(prob, mark[:, 0:1], mark[:, 1:2], low, high, 1,
+                                                                 band=band)
         alpha = self.net.forward_detail(image, trimap)["alpha"]
         composed = compose_alpha(alpha.float(), one_hot if channels == 3 else trimap_one_hot(trimap))
         composed_np = composed[:, 0].numpy()

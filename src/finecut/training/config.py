@@ -181,6 +181,7 @@ class FocalClickXLOptions:
     patch_scale: tuple[float, float] = (1.0, 2.5)  # source pixels per Detail-Net pixel
     trimap_low: float = 0.1  # the pipeline's thresholds on the (simulated) primitive probabilities
     trimap_high: float = 0.9
+    trimap_band: int | None = 6  # the pipeline's trimap_band: unknown only this close to the primitive's boundary
     detail_click_probability: float = 0.5  # samples with 1-3 clicks as sure foreground / background
     detail_click_radius: float = 3.0
     known_weight: float = 0.0  # loss weight of the trimap's decided pixels (the unknown ones weigh 1)

@@ -532,7 +532,7 @@ class DetailSteps(Steps):
         if rng.random() < o.detail_click_probability:
             p, n = click_maps_on(alpha, rng, o.detail_click_radius)
             pos, neg = torch.from_numpy(p)[None, None], torch.from_numpy(n)[None, None]
-        one_hot = trimap_from_probs(probs, pos, neg, o.trimap_low, o.trimap_high, channels=3)
+        one_hot = trimap_from_probs(probs, pos, neg, o.trimap_low, o.trimap_high, channels=3, band=o.trimap_band)
         trimap = one_hot if self.trimap_channels == 3 else one_hot[:, 1:2] + 0.5 * one_hot[:, 2:3]
         return trimap, one_hot[:, 2:3]
 
