@@ -151,3 +151,14 @@ def test_eval_fbu_map_round_trip_through_final_mask_recovers_the_mask() -> None:
     mask = _square_mask(50, 12, 37)
     labels = code_map_to_labels(eval_fbu_map(mask))
     np.testing.assert_array_equal(final_mask(labels, mask.astype(np.float32)), mask)
+
+
+def test_probs_to_labels_is_argmax_with_its_tie_rule() -> None:
+    """The channel-comparison argmax equals ``np.argmax`` over the class axis, ties (to the lower class) included."""
+    rng = np.random.default_rng(0)
+    tied = rng.integers(0, 3, (3, 64, 80)).astype(np.float32)  # many exact ties
+    smooth = rng.random((3, 50, 70), dtype=np.float32)
+    for probs in (tied, smooth):
+        labels = probs_to_labels(probs)
+        assert labels.dtype == np.uint8
+        np.testing.assert_array_equal(labels, np.argmax(probs, axis=0))

@@ -160,7 +160,7 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     if arr.size and (arr.min() < 0 or arr.max() > 2):
         values = np.unique(arr)[:5].tolist()
         raise FinecutError(f"FBU labels must be 0 (background), 1 (foreground) or 2 (uncertain), got {values}")
-    return arr.astype(np.int64, copy=False)
+    return arr
 
 
 def labels_to_one_hot(labels: np.ndarray) -> np.ndarray:
@@ -170,11 +170,17 @@ def labels_to_one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 def probs_to_labels(probs: np.ndarray) -> np.ndarray:
-    """Per-pixel argmax of a (3, H, W) probability / logit map -> labels (H, W)."""
+    """Per-pixel argmax of a (3, H, W) probability / logit map -> uint8 labels (H, W), ties to the lower class as
+    ``np.argmax``'s; by channel comparisons, several times faster than an argmax over the leading axis on a
+    4096² map."""
     arr = np.asarray(probs)
     if arr.ndim != 3 or arr.shape[0] != 3:
         raise FinecutError(f"FBU probabilities must have shape (3, H, W), got {arr.shape}")
-    return np.argmax(arr, axis=0).astype(np.int64)
+    bg, fg, unc = arr
+    labels = np.zeros(bg.shape, np.uint8)
+    labels[(fg > bg) & (fg >= unc)] = FBU_FOREGROUND
+    labels[(unc > bg) & (unc > fg)] = FBU_UNCERTAIN
+    return labels
 
 
 def combine_probs(fbu_labels: np.ndarray, hrr_probs: np.ndarray) -> np.ndarray:

@@ -159,8 +159,8 @@ class NTClickEngine(CropPipeline):
         return net_size(width, height, self.options["ecp_size"], self.ecp.config.input_multiple)
 
     # ----------------------------------------------------------------- helpers
-    def _ecp_probs(self, step: Step) -> np.ndarray:
-        """(3, crop_h, crop_w) FBU probabilities over the target crop, at full resolution."""
+    def _ecp_logits(self, step: Step) -> torch.Tensor:
+        """(1, 3, crop_h, crop_w) FBU logits over the target crop, upsampled to full resolution."""
         crop, features = step.crop, step.features
         if crop.covers(*step.shape):  # the whole image: its ECP input was made once, by encode_image
             crop = replace(crop, size_hw=features["whole_size"])
@@ -168,8 +168,7 @@ class NTClickEngine(CropPipeline):
         else:
             inp = crop_tensor(features["full"], crop.box, crop.size_hw)  # normalised once, then resized with torch
         logits = self.ecp(inp, self.prompt_maps(step, crop))["logits"]
-        probs = torch.softmax(F.interpolate(logits, size=crop.shape, mode="bilinear", align_corners=False), dim=1)
-        return probs[0].numpy()
+        return F.interpolate(logits, size=crop.shape, mode="bilinear", align_corners=False)
 
     def hrr_box(self, uncertain: np.ndarray) -> IntBox | None:
         """The region HRR runs on: the uncertain pixels' box plus the margin, grown to HRR's padding unit."""
@@ -195,9 +194,10 @@ class NTClickEngine(CropPipeline):
         h, w = step.shape
         o = self.options
         prompts, crop = step.prompts, step.crop
-        crop_probs = self._ecp_probs(step)
-        labels = np.where(step.prev_mask, fbu.FBU_FOREGROUND, fbu.FBU_BACKGROUND).astype(np.int64)
-        crop.paste(labels, fbu.probs_to_labels(crop_probs))
+        crop_logits = self._ecp_logits(step)
+        # FBU labels (uint8: a 4096² map is 16 MB, not 128): the argmax of the logits, the same as of the softmax
+        labels = np.where(step.prev_mask, fbu.FBU_FOREGROUND, fbu.FBU_BACKGROUND).astype(np.uint8)
+        crop.paste(labels, fbu.probs_to_labels(crop_logits[0].numpy()))
         vetoed = np.zeros((h, w), bool)
         if o["negative_rule"] != "paper":
             vetoed = disks_of_kind(prompts.clicks, ClickKind.NEGATIVE, (h, w), max(o["click_radius"], 1.0))
@@ -211,6 +211,7 @@ class NTClickEngine(CropPipeline):
             bx0, by0, bx1, by1 = box
             hrr_probs[by0:by1, bx0:bx1] = self._hrr_probs(step.features["full"], labels, box)
         elif uncertain.any():  # HRR disabled: the ECP's foreground-vs-background odds decide
+            crop_probs = torch.softmax(crop_logits, dim=1)[0].numpy()
             fg = crop.paste(np.zeros((h, w), np.float32), crop_probs[fbu.FBU_FOREGROUND])
             bg = crop.paste(np.ones((h, w), np.float32), crop_probs[fbu.FBU_BACKGROUND])
             hrr_probs = fg / np.maximum(fg + bg, 1e-6)
@@ -219,6 +220,10 @@ class NTClickEngine(CropPipeline):
         dropped = drop_near_negative(labels, hrr_probs, vetoed, o["negative_rule"], o["threshold"])
         probs = fbu.combine_probs(labels, hrr_probs)
         mask = fbu.final_mask(labels, hrr_probs, o["threshold"])
-        state = {"hrr_box": list(box) if box is not None else None, "uncertain_pixels": int(uncertain.sum()),
+        hrr_pixels = 0 if box is None else (box[2] - box[0]) * (box[3] - box[1])
+        hrr_scale = None if box is None else min(1.0, int(self.hrr.config.max_side) / max(box[2] - box[0],
+                                                                                       box[3] - box[1]))
+        state = {"hrr_box": list(box) if box is not None else None, "hrr_pixels": hrr_pixels, "hrr_scale": hrr_scale,
+                 "uncertain_pixels": int(uncertain.sum()),
                  "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum())}
         return EngineOutput(probs, state, mask=mask)
