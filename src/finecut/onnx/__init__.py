@@ -1,7 +1,8 @@
 """finecut's networks as ONNX graphs, and its pipelines on ONNX Runtime (the optional extra ``finecut[onnx]``).
 
 * :mod:`.graphs` — which graphs a method exports (FocalClick: ``segmentor``, ``refiner``; NTClick: ``ecp``,
-  ``hrr_body``, ``hrr_final``), their inputs and outputs, and the traceable forms of the networks;
+  ``hrr_body``, ``hrr_final``; FocalClick-XL: ``context_net``, ``object_<form>`` per interaction form,
+  ``detail_net``), their inputs and outputs, and the traceable forms of the networks;
 * :mod:`.export` — ``finecut export-onnx MODEL DIR``: the graphs, verified against PyTorch at other sizes, and a
   ``model.json`` that says how to drive them; the export cache of ``runtime=onnx``;
 * :mod:`.format` — ``model.json``'s format and the digest tying graphs to the weights they came from;
@@ -9,7 +10,8 @@
   Runtime sessions behind the same call signature, so the pipeline around them is unchanged;
 * :mod:`.ops` — the NumPy forms of the operations a driver runs around the graphs (RoIAlign).
 
-``docs/onnx.md`` describes the graphs and the per-click loop for tools that run them without finecut.
+``docs/onnx.md`` describes the graphs and the per-click (per-interaction) loops for tools that run them without
+finecut.
 """
 
 from __future__ import annotations

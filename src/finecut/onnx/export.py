@@ -1,7 +1,7 @@
 """Export a finecut engine's networks as ONNX graphs with a ``model.json`` (``finecut export-onnx MODEL DIR``), and
 the export cache behind ``load_model("NAME:runtime=onnx")``.
 
-Each graph (:data:`finecut.onnx.graphs.SPECS`) is traced with the legacy TorchScript exporter at opset
+Each graph (:data:`finecut.onnx.graphs.SPECS`; FocalClick-XL's: :func:`finecut.onnx.graphs.xl_specs`) is traced with the legacy TorchScript exporter at opset
 :data:`OPSET`, every spatial axis dynamic, and then **verified**: ONNX Runtime and PyTorch run it at sizes other than
 the traced one, and the largest difference must stay within float32 noise — a network whose trace froze a size
 (Python control flow on shapes) is refused instead of exported wrong. ``model.json`` beside the graphs says how to
@@ -27,11 +27,18 @@ import torch
 import torch.nn as nn
 
 from finecut.errors import FinecutError
+from finecut.models.detail_net import TRIMAP_CHANNELS
+from finecut.models.focalclick_xl import context_input_geometry
 from finecut.onnx.format import FORMAT, FORMAT_VERSION, engine_networks, network_digest
-from finecut.onnx.graphs import SPECS, graph_modules, traceable_attention
+from finecut.onnx.graphs import (
+    GraphSpec,
+    graph_modules,
+    graph_specs,
+    traceable_attention,
+)
 from finecut.onnx.runtime import OnnxGraph
 
-#: The ONNX opset of exported graphs (GridSample-free graphs; 17 has LayerNormalization and every op used).
+#: The ONNX opset of exported graphs (17 has LayerNormalization, GridSample and every op used).
 OPSET = 17
 #: Environment variable naming the folder of exports made for ``runtime=onnx``.
 CACHE_ENV = "FINECUT_ONNX_CACHE"
@@ -65,9 +72,58 @@ def _one_hot(gen: torch.Generator, h: int, w: int) -> torch.Tensor:
     return (labels[None, None] == torch.arange(3)[None, :, None, None]).float()
 
 
+def _multiple(value: float, multiple: int = 16) -> int:
+    return max(multiple, round(value / multiple) * multiple)
+
+
+def _context_box(gen: torch.Generator, context: torch.Tensor, stride: int) -> torch.Tensor:
+    """A random (1, 4) box inside the context input that ``context`` (1, C, h, w) came from."""
+    height, width = (side * stride for side in context.shape[-2:])
+    start = torch.rand(2, generator=gen) * 0.5
+    size = 0.2 + torch.rand(2, generator=gen) * 0.45
+    x0, y0 = float(start[0]) * width, float(start[1]) * height
+    return torch.tensor([[x0, y0, x0 + float(size[0]) * width, y0 + float(size[1]) * height]])
+
+
+def _trimap(gen: torch.Generator, patches: int, h: int, w: int, channels: int) -> torch.Tensor:
+    if channels == 3:
+        return torch.cat([_one_hot(gen, h, w) for _ in range(patches)])
+    return torch.randint(0, 3, (patches, 1, h, w), generator=gen).float() / 2
+
+
+def xl_sample_inputs(engine: Any, gen: torch.Generator) -> dict[str, list[tuple[torch.Tensor, ...]]]:
+    """FocalClick-XL's graphs: the context input at the sizes the pipeline makes (one size for a square-padded
+    encoder), the Object-Net at ``object_size`` squared and two other multiples of 16 with context maps of several
+    sizes and boxes, the Detail-Net on batches of 1 to 4 patches of several sizes."""
+    networks = engine_networks(engine)
+    context = networks["context_net"].export_config()  # type: ignore[union-attr]
+    size, stride = int(context["input_size"]), int(context["stride"])
+    if context["pad_square"]:
+        shapes = [(size, size)] * 3
+    else:
+        shapes = [context_input_geometry(h, w, size).padded for h, w in ((3, 4), (4, 3), (1, 2))]
+    samples: dict[str, list[tuple[torch.Tensor, ...]]] = {"context_net": [(_image(gen, h, w),) for h, w in shapes]}
+    maps = [torch.randn(1, int(context["out_channels"]), -(-h // stride), -(-w // stride), generator=gen)
+            for h, w in shapes]
+    side = int(engine.options["object_size"])
+    sizes = ((side, side), (_multiple(side * 0.75), side), (side, _multiple(side * 0.5)))
+    prompts = int(engine.inputs.prompt_channels)
+    for form in networks["object_net"].forms:  # type: ignore[union-attr]
+        samples[f"object_{form}"] = [
+            (_image(gen, h, w), _maps(gen, prompts, h, w), ctx, _context_box(gen, ctx, stride))
+            for (h, w), ctx in zip(sizes, maps)]
+    patch = int(engine.options["detail_size"])
+    channels = int(networks["detail_net"].trimap_channels)  # type: ignore[union-attr]
+    samples["detail_net"] = [(torch.cat([_image(gen, h, w) for _ in range(n)]), _trimap(gen, n, h, w, channels))
+                             for n, h, w in ((2, patch, patch), (1, patch + 8, max(8, patch // 2 + 3)), (4, 8, 8))]
+    return samples
+
+
 def sample_inputs(engine: Any, graphs: dict[str, nn.Module]) -> dict[str, list[tuple[torch.Tensor, ...]]]:
     """Per graph: the inputs it is traced with, then those it is verified on (other sizes)."""
     gen = torch.Generator().manual_seed(0)
+    if "context_net" in graphs:
+        return xl_sample_inputs(engine, gen)
     prompts = int(engine.inputs.prompt_channels)
     samples: dict[str, list[tuple[torch.Tensor, ...]]] = {}
     if "segmentor" in graphs:
@@ -104,8 +160,8 @@ def _outputs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[np.nda
     return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
-def _export_graph(name: str, module: nn.Module, sample: tuple[torch.Tensor, ...], path: Path, opset: int) -> None:
-    spec = SPECS[name]
+def _export_graph(spec: GraphSpec, module: nn.Module, sample: tuple[torch.Tensor, ...], path: Path,
+                  opset: int) -> None:
     module.eval()
     with torch.no_grad(), traceable_attention(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings on shape checks, the exporter's deprecation notice
@@ -122,15 +178,16 @@ def onnx_module() -> Any:
         raise FinecutError("exporting ONNX graphs needs the onnx package: pip install 'finecut[onnx]'") from None
 
 
-def _annotate(path: Path, name: str, digest: str) -> None:
+def _annotate(path: Path, spec: GraphSpec, digest: str) -> None:
     """Check the graph with ``onnx`` and record where it came from in its metadata."""
     onnx = onnx_module()
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
-    for key, value in (("finecut_graph", name), ("finecut_version", finecut_version()), ("finecut_digest", digest)):
+    for key, value in (("finecut_graph", spec.name), ("finecut_version", finecut_version()),
+                       ("finecut_digest", digest)):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.doc_string = SPECS[name].description
+    model.doc_string = spec.description
     onnx.save(model, str(path))
 
 
@@ -161,6 +218,9 @@ def _network_configs(engine: Any) -> dict[str, Any]:
     """What a driver needs to know of each network beyond the pipeline options (NTClick's size rules)."""
     out: dict[str, Any] = {}
     for name, module in engine_networks(engine).items():
+        if hasattr(module, "export_config"):  # FocalClick-XL's network calls say it themselves
+            out[name] = module.export_config()
+            continue
         config = getattr(module, "config", None)
         if config is None or not dataclasses.is_dataclass(config):
             continue
@@ -174,6 +234,46 @@ def _network_configs(engine: Any) -> dict[str, Any]:
     return out
 
 
+#: How each FocalClick-XL form draws its prompt maps (``finecut.pipelines.focalclick_xl.form_prompt_maps``).
+XL_FORM_MAPS = {
+    "clicks": "positive / negative: disks of radius pipeline.click_radius network pixels at the clicks",
+    "scribbles": "positive / negative: the strokes (their width scaled to the network) and the click disks",
+    "box": "positive: the box as a filled rectangle; negative: empty (clicks with a new box: a clicks pass after it)",
+    "coarse_mask": "positive: the prior mask, cropped and resized like the image; negative: empty",
+}
+
+
+def _inputs(engine: Any) -> dict[str, Any]:
+    """``model.json``'s ``inputs``: normalisation and prompt layout, and how to make each graph input."""
+    doc: dict[str, Any] = {
+        **engine.inputs.to_json(),
+        "image": "RGB, NCHW float32 (1, 3, h, w): (pixel / 255 - mean) / std",
+        "prompt_maps": "NCHW float32 (1, len(prompt_layout), h, w), channels in prompt_layout order: "
+                       "previous_mask = the previous probabilities of the crop, resized; positive / negative / "
+                       "tolerant = disks of radius click_radius network pixels (1 inside) at the clicks",
+    }
+    if "object_net" not in getattr(engine, "networks", ()):
+        return doc
+    channels = int(engine_networks(engine)["detail_net"].trimap_channels)  # type: ignore[union-attr]
+    doc["prompt_maps"] = ("NCHW float32 (1, len(prompt_layout), h, w), channels in prompt_layout order: "
+                          "previous_mask = the step's starting probabilities of the crop, resized; positive / "
+                          "negative as the form draws them (forms)")
+    doc["forms"] = {form: XL_FORM_MAPS.get(form, "as the checkpoint's training drew them")
+                    for form in engine.forms}
+    doc["trimap"] = {
+        "channels": list(TRIMAP_CHANNELS) if channels == 3 else ["0 background, 0.5 unknown, 1 foreground"],
+        "description": "per detail patch, from the primitive probabilities resized to it: foreground >= "
+                       "pipeline.trimap_high or a positive click / stroke (disks of detail_click_radius), background "
+                       "<= trimap_low or a negative one, else unknown; low-confidence pixels farther than "
+                       "trimap_band patch pixels from the 0.5 boundary follow p > 0.5",
+    }
+    doc["context_boxes"] = ("object_FORM's boxes: the target crop's box (x0, y0, x1, y1; pixel edges) scaled by "
+                            "(context input resized width / image width, resized height / image height); the "
+                            "graph RoIAligns the context features to each backbone level (spatial scale 1 / "
+                            "networks.context_net.stride, 2 x 2 bilinear samples per cell, border clamped)")
+    return doc
+
+
 def export_onnx(engine: Any, out_dir: str | Path, *, opset: int = OPSET, verify: bool = True,
                 digest: str | None = None) -> Path:
     """Write ``engine``'s networks as ONNX graphs and ``model.json`` into ``out_dir``; returns the JSON's path.
@@ -182,7 +282,9 @@ def export_onnx(engine: Any, out_dir: str | Path, *, opset: int = OPSET, verify:
     ``onnxruntime``) and records the largest relative difference in ``model.json``."""
     onnx_module()
     digest = digest or network_digest(engine)
-    graphs = graph_modules(engine_networks(engine))
+    networks = engine_networks(engine)
+    graphs = graph_modules(networks)
+    specs = graph_specs(networks)
     for module in graphs.values():
         module.eval()
     samples = sample_inputs(engine, graphs)
@@ -191,14 +293,13 @@ def export_onnx(engine: Any, out_dir: str | Path, *, opset: int = OPSET, verify:
     entries: dict[str, Any] = {}
     for name, module in graphs.items():
         path = out / f"{name}.onnx"
-        _export_graph(name, module, samples[name][0], path, opset)
-        _annotate(path, name, digest)
-        entry: dict[str, Any] = {"file": path.name, **SPECS[name].to_json()}
+        _export_graph(specs[name], module, samples[name][0], path, opset)
+        _annotate(path, specs[name], digest)
+        entry: dict[str, Any] = {"file": path.name, **specs[name].to_json()}
         if verify:
             entry["verified_max_relative_difference"] = _verify(name, module, samples[name], path)
             entry["verified_sizes"] = [list(inputs[0].shape[-2:]) for inputs in samples[name]]
         entries[name] = entry
-    inputs = engine.inputs.to_json()
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -208,13 +309,7 @@ def export_onnx(engine: Any, out_dir: str | Path, *, opset: int = OPSET, verify:
         "finecut_version": finecut_version(),
         "torch_version": torch.__version__,
         "opset": opset,
-        "inputs": {
-            **inputs,
-            "image": "RGB, NCHW float32 (1, 3, h, w): (pixel / 255 - mean) / std",
-            "prompt_maps": "NCHW float32 (1, len(prompt_layout), h, w), channels in prompt_layout order: "
-                           "previous_mask = the previous probabilities of the crop, resized; positive / negative / "
-                           "tolerant = disks of radius click_radius network pixels (1 inside) at the clicks",
-        },
+        "inputs": _inputs(engine),
         "pipeline": {k: v for k, v in engine.options.items()},
         "networks": _network_configs(engine),
         "graphs": entries,
@@ -275,4 +370,5 @@ def _valid_export(directory: Path, digest: str) -> bool:
             and all((directory / g.get("file", "")).is_file() for g in graphs.values()))
 
 
-__all__ = ["CACHE_ENV", "OPSET", "cache_root", "cached_export", "export_onnx", "sample_inputs"]
+__all__ = ["CACHE_ENV", "OPSET", "XL_FORM_MAPS", "cache_root", "cached_export", "export_onnx", "sample_inputs",
+           "xl_sample_inputs"]

@@ -16,9 +16,18 @@ ecp           ``image`` (1, 3, h, w), ``prompt_maps`` (1, P, h, w);       ``logi
 hrr_body      ``image`` (1, 3, H, W), ``fbu`` (1, 3, H, W); sides         ``x2`` (1, F, H/2, W/2): the decoder's map
               multiples of 128 (padding: zero image, background FBU)     before its full-resolution stage
 hrr_final     ``x2`` (1, F, h, w), ``image`` (1, 3, 2h, 2w): a stripe     ``logits`` (1, 1, 2h, 2w)
+context_net   ``image`` (1, 3, H, W): the whole image, resized and padded   ``features`` (1, C, H/16, W/16)
+object_FORM   ``image``, ``prompt_maps`` (1, 3, h, w), ``context``          ``logits`` (1, 1, h, w)
+              (1, C, H/16, W/16), ``boxes`` (1, 4) in context pixels
+detail_net    ``image`` (N, 3, p, q), ``trimap`` (N, T, p, q)               ``alpha`` (N, 1, p, q)
 ============  ==========================================================  ===========================================
 
 Images are ImageNet-normalised RGB, NCHW float32; prompt maps are in the network's prompt layout (``model.json``).
+
+FocalClick-XL exports one Object-Net graph per interaction form (``object_clicks``, ``object_box``, ...: the form's
+prompting layer baked in) and RoIAligns the context features to the patch inside it (``grid_sample``, opset 16+);
+its graphs' specs depend on the checkpoint (:func:`xl_specs`: a SAM-style context encoder takes one fixed square
+size, the forms are the checkpoint's).
 
 NTClick's HRR is split in two so that its full-resolution stage can run in horizontal stripes with a halo, as the
 PyTorch module does with autograd off (:meth:`~finecut.models.ntclick.NTClickHRR._final_stage_striped`): memory stays
@@ -125,6 +134,40 @@ SPECS: dict[str, GraphSpec] = {
 }
 
 
+def xl_specs(forms: tuple[str, ...], context_size: int | None) -> dict[str, GraphSpec]:
+    """FocalClick-XL's graphs: ``context_net``, ``object_<form>`` per form, ``detail_net``. ``context_size``: the
+    context encoder's one input side (a SAM-style encoder, padded to a square), None when any size works."""
+    side: tuple[str | int, str | int] = (context_size, context_size) if context_size else ("height", "width")
+    context = Tensor("context", (1, "context_channels", "context_height", "context_width"),
+                     "the context_net's features of the image (computed once per image)")
+    specs = {"context_net": GraphSpec(
+        "context_net",
+        (Tensor("image", (1, 3, *side), f"the whole image, long side networks.context_net.input_size, zero-padded at "
+                                        f"the bottom / right (to a square or to a multiple of 16); {IMAGE}"),),
+        (Tensor("features", (1, "context_channels", "context_height", "context_width"),
+                "context features at stride networks.context_net.stride"),),
+        "FocalClick-XL's Context-Net, once per image")}
+    for form in forms:
+        name = f"object_{form}"
+        specs[name] = GraphSpec(
+            name,
+            (Tensor("image", (1, 3, "height", "width"), f"the target crop resized to the Object-Net size; {IMAGE}"),
+             Tensor("prompt_maps", (1, "prompt_channels", "height", "width"),
+                    f"the crop's prompt maps of the {form} form (inputs.forms), in inputs.prompt_layout"),
+             context,
+             Tensor("boxes", (1, 4), "the crop's box (x0, y0, x1, y1; pixel edges) in the context input's pixels")),
+            (Tensor("logits", (1, 1, "height", "width"), "the primitive mask's logits"),),
+            f"FocalClick-XL's Object-Net with the {form} prompting layer (context RoIAligned inside)")
+    specs["detail_net"] = GraphSpec(
+        "detail_net",
+        (Tensor("image", ("patches", 3, "height", "width"), f"the detail patches, resized; {IMAGE}"),
+         Tensor("trimap", ("patches", "trimap_channels", "height", "width"),
+                "each patch's trimap (inputs.trimap)")),
+        (Tensor("alpha", ("patches", 1, "height", "width"), "alpha in [0, 1] of each patch"),),
+        "FocalClick-XL's Detail-Net on a batch of patches")
+    return specs
+
+
 class SegmentorGraph(nn.Module):
     def __init__(self, segmentor: nn.Module) -> None:
         super().__init__()
@@ -179,6 +222,41 @@ class HRRFinalGraph(nn.Module):
     def forward(self, x2: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         hrr = self.net
         return hrr.head(hrr.stages[3](x2, hrr.low[0](image)))
+
+
+class XLContextGraph(nn.Module):
+    """FocalClick-XL's Context-Net (:meth:`FocalClickXLNet.encode_context`)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net.encode_context(image)
+
+
+class XLObjectGraph(nn.Module):
+    """FocalClick-XL's Object-Net with one form's prompting layer (:meth:`FocalClickXLNet.forward_object`)."""
+
+    def __init__(self, net: nn.Module, form: str) -> None:
+        super().__init__()
+        self.net = net
+        self.form = form
+
+    def forward(self, image: torch.Tensor, prompt_maps: torch.Tensor, context: torch.Tensor,
+                boxes: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_object(image, prompt_maps, self.form, context, boxes)["logits"]
+
+
+class XLDetailGraph(nn.Module):
+    """FocalClick-XL's Detail-Net (:meth:`FocalClickXLNet.forward_detail`)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor, trimap: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_detail(image, trimap)["alpha"]
 
 
 def neighborhood_attention_gather(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,
@@ -238,9 +316,29 @@ def traceable_attention() -> Iterator[None]:
         attention.neighborhood_attention = original  # type: ignore[assignment]
 
 
+def xl_net(networks: dict[str, nn.Module | None]) -> nn.Module:
+    """The FocalClick-XL net behind an XL engine's network calls (:class:`~finecut.pipelines.focalclick_xl.
+    XLObjectNetwork` and its siblings hold it as ``net``)."""
+    return networks["object_net"].net  # type: ignore[union-attr]
+
+
+def graph_specs(networks: dict[str, nn.Module | None]) -> dict[str, GraphSpec]:
+    """The specs of the graphs :func:`graph_modules` gives for ``networks`` (by graph name)."""
+    if "object_net" not in networks:
+        return SPECS
+    net = xl_net(networks)
+    encoder = net.context
+    return xl_specs(tuple(net.forms), int(encoder.input_size) if getattr(encoder, "pad_square", False) else None)
+
+
 def graph_modules(networks: dict[str, nn.Module | None]) -> dict[str, nn.Module]:
     """The traceable wrappers of a method's networks (``networks``: an engine's sub-networks by attribute name:
-    ``segmentor`` and ``refiner`` (None for a net without one), or ``ecp`` and ``hrr``)."""
+    ``segmentor`` and ``refiner`` (None for a net without one), ``ecp`` and ``hrr``, or FocalClick-XL's
+    ``context_net``, ``object_net`` and ``detail_net``)."""
+    if "object_net" in networks:
+        net = xl_net(networks)
+        objects = {f"object_{form}": XLObjectGraph(net, form) for form in net.forms}
+        return {"context_net": XLContextGraph(net), **objects, "detail_net": XLDetailGraph(net)}
     if "ecp" in networks:
         return {"ecp": ECPGraph(networks["ecp"]), "hrr_body": HRRBodyGraph(networks["hrr"]),
                 "hrr_final": HRRFinalGraph(networks["hrr"])}
@@ -250,4 +348,17 @@ def graph_modules(networks: dict[str, nn.Module | None]) -> dict[str, nn.Module]
     return graphs
 
 
-__all__ = ["GraphSpec", "SPECS", "Tensor", "graph_modules", "neighborhood_attention_gather", "traceable_attention"]
+__all__ = [
+    "SPECS",
+    "GraphSpec",
+    "Tensor",
+    "XLContextGraph",
+    "XLDetailGraph",
+    "XLObjectGraph",
+    "graph_modules",
+    "graph_specs",
+    "neighborhood_attention_gather",
+    "traceable_attention",
+    "xl_net",
+    "xl_specs",
+]

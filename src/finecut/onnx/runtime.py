@@ -13,7 +13,8 @@ rounding): a FocalClick engine keeps the uint8 image as its refiner's source ins
 ``set_image`` (:func:`keep_image`); the refiner's RoIAlign is computed separably (:func:`roi_align`: on network maps
 two small matrix products over the rows and columns the samples touch, on the image only the pixels the samples read,
 normalised afterwards) instead of with ``grid_sample``; and NTClick's HRR runs as two graphs, the full-resolution
-stage in stripes with a halo as the PyTorch module does.
+stage in stripes with a halo as the PyTorch module does. FocalClick-XL's Object-Net call takes the interaction form
+as a string: :class:`OnnxXLObject` runs that form's graph (``object_<form>``).
 
 ONNX Runtime uses the engine's thread count (:func:`finecut.threads.inference_threads`, one by default) with
 spinning off, so a click does not busy-wait against other processes.
@@ -114,6 +115,25 @@ class OnnxECP(OnnxNetwork):
             maps = np.pad(maps, ((0, 0), (0, 0), (0, ph), (0, pw)))
         (logits,) = self.graph(img, maps)
         return {"logits": torch.from_numpy(np.ascontiguousarray(logits[:, :, :height, :width]))}
+
+
+class OnnxXLObject:
+    """FocalClick-XL's ``object_net`` call (:class:`~finecut.pipelines.focalclick_xl.XLObjectNetwork`'s signature)
+    on one graph per interaction form: ``(image, prompt_maps, form, context, boxes) -> {"logits"}``."""
+
+    def __init__(self, graphs: dict[str, OnnxNetwork]) -> None:
+        self.graphs = graphs
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        return tuple(self.graphs)
+
+    def __call__(self, image: torch.Tensor, prompt_maps: torch.Tensor, form: str, context: torch.Tensor,
+                 boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+        graph = self.graphs.get(form)
+        if graph is None:
+            raise FinecutError(f"no Object-Net graph for interaction form {form!r}; exported: {', '.join(self.graphs)}")
+        return graph(image, prompt_maps, context, boxes)
 
 
 class OnnxHRR:
@@ -272,6 +292,8 @@ class OnnxModel:
             return OnnxECP(self.graph("ecp"), config)
         if name == "hrr":
             return OnnxHRR(self.graph("hrr_body"), self.graph("hrr_final"), config)
+        if name == "object_net":  # FocalClick-XL: one graph per form
+            return OnnxXLObject({form: OnnxNetwork(self.graph(f"object_{form}")) for form in module.forms})
         return OnnxNetwork(self.graph(name), config)
 
 
@@ -305,5 +327,5 @@ def attach(engine: Any, directory: str | Path) -> Any:
     return engine
 
 
-__all__ = ["OnnxECP", "OnnxGraph", "OnnxHRR", "OnnxModel", "OnnxNetwork",
+__all__ = ["OnnxECP", "OnnxGraph", "OnnxHRR", "OnnxModel", "OnnxNetwork", "OnnxXLObject",
            "attach", "keep_image", "onnxruntime", "roi_align", "roi_align_image", "session_options"]

@@ -33,6 +33,11 @@ Per interaction (the shared steps — starting probabilities, target crop, state
 
 Output: ``probs`` — the primitive probabilities outside the detail patches, the composed alpha inside; ``alpha`` — the
 same full-image matte (``alpha > 0.5`` is the mask).
+
+Every network call goes through the engine's :attr:`~FocalClickXLEngine.networks` — ``context_net``, ``object_net``
+(the interaction form a string argument) and ``detail_net`` (:class:`XLContextNetwork`, :class:`XLObjectNetwork`,
+:class:`XLDetailNetwork`: tensors in, a dict of named tensors out) — so a runtime can put its own callables in their
+place (``runtime=onnx``: :func:`finecut.onnx.runtime.attach`, one Object-Net graph per form; docs/onnx.md).
 """
 
 from __future__ import annotations
@@ -211,6 +216,80 @@ def _scribbles_box(scribbles: tuple[Scribble, ...]) -> BoxF:
     return min(xs) - r, min(ys) - r, max(xs) + r, max(ys) + r
 
 
+# ------------------------------------------------------------------------------------------------------ networks
+
+
+class _XLCall(nn.Module):
+    """One of the engine's network calls on a :class:`~finecut.models.focalclick_xl.FocalClickXLNet`: the net's
+    sub-networks it runs are registered here (for ``state_dict`` and the ONNX digest: each weight in exactly one
+    call), the net itself is only referenced, and its method is looked up at each call (so whatever the net's
+    instance does — a test double's wrapper included — is what runs)."""
+
+    def __init__(self, net: nn.Module, parts: tuple[str, ...]) -> None:
+        super().__init__()
+        for part in parts:
+            self.add_module(part, getattr(net, part))
+        object.__setattr__(self, "net", net)  # not a child: its weights are the parts above and the other calls'
+
+    def export_config(self) -> dict[str, Any]:
+        """What a driver of the exported graph needs to know of this network (``model.json``'s ``networks``)."""
+        return {}
+
+
+class XLContextNetwork(_XLCall):
+    """``context_net(image) -> {"features"}``: the Context-Net on the whole normalised, padded image
+    (:meth:`~finecut.models.focalclick_xl.FocalClickXLNet.encode_context`)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__(net, ("context",))
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": self.net.encode_context(image)}
+
+    def export_config(self) -> dict[str, Any]:
+        encoder = self.net.context
+        return {"type": type(encoder).__name__, "input_size": int(encoder.input_size),
+                "pad_square": bool(getattr(encoder, "pad_square", False)), "pad_multiple": 16,
+                "stride": int(encoder.stride), "out_channels": int(encoder.out_channels)}
+
+
+class XLObjectNetwork(_XLCall):
+    """``object_net(image, prompt_maps, form, context, boxes) -> {"logits", ...}``: the Object-Net with the
+    prompting layer of ``form`` (:meth:`~finecut.models.focalclick_xl.FocalClickXLNet.forward_object`)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__(net, ("object", "prompting"))
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        return tuple(self.net.forms)
+
+    def forward(self, image: torch.Tensor, prompt_maps: torch.Tensor, form: str, context: torch.Tensor,
+                boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net.forward_object(image, prompt_maps, form, context, boxes)
+
+    def export_config(self) -> dict[str, Any]:
+        return {"forms": list(self.forms), "context_stride": int(self.net.context_stride)}
+
+
+class XLDetailNetwork(_XLCall):
+    """``detail_net(image, trimap) -> {"alpha", ...}``: the Detail-Net on a batch of patches
+    (:meth:`~finecut.models.focalclick_xl.FocalClickXLNet.forward_detail`)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__(net, ("detail",))
+
+    @property
+    def trimap_channels(self) -> int:
+        return int(getattr(self.net.detail, "trimap_channels", 3))
+
+    def forward(self, image: torch.Tensor, trimap: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net.forward_detail(image, trimap)
+
+    def export_config(self) -> dict[str, Any]:
+        return {"trimap_channels": self.trimap_channels}
+
+
 # -------------------------------------------------------------------------------------------------------- engine
 
 
@@ -223,6 +302,7 @@ class FocalClickXLEngine(CropPipeline):
     method = "FocalClick-XL"
     defaults = DEFAULTS
     config_keys = ("zoom_in", "detail")
+    networks = ("context_net", "object_net", "detail_net")
     features_type: ClassVar[type | None] = XLFeatures
 
     # ----------------------------------------------------------------- hooks
@@ -245,6 +325,9 @@ class FocalClickXLEngine(CropPipeline):
 
     def setup(self, net: nn.Module) -> None:
         self.forms = tuple(net.forms)
+        self.context_net: Any = XLContextNetwork(net)
+        self.object_net: Any = XLObjectNetwork(net)
+        self.detail_net: Any = XLDetailNetwork(net)
 
     def network_clicks(self, prompts: Prompts, shape: tuple[int, int]) -> tuple[Click, ...]:
         """The user's clicks only: a box is its own prompt (a rectangle), not a centre click."""
@@ -273,7 +356,7 @@ class FocalClickXLEngine(CropPipeline):
         pad_h, pad_w = geometry.padded[0] - geometry.resized[0], geometry.padded[1] - geometry.resized[1]
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        return XLFeatures(self.net.encode_context(x), geometry)
+        return XLFeatures(self.context_net(x)["features"], geometry)
 
     # ----------------------------------------------------------------- steps
     def target_crop(self, step: Step, mask: np.ndarray) -> Crop:
@@ -294,7 +377,7 @@ class FocalClickXLEngine(CropPipeline):
         maps = form_prompt_maps(form, step.prompts, previous, crop, self.options["click_radius"],
                                 self.inputs.prompt_layout)
         boxes = torch.tensor([features.geometry.map_box(crop.box)], dtype=torch.float32)
-        out = self.net.forward_object(image, maps, form, features.context, boxes)
+        out = self.object_net(image, maps, form, features.context, boxes)
         return _sigmoid(resize(out["logits"][0, 0].float().numpy(), crop.shape))
 
     def detail_windows(self, crop: Crop, probs: np.ndarray, shape: tuple[int, int]
@@ -348,10 +431,10 @@ class FocalClickXLEngine(CropPipeline):
         mark = torch.cat(marks)
         band = None if o["trimap_band"] is None else int(o["trimap_band"])
         one_hot = trimap_from_probs(prob, mark[:, 0:1], mark[:, 1:2], low, high, band=band)
-        channels = int(getattr(self.net.detail, "trimap_channels", 3))
+        channels = int(getattr(self.net.detail, "trimap_channels", 3))  # the torch module's, on any runtime
         trimap = one_hot if channels == 3 else trimap_from_probs(prob, mark[:, 0:1], mark[:, 1:2], low, high, 1,
                                                                  band=band)
-        alpha = self.net.forward_detail(image, trimap)["alpha"]
+        alpha = self.detail_net(image, trimap)["alpha"]
         composed = compose_alpha(alpha.float(), one_hot if channels == 3 else trimap_one_hot(trimap))
         composed_np = composed[:, 0].numpy()
         # average overlapping patches, inside the crop only
@@ -415,6 +498,6 @@ class FocalClickXLEngine(CropPipeline):
 
 
 __all__ = [
-    "DEFAULTS", "ROUTED_FORMS", "FocalClickXLEngine", "XLFeatures", "form_prompt_maps", "interaction_forms",
-    "place_window", "select_patches",
+    "DEFAULTS", "ROUTED_FORMS", "FocalClickXLEngine", "XLContextNetwork", "XLDetailNetwork", "XLFeatures",
+    "XLObjectNetwork", "form_prompt_maps", "interaction_forms", "place_window", "select_patches",
 ]
