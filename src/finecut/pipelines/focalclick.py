@@ -18,7 +18,8 @@ Outside the target crop the previous probabilities are kept; outside a prompt bo
 
 Large photos: the per-image features hold an :class:`~finecut.pipelines.pyramid.ImagePyramid` (none below 1024 px
 for a 256 px input), and a target crop of 4x or more the network input reads its pixels from the pyramid level
-that still leaves 2x (its box moved outward onto that level's grid by :meth:`FocalClickEngine.place_crop`). For such
+that still leaves 2x (its box moved outward onto that level's grid by :meth:`FocalClickEngine.place_crop`); the
+refiner's image input is RoIAligned from the level that leaves its focus box 2x its input. For such
 crops the segmentor's logits become probabilities before they are enlarged to the crop (one resize of a small map
 instead of a sigmoid over millions of pixels; the refined focus box is computed as always). Smaller crops, and
 so every benchmark image, run exactly as before.
@@ -91,10 +92,16 @@ LARGE_CROP = 4
 @dataclass(frozen=True)
 class FocalClickFeatures:
     """Per-image features: what the refiner's Focus Crops are RoIAligned from (the normalised image tensor; the uint8
-    image on ONNX Runtime; None without a refiner) and the image pyramid for large crops."""
+    image on ONNX Runtime; None without a refiner), the image pyramid for large crops, and the refiner's source of
+    each pyramid level (``refiner_levels[L - 1]`` for level L)."""
 
     refiner_input: Any
     pyramid: ImagePyramid
+    refiner_levels: tuple[Any, ...] = ()
+
+    def refiner_source(self, level: int) -> Any:
+        """The refiner's source at pyramid ``level`` (0: the image)."""
+        return self.refiner_input if level == 0 else self.refiner_levels[level - 1]
 
 
 class FocalClickEngine(CropPipeline):
@@ -125,8 +132,11 @@ class FocalClickEngine(CropPipeline):
 
     def encode_image(self, image: np.ndarray) -> FocalClickFeatures:
         """The refiner's source (none without a refiner) and the image pyramid (levels only for large images)."""
-        source = self.refiner_source(image) if self.refiner is not None else None
-        return FocalClickFeatures(source, ImagePyramid.build(image, int(self.options["target_size"])))
+        pyramid = ImagePyramid.build(image, int(self.options["target_size"]))
+        if self.refiner is None:
+            return FocalClickFeatures(None, pyramid)
+        levels = tuple(self.refiner_source(level) for level in pyramid.levels)
+        return FocalClickFeatures(self.refiner_source(image), pyramid, levels)
 
     def place_crop(self, crop: Crop, features: FocalClickFeatures) -> Crop:
         """A crop of ``LARGE_CROP`` x the network input or more: read from the coarsest pyramid level that leaves
@@ -146,16 +156,41 @@ class FocalClickEngine(CropPipeline):
         inp = crop_image(*features.pyramid.source(crop.box, crop.level, image), crop.size_hw, self.inputs)
         return FlipTTA.from_options(self.options)(self.segmentor, inp, maps)
 
-    def _focus_box(self, coarse: np.ndarray, prev_mask: np.ndarray, click: Click, crop: IntBox) -> IntBox:
-        """Focus box in original pixels (within the target crop); ``coarse`` the crop's probabilities, ``prev_mask``
-        the crop's previous mask (bool)."""
-        x0, y0, x1, y1 = crop
-        o = self.options
+    def _changed_component(self, step: Step, crop_probs: np.ndarray, small_probs: np.ndarray,
+                           maps: torch.Tensor) -> tuple[float, BoxF] | None:
+        """Area (original pixels) and crop-local box of the connected component of (coarse mask XOR previous mask)
+        under the newest click; None when the click's pixel did not change. For a crop of ``LARGE_CROP`` x the
+        network input it is found at the network's resolution (the segmentor's probabilities against the previous
+        mask as the network saw it) and scaled back, instead of over millions of pixels."""
+        crop, click = step.crop, step.click
+        assert click is not None
+        x0, y0, x1, y1 = crop.box
         row, col = click.pixel
+        if not (y0 <= row < y1 and x0 <= col < x1):
+            return None
+        layout = self.inputs.prompt_layout
+        if crop.scale >= LARGE_CROP and "previous_mask" in layout:
+            sy, sx = crop.size_hw[0] / (y1 - y0), crop.size_hw[1] / (x1 - x0)
+            previous = maps[0, layout.index("previous_mask")].numpy() > 0.5
+            r = min(int((row - y0 + 0.5) * sy), crop.size_hw[0] - 1)
+            c = min(int((col - x0 + 0.5) * sx), crop.size_hw[1] - 1)
+            found = _component_box((small_probs > 0.5) != previous, r, c)
+            if found is None:
+                return None
+            area, (bx0, by0, bx1, by1) = found
+            return area / (sx * sy), (bx0 / sx, by0 / sy, bx1 / sx, by1 / sy)
+        return _component_box((crop_probs > 0.5) != crop.cut(step.prev_mask), row - y0, col - x0)
+
+    def _focus_box(self, step: Step, crop_probs: np.ndarray, small_probs: np.ndarray, maps: torch.Tensor) -> IntBox:
+        """Focus box in original pixels (within the target crop): the changed component under the click
+        (:meth:`_changed_component`), expanded; a fixed window around the click when there is none (or a tiny one).
+        ``crop_probs``: the crop's probabilities; ``small_probs``: the same at the network's size."""
+        x0, y0, x1, y1 = step.crop.box
+        o = self.options
+        assert step.click is not None
+        row, col = step.click.pixel
         cw, ch = x1 - x0, y1 - y0
-        diff = (coarse > 0.5) != prev_mask
-        inside = y0 <= row < y1 and x0 <= col < x1
-        found = _component_box(diff, row - y0, col - x0) if inside else None
+        found = self._changed_component(step, crop_probs, small_probs, maps)
         local = found[1] if found is not None and found[0] >= o["focus_min"] else None
         if local is None:  # no (or a tiny) changed region under the click: a fixed window around it
             local = (col - x0, row - y0, col - x0 + 1, row - y0 + 1)
@@ -165,9 +200,11 @@ class FocalClickEngine(CropPipeline):
         lx0, ly0, lx1, ly1 = expand_box(local, o["focus_expand"], min_side, ch, cw)
         return integer_box((lx0 + x0, ly0 + y0, lx1 + x0, ly1 + y0), y1, x1)
 
-    def _refine(self, features: Any, maps: torch.Tensor, seg: dict[str, torch.Tensor], crop: Crop,
+    def _refine(self, features: FocalClickFeatures, maps: torch.Tensor, seg: dict[str, torch.Tensor], crop: Crop,
                 focus: IntBox) -> np.ndarray:
-        """Refined logits over the focus box, at original resolution (fh, fw)."""
+        """Refined logits over the focus box, at original resolution (fh, fw). The image part is RoIAligned from the
+        coarsest pyramid level at which the focus box is still twice the refiner's input (the image itself below
+        that, and always for images without levels), so a focus box of thousands of pixels is not point-sampled."""
         o = self.options
         x0, y0, x1, y1 = crop.box
         size_hw = crop.size_hw
@@ -177,11 +214,13 @@ class FocalClickEngine(CropPipeline):
         scale = long_side / max(fw, fh)
         rh, rw = max(8, int(round(fh * scale / 2)) * 2), max(8, int(round(fw * scale / 2)) * 2)
         sx, sy = size_hw[1] / (x1 - x0), size_hw[0] / (y1 - y0)
-        box_img = torch.tensor([[fx0, fy0, fx1, fy1]], dtype=torch.float32)
+        level = features.pyramid.level_for(focus, (rh, rw))
+        g = float(2 ** level)  # level L's pixel i covers original pixels [i * 2^L, (i + 1) * 2^L)
+        box_img = torch.tensor([[fx0 / g, fy0 / g, fx1 / g, fy1 / g]], dtype=torch.float32)
         box_net = torch.tensor([[(fx0 - x0) * sx, (fy0 - y0) * sy, (fx1 - x0) * sx, (fy1 - y0) * sy]])
         stride = size_hw[1] / seg["features"].shape[-1]
         ref = self.refiner(
-            self.roi_align(features, box_img, (rh, rw)),
+            self.roi_align(features.refiner_source(level), box_img, (rh, rw)),
             self.roi_align(maps, box_net, (rh, rw)),
             self.roi_align(seg["logits"], box_net, (rh, rw)),
             self.roi_align(seg["features"], box_net, (max(1, rh // 2), max(1, rw // 2)), spatial_scale=1.0 / stride),
@@ -195,23 +234,28 @@ class FocalClickEngine(CropPipeline):
         maps = self.prompt_maps(step)
         seg = self._segment(step.image, step.features, maps, crop)
         logits = seg["logits"][0, 0].numpy()
-        if crop.scale >= LARGE_CROP:  # probabilities first, then one resize of the small map
-            crop_probs = resize(_sigmoid(logits), crop.shape)
+        small_probs = _sigmoid(logits)
+        probs: np.ndarray | None = None
+        if crop.scale >= LARGE_CROP:  # probabilities first, enlarged once, straight into the answer's box
+            probs, crop_probs = crop.frame(step.prev)
+            cv2.resize(small_probs, (crop_probs.shape[1], crop_probs.shape[0]), dst=crop_probs,
+                       interpolation=cv2.INTER_LINEAR)
         else:
             crop_probs = _sigmoid(resize(logits, crop.shape))
         focus = None
         if self.options["focus"] and step.click is not None:
-            focus = self._focus_box(crop_probs, crop.cut(step.prev_mask), step.click, crop.box)
+            focus = self._focus_box(step, crop_probs, small_probs, maps)
             fx0, fy0, fx1, fy1 = focus
             x0, y0 = crop.box[:2]
             inside = slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0)
             # only the refined pixels change
-            crop_probs[inside] = _sigmoid(self._refine(step.features.refiner_input, maps, seg, crop, focus))
-        crop_probs = crop_probs.astype(np.float32, copy=False)
-        if crop.covers(*step.shape):  # the crop's own array (new at every step) is the answer
-            probs = crop_probs
-        else:  # the previous probabilities kept outside the crop
-            probs = crop.compose(step.prev, crop_probs)
+            crop_probs[inside] = _sigmoid(self._refine(step.features, maps, seg, crop, focus))
+        if probs is None:
+            crop_probs = crop_probs.astype(np.float32, copy=False)
+            if crop.covers(*step.shape):  # the crop's own array (new at every step) is the answer
+                probs = crop_probs
+            else:  # the previous probabilities kept outside the crop
+                probs = crop.compose(step.prev, crop_probs)
         if step.outside_box is not None:
             probs[step.outside_box] = np.minimum(probs[step.outside_box], 0.0)
         merge = ProgressiveMerge.from_options(self.options)

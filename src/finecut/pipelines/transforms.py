@@ -65,16 +65,22 @@ class Crop:
         canvas[self.slices] = values
         return canvas
 
-    def compose(self, background: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """A new full-size array: ``values`` (the box's shape) inside the box, ``background`` outside (neither is
-        modified; each pixel is written once, which on a large photo halves the work of copy-then-paste)."""
+    def frame(self, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A new full-size array holding ``background`` outside the box (``background`` is not modified), and the
+        view of its box, left for the caller to fill (each pixel of the result is written once)."""
         out = np.empty_like(background)
         x0, y0, x1, y1 = self.box
         out[:y0] = background[:y0]
         out[y1:] = background[y1:]
         out[y0:y1, :x0] = background[y0:y1, :x0]
         out[y0:y1, x1:] = background[y0:y1, x1:]
-        out[y0:y1, x0:x1] = values
+        return out, out[y0:y1, x0:x1]
+
+    def compose(self, background: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """A new full-size array: ``values`` (the box's shape) inside the box, ``background`` outside (neither is
+        modified; each pixel is written once, which on a large photo halves the work of copy-then-paste)."""
+        out, inside = self.frame(background)
+        inside[...] = values
         return out
 
 
