@@ -197,3 +197,22 @@ def test_sampler_honours_synthetic_probability(photo_bank: ObjectBank) -> None:
     assert np.array_equal(new.masks_np, old.masks_np)
     mixed = _sampler(photo_bank, 2, synthetic_probability=0.5).sample(12)
     assert 0 < mixed.object_ids.count(SYNTHETIC_OBJECT_ID) < 12
+
+
+def test_cracks_are_dark_thin_and_branching_on_a_surface(photo_bank: ObjectBank) -> None:
+    """The crack scene: the crack is darker than the surface beside it, 1-5 px wide (a 7x7 erosion leaves almost
+    nothing), and it forks (its skeleton has branch points)."""
+    from skimage.morphology import skeletonize
+
+    for seed in range(4):
+        view = synthetic_view(photo_bank, np.random.default_rng(seed), NO_JITTER, kind="crack")
+        mask = view.mask_hi
+        assert mask.sum() > 50
+        grey = view.image_hi.astype(np.float32).mean(axis=2)
+        ring = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~mask
+        assert grey[mask].mean() < grey[ring].mean() - 15
+        core = cv2.erode(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        assert core.sum() <= 0.02 * mask.sum()
+        skeleton = skeletonize(mask)
+        neighbours = cv2.filter2D(skeleton.astype(np.uint8), -1, np.ones((3, 3), np.float32)) - 1
+        assert ((neighbours >= 3) & skeleton).any()  # a fork somewhere

@@ -1,9 +1,12 @@
 """Synthetic training views: procedural thin structures and real-object cutouts composited onto bank photos.
 
-Thin structures (wires, kite strings, vessel/crack trees, fences/meshes, hair strands) are drawn at ``SUPERSAMPLE``
-times the hi-res view size and area-downsampled to an alpha matte; the hi-res mask is ``alpha >= 0.5``, and the
-image is ``background * (1 - alpha) + foreground * alpha``, so image and mask agree to the pixel. The background is a
-random crop of a random bank photo; the foreground is a noisy solid colour or a texture cut from another photo.
+Thin structures (wires, kite strings, vessel/crack trees, fences/meshes, hair strands, surface cracks) are drawn at
+``SUPERSAMPLE`` times the hi-res view size and area-downsampled to an alpha matte; the hi-res mask is
+``alpha >= 0.5``, and the image is ``background * (1 - alpha) + foreground * alpha``, so image and mask agree to the
+pixel. The background is a random crop of a random bank photo; the foreground is a noisy solid colour or a texture
+cut from another photo. Surface cracks (``crack``) are their own scene, as in pavement and wall inspection: a dark,
+jagged, branching crack 1-5 px wide on an asphalt / concrete / plaster-like surface (grain, blotches and aggregate
+speckles, or a desaturated photo texture), the crack's colour the surface's own, darkened.
 Cutouts paste a bank object (its pixels through its mask) onto another bank photo, optionally occluded by a wire,
 whose pixels are then removed from the mask.
 
@@ -27,15 +30,16 @@ from finecut.training.objects import ObjectBank
 SUPERSAMPLE = 4
 SHIFT = 4  # fixed-point bits for cv2 drawing (sub-pixel coordinates on the supersampled canvas)
 SYNTHETIC_OBJECT_ID = -1  # marker used in Batch.object_ids for synthetic samples
-KINDS = ("wires", "string", "vessels", "fence", "hair", "cutout")
+KINDS = ("wires", "string", "vessels", "fence", "hair", "crack", "cutout")
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
     kind_weights: dict[str, float] = field(default_factory=lambda: {
-        "wires": 0.25, "string": 0.1, "vessels": 0.2, "fence": 0.15, "hair": 0.1, "cutout": 0.2})
+        "wires": 0.22, "string": 0.09, "vessels": 0.17, "fence": 0.13, "hair": 0.09, "crack": 0.12, "cutout": 0.18})
     wire_width: tuple[float, float] = (1.0, 6.0)  # hi-res px
     string_width: tuple[float, float] = (1.0, 2.0)
+    crack_width: tuple[float, float] = (1.0, 5.0)  # hi-res px at the crack's mouth; branches narrow to 1 px
     min_contrast: float = 35.0  # mean |fg - bg| per channel under the mask, enforced by shifting the fg colour
     blur_probability: float = 0.3
     occluder_probability: float = 0.3  # cutouts: a wire drawn over the pasted object (holes in its mask)
@@ -214,8 +218,39 @@ def draw_hair(rng: np.random.Generator, size: int, cfg: SyntheticConfig) -> np.n
     return _alpha(canvas, size)
 
 
+def draw_crack(rng: np.random.Generator, size: int, cfg: SyntheticConfig) -> np.ndarray:
+    """A surface crack: a jagged random walk from outside the frame with forks, 1-5 px at its widest, its branches
+    narrowing to hairline (1 px) cracks."""
+    canvas = _canvas(size)
+    start = _edge_point(rng, size, margin=0.0)
+    heading = float(np.arctan2(size / 2 - start[1], size / 2 - start[0]) + rng.uniform(-0.6, 0.6))
+    stack = [(start, heading, float(rng.uniform(*cfg.crack_width)), 0)]
+    step = size / 120
+    branches = 0
+    while stack and branches < 24:
+        pos, heading, width, depth = stack.pop()
+        branches += 1
+        points, widths = [pos.copy()], []
+        aim = heading
+        for _ in range(int(rng.integers(60, 160)) if depth == 0 else int(rng.integers(15, 70))):
+            heading += rng.normal(0, 0.45) + 0.2 * (aim - heading)  # jagged, but keeps its course
+            pos = pos + step * rng.uniform(0.6, 1.4) * np.array([np.cos(heading), np.sin(heading)])
+            width = max(1.0, width * rng.uniform(0.97, 1.01))
+            points.append(pos.copy())
+            widths.append(width)
+            if not (-0.1 * size < pos[0] < 1.1 * size and -0.1 * size < pos[1] < 1.1 * size):
+                break
+            if depth < 3 and rng.random() < 0.04:
+                side = rng.choice([-1.0, 1.0])
+                stack.append((pos.copy(), heading + side * rng.uniform(0.5, 1.3), max(1.0, width * 0.6), depth + 1))
+        if len(points) > 1:
+            _tapered(canvas, np.asarray(points), np.asarray(widths))
+    return _alpha(canvas, size)
+
+
 STRUCTURES: dict[str, Callable[[np.random.Generator, int, SyntheticConfig], np.ndarray]] = {
-    "wires": draw_wires, "string": draw_string, "vessels": draw_vessels, "fence": draw_fence, "hair": draw_hair}
+    "wires": draw_wires, "string": draw_string, "vessels": draw_vessels, "fence": draw_fence, "hair": draw_hair,
+    "crack": draw_crack}
 
 
 # ------------------------------------------------------------------------------------------------ compositing
@@ -280,6 +315,30 @@ def _foreground(bank: ObjectBank, pool: SyntheticPool, rng: np.random.Generator,
     return np.clip(fg, 0, 255)
 
 
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """(size, size) float32 noise of about unit amplitude varying over ``cells`` cells across the frame."""
+    small = rng.normal(0, 1, (cells + 1, cells + 1)).astype(np.float32)
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def surface_texture(bank: ObjectBank, pool: SyntheticPool, rng: np.random.Generator, size: int) -> np.ndarray:
+    """An asphalt / concrete / plaster-like surface (uint8 RGB): a grey-ish base with blotches, grain and aggregate
+    speckles, over a desaturated, flattened photo texture half of the time."""
+    grey = rng.uniform(70, 190)
+    tint = rng.normal(0, 6, 3).astype(np.float32)
+    out = np.full((size, size, 3), grey, np.float32) + tint
+    if rng.random() < 0.5:  # real texture, desaturated and low in contrast
+        photo = cv2.cvtColor(random_crop(bank.images[_random_image(pool, rng)], rng, size), cv2.COLOR_RGB2GRAY)
+        photo = photo.astype(np.float32)
+        out += (photo - photo.mean())[..., None] * rng.uniform(0.1, 0.35)
+    out += (_smooth_noise(rng, size, int(rng.integers(3, 10))) * rng.uniform(4, 20))[..., None]  # blotches
+    grain = rng.normal(0, rng.uniform(4, 14), (size, size)).astype(np.float32)
+    out += cv2.GaussianBlur(grain, (0, 0), rng.uniform(0.5, 1.2))[..., None]
+    speckles = rng.random((size, size)) < rng.uniform(0.002, 0.02)  # aggregate stones, light or dark
+    out[speckles] += rng.choice([-1.0, 1.0]) * rng.uniform(20, 60)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def _composite(background: np.ndarray, fg: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     a = alpha[..., None]
     out = background.astype(np.float32) * (1 - a) + fg * a
@@ -288,9 +347,15 @@ def _composite(background: np.ndarray, fg: np.ndarray, alpha: np.ndarray) -> np.
 
 def _thin_structure(bank: ObjectBank, pool: SyntheticPool, rng: np.random.Generator, size: int, kind: str,
                     cfg: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
-    background = random_crop(bank.images[_random_image(pool, rng)], rng, size)
-    alpha = STRUCTURES[kind](rng, size, cfg)
-    fg = _foreground(bank, pool, rng, size, background, alpha, cfg)
+    if kind == "crack":  # its own scene: a dark crack in a surface, coloured like the surface it splits
+        background = surface_texture(bank, pool, rng, size)
+        alpha = STRUCTURES[kind](rng, size, cfg)
+        fg = background.astype(np.float32) * rng.uniform(0.15, 0.5) + rng.normal(0, 3, (size, size, 1))
+        fg = np.clip(fg, 0, 255).astype(np.float32)
+    else:
+        background = random_crop(bank.images[_random_image(pool, rng)], rng, size)
+        alpha = STRUCTURES[kind](rng, size, cfg)
+        fg = _foreground(bank, pool, rng, size, background, alpha, cfg)
     soft = alpha
     if rng.random() < cfg.blur_probability:  # slight defocus of the structure only (mask stays the sharp one)
         soft = cv2.GaussianBlur(alpha, (0, 0), rng.uniform(0.3, 0.7))
