@@ -135,7 +135,7 @@ class FocalClickEngine(CropPipeline):
         pyramid = ImagePyramid.build(image, int(self.options["target_size"]))
         if self.refiner is None:
             return FocalClickFeatures(None, pyramid)
-        levels = tuple(self.refiner_source(level) for level in pyramid.levels)
+        levels = tuple(self.refiner_source(pixels) for pixels in pyramid.levels)
         return FocalClickFeatures(self.refiner_source(image), pyramid, levels)
 
     def place_crop(self, crop: Crop, features: FocalClickFeatures) -> Crop:
