@@ -48,7 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from finecut.errors import FinecutError
-from finecut.model_inputs import InputSpec, check_layout, leading_layout
+from finecut.model_inputs import InputSpec
 from finecut.models.backbones import build_backbone
 from finecut.models.detail_net import DetailNet
 from finecut.models.efficientnet import EfficientNetLite0
@@ -56,7 +56,12 @@ from finecut.models.heads import build_head
 from finecut.models.layers import ClickFusion, ConvBNReLU, SeparableConvBNReLU
 from finecut.models.roi_align import roi_align
 from finecut.models.sam_vit import SamViTAdapterEncoder, sam_vit_config
-from finecut.models.warm_start import WarmStartReport, prompt_columns, read_focalclick_segmentor
+from finecut.models.warm_start import (
+    WarmStartReport,
+    focalclick_source,
+    prompt_columns,
+    read_focalclick_segmentor,
+)
 
 #: The interaction forms, each with its own prompting layer; ``clicks`` is the one trained with the whole network.
 FORMS: tuple[str, ...] = ("clicks", "scribbles", "box", "coarse_mask")
@@ -379,14 +384,7 @@ def init_object_from_focalclick(net: FocalClickXLNet, source: str | os.PathLike[
     initialised Object-Net computes the segmentor's logits exactly (with the source's tolerant channel empty).
     ``context_backbone=True`` also starts the Lite0 context encoder's backbone from the segmentor's (instead of
     ImageNet's). The refiner is not used (the Detail-Net is another network)."""
-    if isinstance(source, Mapping):
-        state = dict(source)
-        source_layout = check_layout(layout) if layout is not None else leading_layout(4)
-    else:
-        state, source_layout = read_focalclick_segmentor(source)
-        if layout is not None:
-            source_layout = check_layout(layout)
-    prefix = "segmentor." if any(k.startswith("segmentor.") for k in state) else ""
+    state, source_layout, prefix = focalclick_source(source, layout)
     target = net.state_dict()
     report = WarmStartReport()
     updates: dict[str, torch.Tensor] = {}

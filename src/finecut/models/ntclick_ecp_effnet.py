@@ -35,11 +35,11 @@ import torch.nn.functional as F
 
 from finecut import fbu
 from finecut.errors import FinecutError
-from finecut.model_inputs import InputSpec, check_layout, leading_layout, trailing_layout
+from finecut.model_inputs import InputSpec, trailing_layout
 from finecut.models.backbones import build_backbone
 from finecut.models.heads import build_head
 from finecut.models.layers import ClickFusion
-from finecut.models.warm_start import WarmStartReport, prompt_columns, read_focalclick_segmentor
+from finecut.models.warm_start import WarmStartReport, focalclick_source, prompt_columns
 
 ARCH = "ntclick_ecp_effnet"
 
@@ -145,14 +145,7 @@ def init_from_focalclick(net: NTClickECPEffNet, source: str | os.PathLike[str] |
     ``NAME.safetensors`` of arch ``focalclick`` or ``focalclick_segmentor``, or a state dict whose prompt layout is
     ``layout``, default the four canonical channels). See the module docstring for the mapping; a prompt channel the
     source lacks keeps its init column, and tensors whose shapes differ (another backbone) stay at init."""
-    if isinstance(source, Mapping):
-        state = dict(source)
-        source_layout = check_layout(layout) if layout is not None else leading_layout(4)
-    else:
-        state, source_layout = read_focalclick_segmentor(source)
-        if layout is not None:
-            source_layout = check_layout(layout)
-    prefix = "segmentor." if any(k.startswith("segmentor.") for k in state) else ""
+    state, source_layout, prefix = focalclick_source(source, layout)
     target = net.state_dict()
     target_layout = net.input_spec.prompt_layout
     report = WarmStartReport()

@@ -5,7 +5,7 @@ columns by channel name, and reporting what was copied."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,11 @@ import torch
 
 from finecut.errors import FinecutError
 from finecut.model_inputs import check_layout, leading_layout
-from finecut.models.pretrained import checkpoint_paths, read_checkpoint_config, read_state_dict
+from finecut.models.pretrained import (
+    checkpoint_paths,
+    read_checkpoint_config,
+    read_state_dict,
+)
 
 #: The architectures whose checkpoints hold a FocalClick segmentor.
 FOCALCLICK_ARCHS = ("focalclick", "focalclick_segmentor")
@@ -52,6 +56,23 @@ def read_focalclick_segmentor(path: str | os.PathLike[str]) -> tuple[dict[str, t
     else:
         layout = leading_layout(int(model.get("prompt_channels", 4)))
     return read_state_dict(weights_path), layout
+
+
+def focalclick_source(source: str | os.PathLike[str] | Mapping[str, torch.Tensor],
+                      layout: Sequence[str] | None = None) -> tuple[dict[str, torch.Tensor], tuple[str, ...], str]:
+    """What a warm start from a FocalClick segmentor reads: its tensors, its prompt layout (``layout`` when given,
+    else the checkpoint's, else the four canonical channels for a state dict) and the key prefix of its segmentor
+    (``"segmentor."`` in a full FocalClick net, ``""`` in a bare segmentor). ``source`` is a checkpoint path
+    (``NAME`` / ``NAME.json`` / ``NAME.safetensors``) or a state dict."""
+    if isinstance(source, Mapping):
+        state = dict(source)
+        source_layout = check_layout(layout) if layout is not None else leading_layout(4)
+    else:
+        state, source_layout = read_focalclick_segmentor(source)
+        if layout is not None:
+            source_layout = check_layout(layout)
+    prefix = "segmentor." if any(k.startswith("segmentor.") for k in state) else ""
+    return state, source_layout, prefix
 
 
 def prompt_columns(value: torch.Tensor, init: torch.Tensor, source_layout: Sequence[str],

@@ -156,7 +156,7 @@ class FocalClickEngine(CropPipeline):
         inp = crop_image(*features.pyramid.source(crop.box, crop.level, image), crop.size_hw, self.inputs)
         return FlipTTA.from_options(self.options)(self.segmentor, inp, maps)
 
-    def _changed_component(self, step: Step, crop_probs: np.ndarray, small_probs: np.ndarray,
+    def _changed_component(self, step: Step, crop_probs: np.ndarray, small_probs: np.ndarray | None,
                            maps: torch.Tensor) -> tuple[float, BoxF] | None:
         """Area (original pixels) and crop-local box of the connected component of (coarse mask XOR previous mask)
         under the newest click; None when the click's pixel did not change. For a crop of ``LARGE_CROP`` x the
@@ -169,7 +169,7 @@ class FocalClickEngine(CropPipeline):
         if not (y0 <= row < y1 and x0 <= col < x1):
             return None
         layout = self.inputs.prompt_layout
-        if crop.scale >= LARGE_CROP and "previous_mask" in layout:
+        if small_probs is not None and "previous_mask" in layout:
             sy, sx = crop.size_hw[0] / (y1 - y0), crop.size_hw[1] / (x1 - x0)
             previous = maps[0, layout.index("previous_mask")].numpy() > 0.5
             r = min(int((row - y0 + 0.5) * sy), crop.size_hw[0] - 1)
@@ -181,10 +181,11 @@ class FocalClickEngine(CropPipeline):
             return area / (sx * sy), (bx0 / sx, by0 / sy, bx1 / sx, by1 / sy)
         return _component_box((crop_probs > 0.5) != crop.cut(step.prev_mask), row - y0, col - x0)
 
-    def _focus_box(self, step: Step, crop_probs: np.ndarray, small_probs: np.ndarray, maps: torch.Tensor) -> IntBox:
+    def _focus_box(self, step: Step, crop_probs: np.ndarray, small_probs: np.ndarray | None,
+                   maps: torch.Tensor) -> IntBox:
         """Focus box in original pixels (within the target crop): the changed component under the click
         (:meth:`_changed_component`), expanded; a fixed window around the click when there is none (or a tiny one).
-        ``crop_probs``: the crop's probabilities; ``small_probs``: the same at the network's size."""
+        ``crop_probs``: the crop's probabilities; ``small_probs``: the same at the network's size (large crops only)."""
         x0, y0, x1, y1 = step.crop.box
         o = self.options
         assert step.click is not None
@@ -234,9 +235,10 @@ class FocalClickEngine(CropPipeline):
         maps = self.prompt_maps(step)
         seg = self._segment(step.image, step.features, maps, crop)
         logits = seg["logits"][0, 0].numpy()
-        small_probs = _sigmoid(logits)
+        small_probs = None  # the probabilities at network size: only the large-crop path uses them
         probs: np.ndarray | None = None
         if crop.scale >= LARGE_CROP:  # probabilities first, enlarged once, straight into the answer's box
+            small_probs = _sigmoid(logits)
             probs, crop_probs = crop.frame(step.prev)
             cv2.resize(small_probs, (crop_probs.shape[1], crop_probs.shape[0]), dst=crop_probs,
                        interpolation=cv2.INTER_LINEAR)
