@@ -387,3 +387,10 @@ def test_shipped_name_says_the_weights_are_not_trained(tmp_path: Path, monkeypat
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     assert isinstance(finecut.load_model("focalclick-xl"), FocalClickXLEngine)
     assert "focalclick-xl" in finecut.available_models()
+
+
+@pytest.mark.parametrize("band", [0, -3, 2.5, "6", True])
+def test_a_bad_trimap_band_is_refused_with_its_name(net: FocalClickXLNet, band: object) -> None:
+    with pytest.raises(FinecutError, match="trimap_band"):
+        FocalClickXLEngine(net, trimap_band=band)
+    assert FocalClickXLEngine(net, trimap_band=None).options["trimap_band"] is None
