@@ -195,6 +195,31 @@ def test_assemble_load_and_predict(folder: Path, tmp_path: Path) -> None:
     assert "### ECP" in card and "### HRR" in card and card.count("1 of 1 configured") == 2
 
 
+def test_an_assembled_checkpoint_starts_a_run_of_one_of_its_networks(folder: Path, tmp_path: Path) -> None:
+    """init_checkpoint = an assembled NTClick (ECP + HRR) starts an HRR run from its HRR and an ECP run from its ECP,
+    tensor for tensor; a part whose config differs from [model] is refused, naming the part."""
+    from finecut.models.checkpoint import load_checkpoint
+    from finecut.training.trainer import load_initial_weights
+
+    ecp_dir = train(_config(tmp_path, folder, "ntclick_ecp", steps=1), progress=False)
+    hrr_dir = train(_config(tmp_path, folder, "ntclick_hrr", steps=1), progress=False)
+    assembled = assemble_ntclick(ecp_dir / "last.json", hrr_dir / "last.safetensors", tmp_path / "nt")
+    source = load_checkpoint(assembled)[0]
+    for arch, part in (("ntclick_hrr", source.hrr), ("ntclick_ecp", source.ecp)):
+        cfg = _config(tmp_path, folder, arch, steps=1)
+        cfg.init_checkpoint = str(assembled)
+        net = build_model(cfg.model)
+        load_initial_weights(net, cfg)
+        expected = part.state_dict()
+        assert net.state_dict().keys() == expected.keys()
+        assert all(torch.equal(v, expected[k]) for k, v in net.state_dict().items())
+    cfg = _config(tmp_path, folder, "ntclick_hrr", steps=1)
+    cfg.model = {**cfg.model, "depth": 1}
+    cfg.init_checkpoint = str(assembled)
+    with pytest.raises(finecut.FinecutError, match="its hrr"):
+        load_initial_weights(build_model(cfg.model), cfg)
+
+
 def test_hrr_trains_on_fbu_maps_predicted_by_a_trained_ecp(folder: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     ecp_dir = train(_config(tmp_path, folder, "ntclick_ecp", steps=1), progress=False)

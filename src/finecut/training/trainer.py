@@ -120,10 +120,32 @@ def load_initial_weights(net: nn.Module, cfg: TrainConfig) -> None:
 
     path = init_checkpoint_path(cfg)
     doc = read_checkpoint_config(path)
-    if doc["model"] != cfg.model:
+    part = assembled_part(doc, cfg)
+    if part is None and doc["model"] != cfg.model:
         raise FinecutError(f"init_checkpoint {path}: its model config {doc['model']} differs from [model] "
                            f"{cfg.model}")
-    net.load_state_dict(load_checkpoint(path)[0].state_dict(), strict=True)
+    source = load_checkpoint(path)[0]
+    if part is not None:  # one network of an assembled checkpoint: same class, same built config
+        source = getattr(source, part)
+        if type(source) is not type(net) or getattr(source, "config", None) != getattr(net, "config", None):
+            raise FinecutError(f"init_checkpoint {path}: its {part} ({getattr(source, 'config', None)}) differs from "
+                               f"the network [model] builds ({getattr(net, 'config', None)})")
+    net.load_state_dict(source.state_dict(), strict=True)
+
+
+#: Assembled checkpoints whose networks start a run of one of their parts: assembled arch -> {part arch: attribute}.
+ASSEMBLED_PARTS: dict[str, dict[str, str]] = {
+    "ntclick": {"ntclick_hrr": "hrr", "ntclick_ecp": "ecp", "ntclick_ecp_effnet": "ecp"},
+}
+
+
+def assembled_part(doc: dict[str, Any], cfg: TrainConfig) -> str | None:
+    """The attribute of the network that an ``init_checkpoint`` holding an assembled model (an ``ntclick`` ECP + HRR)
+    gives a run training one of its parts (``[model].arch`` ``ntclick_hrr`` -> ``"hrr"``); None for a checkpoint
+    of the run's own architecture."""
+    model = doc.get("model")
+    arch = model.get("arch") if isinstance(model, dict) else None
+    return ASSEMBLED_PARTS.get(str(arch), {}).get(str(cfg.model.get("arch")))
 
 
 def load_backbone_weights(net: nn.Module, cfg: TrainConfig) -> None:
