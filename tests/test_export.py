@@ -265,3 +265,86 @@ def test_done_image_without_objects_is_exported_as_a_negative(tmp_path):
     coco = json.loads((tmp_path / "e" / "coco_rle.json").read_text())
     assert coco["images"][0]["file_name"] == "empty.png" and coco["annotations"] == []
     assert not read_label_image(tmp_path / "e" / "empty.png" / "empty.png_instances.png").any()
+
+
+# ------------------------------------------------------------------------------------------------- alpha mattes
+def _matte(seed: int, shape=(40, 60)) -> np.ndarray:
+    """Every 8-bit value, 0 and 255 included, in a random order."""
+    values = np.resize(np.arange(256, dtype=np.uint8), shape[0] * shape[1])
+    return np.random.default_rng(seed).permutation(values).reshape(shape)
+
+
+def test_png_export_writes_an_objects_matte_next_to_its_mask(tmp_path):
+    out = tmp_path / "export"
+    cat, alpha = _matte(1), _matte(2)
+    objs = (ExportObject(1, "cat", _square(2, 2), alpha=cat), ExportObject(2, "dog", _square(20, 30)),
+            ExportObject(3, "alpha", _square(5, 40), alpha=alpha))  # a label "alpha" does not clash
+    files = export_images([ExportImage("x.png", 40, 60, objs)], out)
+    folder = out / "x.png"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "x.png_instances.png", "x.png_obj001_cat.png", "x.png_obj001_cat_alpha.png", "x.png_obj002_dog.png",
+        "x.png_obj003_alpha.png", "x.png_obj003_alpha_alpha.png"]
+    for name, want in (("x.png_obj001_cat_alpha.png", cat), ("x.png_obj003_alpha_alpha.png", alpha)):
+        got = cv2.imread(str(folder / name), cv2.IMREAD_UNCHANGED)
+        assert got.dtype == np.uint8 and got.shape == (40, 60)  # 8-bit grayscale
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(read_mask(folder / "x.png_obj003_alpha.png"), _square(5, 40))  # still the mask
+    manifest = json.loads((out / "finecut-export.json").read_text())
+    assert "x.png/x.png_obj001_cat_alpha.png" in manifest["files"]
+    assert out / "x.png" / "x.png_obj003_alpha_alpha.png" in files
+    # the COCO files know nothing of mattes: the same as without them
+    plain = tuple(ExportObject(o.id, o.label, o.mask) for o in objs)
+    export_images([ExportImage("x.png", 40, 60, plain)], tmp_path / "plain")
+    for name in ("coco_rle.json", "coco_polygons.json"):
+        assert (out / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "plain" / "x.png").iterdir()) == [  # no mattes, the masks as above
+        "x.png_instances.png", "x.png_obj001_cat.png", "x.png_obj002_dog.png", "x.png_obj003_alpha.png"]
+
+
+def test_reexport_over_mattes_works_and_drops_stale_ones(tmp_path):
+    out = tmp_path / "export"
+    objs = (ExportObject(1, "cat", _square(2, 2), alpha=_matte(1)), ExportObject(2, "dog", _square(20, 30),
+                                                                               alpha=_matte(2)))
+    export_images([ExportImage("x.png", 40, 60, objs)], out)
+    assert len(list(out.rglob("*_alpha.png"))) == 2
+    export_images([ExportImage("x.png", 40, 60, objs[1:])], out)  # the folder is recognised; cat went away
+    assert sorted(p.name for p in (out / "x.png").iterdir()) == [
+        "x.png_instances.png", "x.png_obj002_dog.png", "x.png_obj002_dog_alpha.png"]
+    np.testing.assert_array_equal(cv2.imread(str(out / "x.png" / "x.png_obj002_dog_alpha.png"),
+                                             cv2.IMREAD_UNCHANGED), _matte(2))
+    export_images([ExportImage("x.png", 40, 60, (ExportObject(2, "dog", _square(20, 30)),))], out)  # matte gone
+    assert not list(out.rglob("*_alpha.png"))
+    assert not [p for p in tmp_path.iterdir() if p.name != "export"]  # no temporary or backup folders left
+    # a foreign file beside the mattes still stops the export, and nothing changes
+    export_images([ExportImage("x.png", 40, 60, objs)], out)
+    (out / "x.png" / "x.png_notes_alpha.txt").write_text("mine")
+    before = _tree(out)
+    with pytest.raises(FinecutError, match="x.png_notes_alpha.txt"):
+        export_images([ExportImage("x.png", 40, 60, objs[1:])], out)
+    assert _tree(out) == before
+
+
+def test_export_object_checks_its_matte():
+    mask = _square(2, 2)
+    shape_error = r"object 7 \('cat'\): alpha matte has shape \(40, 59\), its mask \(40, 60\)"
+    with pytest.raises(FinecutError, match=shape_error):
+        ExportObject(7, "cat", mask, alpha=np.zeros((40, 59), np.uint8))
+    with pytest.raises(FinecutError, match=r"object 7 \('cat'\): an alpha matte must be a 2-D uint8 array"):
+        ExportObject(7, "cat", mask, alpha=np.zeros((40, 60), np.float32))
+    with pytest.raises(FinecutError, match="2-D uint8"):
+        ExportObject(7, "cat", mask, alpha=np.zeros((40, 60, 1), np.uint8))
+    assert ExportObject(7, "cat", mask, alpha=np.zeros((40, 60), np.uint8)).alpha.shape == (40, 60)
+
+
+def test_is_alpha_file_tells_mattes_from_masks_named_like_them():
+    from finecut.export import alpha_file_name, is_alpha_file, mask_file_name
+
+    obj = ExportObject(1, "dog", _square(2, 2))
+    assert mask_file_name("k", obj) == "k_obj001_dog.png" and alpha_file_name("k", obj) == "k_obj001_dog_alpha.png"
+    assert is_alpha_file("k_obj001_dog_alpha.png", ["k_obj001_dog.png", "k_obj001_dog_alpha.png"])
+    # object 1 labelled "dog_alpha", without a matte: its mask is not a matte
+    assert not is_alpha_file("k_obj001_dog_alpha.png", ["k_obj001_dog_alpha.png", "k_instances.png"])
+    # ... and with one: only the matte is
+    names = ["k_obj001_dog_alpha.png", "k_obj001_dog_alpha_alpha.png"]
+    assert [is_alpha_file(n, names) for n in names] == [False, True]
+    assert not is_alpha_file("dog_alpha.png", ["dog.png"])  # not an export's name: a user's mask

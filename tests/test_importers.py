@@ -178,6 +178,23 @@ def test_a_finecut_png_export_imports_back_with_labels_and_ids(tmp_path):
     assert refused.objects == [] and len(refused.problems) == 2
 
 
+def test_the_alpha_mattes_of_an_export_are_not_imported_as_objects(tmp_path):
+    matte = np.full((H, W), 200, np.uint8)  # >= 128 everywhere: read as a mask it would be a whole-image object
+    objects = (ExportObject(1, "cat", _disk(20, 20, 8), alpha=matte), ExportObject(2, "dog_alpha", _ring()),
+               ExportObject(3, "alpha", _disk(60, 40, 6), alpha=matte))
+    export_images([ExportImage("photo.jpg", H, W, objects)], tmp_path / "export", formats=["png"])
+    assert len(list((tmp_path / "export" / "photo.jpg").glob("*_alpha.png"))) == 4  # 2 mattes, 2 masks
+    found = mask_folder_objects(tmp_path / "export", "photo.jpg", H, W, "object")
+    assert [o.label for o in found.objects] == ["cat", "dog_alpha", "alpha"] and found.problems == []
+    for got, want in zip(found.objects, objects):
+        assert np.array_equal(got.mask, want.mask)
+    # a user's own folder: "x_alpha.png" is a mask like any other
+    _write(tmp_path / "own" / "photo" / "cat.png", (_disk(20, 20, 8) * 255).astype(np.uint8))
+    _write(tmp_path / "own" / "photo" / "cat_alpha.png", (_ring() * 255).astype(np.uint8))
+    own = mask_folder_objects(tmp_path / "own", "photo.jpg", H, W, "object")
+    assert [o.label for o in own.objects] == ["cat", "cat_alpha"]
+
+
 def test_per_image_folder_of_plain_masks(tmp_path):
     _write(tmp_path / "photo" / "dog.png", (_disk(20, 20, 8) * 255).astype(np.uint8))
     _write(tmp_path / "photo" / "cat.png", _ring().astype(np.uint8))  # 0 / 1 masks work too

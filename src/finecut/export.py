@@ -20,7 +20,13 @@ PNG
     ``<key>/<key>_obj<ID>_<label>.png`` — one binary mask per object (0 / 255), and ``<key>/<key>_instances.png``
     — the instance-id map (0 = background, pixel value = object id; 8-bit when every id fits, else 16-bit). Where
     objects overlap, the later object of :attr:`ExportImage.objects` (the drawing order: upper objects later) wins in
-    the instance map; the per-object PNGs keep the full masks.
+    the instance map; the per-object PNGs keep the full masks. An object with an alpha matte
+    (:attr:`ExportObject.alpha`) also gets ``<key>/<key>_obj<ID>_<label>_alpha.png``, the matte as an 8-bit
+    grayscale PNG (its values as given, 0–255), next to its mask. The name is its mask's with ``_alpha`` added, so it
+    never equals a mask's name (object ids are unique within an image, and an object has one label: a label
+    ``alpha`` gives ``..._obj001_alpha.png`` and ``..._obj001_alpha_alpha.png``); a reader tells a matte from a mask
+    by its mask being there too (:func:`is_alpha_file`). The COCO files have no place for mattes and do not refer to
+    them.
 
 COCO RLE
     ``coco_rle.json``: a COCO instances file whose ``segmentation`` is a compressed RLE from pycocotools (``counts``
@@ -70,12 +76,26 @@ MANIFEST = "finecut-export.json"
 
 @dataclass(frozen=True)
 class ExportObject:
-    """One object to export: id (>= 1), label and bool mask (H×W)."""
+    """One object to export: id (>= 1), label and bool mask (H×W); optionally a score (COCO ``score``) and an alpha
+    matte ``alpha``: uint8 H×W, 0–255 (``round(alpha * 255)``), the mask's shape, written by the PNG export as
+    ``<key>_obj<ID>_<label>_alpha.png`` (see the module docstring)."""
 
     id: int
     label: str
     mask: np.ndarray = field(compare=False)
     score: float | None = None
+    alpha: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.alpha is None:
+            return
+        alpha = np.asarray(self.alpha)
+        what = f"object {self.id} ({self.label!r})"
+        if alpha.dtype != np.uint8 or alpha.ndim != 2:
+            raise FinecutError(f"{what}: an alpha matte must be a 2-D uint8 array (0-255), got {alpha.dtype} "
+                               f"with shape {alpha.shape}")
+        if alpha.shape != np.shape(self.mask):
+            raise FinecutError(f"{what}: alpha matte has shape {alpha.shape}, its mask {np.shape(self.mask)}")
 
 
 @dataclass(frozen=True)
@@ -374,15 +394,40 @@ def instance_map(img: ExportImage) -> np.ndarray:
     return out
 
 
+def mask_file_name(key: str, obj: ExportObject) -> str:
+    """The name of an object's binary mask PNG in the PNG export: ``<key>_obj<ID>_<label>.png``."""
+    return f"{key}_obj{obj.id:03d}_{safe_name(obj.label)}.png"
+
+
+def alpha_file_name(key: str, obj: ExportObject) -> str:
+    """The name of an object's alpha matte PNG in the PNG export: its mask's name with ``_alpha`` before ``.png``."""
+    return mask_file_name(key, obj)[: -len(".png")] + "_alpha.png"
+
+
+def is_alpha_file(name: str, siblings: Iterable[str]) -> bool:
+    """Whether the file ``name`` of a PNG export's image folder (whose file names are ``siblings``) is an object's
+    alpha matte rather than a mask: ``<key>_obj<ID>_<label>_alpha.png`` with its mask ``<key>_obj<ID>_<label>.png``
+    beside it. (A mask whose label ends in ``_alpha`` has no such file beside it: the object with that id has one
+    label.)"""
+    if re.search(r"_obj\d+_.+_alpha\.png\Z", name) is None:
+        return False
+    return name[: -len("_alpha.png")] + ".png" in set(siblings)
+
+
 def write_png_masks(img: ExportImage, out_dir: str | Path, overwrite: bool = True) -> list[Path]:
-    """Write the per-object binary PNGs and the instance-id map of one image into ``out_dir/<key>/``."""
+    """Write the per-object binary PNGs, the alpha mattes of the objects that have one, and the instance-id map of
+    one image into ``out_dir/<key>/`` (names in the module docstring)."""
     stem = img.key
     folder = Path(out_dir) / stem
     written = []
     for obj in img.objects:
         mask = np.asarray(obj.mask, dtype=bool)
-        path = folder / f"{stem}_obj{obj.id:03d}_{safe_name(obj.label)}.png"
+        path = folder / mask_file_name(stem, obj)
         written.append(atomic_write_bytes(path, encode_png(mask.astype(np.uint8) * 255), overwrite=overwrite))
+        if obj.alpha is not None:
+            alpha = np.ascontiguousarray(obj.alpha, dtype=np.uint8)  # uint8 H×W: checked by ExportObject
+            written.append(atomic_write_bytes(folder / alpha_file_name(stem, obj), encode_png(alpha),
+                                              overwrite=overwrite))
     written.append(atomic_write_bytes(folder / f"{stem}_instances.png", encode_png(instance_map(img)), overwrite))
     return written
 
@@ -511,7 +556,14 @@ def _is_export_file(relative: Path) -> bool:
     if len(relative.parts) != 2 or relative.suffix != ".png":
         return False
     folder, name = relative.parts
-    return name == f"{folder}_instances.png" or re.fullmatch(re.escape(folder) + r"_obj\d+_.+\.png", name) is not None
+    if name == f"{folder}_instances.png":
+        return True
+    # per-object masks (``_obj<ID>_<label>.png``) and alpha mattes (``_obj<ID>_<label>_alpha.png``)
+    return any(re.fullmatch(re.escape(folder) + pattern, name) is not None for pattern in (_MASK_FILE, _ALPHA_FILE))
+
+
+_MASK_FILE = r"_obj\d+_.+\.png"
+_ALPHA_FILE = r"_obj\d+_.+_alpha\.png"
 
 
 def _check_replaceable(out: Path, overwrite: bool) -> None:

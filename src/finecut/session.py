@@ -19,6 +19,14 @@ The history is kept compactly (:mod:`finecut.history`): the current step keeps i
 bit-packed, whatever the mask), so a step costs a few KB instead of 5 bytes per pixel. A step restored by undo or redo
 has its mask as its probabilities.
 
+Alpha mattes: when the engine returns one (:attr:`Prediction.alpha`, e.g. FocalClick-XL's Detail-Net), the current
+prediction keeps it as float32, and its step keeps it as a :class:`PackedAlpha` (8 bits, ``round(alpha * 255)``,
+PNG-compressed: typically tens to hundreds of KB on a 6 MP image, against 24 MB as float32), so undo and redo bring a
+step's matte back (at 8-bit precision). A finished object keeps the matte of the step it was finished from
+(:attr:`AnnotatedObject.alpha`), also in saved sessions, and the PNG export writes it beside the object's mask
+(:mod:`finecut.export`). Painting or erasing sets the matte to 1 / 0 under the stroke;
+reopening an object makes its matte the current one again.
+
 Every change also increments :attr:`Session.version`, so front ends can refuse writes based on a stale state. The
 whole session serialises to a JSON-compatible dict (masks as COCO RLE); :meth:`Session.save_parts` gives it as a small
 head plus immutable records (steps and objects, keyed by a unique id) so that a store can write only what is new.
@@ -40,7 +48,9 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -55,6 +65,7 @@ from finecut.export import ExportImage, ExportObject, export_images
 from finecut.export import mask_to_rle as encode_mask
 from finecut.export import rle_to_mask as decode_mask
 from finecut.history import PackedMask, StoredResult
+from finecut.io import encode_png
 from finecut.predictor import Prediction, Predictor
 from finecut.prompts import Box, Click, ClickKind, Prompts, Scribble, check_mask_shape
 
@@ -62,11 +73,84 @@ from finecut.prompts import Box, Click, ClickKind, Prompts, Scribble, check_mask
 SESSION_FORMAT = 2
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class PackedAlpha:
+    """An alpha matte (float H×W in [0, 1]) kept compactly: 8 bits per pixel, ``round(alpha * 255)`` (NaN as 0), as
+    an 8-bit grayscale PNG (``cv2.imencode``). A matte is mostly 0 and 255 with soft edges, so the PNG is far smaller
+    than the 1 byte per pixel of the raw 8-bit matte (and the 4 of float32); :attr:`png` is also what the app serves
+    and what a saved session holds."""
+
+    shape: tuple[int, int]
+    png: bytes = field(repr=False)
+
+    @classmethod
+    def pack(cls, alpha: np.ndarray) -> "PackedAlpha":
+        return cls.of_uint8(alpha_to_uint8(alpha))
+
+    @classmethod
+    def of_uint8(cls, values: np.ndarray) -> "PackedAlpha":
+        arr = np.asarray(values)
+        if arr.ndim != 2 or arr.dtype != np.uint8:
+            raise FinecutError(f"an 8-bit alpha matte must be a 2-D uint8 array, got {arr.dtype} {arr.shape}")
+        return cls((int(arr.shape[0]), int(arr.shape[1])), encode_png(arr))
+
+    @classmethod
+    def from_png(cls, data: bytes, size: tuple[int, int]) -> "PackedAlpha":
+        """From PNG bytes (as saved), checking from the header alone (no decoding) that it is an 8-bit grayscale PNG
+        of ``size`` (height, width)."""
+        if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+            raise FinecutError("saved alpha matte is not a PNG")
+        width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+        if (depth, colour) != (8, 0):
+            raise FinecutError(f"saved alpha matte must be an 8-bit grayscale PNG (bit depth {depth}, colour type "
+                               f"{colour})")
+        if (height, width) != tuple(size):
+            raise FinecutError(f"saved alpha matte is {width}x{height}, expected {size[1]}x{size[0]}")
+        return cls((int(height), int(width)), bytes(data))
+
+    def unpack_uint8(self) -> np.ndarray:
+        """The matte as uint8 0–255 (H×W)."""
+        out = cv2.imdecode(np.frombuffer(self.png, np.uint8), cv2.IMREAD_UNCHANGED)
+        if out is None or out.dtype != np.uint8 or out.shape != self.shape:
+            raise FinecutError("invalid alpha matte PNG")
+        return out
+
+    def unpack(self) -> np.ndarray:
+        """The matte as float32 in [0, 1] (H×W), at 8-bit precision."""
+        return self.unpack_uint8().astype(np.float32) / np.float32(255)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.png)
+
+
+def alpha_to_uint8(alpha: np.ndarray) -> np.ndarray:
+    """``round(alpha * 255)`` as uint8 (values clipped to [0, 1], NaN as 0; computed in float64, so that it is Python's
+    ``round(float(a) * 255)`` for every pixel)."""
+    arr = np.asarray(alpha)
+    if arr.ndim != 2:
+        raise FinecutError(f"an alpha matte must be 2-D, got shape {arr.shape}")
+    out = np.empty(arr.shape, np.uint8)
+    rows = max(1, (1 << 20) // max(1, arr.shape[1]))  # about a million pixels at a time: 8 MB of float64
+    for y in range(0, arr.shape[0], rows):
+        block = np.nan_to_num(arr[y : y + rows].astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(block, 0.0, 1.0, out=block)
+        block *= 255.0
+        np.rint(block, out=block)
+        out[y : y + rows] = block
+    return out
+
+
 @dataclass(frozen=True)
 class AnnotatedObject:
     """A finished object: its mask (bool H×W), label, id (1-based, unique within the session) and prompts.
 
     ``uid`` identifies this version of the object (a relabel or an edit makes a new version with the same ``id``).
+    ``alpha`` is the alpha matte of the prediction it was finished from, when the engine gave one (8-bit PNG,
+    :class:`PackedAlpha`), else None.
     """
 
     id: int
@@ -74,6 +158,7 @@ class AnnotatedObject:
     mask: np.ndarray = field(compare=False)
     prompts: Prompts = field(default_factory=Prompts, compare=False)
     uid: int = field(default=0, compare=False)
+    alpha: PackedAlpha | None = field(default=None, compare=False)
 
     @property
     def area(self) -> int:
@@ -91,7 +176,8 @@ class Step:
 
     ``prompts`` and ``result`` are the current object's prompts and its prediction (compact: mask only);
     ``objects`` the finished objects; ``editing`` the finished object being edited again (see
-    :meth:`Session.reopen_object`); ``model`` the name of the model the front end used; ``uid`` a session-unique id.
+    :meth:`Session.reopen_object`); ``model`` the name of the model the front end used; ``uid`` a session-unique id;
+    ``alpha`` the prediction's alpha matte when the engine gave one (8-bit PNG, :class:`PackedAlpha`, to save memory).
     """
 
     action: str
@@ -101,11 +187,15 @@ class Step:
     editing: AnnotatedObject | None = None
     model: str | None = None
     uid: int = 0
+    alpha: PackedAlpha | None = field(default=None, compare=False)
 
     @property
     def prediction(self) -> Prediction | None:
-        """The step's prediction, rebuilt from the stored mask (probabilities = the mask)."""
-        return None if self.result is None else self.result.restore(self.prompts)
+        """The step's prediction, rebuilt from the stored mask (probabilities = the mask) and matte (8-bit)."""
+        if self.result is None:
+            return None
+        restored = self.result.restore(self.prompts)
+        return restored if self.alpha is None else replace(restored, alpha=self.alpha.unpack())
 
 
 class Session:
@@ -206,8 +296,10 @@ class Session:
         return tuple(self._history)
 
     def history_nbytes(self) -> int:
-        """Bytes of the stored masks of the whole history (the current full prediction not included)."""
-        return sum(s.result.nbytes for s in self._history if s.result is not None)
+        """Bytes of the stored masks and alpha mattes of the whole history (the current full prediction not
+        included; a matte shared by several steps counted once)."""
+        mattes = {id(s.alpha): s.alpha.nbytes for s in self._history if s.alpha is not None}
+        return sum(s.result.nbytes for s in self._history if s.result is not None) + sum(mattes.values())
 
     @property
     def prompts(self) -> Prompts:
@@ -222,6 +314,17 @@ class Session:
     def prediction(self) -> Prediction | None:
         """The prediction for the current object (None before the first interaction or after a reset)."""
         return self._current
+
+    @property
+    def alpha(self) -> np.ndarray | None:
+        """The current prediction's alpha matte (float32 H×W in [0, 1]) when the engine gave one, else None (a step
+        restored by undo or redo has it at 8-bit precision)."""
+        return None if self._current is None else self._current.alpha
+
+    @property
+    def alpha_png(self) -> bytes | None:
+        """The current step's alpha matte as an 8-bit grayscale PNG (``round(alpha * 255)``), or None."""
+        return None if self.step.alpha is None else self.step.alpha.png
 
     @property
     def mask(self) -> np.ndarray:
@@ -271,8 +374,9 @@ class Session:
     def _commit_prediction(self, action: str, prompts: Prompts, prediction: Prediction | None,
                            model: str | None = None) -> Prediction | None:
         result = None if prediction is None else StoredResult.of(prediction)
-        self._commit(replace(self.step, action=action, prompts=prompts, result=result, model=model or self.model),
-                     prediction)
+        alpha = None if prediction is None or prediction.alpha is None else PackedAlpha.pack(prediction.alpha)
+        self._commit(replace(self.step, action=action, prompts=prompts, result=result, model=model or self.model,
+                             alpha=alpha), prediction)
         return prediction
 
     def _commit_objects(self, action: str, objects: Iterable[AnnotatedObject],
@@ -358,7 +462,8 @@ class Session:
         before = self.step
         self._cursor += delta
         after = self.step
-        if after.result is not before.result:  # finish/delete/relabel steps keep the same result: no decoding
+        # finish/delete/relabel steps keep the same result and matte: no decoding
+        if after.result is not before.result or after.alpha is not before.alpha:
             self._current = after.prediction
         self._version += 1
 
@@ -366,13 +471,15 @@ class Session:
         """Clear the current object's prompts (and cancel editing a reopened object); undoable."""
         if self.prompts.is_empty and self._current is None and self.editing is None:
             return
-        self._commit(replace(self.step, action="reset", prompts=Prompts(), result=None, editing=None), None)
+        self._commit(replace(self.step, action="reset", prompts=Prompts(), result=None, editing=None, alpha=None),
+                     None)
 
     # ---------------------------------------------------------------- objects
     def finish_object(self, label: str | None = None) -> AnnotatedObject:
         """Store the current mask as a finished object under ``label`` and start a new object; undoable.
 
-        When a reopened object is being edited, it is replaced (same id; its label unless ``label`` is given).
+        When a reopened object is being edited, it is replaced (same id; its label unless ``label`` is given). The
+        object keeps the current step's alpha matte, if it has one.
         """
         mask = self.mask
         if not mask.any():
@@ -380,7 +487,8 @@ class Session:
         editing = self.editing
         obj_id = editing.id if editing is not None else self._next_id
         name = label or (editing.label if editing is not None else self.default_label)
-        obj = AnnotatedObject(obj_id, _clean_label(name), mask.copy(), self.prompts, uid=self._new_uid())
+        obj = AnnotatedObject(obj_id, _clean_label(name), mask.copy(), self.prompts, uid=self._new_uid(),
+                              alpha=self.step.alpha)
         if editing is None:
             self._next_id += 1
             objects = (*self.objects, obj)  # on top
@@ -389,7 +497,7 @@ class Session:
             if obj_id not in {o.id for o in self.objects}:  # deleted while being edited: back on top
                 objects = (*objects, obj)
         self._commit(replace(self.step, action="finish", prompts=Prompts(), result=None, objects=objects,
-                             editing=None), None)
+                             editing=None, alpha=None), None)
         return obj
 
     def add_object(self, mask: np.ndarray, label: str | None = None) -> AnnotatedObject:
@@ -466,9 +574,11 @@ class Session:
         prompts = replace(obj.prompts, box=None, prior_mask=np.asarray(obj.mask, dtype=bool))
         mask = np.asarray(obj.mask, dtype=bool)
         current = Prediction(mask=mask.copy(), probs=mask.astype(np.float32), prompts=prompts,
-                             threshold=self._threshold, state={"restored": True})
+                             threshold=self._threshold, state={"restored": True},
+                             alpha=None if obj.alpha is None else obj.alpha.unpack())
         result = StoredResult(PackedMask.from_rle(obj.rle), self._threshold)
-        self._commit(replace(self.step, action="reopen", prompts=prompts, result=result, editing=obj), current)
+        self._commit(replace(self.step, action="reopen", prompts=prompts, result=result, editing=obj,
+                             alpha=obj.alpha), current)  # the object's own matte: saved as a reference to it
         return obj
 
     def paint(self, points: Iterable[Sequence[float]], width: float = 10.0, erase: bool = False) -> Prediction:
@@ -476,7 +586,8 @@ class Session:
         current object's mask, without the model; undoable.
 
         The edited mask becomes the object's prior mask and its clicks, box and scribbles are folded into it (they
-        no longer describe the mask), so the next click starts from exactly what is shown.
+        no longer describe the mask), so the next click starts from exactly what is shown. An alpha matte of the
+        current object becomes 1 (paint) or 0 (erase) under the stroke.
         """
         stroke = Scribble(tuple((float(p[0]), float(p[1])) for p in points), not erase, float(width))
         height, width_px = self._size
@@ -488,11 +599,16 @@ class Session:
             raise FinecutError("nothing to erase: the current object is empty")
         area = stroke_mask(stroke, self._size)
         mask = mask & ~area if erase else mask | area
+        alpha = self.alpha
+        if alpha is not None:
+            alpha = np.array(alpha, dtype=np.float32)
+            alpha[area] = 0.0 if erase else 1.0
         prompts = Prompts(prior_mask=mask)
         prediction = Prediction(mask=mask, probs=mask.astype(np.float32), prompts=prompts,
-                                threshold=self._threshold, state={"restored": True})
+                                threshold=self._threshold, state={"restored": True}, alpha=alpha)
         self._commit(replace(self.step, action="erase" if erase else "paint", prompts=prompts,
-                             result=StoredResult.of(prediction)), prediction)
+                             result=StoredResult.of(prediction),
+                             alpha=None if alpha is None else PackedAlpha.pack(alpha)), prediction)
         return prediction
 
     def instance_map(self) -> np.ndarray:
@@ -513,13 +629,19 @@ class Session:
         overwrite: bool = True,
     ) -> list[Path]:
         """Write the finished objects with :func:`finecut.export.export_images` (the folder is replaced as a
-        whole); returns the files written."""
+        whole); returns the files written. The PNG export writes the objects' alpha mattes too (8-bit)."""
         height, width = self._size
+        formats = tuple(formats)
+        with_alpha = "png" in formats  # only the PNG export writes mattes: no decoding for the others
+
+        def alpha(obj: AnnotatedObject) -> np.ndarray | None:
+            return obj.alpha.unpack_uint8() if with_alpha and obj.alpha is not None else None
+
         image = ExportImage(
             file_name=image_file or f"{stem or 'image'}.png",
             height=height,
             width=width,
-            objects=tuple(ExportObject(o.id, o.label, o.mask) for o in self.objects),
+            objects=tuple(ExportObject(o.id, o.label, o.mask, alpha=alpha(o)) for o in self.objects),
             stem=stem,
         )
         return export_images([image], out_dir, formats=formats, overwrite=overwrite)
@@ -613,19 +735,31 @@ class Session:
         return cls.from_dict(data, predictor)
 
 
-def saved_objects(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+def saved_objects(data: Mapping[str, Any], with_alpha: bool = False) -> list[dict[str, Any]]:
     """The finished objects of a saved session dict (either format) as ``{"id", "label", "mask" (RLE)}`` dicts,
-    without a predictor and without decoding masks."""
+    without a predictor and without decoding masks.
+
+    ``with_alpha`` adds ``"alpha"``: the object's alpha matte decoded to uint8 H×W, 0–255
+    (:meth:`PackedAlpha.unpack_uint8`), or None when it has none (always, in format 1). Without it the mattes are
+    not even read, so that counting objects stays cheap."""
     try:
         if int(data.get("format", 0)) == 1:
-            return [{"id": int(o["id"]), "label": str(o["label"]), "mask": o["mask"]} for o in data.get("objects", [])]
+            return [{"id": int(o["id"]), "label": str(o["label"]), "mask": o["mask"],
+                     **({"alpha": None} if with_alpha else {})} for o in data.get("objects", [])]
         history = list(data["history"])
         if not history:
             return []
         records = data["records"]
         step = records[f"s{history[int(data['cursor'])]}"]
-        return [{"id": int(r["id"]), "label": str(r["label"]), "mask": r["mask"]}
-                for r in (records[f"o{uid}"] for uid in step.get("objects", []))]
+        size = (int(data["height"]), int(data["width"])) if with_alpha else (0, 0)
+        out = []
+        for r in (records[f"o{uid}"] for uid in step.get("objects", [])):
+            obj = {"id": int(r["id"]), "label": str(r["label"]), "mask": r["mask"]}
+            if with_alpha:
+                packed = _saved_alpha(r, size)
+                obj["alpha"] = None if packed is None else packed.unpack_uint8()
+            out.append(obj)
+        return out
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise FinecutError(f"corrupt session data: {type(exc).__name__}: {exc}") from exc
 
@@ -722,7 +856,7 @@ def _result_from_dict(data: Mapping[str, Any], size: tuple[int, int]) -> StoredR
 
 
 def _step_to_dict(step: Step) -> dict[str, Any]:
-    return {
+    out = {
         "action": step.action,
         "prompts": prompts_to_dict(step.prompts),
         "prediction": None if step.result is None else _result_to_dict(step.result),
@@ -730,17 +864,40 @@ def _step_to_dict(step: Step) -> dict[str, Any]:
         "editing": None if step.editing is None else step.editing.uid,
         "model": step.model,
     }
+    # A step's own matte is not saved (it would add its PNG to the save file at every click); the matte of a reopened
+    # object is, as a reference to that object, so that finishing the edit after a reload keeps it.
+    if step.alpha is not None and step.editing is not None and step.alpha is step.editing.alpha:
+        out["alpha"] = "editing"
+    return out
 
 
 def _object_to_dict(obj: AnnotatedObject) -> dict[str, Any]:
-    return {"id": obj.id, "label": obj.label, "mask": obj.rle, "prompts": prompts_to_dict(obj.prompts)}
+    out = {"id": obj.id, "label": obj.label, "mask": obj.rle, "prompts": prompts_to_dict(obj.prompts)}
+    if obj.alpha is not None:
+        out["alpha_png"] = base64.b64encode(obj.alpha.png).decode("ascii")
+    return out
 
 
 def _object_from_dict(data: Mapping[str, Any], size: tuple[int, int], uid: int) -> AnnotatedObject:
     mask = decode_mask(data["mask"])
     check_mask_shape(mask, size, what=f"object {data.get('id')} mask")
     return AnnotatedObject(int(data["id"]), _clean_label(data["label"]), mask,
-                           prompts_from_dict(data.get("prompts") or {}, size), uid=uid)
+                           prompts_from_dict(data.get("prompts") or {}, size), uid=uid,
+                           alpha=_saved_alpha(data, size))
+
+
+def _saved_alpha(data: Mapping[str, Any], size: tuple[int, int]) -> PackedAlpha | None:
+    """The alpha matte of a saved object record (``alpha_png``, base64), header-checked, or None."""
+    if data.get("alpha_png") is None:
+        return None
+    try:
+        png = base64.b64decode(data["alpha_png"], validate=True)
+    except (ValueError, TypeError) as exc:
+        raise FinecutError(f"object {data.get('id')}: saved alpha matte is not base64: {exc}") from exc
+    try:
+        return PackedAlpha.from_png(png, size)
+    except FinecutError as exc:
+        raise FinecutError(f"object {data.get('id')}: {exc}") from exc
 
 
 def _format2_history(data: Mapping[str, Any], size: tuple[int, int]) -> list[Step]:
@@ -762,8 +919,9 @@ def _format2_history(data: Mapping[str, Any], size: tuple[int, int]) -> list[Ste
         if len(set(ids)) != len(ids):
             raise FinecutError("saved session has duplicate object ids")
         editing = obj(int(rec["editing"])) if rec.get("editing") is not None else None
+        alpha = editing.alpha if rec.get("alpha") == "editing" and editing is not None and result is not None else None
         history.append(Step(str(rec.get("action", "step")), prompts, result, step_objects, editing,
-                            rec.get("model"), int(uid)))
+                            rec.get("model"), int(uid), alpha))
     if not history:
         raise FinecutError("saved session has no history")
     return history

@@ -20,7 +20,7 @@ from finecut.server.guards import BodyLimitMiddleware, FiniteNumber, install_val
 
 from finecut.app.folder import BROWSER_SUFFIXES, ImageNotFound, NotAnImage, TooLarge
 from finecut.app.importing import import_coco_bytes
-from finecut.app.service import AnnotationService, AppConfig, StaleVersion
+from finecut.app.service import AnnotationService, AppConfig, NoAlpha, StaleVersion
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -110,7 +110,7 @@ Version = Annotated[int | None, Depends(_if_match)]
 def _status(exc: FinecutError) -> int:
     if isinstance(exc, StaleVersion):
         return 409
-    if isinstance(exc, ImageNotFound):
+    if isinstance(exc, (ImageNotFound, NoAlpha)):
         return 404
     if isinstance(exc, TooLarge):
         return 413
@@ -173,6 +173,13 @@ def create_app(config: AppConfig) -> FastAPI:
             return FileResponse(path)
         image = service.folder.read(name)  # displayed orientation, as the browser would show it
         return Response(encode_png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), media_type="image/png")
+
+    @app.get("/api/images/{name}/alpha.png")
+    def alpha_png(name: str) -> Response:
+        """The current step's alpha matte (8-bit grayscale PNG, image size); 404 when it has none."""
+        png, version = service.alpha_png(name)
+        return Response(png, media_type="image/png",
+                        headers={"Cache-Control": "no-store", "X-Finecut-Version": str(version)})
 
     @app.post("/api/images/{name}/open")
     def open_image(name: str, body: ModelChoice | None = None) -> dict[str, Any]:

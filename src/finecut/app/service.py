@@ -73,6 +73,10 @@ def mask_runs(mask: np.ndarray) -> list[int]:
     return runs if not flat[0] else [0, *runs]
 
 
+class NoAlpha(FinecutError):
+    """The current step of an image has no alpha matte (its model predicts none, or there is no prediction)."""
+
+
 class StaleVersion(FinecutError):
     """A write based on an older version of the image's annotation state (another tab or window changed it)."""
 
@@ -272,6 +276,7 @@ class AnnotationService:
                 "scribbles": [{"points": [list(p) for p in sc.points], "positive": sc.positive, "width": sc.width}
                               for sc in prompts.scribbles],
                 "has_prior": prompts.prior_mask is not None,
+                "has_alpha": s.alpha_png is not None,
                 "can_undo": s.can_undo,
                 "can_redo": s.can_redo,
                 "steps": len(s.history) - 1,
@@ -289,6 +294,22 @@ class AnnotationService:
                 for o in s.objects
             ]
         return out
+
+    def alpha_png(self, name: str) -> tuple[bytes, int]:
+        """The current step's alpha matte of image ``name`` as an 8-bit grayscale PNG at image size
+        (``round(alpha * 255)``), and the version of the state it belongs to; :class:`NoAlpha` when it has none."""
+        with self.store.lock(name):
+            entry, _ = self._entry(name)
+            session = entry.session
+            if session.version != entry.saved_version:  # loading re-ran a saved model this server lacks (see _entry)
+                self._save(entry)
+            png = session.alpha_png
+            if png is None:
+                why = ("there is no prediction" if session.prediction is None else
+                       "its model gives none, or the session was reloaded from its save file, which keeps the "
+                       "mattes of finished objects only")
+                raise NoAlpha(f"{name}: the current step has no alpha matte ({why})")
+            return png, session.version
 
     # ----------------------------------------------------------------- actions
     # ``expected``: the version the client last saw (None: no check, e.g. scripts); see :class:`StaleVersion`.
@@ -445,7 +466,7 @@ class AnnotationService:
             images, skipped, statuses = [], [], {}
             for name in self.folder.names():
                 try:
-                    image, statuses[name] = self._export_image(name)
+                    image, statuses[name] = self._export_image(name, with_alpha="png" in chosen)
                 except FinecutError as exc:
                     skipped.append({"image": name, "error": str(exc)})
                     statuses[name] = IN_PROGRESS
@@ -468,15 +489,17 @@ class AnnotationService:
             "progress": metadata["progress"],
         }
 
-    def _export_image(self, name: str) -> tuple[ExportImage | None, str]:
-        """The saved finished objects of ``name`` (None when it has none and is not done), and its status."""
+    def _export_image(self, name: str, with_alpha: bool = True) -> tuple[ExportImage | None, str]:
+        """The saved finished objects of ``name`` (None when it has none and is not done), and its status; with
+        ``with_alpha``, the objects that have an alpha matte carry it (8-bit, for the PNG export)."""
         with self.store.lock(name):
             data = self.store.load(name)
         if not data:
             return None, NEW
         session = data.get("session", data)  # a legacy save file holds the session under "session"
         try:
-            objects = tuple(ExportObject(o["id"], o["label"], rle_to_mask(o["mask"])) for o in saved_objects(session))
+            objects = tuple(ExportObject(o["id"], o["label"], rle_to_mask(o["mask"]), alpha=o.get("alpha"))
+                            for o in saved_objects(session, with_alpha=with_alpha))
             status = derive_status(data, bool(objects))
             if not objects and status != DONE:
                 return None, status

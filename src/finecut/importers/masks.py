@@ -5,7 +5,9 @@ For an image ``NAME`` (stem ``STEM``) the masks folder may hold
 * a subfolder ``NAME/`` or ``STEM/`` (a finecut PNG export has ``NAME/``): every ``*.png`` in it is one object, a
   binary mask (non-zero or >= 128 = object); its label is the file name without the ``<folder>_`` prefix and without
   an ``objNNN_`` prefix (``cat.jpg_obj002_dog.png`` -> ``dog``). Files named ``*_instances.png`` there are instance
-  maps, read only when the folder has no per-object masks;
+  maps, read only when the folder has no per-object masks. The alpha mattes of a finecut export
+  (``cat.jpg_obj002_dog_alpha.png`` beside ``cat.jpg_obj002_dog.png``, see :func:`finecut.export.is_alpha_file`) are
+  not objects: they are skipped;
 * else a file ``NAME.png`` or ``STEM.png``: an instance-id map (0 = background, each other value one object, in
   increasing order; a 0/255 mask is one object; a colour PNG: each colour but black one object).
 
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from finecut.errors import FinecutError
-from finecut.export import export_key
+from finecut.export import export_key, is_alpha_file
 from finecut.importers.base import ImageImport, ImportedObject, resolve_label
 from finecut.io import read_label_image
 
@@ -101,6 +103,8 @@ def mask_folder_objects(masks_dir: str | Path, name: str, height: int, width: in
     if folder is not None:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file()
                        and not p.name.startswith("."))
+        names = {p.name for p in files}
+        files = [p for p in files if not is_alpha_file(p.name, names)]  # an export's mattes: not masks
         maps = [p for p in files if p.stem.endswith("_instances")]
         singles = [p for p in files if p not in maps]
         if singles:

@@ -56,6 +56,8 @@
     filter: store.get("filter", "all"),  // image list filter by status
     hidden: new Set(),   // ids of the current image's objects not drawn (kept per image in localStorage)
     locked: new Set(),   // ids of the current image's objects protected from edits and selection
+    alphaView: store.get("alphaView", false),  // draw the current object from its alpha matte (when it has one)
+    alpha: { key: null, layer: null },  // the matte layer shown, and the "<image>@<version>" it was asked for
   };
   const STATUS_TEXT = { new: "new", in_progress: "in progress", done: "done", skipped: "skipped" };
 
@@ -171,11 +173,75 @@
     return cls ? hexRgb(cls.color) : PALETTE[(o.id - 1) % PALETTE.length];
   }
   function rebuildCurrent() {
+    rebuildAlpha();
     const cur = state.data && state.data.current;
     if (!cur || !cur.area) { state.layers.curFill = state.layers.curLine = null; return; }
     const mask = decodeRuns(cur.runs, state.W, state.H);
     [state.layers.curFill, state.layers.curLine] = paintLayers(
       [{ mask, color: CURRENT_COLOR, outline: [255, 255, 255] }], state.W, state.H);
+  }
+  // Alpha view: when the model gave the current object an alpha matte, it is drawn in the current object's colour
+  // with the matte as its opacity (times the Opacity slider), instead of the binary mask and its outline. The matte
+  // is fetched as an 8-bit PNG for each state version; the previous matte stays until the new one has arrived.
+  const alphaShown = () => Boolean(state.alphaView && state.data && state.data.current.has_alpha);
+  function rebuildAlpha() {
+    if (!alphaShown()) { state.alpha = { key: null, layer: null }; return; }
+    const name = state.name, version = state.data.version;
+    const key = `${name}@${version}`;
+    if (state.alpha.key === key) return;
+    state.alpha = { key, layer: state.alpha.layer };
+    request("GET", imageUrl(name, "alpha.png") + `?v=${version}`, undefined, true)
+      .then(async (res) => {
+        if (!res.ok) {
+          const body = await res.json().catch(() => null);
+          throw new Error((body && body.detail) || `alpha matte: ${res.status} ${res.statusText}`);
+        }
+        const bitmap = await createImageBitmap(await res.blob(), { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+        if (state.alpha.key !== key) return;  // a newer state, or another image, asked for another matte
+        if (bitmap.width !== state.W || bitmap.height !== state.H) throw new Error("alpha matte: wrong size");
+        state.alpha.layer = alphaLayer(bitmap);
+        draw();
+      })
+      .catch((err) => {
+        if (state.alpha.key !== key) return;
+        state.alpha.layer = null;  // back to the mask
+        draw();
+        status(err.message, "error");
+      });
+  }
+  function alphaLayer(bitmap) {
+    const c = newLayer(state.W, state.H);
+    const g = c.getContext("2d");
+    g.drawImage(bitmap, 0, 0);
+    const img = g.getImageData(0, 0, state.W, state.H);
+    const d = img.data;
+    for (let p = 0; p < d.length; p += 4) {  // a grayscale PNG: R = G = B = the matte
+      d[p + 3] = d[p];
+      d[p] = CURRENT_COLOR[0]; d[p + 1] = CURRENT_COLOR[1]; d[p + 2] = CURRENT_COLOR[2];
+    }
+    g.putImageData(img, 0, 0);
+    return c;
+  }
+  function renderAlphaButton() {
+    const cur = state.data && state.data.current;
+    const has = Boolean(cur && cur.has_alpha);
+    $("alpha").disabled = !has;
+    $("alpha").setAttribute("aria-pressed", String(has && state.alphaView));
+    $("alpha").title = has ? "Draw the current object from the model's alpha matte instead of its mask (Shift+A)"
+      : "Alpha matte view (Shift+A): only when the model gives the current object an alpha matte";
+  }
+  function toggleAlpha() {
+    if (!(state.data && state.data.current.has_alpha)) {
+      status("No alpha matte: the current model gives none for this object.");
+      return;
+    }
+    state.alphaView = !state.alphaView;
+    store.set("alphaView", state.alphaView);
+    rebuildAlpha();
+    renderAlphaButton();
+    draw();
+    status(state.alphaView ? "Alpha matte view: the current object is drawn from the model's matte."
+      : "Mask view: the current object is drawn from its mask.");
   }
   function maskOf(o) {  // decoded once per object version
     const hit = state.masks.get(o.id);
@@ -268,15 +334,18 @@
     ctx.imageSmoothingEnabled = v.s < 2;
     ctx.drawImage(state.img, 0, 0);
     const L = state.layers;
+    const matte = alphaShown() ? state.alpha.layer : null;  // the alpha view replaces the current mask's layers
+    stage.dataset.alpha = matte ? "1" : "0";
     ctx.globalAlpha = state.opacity * 0.8;
     if (L.objFill) ctx.drawImage(L.objFill, 0, 0);
     ctx.globalAlpha = state.opacity;
-    if (L.curFill) ctx.drawImage(L.curFill, 0, 0);
+    if (matte) ctx.drawImage(matte, 0, 0);
+    else if (L.curFill) ctx.drawImage(L.curFill, 0, 0);
     ctx.globalAlpha = Math.min(1, 0.35 + state.opacity);
     if (L.objLine) ctx.drawImage(L.objLine, 0, 0);
     ctx.globalAlpha = 1;
     if (L.selLine) ctx.drawImage(L.selLine, 0, 0);
-    if (L.curLine) ctx.drawImage(L.curLine, 0, 0);
+    if (L.curLine && !matte) ctx.drawImage(L.curLine, 0, 0);
 
     // prompts, in screen space so that they keep their size when zooming
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -371,6 +440,7 @@
       $("current-info").textContent = "No prompts yet.";
     }
     $("finish").textContent = state.editing ? "Finish edit" : "Finish";
+    renderAlphaButton();
     if (state.data) {
       const t = Math.round(state.data.threshold * 100);
       $("threshold").value = t;
@@ -725,6 +795,7 @@
     state.masks = new Map();
     loadView(name);
     state.layers = { curFill: null, curLine: null, objFill: null, objLine: null, selLine: null };
+    state.alpha = { key: null, layer: null };
     $("latency").textContent = "\u00a0";
     stage.dataset.image = "";
     $("image-name").textContent = name;
@@ -1009,6 +1080,7 @@
     renderImages();
   });
   $("fit").addEventListener("click", fit);
+  $("alpha").addEventListener("click", toggleAlpha);
   $("zoom-in").addEventListener("click", () => zoomCenter(1.25));
   $("zoom-out").addEventListener("click", () => zoomCenter(0.8));
   $("zoom-1").addEventListener("click", () => zoomCenter(1 / state.view.s));
@@ -1190,6 +1262,7 @@
     const tools = { c: "click", x: "box", b: "brush", h: "pan", m: "paint", e: "erase", v: "select" };
     if (tools[key]) { setTool(tools[key]); return; }
     if (key === "f" || key === "0") { fit(); return; }
+    if (key === "a" && e.shiftKey) { toggleAlpha(); return; }
     if (key === "1" || key === "a") { zoomCenter(1 / state.view.s); return; }
     if (e.key === "+" || e.key === "=") { zoomCenter(1.25); return; }
     if (e.key === "-" || e.key === "_") { zoomCenter(0.8); return; }
