@@ -1,4 +1,4 @@
-"""Regenerate the app screenshots of docs/app.md: ``python docs/screenshots.py [--model default]``.
+"""Regenerate the app screenshots of docs/app.md: ``python docs/screenshots.py [--model default] [--xl MODEL]``.
 
 Builds a small folder from photos bundled with scikit-image (public domain: astronaut, coffee, chelsea, rocket, camera,
 coins), pre-labels three of them from "detector" boxes with ``finecut segment --batch BOXES.json``, starts
@@ -9,6 +9,13 @@ headless Chromium (Playwright with Debian's chromium, no downloads) as a person 
 * ``app-labels.png`` — finished objects coloured by class, one selected by clicking its mask;
 * ``app-import.png`` — an imported (pre-labelled) object reopened and corrected with clicks;
 * ``app-progress.png`` — the folder progress view: statuses, counts, the image list.
+
+With ``--xl MODEL`` (a model name such as ``focalclick-xl``, or a FocalClick-XL checkpoint ``NAME.json``) it writes
+only ``app-xl.png`` instead: three panels side by side, each the app's canvas around the astronaut's head — a box
+around her head and hair and the resulting mask (*box*), a positive scribble along the hair, for what the box missed,
+and the result (*scribble*), the *Alpha* toggle on, drawing the model's alpha matte as the object's opacity
+(*alpha*). ``finecut app --model`` takes registered names only, so a checkpoint path is served by the same app built
+in Python (:func:`app_command`). ``--out DIR`` writes the images elsewhere than ``docs/``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -40,8 +49,15 @@ BOXES = {
     "rocket.png": [("rocket", (298, 122, 44, 285))],
     "chelsea.png": [("cat", (0, 0, 451, 300))],
 }
-
-
+#: The FocalClick-XL scene (``--xl``), in astronaut.png's pixels: the box (head and hair), the positive scribble along
+#: the hair (inside the box: nothing outside a prompt box is ever object) and the part of the photo each panel shows.
+XL_IMAGE = "astronaut.png"
+XL_BOX = (140, 5, 312, 195)
+XL_SCRIBBLE = [(168, 100), (172, 55), (200, 32), (240, 25), (275, 38), (290, 80)]
+XL_REGION = (105, 0, 345, 240)
+XL_GAP = 5  # white pixels between the panels
+#: ``finecut app`` for a model that its ``--model`` refuses (a checkpoint path): the same parser, config, imports and
+#: app, without the check that the model is a registered name.
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,47 +94,102 @@ def prelabel(root: Path, images: Path, model: str) -> Path:
     return out / "coco_rle.json"
 
 
-def shoot(page, name: str) -> None:
-    path = DOCS / name
-    page.screenshot(path=str(path))
-    image = cv2.imread(str(path))
+def grab(page, clip: dict[str, float] | None = None) -> np.ndarray:
+    """A screenshot of the page (or of the ``clip`` rectangle of it), as a BGR image."""
+    return cv2.imdecode(np.frombuffer(page.screenshot(clip=clip), np.uint8), cv2.IMREAD_COLOR)
+
+
+def write(path: Path, image: np.ndarray) -> None:
+    """``image`` resized to :data:`WIDTH` pixels wide, as a PNG."""
     height = round(image.shape[0] * WIDTH / image.shape[1])
     cv2.imwrite(str(path), cv2.resize(image, (WIDTH, height), interpolation=cv2.INTER_AREA),
                 [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print("wrote", path)
 
 
-def drive(page, url: str) -> None:
-    def at(x: float, y: float) -> tuple[float, float]:
-        box = page.locator("#view").bounding_box()
-        v = page.evaluate("window.finecutApp.state.view")
+def shoot(page, name: str, out: Path = DOCS) -> None:
+    write(out / name, grab(page))
+
+
+def labelled(image: np.ndarray, text: str) -> np.ndarray:
+    """``image`` with ``text`` in small white letters on a dark tag in its top left corner."""
+    image = image.copy()
+    font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1
+    (w, h), base = cv2.getTextSize(text, font, scale, thickness)
+    cv2.rectangle(image, (0, 0), (w + 12, h + base + 10), (32, 32, 32), -1)
+    cv2.putText(image, text, (6, h + 5), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    return image
+
+
+def side_by_side(panels: list[tuple[str, np.ndarray]], gap: int = XL_GAP) -> np.ndarray:
+    """The labelled panels in a row, :data:`WIDTH` pixels wide in all, ``gap`` white pixels apart."""
+    width = (WIDTH - gap * (len(panels) - 1)) // len(panels)
+    height = round(panels[0][1].shape[0] * width / panels[0][1].shape[1])
+    row = []
+    for i, (text, image) in enumerate(panels):
+        if i:
+            row.append(np.full((height, gap, 3), 255, np.uint8))
+        row.append(labelled(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), text))
+    strip = np.hstack(row)
+    return np.hstack([strip, np.full((height, WIDTH - strip.shape[1], 3), 255, np.uint8)])
+
+
+class Ui:
+    """The app's page driven as a person would, in image pixels; every action waits until the app is idle."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+
+    def at(self, x: float, y: float) -> tuple[float, float]:
+        box = self.page.locator("#view").bounding_box()
+        v = self.page.evaluate("window.finecutApp.state.view")
         return box["x"] + v["tx"] + x * v["s"], box["y"] + v["ty"] + y * v["s"]
 
-    def idle(cond: str = "true") -> None:
-        page.wait_for_function("(() => { const d = document.querySelector('#stage').dataset; "
-                               f"return d.busy === '0' && ({cond}); }})()")
+    def idle(self, cond: str = "true") -> None:
+        self.page.wait_for_function("(() => { const d = document.querySelector('#stage').dataset; "
+                                    f"return d.busy === '0' && ({cond}); }})()")
 
-    def opened(name: str) -> None:
-        page.wait_for_selector(f'#stage[data-image="{name}"]')
-        idle()
+    def opened(self, name: str) -> None:
+        self.page.wait_for_selector(f'#stage[data-image="{name}"]')
+        self.idle()
 
-    def drag_box(x0: float, y0: float, x1: float, y1: float) -> None:
-        page.mouse.move(*at(x0, y0))
-        page.mouse.down()
-        page.mouse.move(*at((x0 + x1) / 2, (y0 + y1) / 2), steps=5)
-        page.mouse.move(*at(x1, y1), steps=5)
-        page.mouse.up()
-        idle("Number(d.area) > 0")
+    def drag(self, points: list[tuple[float, float]]) -> None:
+        """Press at the first point, move through the others, release."""
+        self.page.mouse.move(*self.at(*points[0]))
+        self.page.mouse.down()
+        for point in points[1:]:
+            self.page.mouse.move(*self.at(*point), steps=5)
+        self.page.mouse.up()
 
-    def click(x: float, y: float, button: str = "left") -> None:
-        n = int(page.eval_on_selector("#stage", "el => el.dataset.clicks"))
-        page.mouse.click(*at(x, y), button=button)
-        idle(f"d.clicks === '{n + 1}'")
+    def drag_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        self.drag([(x0, y0), ((x0 + x1) / 2, (y0 + y1) / 2), (x1, y1)])
+        self.idle("Number(d.area) > 0")
 
-    def finish() -> None:
-        n = int(page.eval_on_selector("#stage", "el => el.dataset.objects"))
-        page.keyboard.press("Space")
-        idle(f"d.objects === '{n + 1}' || (d.objects === '{n}' && d.area === '0')")
+    def scribble(self, points: list[tuple[float, float]]) -> None:
+        """A stroke with the Scribble tool (chosen first: B)."""
+        n = self.page.evaluate("window.finecutApp.state.data.current.scribbles.length")
+        self.drag(points)
+        self.idle(f"window.finecutApp.state.data.current.scribbles.length === {n + 1}")
+
+    def click(self, x: float, y: float, button: str = "left") -> None:
+        n = int(self.page.eval_on_selector("#stage", "el => el.dataset.clicks"))
+        self.page.mouse.click(*self.at(x, y), button=button)
+        self.idle(f"d.clicks === '{n + 1}'")
+
+    def finish(self) -> None:
+        n = int(self.page.eval_on_selector("#stage", "el => el.dataset.objects"))
+        self.page.keyboard.press("Space")
+        self.idle(f"d.objects === '{n + 1}' || (d.objects === '{n}' && d.area === '0')")
+
+    def region(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        """A screenshot of the canvas showing image pixels ``x0..x1`` × ``y0..y1``."""
+        (sx0, sy0), (sx1, sy1) = self.at(x0, y0), self.at(x1, y1)
+        return grab(self.page, {"x": sx0, "y": sy0, "width": sx1 - sx0, "height": sy1 - sy0})
+
+
+def drive(page, url: str, out: Path = DOCS) -> None:
+    ui = Ui(page)
+    at, idle, opened, drag_box, click, finish = ui.at, ui.idle, ui.opened, ui.drag_box, ui.click, ui.finish
 
     page.goto(url + "/#astronaut.png")
     opened("astronaut.png")
@@ -137,13 +208,13 @@ def drive(page, url: str) -> None:
     click(90, 420)
     click(420, 420, "right")
     page.mouse.move(*at(470, 60))
-    shoot(page, "app-annotate.png")
+    shoot(page, "app-annotate.png", out)
     finish()
     page.keyboard.press("v")  # select the helmet by clicking its mask
     page.mouse.click(*at(400, 470))
     page.wait_for_function("document.querySelector('#stage').dataset.selected !== ''")
     page.mouse.move(*at(470, 60))
-    shoot(page, "app-labels.png")
+    shoot(page, "app-labels.png", out)
     page.keyboard.press("Escape")
     page.keyboard.press("c")
 
@@ -162,48 +233,88 @@ def drive(page, url: str) -> None:
     click(182, 245, "right")
     click(260, 297, "right")
     page.mouse.move(*at(560, 40))
-    shoot(page, "app-import.png")
+    shoot(page, "app-import.png", out)
     finish()
     page.keyboard.press("d")  # done: on to coins
     opened("coins.png")
     page.locator("#images li[data-name='rocket.png']").click()
     opened("rocket.png")
     page.mouse.move(*at(600, 40))
-    shoot(page, "app-progress.png")
+    shoot(page, "app-progress.png", out)
+
+
+def drive_xl(page, url: str, out: Path = DOCS) -> None:
+    """``app-xl.png``: box, then a scribble, then the alpha matte view, each a panel of the canvas."""
+    ui = Ui(page)
+    page.goto(f"{url}/#{XL_IMAGE}")
+    ui.opened(XL_IMAGE)
+    page.keyboard.press("x")  # box tool
+    ui.drag_box(*XL_BOX)
+    panels = [("box", ui.region(*XL_REGION))]
+    page.keyboard.press("b")  # scribble tool
+    ui.scribble(XL_SCRIBBLE)
+    panels.append(("scribble", ui.region(*XL_REGION)))
+    page.locator("#alpha").click()  # enabled when the model gave the current object an alpha matte
+    ui.idle("d.alpha === '1'")  # the matte has arrived and is drawn
+    panels.append(("alpha", ui.region(*XL_REGION)))
+    path = out / "app-xl.png"
+    cv2.imwrite(str(path), side_by_side(panels), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    print("wrote", path)
+
+
+def app_command(images: Path, port: int, model: str, *options: str) -> list[str]:
+    """``finecut app`` on ``images`` with ``model`` (a shipped name or a checkpoint path)."""
+    return [sys.executable, "-m", "finecut.cli", "app", str(images), "--port", str(port), "--model", model, *options]
+
+
+@contextmanager
+def serving(command: list[str], port: int) -> Iterator[str]:
+    """Run the app server ``command`` until the block ends; yields its URL once it answers."""
+    proc = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            if proc.poll() is not None:
+                raise SystemExit(f"the app server stopped (exit status {proc.returncode})")
+            try:
+                httpx.get(url + "/api/config", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
+    parser.add_argument("--xl", metavar="MODEL", default=None,
+                        help="write only app-xl.png, with this FocalClick-XL model (a name, or a checkpoint NAME.json)")
+    parser.add_argument("--out", type=Path, default=DOCS, help="folder for the images (default: docs/)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
+    args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
     try:
         images = make_folder(tmp)
-        coco = prelabel(tmp, images, args.model)
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "finecut.cli", "app", str(images), "--port", str(port),
-                                 "--model", args.model, "--labels", str(DOCS / "labels-example.yaml"),
-                                 "--import", str(coco)])
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    httpx.get(url + "/api/config", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.set_default_timeout(120_000)
-                drive(page, url)
-                browser.close()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+        if args.xl is not None:
+            command, scene = app_command(images, port, args.xl), drive_xl
+        else:
+            coco = prelabel(tmp, images, args.model)
+            command = app_command(images, port, args.model, "--labels", str(DOCS / "labels-example.yaml"),
+                                  "--import", str(coco))
+            scene = drive
+        with serving(command, port) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(120_000)
+            scene(page, url, args.out)
+            browser.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

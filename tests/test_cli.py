@@ -565,3 +565,25 @@ def test_app_command_refuses_a_bad_label_set(tmp_path: Path, capsys: pytest.Capt
     (tmp_path / "labels.json").write_text('["a", "a"]')
     rc = main(["app", str(tmp_path / "imgs"), "--labels", str(tmp_path / "labels.json")])
     assert rc == 2 and "class name 'a' appears twice" in _one_line_error(capsys)
+
+
+def test_app_command_takes_a_checkpoint_path_as_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``finecut app --model PATH`` serves a checkpoint by path (offered in the chooser beside the shipped models);
+    a path that does not load is refused before the server starts, naming the option and the reason."""
+    import uvicorn
+
+    from finecut.models.checkpoint import save_checkpoint
+    from finecut.models.registry import build_model
+
+    model = {"arch": "focalclick", "head_channels": 16, "refiner_channels": 8}
+    json_path, _ = save_checkpoint(tmp_path / "ck" / "mine", build_model(model), model)
+    (tmp_path / "imgs").mkdir()
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    assert main(["app", str(tmp_path / "imgs"), "--model", str(json_path), "--port", "9"]) == 0
+    pool = served["app"].state.service.pool
+    assert pool.default == str(json_path) and str(json_path) in pool.names and "grabcut" in pool.names
+    assert pool.get(None).name
+    rc = main(["app", str(tmp_path / "imgs"), "--model", str(tmp_path / "missing.json")])
+    assert rc == 2 and f"--model {tmp_path / 'missing.json'}" in _one_line_error(capsys)

@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image_dir", type=Path, help="folder of images to annotate")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for annotations and exports (default: IMAGE_DIR/.finecut)")
-    parser.add_argument("--model", default="default", help="model selected at start (default: %(default)s)")
+    parser.add_argument("--model", default="default",
+                        help="model selected at start: a name or a checkpoint path / spec, offered in the "
+                             "chooser beside the shipped models (default: %(default)s)")
     add_server_options(parser, port=8765)
     parser.add_argument("--max-file-mb", type=float, default=64.0,
                         help="refuse image files / uploads larger than this (default: %(default)s)")
@@ -76,10 +78,14 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from finecut.app.server import create_app
-    from finecut.registry import available_models
+    from finecut.registry import available_models, load_model
 
-    if args.model not in available_models():
-        raise FinecutError(f"unknown model {args.model!r}; available: {', '.join(available_models())}")
+    if args.model not in available_models():  # a checkpoint path or NAME:KEY=VALUE spec: load it now, or say why not
+        try:
+            load_model(args.model)
+        except FinecutError as exc:
+            raise FinecutError(f"--model {args.model}: {exc} (models: {', '.join(available_models())}, or a "
+                               f"checkpoint path)") from None
     set_inference_threads(args.threads)
     config = build_config(args)
     for source in args.imports:
