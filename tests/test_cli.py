@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from doubles import DiskEngine
 
+import finecut
 from finecut import registry
 from finecut.cli import main
 from finecut.engines.base import EngineOutput
@@ -585,5 +586,9 @@ def test_app_command_takes_a_checkpoint_path_as_model(tmp_path: Path, monkeypatc
     pool = served["app"].state.service.pool
     assert pool.default == str(json_path) and str(json_path) in pool.names and "grabcut" in pool.names
     assert pool.get(None).name
+    stem = str(json_path.with_suffix(""))  # the stem, as training configs name checkpoints, loads too
+    assert type(finecut.load_model(stem)) is type(pool.get(None))
+    with pytest.raises(finecut.FinecutError, match="unknown model"):
+        finecut.load_model(str(tmp_path / "ck" / "other"))
     rc = main(["app", str(tmp_path / "imgs"), "--model", str(tmp_path / "missing.json")])
     assert rc == 2 and f"--model {tmp_path / 'missing.json'}" in _one_line_error(capsys)

@@ -201,6 +201,8 @@ def load_model(name_or_path: str | Path = "default", *, arch: str | None = None,
         if not path.exists():
             raise FinecutError(f"{path}: checkpoint not found")
         return load_checkpoint_engine(path, **kwargs)
+    if path.with_name(path.name + ".json").is_file():  # a checkpoint's stem, as training configs name them
+        return load_checkpoint_engine(path.with_name(path.name + ".json"), **kwargs)
     name, options = parse_model_spec(key)
     if options:
         return load_model(name, **{**options, **kwargs})
