@@ -337,8 +337,11 @@ def test_score_alpha_prefers_the_prediction_alpha() -> None:
     with_alpha = SimpleNamespace(alpha=gt_alpha.copy())
     scored = score_alpha(with_alpha, mask, gt_alpha, None)
     assert scored["source"] == "alpha" and scored["sad"] == 0.0
+    assert scored["mask_sad"] == pytest.approx(16 * 0.5 / 1000)  # the same prediction's binary mask, scored too
+    assert scored["mask_mse"] == pytest.approx(16 * 0.25 / 64)
     scored = score_alpha(SimpleNamespace(), mask, gt_alpha, None)
     assert scored["source"] == "mask" and scored["sad"] == pytest.approx(16 * 0.5 / 1000)
+    assert scored["mask_sad"] == scored["sad"]
 
 
 def test_alpha_folder_reads_8_and_16_bit_alphas(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ given), so with no trimap the numbers are over the whole image and are not those
 (grey, uint8 0-255 or uint16 0-65535; a colour file's first channel is used). Each pair is one sample: the image, the
 binary ground truth ``alpha >= 0.5`` that drives the simulated user, and the alpha itself in ``meta["alpha"]``
 (float32 in [0, 1]). An optional ``ROOT/trimaps/<stem>.png`` (128 = unknown) limits the metrics to its unknown band.
+``benchmarks/make_alpha_set.py`` writes a seeded synthetic set in this layout (composites on held-out training photos).
 """
 
 from __future__ import annotations

@@ -259,17 +259,22 @@ def evaluate_sample(
 def score_alpha(prediction: Prediction | None, mask: np.ndarray, gt_alpha: np.ndarray, region: np.ndarray | None,
                 alpha_region: np.ndarray | None = None) -> dict[str, Any]:
     """SAD / MSE / Grad of the prediction's ``alpha`` (``getattr(prediction, "alpha", None)``), else of its binary
-    mask, against ``gt_alpha``; over ``alpha_region`` (a trimap's unknown band) and ``region`` when given."""
+    mask, against ``gt_alpha``; over ``alpha_region`` (a trimap's unknown band) and ``region`` when given. The binary
+    mask's own errors are always given too (``mask_sad`` / ``mask_mse`` / ``mask_grad``), so that an engine's alpha is
+    compared with its thresholded mask from the same prediction."""
     alpha = getattr(prediction, "alpha", None) if prediction is not None else None
     source = "alpha" if alpha is not None else "mask"
-    scored = np.clip(np.asarray(alpha, dtype=np.float64), 0.0, 1.0) if alpha is not None else np.asarray(mask, bool)
+    binary = np.asarray(mask, bool)
+    scored = np.clip(np.asarray(alpha, dtype=np.float64), 0.0, 1.0) if alpha is not None else binary
     where = None
     if alpha_region is not None:
         where = np.asarray(alpha_region, dtype=bool)
     if region is not None:
         where = region if where is None else where & region
     values = alpha_errors(scored, gt_alpha, where)
-    return {"source": source, **{k: round(v, 6) for k, v in values.items()}}
+    of_mask = values if alpha is None else alpha_errors(binary, gt_alpha, where)
+    return {"source": source, **{k: round(v, 6) for k, v in values.items()},
+            **{f"mask_{k}": round(v, 6) for k, v in of_mask.items()}}
 
 
 def mean_iou_curve(predictor: Predictor, samples: Sequence[Sample], config: EvalConfig) -> np.ndarray:

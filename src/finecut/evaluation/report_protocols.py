@@ -177,13 +177,17 @@ def alpha_section(runs: Sequence[dict[str, Any]], link: Link) -> list[str]:
         a = r["alpha"]
         rows.append([model_label(r), str(r.get("dataset")), protocol_of(r), str(a.get("num_samples")),
                      str(a.get("source")), number(a.get("sad"), 3), number(a.get("mse"), 5), number(a.get("grad"), 3),
+                     number(a.get("mask_sad"), 3), number(a.get("mask_mse"), 5), number(a.get("mask_grad"), 3),
                      link(r)])
     return [
         "## Alpha mattes", "",
         "Runs on an alpha set (images + ground-truth alphas): the last prediction of each sample scored against the "
-        "alpha. *scored*: the engine's predicted alpha, or its binary mask when it gives none. SAD and Grad are sums "
-        "over the image / 1000, MSE a mean (Grad: Gaussian-derivative gradients, sigma 1.4).", "",
-        *_table(["model", "dataset", "protocol", "samples", "scored", "SAD", "MSE", "Grad", "run"], rows),
+        "alpha. *scored*: the engine's predicted alpha, or its binary mask when it gives none; the *mask* columns "
+        "score the same predictions' binary masks. SAD and Grad are sums over the scored region / 1000, MSE a mean "
+        "(Grad: Gaussian-derivative gradients, sigma 1.4); the region is the set's trimap unknown band when it has "
+        "trimaps, else the whole image.", "",
+        *_table(["model", "dataset", "protocol", "samples", "scored", "SAD", "MSE", "Grad", "mask SAD", "mask MSE",
+                 "mask Grad", "run"], rows),
     ]
 
 

@@ -85,6 +85,8 @@ def summarize(results: Sequence[SampleResult], config: EvalConfig) -> dict[str, 
             "num_samples": len(alpha),
             "source": sources.pop() if len(sources) == 1 else "mixed",
             **{k: float(np.mean([a[k] for a in alpha])) for k in ("sad", "mse", "grad")},
+            **{k: float(np.mean([a[k] for a in alpha])) for k in ("mask_sad", "mask_mse", "mask_grad")
+               if all(k in a for a in alpha)},
         }
     if all("violations" in r.extra for r in results):
         summary["click_violations"] = int(sum(r.extra["violations"] for r in results))
