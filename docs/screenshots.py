@@ -53,7 +53,7 @@ BOXES = {
 #: the hair (inside the box: nothing outside a prompt box is ever object) and the part of the photo each panel shows.
 XL_IMAGE = "astronaut.png"
 XL_BOX = (140, 5, 312, 195)
-XL_SCRIBBLE = [(168, 100), (172, 55), (200, 32), (240, 25), (275, 38), (290, 80)]
+XL_SCRIBBLE = [(180, 70), (205, 40), (245, 35), (270, 60), (240, 95), (228, 140), (226, 172)]
 XL_REGION = (105, 0, 345, 240)
 XL_GAP = 5  # white pixels between the panels
 #: ``finecut app`` for a model that its ``--model`` refuses (a checkpoint path): the same parser, config, imports and

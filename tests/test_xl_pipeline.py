@@ -4,6 +4,7 @@ prior-mask correction with Progressive Merge, loading from a checkpoint and the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -375,18 +376,47 @@ def test_checkpoint_round_trip_through_load_model(tmp_path: Path, image: np.ndar
     assert options.options["detail"] is False and options.options["max_patches"] == 2
 
 
-def test_shipped_name_says_the_weights_are_not_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if "focalclick-xl" not in registry.shipped_checkpoints():
-        with pytest.raises(FinecutError, match="not trained yet"):
-            finecut.load_model("focalclick-xl")
-        with pytest.raises(FinecutError, match="not trained yet"):
-            finecut.load_model("focalclick-xl:max_patches=2")
-    assert "focalclick-xl" in registry.PENDING_CHECKPOINTS
-    # once weights/focalclick-xl.{json,safetensors} exist, the name loads them
-    save_checkpoint(tmp_path / "focalclick-xl", tiny_net(), dict(TINY_XL))
+def test_a_pending_name_says_its_weights_are_not_trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name listed in PENDING_CHECKPOINTS says why it does not load, until weights/NAME.{json,safetensors} exist."""
+    monkeypatch.setitem(registry.PENDING_CHECKPOINTS, "xl-next", "xl-next's weights are not trained yet")
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
-    assert isinstance(finecut.load_model("focalclick-xl"), FocalClickXLEngine)
-    assert "focalclick-xl" in finecut.available_models()
+    with pytest.raises(FinecutError, match="not trained yet"):
+        finecut.load_model("xl-next")
+    with pytest.raises(FinecutError, match="not trained yet"):
+        finecut.load_model("xl-next:max_patches=2")
+    save_checkpoint(tmp_path / "xl-next", tiny_net(), dict(TINY_XL))
+    assert isinstance(finecut.load_model("xl-next"), FocalClickXLEngine)
+    assert "xl-next" in finecut.available_models()
+
+
+def test_the_shipped_focalclick_xl_went_through_every_stage_and_routes_every_form() -> None:
+    """The shipped checkpoint: detail, object and the three prompting stages in its record; the primitive mask by
+    default (its held-out choice), the Detail-Net's alpha on request; clicks, a box, a scribble and a coarse mask each
+    give a mask that holds what they point at."""
+    from finecut.training.focalclick_xl import trained_stages
+
+    path = registry.shipped_checkpoints()["focalclick-xl"]
+    doc = json.loads(path.read_text())
+    stages = trained_stages(doc)
+    assert stages[:2] == ["detail", "object"], stages
+    assert {"prompting:box", "prompting:scribbles", "prompting:coarse_mask"} <= set(stages), stages
+    engine = finecut.load_model("focalclick-xl")
+    assert isinstance(engine, FocalClickXLEngine) and engine.options["detail"] is False
+    image = np.full((120, 160, 3), 70, np.uint8)
+    cv2.circle(image, (80, 60), 30, (220, 200, 40), -1)
+    object_mask = cv2.circle(np.zeros((120, 160), np.uint8), (80, 60), 30, 1, -1).astype(bool)
+    predictor = finecut.Predictor(engine)
+    predictor.set_image(image)
+    for prompts in (dict(clicks=[Click(80, 60)]), dict(box=(45, 25, 115, 95)),
+                    dict(scribbles=[Scribble(((65.0, 60.0), (95.0, 60.0)), True, 5.0)]),
+                    dict(prior_mask=np.roll(object_mask, 4, axis=1))):
+        pred = predictor.predict(**prompts)
+        iou = (pred.mask & object_mask).sum() / (pred.mask | object_mask).sum()
+        assert iou > 0.8, (prompts.keys(), iou)
+    detailed = finecut.Predictor(finecut.load_model("focalclick-xl:detail=true"))
+    detailed.set_image(image)
+    pred = detailed.predict(clicks=[Click(80, 60)])
+    assert pred.alpha is not None and pred.alpha.shape == (120, 160)
 
 
 @pytest.mark.parametrize("band", [0, -3, 2.5, "6", True])

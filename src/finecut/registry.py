@@ -110,11 +110,7 @@ DEFAULT_MODEL = "focalclick-lite0-v2"
 
 #: Shipped names whose weights are not trained yet: ``load_model(name)`` says so (instead of "unknown model") until
 #: ``weights/NAME.json`` + ``weights/NAME.safetensors`` exist.
-PENDING_CHECKPOINTS: dict[str, str] = {
-    "focalclick-xl": "FocalClick-XL's weights are not trained yet (the networks and the focalclick_xl pipeline "
-                     "exist; no weights/focalclick-xl.safetensors is shipped). Load a trained checkpoint by path: "
-                     "finecut.load_model('path/to/NAME.json')",
-}
+PENDING_CHECKPOINTS: dict[str, str] = {}
 
 
 def default_model_name() -> str:
