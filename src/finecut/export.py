@@ -56,7 +56,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -404,14 +404,14 @@ def alpha_file_name(key: str, obj: ExportObject) -> str:
     return mask_file_name(key, obj)[: -len(".png")] + "_alpha.png"
 
 
-def is_alpha_file(name: str, siblings: Iterable[str]) -> bool:
+def is_alpha_file(name: str, siblings: Collection[str]) -> bool:
     """Whether the file ``name`` of a PNG export's image folder (whose file names are ``siblings``) is an object's
     alpha matte rather than a mask: ``<key>_obj<ID>_<label>_alpha.png`` with its mask ``<key>_obj<ID>_<label>.png``
     beside it. (A mask whose label ends in ``_alpha`` has no such file beside it: the object with that id has one
     label.)"""
     if re.search(r"_obj\d+_.+_alpha\.png\Z", name) is None:
         return False
-    return name[: -len("_alpha.png")] + ".png" in set(siblings)
+    return name[: -len("_alpha.png")] + ".png" in siblings
 
 
 def write_png_masks(img: ExportImage, out_dir: str | Path, overwrite: bool = True) -> list[Path]:
@@ -556,14 +556,8 @@ def _is_export_file(relative: Path) -> bool:
     if len(relative.parts) != 2 or relative.suffix != ".png":
         return False
     folder, name = relative.parts
-    if name == f"{folder}_instances.png":
-        return True
-    # per-object masks (``_obj<ID>_<label>.png``) and alpha mattes (``_obj<ID>_<label>_alpha.png``)
-    return any(re.fullmatch(re.escape(folder) + pattern, name) is not None for pattern in (_MASK_FILE, _ALPHA_FILE))
-
-
-_MASK_FILE = r"_obj\d+_.+\.png"
-_ALPHA_FILE = r"_obj\d+_.+_alpha\.png"
+    # the instance map, per-object masks ``_obj<ID>_<label>.png`` and their mattes ``_obj<ID>_<label>_alpha.png``
+    return name == f"{folder}_instances.png" or re.fullmatch(re.escape(folder) + r"_obj\d+_.+\.png", name) is not None
 
 
 def _check_replaceable(out: Path, overwrite: bool) -> None:

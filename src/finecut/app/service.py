@@ -299,10 +299,7 @@ class AnnotationService:
         """The current step's alpha matte of image ``name`` as an 8-bit grayscale PNG at image size
         (``round(alpha * 255)``), and the version of the state it belongs to; :class:`NoAlpha` when it has none."""
         with self.store.lock(name):
-            entry, _ = self._entry(name)
-            session = entry.session
-            if session.version != entry.saved_version:  # loading re-ran a saved model this server lacks (see _entry)
-                self._save(entry)
+            session = self._entry(name)[0].session
             png = session.alpha_png
             if png is None:
                 why = ("there is no prediction" if session.prediction is None else

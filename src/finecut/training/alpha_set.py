@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from finecut import __version__
+from finecut.datasets.matching import list_images, require_dir
 from finecut.errors import FinecutError
 from finecut.io import (
     IMAGE_SUFFIXES,
@@ -98,10 +99,7 @@ def held_out_photos(bank: ObjectBank, val_fraction: float, min_body_side: int = 
 def folder_photos(folder: str | os.PathLike) -> list[Photo]:
     """The images directly in ``folder`` (sorted by name) as backgrounds."""
     root = Path(folder)
-    if not root.is_dir():
-        raise FinecutError(f"{root}: not a folder of photos")
-    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(require_dir(root, "folder of photos"))
     if not files:
         raise FinecutError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return [Photo(read_image(p), {"dataset": str(root), "index": i, "name": p.name}) for i, p in enumerate(files)]
