@@ -1,4 +1,4 @@
-"""Regenerate the app screenshots of docs/app.md: ``python docs/screenshots.py [--model default] [--xl MODEL]``.
+"""Regenerate the app screenshots of docs/app.md: ``python docs/screenshots.py [--model M] [--xl M | --ntclick [M]]``.
 
 Builds a small folder from photos bundled with scikit-image (public domain: astronaut, coffee, chelsea, rocket, camera,
 coins), pre-labels three of them from "detector" boxes with ``finecut segment --batch BOXES.json``, starts
@@ -15,7 +15,16 @@ only ``app-xl.png`` instead: three panels side by side, each the app's canvas ar
 around her head and hair and the resulting mask (*box*), a positive scribble along the hair, for what the box missed,
 and the result (*scribble*), the *Alpha* toggle on, drawing the model's alpha matte as the object's opacity
 (*alpha*). ``finecut app --model`` takes registered names only, so a checkpoint path is served by the same app built
-in Python (:func:`app_command`). ``--out DIR`` writes the images elsewhere than ``docs/``.
+in Python (:func:`app_command`).
+
+With ``--ntclick [MODEL]`` (default ``ntclick``) it writes only ``app-ntclick.png``: tolerant clicks ("there is fine
+structure near here", a middle click or T + click in the app) on a thin structure, three panels of the canvas side by
+side. The image is synthetic, so that anyone can rerun it: a branching surface crack from the training code's
+:func:`~finecut.training.synthetic.draw_crack` (fixed seed), darkened into a concrete-like surface made, as the
+training's crack scenes are, from a flattened, low-contrast photo texture (scikit-image's ``gravel``). The panels: one
+ordinary positive click on the crack and the resulting mask (*precise click*); the object reset (Esc) and three
+tolerant clicks placed loosely, up to 9 px off the crack, instead (*tolerant clicks*); one more tolerant click where
+the mask left a gap (*+1 tolerant click*). ``--out DIR`` writes the images elsewhere than ``docs/``.
 """
 
 from __future__ import annotations
@@ -56,6 +65,16 @@ XL_BOX = (140, 5, 312, 195)
 XL_SCRIBBLE = [(180, 70), (205, 40), (245, 35), (270, 60), (240, 95), (228, 140), (226, 172)]
 XL_REGION = (105, 0, 345, 240)
 XL_GAP = 5  # white pixels between the panels
+#: The NTClick scene (``--ntclick``), in crack.png's pixels (512 × 512): the crack's seed for
+#: :func:`~finecut.training.synthetic.draw_crack`, the ordinary positive click on the crack, the tolerant clicks near
+#: it (9, 4.5 and 1 px from its nearest pixel), the tolerant click that closes the gap they leave, and the part of the
+#: image each panel shows (the crack's trunk; its forks run off the top right corner).
+NT_IMAGE = "crack.png"
+NT_SEED = 6
+NT_PRECISE = (361, 300)
+NT_TOLERANT = [(290, 368), (368, 296), (430, 250)]
+NT_MORE = (405, 262)
+NT_REGION = (245, 195, 475, 425)
 #: ``finecut app`` for a model that its ``--model`` refuses (a checkpoint path): the same parser, config, imports and
 #: app, without the check that the model is a registered name.
 def free_port() -> int:
@@ -74,6 +93,27 @@ def make_folder(root: Path) -> Path:
         if image.ndim == 2:
             image = np.stack([image] * 3, axis=-1)
         cv2.imwrite(str(images / f"{name}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return images
+
+
+def crack_image(size: int = 512, seed: int = NT_SEED) -> np.ndarray:
+    """A synthetic RGB photo of a surface crack, the same for everyone: ``draw_crack``'s alpha matte (a 1-5 px wide,
+    branching crack) darkening a grey, concrete-like surface with scikit-image's ``gravel`` as its low-contrast
+    texture, as the training's crack scenes are made."""
+    from skimage import data
+
+    from finecut.training.synthetic import SyntheticConfig, draw_crack
+
+    texture = cv2.resize(data.gravel(), (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    surface = np.full((size, size, 3), 150.0, np.float32) + (texture - texture.mean())[..., None] * 0.3
+    alpha = draw_crack(np.random.default_rng(seed), size, SyntheticConfig())[..., None]
+    return np.clip(surface * (1 - alpha) + surface * 0.3 * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def make_crack_folder(root: Path) -> Path:
+    images = root / "crack"
+    images.mkdir()
+    cv2.imwrite(str(images / NT_IMAGE), cv2.cvtColor(crack_image(), cv2.COLOR_RGB2BGR))
     return images
 
 
@@ -262,6 +302,31 @@ def drive_xl(page, url: str, out: Path = DOCS) -> None:
     print("wrote", path)
 
 
+def drive_ntclick(page, url: str, out: Path = DOCS) -> None:
+    """``app-ntclick.png``: a precise click, then tolerant clicks instead, then one more, each a panel of the canvas."""
+    ui = Ui(page)
+    page.goto(f"{url}/#{NT_IMAGE}")
+    ui.opened(NT_IMAGE)
+    away = ui.at(20, 20)  # the pointer, out of the panels' region
+
+    def panel(text: str) -> tuple[str, np.ndarray]:
+        page.mouse.move(*away)
+        return text, ui.region(*NT_REGION)
+
+    ui.click(*NT_PRECISE)
+    panels = [panel("precise click")]
+    page.keyboard.press("Escape")  # reset: the same object, no prompts
+    ui.idle("d.clicks === '0' && d.area === '0'")
+    for x, y in NT_TOLERANT:
+        ui.click(x, y, "middle")  # a middle click is a tolerant click (as is a click with T held)
+    panels.append(panel("tolerant clicks"))
+    ui.click(*NT_MORE, "middle")
+    panels.append(panel("+1 tolerant click"))
+    path = out / "app-ntclick.png"
+    cv2.imwrite(str(path), side_by_side(panels), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    print("wrote", path)
+
+
 def app_command(images: Path, port: int, model: str, *options: str) -> list[str]:
     """``finecut app`` on ``images`` with ``model`` (a shipped name or a checkpoint path)."""
     return [sys.executable, "-m", "finecut.cli", "app", str(images), "--port", str(port), "--model", model, *options]
@@ -290,8 +355,11 @@ def serving(command: list[str], port: int) -> Iterator[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
-    parser.add_argument("--xl", metavar="MODEL", default=None,
-                        help="write only app-xl.png, with this FocalClick-XL model (a name, or a checkpoint NAME.json)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--xl", metavar="MODEL", default=None,
+                      help="write only app-xl.png, with this FocalClick-XL model (a name, or a checkpoint NAME.json)")
+    only.add_argument("--ntclick", metavar="MODEL", nargs="?", const="ntclick", default=None,
+                      help="write only app-ntclick.png, with this NTClick model (default: ntclick)")
     parser.add_argument("--out", type=Path, default=DOCS, help="folder for the images (default: docs/)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
@@ -300,11 +368,13 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
     try:
-        images = make_folder(tmp)
         port = free_port()
-        if args.xl is not None:
-            command, scene = app_command(images, port, args.xl), drive_xl
+        if args.ntclick is not None:
+            command, scene = app_command(make_crack_folder(tmp), port, args.ntclick), drive_ntclick
+        elif args.xl is not None:
+            command, scene = app_command(make_folder(tmp), port, args.xl), drive_xl
         else:
+            images = make_folder(tmp)
             coco = prelabel(tmp, images, args.model)
             command = app_command(images, port, args.model, "--labels", str(DOCS / "labels-example.yaml"),
                                   "--import", str(coco))
