@@ -52,6 +52,37 @@ def test_size_schedule() -> None:
     assert TrainConfig(size=96, model={"arch": "ntclick_ecp"}).size_at(0) == 96  # a method without one
 
 
+def test_refiner_crop_schedule() -> None:
+    fc = FocalClickOptions(small_size=128, full_size_from=10, refiner_size=96, small_refiner_size=56)
+    cfg = TrainConfig(size=224, focalclick=fc)
+    assert [cfg.refiner_size_at(s) for s in (0, 9, 10, 50)] == [56, 56, 96, 96]
+    # no small stage, or no small refiner crop: the refiner crop stays refiner_size
+    assert TrainConfig(size=224, focalclick=FocalClickOptions(small_refiner_size=56)).refiner_size_at(0) == 96
+    assert TrainConfig(size=224, focalclick=FocalClickOptions(small_size=128, full_size_from=10)).refiner_size_at(0) == 96
+    with pytest.raises(finecut.FinecutError, match="small_refiner_size"):
+        FocalClickOptions(small_refiner_size=4).check()
+    with pytest.raises(finecut.FinecutError, match="full_size_from"):
+        FocalClickOptions(full_size_from=-1).check()
+
+
+def test_training_feeds_the_refiner_the_scheduled_crop(folder: Path, tmp_path: Path) -> None:
+    from finecut.models.focalclick import FocalClickRefiner
+
+    sides: list[int] = []
+
+    def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if isinstance(module, FocalClickRefiner) and torch.is_grad_enabled():
+            sides.append(int(inputs[0].shape[-1]))
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        train(_config(tmp_path, folder, steps=3, small_size=48, full_size_from=2, small_refiner_size=16),
+              progress=False)
+    finally:
+        handle.remove()
+    assert sides == [16, 16, 32]  # the config's refiner_size (32) once the small stage ends
+
+
 def _sampler(folder: Path, rng: np.random.Generator) -> BatchSampler:
     bank = build_object_bank([open_dataset(folder)], max_side=96, progress=False)
     return BatchSampler(bank, np.arange(len(bank)), {0: 1.0}, ViewConfig(size=64, hi_factor=2), ClickSimConfig(),
@@ -119,3 +150,32 @@ def test_validation_curve_is_recorded(folder: Path, tmp_path: Path) -> None:
 def test_nchw_lever_trains(folder: Path, tmp_path: Path) -> None:
     run_dir = train(_config(tmp_path, folder, steps=1, channels_last=False), progress=False)
     assert json.loads((run_dir / "last.json").read_text())["training"]["step"] == 1
+
+
+def test_distillation_loss() -> None:
+    from finecut.training.focalclick import distillation_loss
+
+    logits = torch.tensor([[[[2.0, -1.0], [0.0, 3.0]]]])
+    probs = torch.sigmoid(logits)
+    entropy = -(probs * probs.log() + (1 - probs) * (1 - probs).log()).mean()
+    assert torch.allclose(distillation_loss(logits, probs), entropy, atol=1e-6)  # its minimum: the teacher's odds
+    assert distillation_loss(logits, 1 - probs) > distillation_loss(logits, probs)
+    big = torch.nn.functional.interpolate(probs, scale_factor=4, mode="nearest")
+    assert distillation_loss(logits, big).shape == ()  # targets at another size are resized to the logits'
+
+
+def test_training_with_a_teacher_logs_a_distillation_term(folder: Path, tmp_path: Path) -> None:
+    teacher = train(_config(tmp_path, folder, steps=1), progress=False)
+    cfg = _config(tmp_path, folder, run_dir=str(tmp_path / "student"), steps=2, seed=3,
+                  distill_checkpoint=str(teacher / "last.json"), distill_weight=0.5,
+                  model={"arch": "focalclick", "head_channels": 8, "refiner_channels": 8})  # another net
+    run_dir = train(cfg, progress=False)
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "distill" in r]
+    assert losses and all(r["distill"] > 0 for r in losses)
+    assert all(r["loss"] > r["seg"] for r in losses)  # the term is part of the optimised loss
+    plain = train(_config(tmp_path, folder, run_dir=str(tmp_path / "plain"), steps=1), progress=False)
+    records = [json.loads(line) for line in (plain / "log.jsonl").read_text().splitlines()]
+    assert all(r.get("distill", 0.0) == 0.0 for r in records)
+    with pytest.raises(finecut.FinecutError, match="distill_weight"):
+        FocalClickOptions(distill_weight=-1.0).check()

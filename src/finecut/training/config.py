@@ -89,9 +89,27 @@ class FocalClickOptions:
     refiner_loss_weight: float = 1.0
     small_size: int = 0  # > 0: train at this crop size (FocalClick-S1-like) until step ``full_size_from`` ...
     full_size_from: int = 0  # ... then at ``size``; validation always runs at ``size``
+    # > 0: the refiner's focus crop side during the small stage (scaled with the crop: at a 128 px crop a 96 px focus
+    # crop costs as much as the segmentor); 0 = ``refiner_size`` throughout
+    small_refiner_size: int = 0
     channels_last: bool = True  # NHWC memory format for images, prompt maps and weights
     compile: bool = False  # torch.compile the networks in place (nn.Module.compile; checkpoint keys unchanged)
     prefetch: int = 0  # > 0: a worker process draws (decodes, augments, simulates clicks for) this many batches ahead
+    # distillation: a trained checkpoint (shipped name or path) whose segmentor, given the same image, clicks and
+    # previous mask, gives soft targets (its probabilities) for an extra BCE term of weight ``distill_weight``
+    distill_checkpoint: str = ""
+    distill_weight: float = 0.5
+
+    def check(self) -> None:
+        for name in ("refiner_size", "small_size", "full_size_from", "small_refiner_size", "prefetch",
+                     "distill_weight"):
+            if getattr(self, name) < 0:
+                raise FinecutError(f"[focalclick].{name} must be >= 0, got {getattr(self, name)}")
+        if self.refiner_size < 8:
+            raise FinecutError(f"[focalclick].refiner_size must be at least 8, got {self.refiner_size}")
+        if 0 < self.small_refiner_size < 8:
+            raise FinecutError(f"[focalclick].small_refiner_size must be 0 (off) or at least 8, got "
+                               f"{self.small_refiner_size}")
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -236,7 +254,7 @@ METHOD_OPTIONS: dict[str, type] = {"focalclick": FocalClickOptions, "ntclick_ecp
 #: Top-level keys of the earlier flat layout -> (section, option) in the current one.
 FLAT_KEYS: dict[str, tuple[str, str]] = {
     **{name: ("focalclick", name) for name in ("refiner_size", "refiner_loss_weight", "small_size", "full_size_from",
-                                               "channels_last", "compile", "prefetch")},
+                                               "small_refiner_size", "channels_last", "compile", "prefetch")},
     "hrr_bce_weight": ("ntclick_hrr", "bce_weight"),
     "hrr_ecp_checkpoint": ("ntclick_hrr", "ecp_checkpoint"),
     "hrr_ecp_probability": ("ntclick_hrr", "ecp_probability"),
@@ -335,6 +353,14 @@ class TrainConfig:
         if fc is not None and fc.small_size > 0 and step < fc.full_size_from:
             return fc.small_size
         return self.size
+
+    def refiner_size_at(self, step: int) -> int:
+        """The refiner's focus-crop side at ``step``: ``[focalclick].small_refiner_size`` during the small-crop
+        stage when set, else ``refiner_size``."""
+        fc = self.focalclick if self.focalclick is not None else FocalClickOptions()
+        if fc.small_refiner_size > 0 and fc.small_size > 0 and step < fc.full_size_from:
+            return fc.small_refiner_size
+        return fc.refiner_size
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:

@@ -7,6 +7,11 @@ box (boundary-weighted NFL + BCE on its boundary head). A network without a refi
 ``focalclick_segmentor``) gets the segmentation loss only. Options: ``[focalclick]``
 (:class:`~finecut.training.config.FocalClickOptions`); held-out validation runs the segmentor alone
 (:class:`~finecut.training.validation.SegmentorEngine`).
+
+Distillation (``[focalclick].distill_checkpoint``): a trained checkpoint's segmentor, frozen, sees the same image,
+clicks and previous mask as the student in the training pass (in its own prompt layout); its probabilities are soft
+targets for an extra BCE term on the student's segmentation logits (``distill_weight``), e.g. the trained default
+teaching SimpleClick.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from finecut.models.roi_align import roi_align
 from finecut.training.augment import ViewConfig
@@ -31,7 +37,7 @@ if TYPE_CHECKING:
     from finecut.engines.base import Engine
 
 #: The loss terms a step logs, in log order.
-LOSS_KEYS = ("loss", "seg", "refine", "boundary")
+LOSS_KEYS = ("loss", "seg", "refine", "boundary", "distill")
 
 
 def segmentor_of(net: nn.Module) -> nn.Module:
@@ -47,22 +53,29 @@ def options_of(cfg: TrainConfig) -> FocalClickOptions:
 class TrainingStep(nn.Module):
     """Segmentor + refiner forward and losses in one module, so DDP sees a single forward."""
 
-    def __init__(self, net: nn.Module, refiner_size: int, hi_factor: int, refiner_weight: float) -> None:
+    def __init__(self, net: nn.Module, refiner_size: int, hi_factor: int, refiner_weight: float,
+                 distill_weight: float = 0.0) -> None:
         super().__init__()
         self.net = net
         self.refiner_size = refiner_size
         self.hi_factor = hi_factor
         self.refiner_weight = refiner_weight
+        self.distill_weight = distill_weight
 
     def forward(self, images: torch.Tensor, maps: torch.Tensor, masks: torch.Tensor, images_hi: torch.Tensor,
-                masks_hi: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+                masks_hi: torch.Tensor, boxes: torch.Tensor,
+                soft_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         seg = segmentor_of(self.net)(images, maps)
         loss_seg = normalized_focal_loss(seg["logits"], masks)
+        loss_distill = loss_seg.detach() * 0
+        if soft_targets is not None:
+            loss_distill = distillation_loss(seg["logits"], soft_targets)
+        seg_total = loss_seg + self.distill_weight * loss_distill
         refiner = getattr(self.net, "refiner", None)
         if refiner is None:  # a single-network model (SimpleClick): segmentation loss only
             zero = loss_seg.detach() * 0
-            return {"loss": loss_seg, "seg": loss_seg.detach(), "refine": zero, "boundary": zero,
-                    "logits": seg["logits"].detach()}
+            return {"loss": seg_total, "seg": loss_seg.detach(), "refine": zero, "boundary": zero,
+                    "distill": loss_distill.detach(), "logits": seg["logits"].detach()}
         r = self.refiner_size
         crop_img = roi_align(images_hi, boxes, (r, r), spatial_scale=self.hi_factor)
         crop_maps = roi_align(maps, boxes, (r, r))
@@ -74,9 +87,46 @@ class TrainingStep(nn.Module):
         ref = refiner(crop_img, crop_maps, crop_logits, crop_feats)
         loss_ref = boundary_weighted_nfl(ref["logits"], crop_gt)
         loss_bnd = boundary_bce(ref["boundary"], crop_gt)
-        total = loss_seg + self.refiner_weight * (loss_ref + loss_bnd)
+        total = seg_total + self.refiner_weight * (loss_ref + loss_bnd)
         return {"loss": total, "seg": loss_seg.detach(), "refine": loss_ref.detach(), "boundary": loss_bnd.detach(),
-                "logits": seg["logits"].detach()}
+                "distill": loss_distill.detach(), "logits": seg["logits"].detach()}
+
+
+def distillation_loss(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
+    """Mean BCE of the student's logits (B, 1, h, w) against a teacher's probabilities (B, 1, H, W), the targets
+    resized to the logits' size when they differ."""
+    if soft_targets.shape[-2:] != logits.shape[-2:]:
+        soft_targets = F.interpolate(soft_targets, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+    return F.binary_cross_entropy_with_logits(logits, soft_targets.clamp(0.0, 1.0))
+
+
+class Teacher:
+    """A trained checkpoint's segmentor, frozen, giving soft targets in its own prompt layout and normalisation."""
+
+    def __init__(self, name: str, memory_format: torch.memory_format) -> None:
+        from finecut.model_inputs import IMAGENET_MEAN, IMAGENET_STD
+        from finecut.models.checkpoint import load_checkpoint
+        from finecut.training.trainer import init_checkpoint_path_of
+
+        net, _ = load_checkpoint(init_checkpoint_path_of(name))
+        self.net = segmentor_of(net).to(memory_format=memory_format).eval().requires_grad_(False)
+        spec = net.input_spec
+        self.layout = spec.prompt_layout
+        self.memory_format = memory_format
+        # training batches are ImageNet-normalised; a teacher normalised otherwise gets its own
+        self.renorm: tuple[torch.Tensor, torch.Tensor] | None = None
+        if (tuple(spec.mean), tuple(spec.std)) != (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)):
+            def col(v: tuple[float, ...]) -> torch.Tensor:
+                return torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
+            scale = col(IMAGENET_STD) / col(spec.std)
+            self.renorm = (scale, (col(IMAGENET_MEAN) - col(spec.mean)) / col(spec.std))
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, clicks: list, previous: torch.Tensor, radius: float) -> torch.Tensor:
+        if self.renorm is not None:
+            images = images * self.renorm[0] + self.renorm[1]
+        maps = prompt_maps(clicks, previous, radius, self.layout, self.memory_format)
+        return torch.sigmoid(self.net(images, maps)["logits"])
 
 
 def iterate_clicks(net: nn.Module, batch: Batch, num_iters: int, cfg: TrainConfig, rng: np.random.Generator,
@@ -146,7 +196,11 @@ class FocalClickSteps(Steps):
         # the number of iterative passes per step has its own stream, so runs that differ in sampling draw the same
         # sequence
         self.iter_rng = np.random.default_rng([cfg.seed, setup.rank, setup.step, 2])
-        step_module = TrainingStep(net, options.refiner_size, cfg.hi_factor, options.refiner_loss_weight)
+        self.teacher = (Teacher(options.distill_checkpoint, self.memory_format) if options.distill_checkpoint
+                        else None)
+        step_module = TrainingStep(net, options.refiner_size, cfg.hi_factor, options.refiner_loss_weight,
+                                   options.distill_weight if self.teacher is not None else 0.0)
+        self.step_module = step_module
         self.model: nn.Module = step_module
         if setup.world > 1:
             self.model = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=False)
@@ -171,7 +225,9 @@ class FocalClickSteps(Steps):
         maps = prompt_maps(batch.clicks, previous, cfg.click_radius, self.channels, self.memory_format)
         preds_np = (batch.previous[:, 0].numpy() > 0.5) if num_iters == 0 else (previous[:, 0].numpy() > 0.49)
         boxes = sample_focus_boxes(batch.masks_np, preds_np, rng)
-        out = self.model(batch.images, maps, batch.masks, batch.images_hi, batch.masks_hi, boxes)
+        self.step_module.refiner_size = cfg.refiner_size_at(step)  # smaller focus crops in the small-crop stage
+        soft = None if self.teacher is None else self.teacher(batch.images, batch.clicks, previous, cfg.click_radius)
+        out = self.model(batch.images, maps, batch.masks, batch.images_hi, batch.masks_hi, boxes, soft)
         return {key: out[key] for key in LOSS_KEYS}
 
     def close(self) -> None:

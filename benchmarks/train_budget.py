@@ -1,0 +1,206 @@
+"""Two training recipes at an equal wall-clock budget from the same start: which one learns more per CPU-hour?
+
+Runs the new recipe (``--config``) and today's — the same config with the new recipe's levers taken out: no
+small-crop stage, no smaller refiner crop — side by side, at the same time, one process x 1 thread each (so both see
+the same machine for the same minutes), each with the samples per step its recipe has (batch x processes) and a step count
+set so that its learning-rate schedule ends inside the budget: steps come from the samples/s that
+``benchmarks/train_throughput.py`` measured (``--rates``, its JSON; half of each 2-process rate, one core each), times
+``--fill`` of the budget. ``--minutes`` is also a hard stop. Both start from the same weights (ImageNet backbones by
+default, or each config's ``init_checkpoint`` with ``--warm``), the same seed and the same object bank, and are
+then evaluated on the same held-out objects of that bank with the full inference pipeline (``finecut train
+--validate``, standard protocol, 20 clicks). Training sets only.
+
+    python3 benchmarks/train_budget.py --config configs/focalclick-lite0-v4.toml --lr 5e-4 \\
+        --rates results/train_throughput.json --minutes 30
+
+Writes ``--out`` (default ``results/train_budget.md``) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+RATE_KEYS = {"today": ("today", "today"), "new": ("new-small", "new-full")}
+
+
+def rates_from(path: Path) -> dict[str, float]:
+    """Samples/s by setting name from a ``train_throughput.py --json`` file."""
+    runs = json.loads(path.read_text())["runs"]
+    return {r["name"]: float(r["samples_per_s"]) for r in runs if "samples_per_s" in r}
+
+
+def plan_steps(minutes: float, fill: float, samples_per_step: int, small_rate: float, full_rate: float,
+               small_share: float) -> tuple[int, int]:
+    """(steps, full_size_from) whose schedule takes ``fill`` of ``minutes`` at the given one-core samples/s: a
+    ``small_share`` of the steps at ``small_rate``, the rest at ``full_rate``."""
+    seconds = minutes * 60 * fill
+    seconds_per_step = samples_per_step * (small_share / small_rate + (1 - small_share) / full_rate)
+    steps = max(1, int(seconds / seconds_per_step))
+    return steps, round(small_share * steps)
+
+
+def budget_config(raw: dict[str, Any], name: str, work: Path, steps: int, full_size_from: int, warm: bool,
+                  samples_per_step: int, lr: float | None) -> Path:
+    """A copy of the config ``raw`` for this comparison: one process x 1 thread with ``samples_per_step`` per step,
+    ``steps`` steps (the small-crop stage until ``full_size_from``), no periodic validation, its own run folder;
+    from ImageNet unless ``warm``; ``lr`` when given."""
+    raw = json.loads(json.dumps(raw))  # a deep copy
+    raw.update(run_dir=str(work / name), steps=steps, batch_size=samples_per_step, threads=1,
+               val_every=10**9, checkpoint_every=100, log_every=20)
+    if lr is not None:
+        raw["lr"] = lr
+    raw["warmup_steps"] = min(int(raw.get("warmup_steps", 0)), max(1, steps // 10))
+    if not warm:
+        raw["init_checkpoint"] = ""
+        raw["pretrained"] = "imagenet"
+    fc = raw.setdefault("focalclick", {})
+    if fc.get("small_size"):
+        fc["full_size_from"] = full_size_from
+    fc["prefetch"] = 0
+    out = work / f"{name}.toml"
+    out.write_text(to_toml(raw))
+    return out
+
+
+def to_toml(raw: dict[str, Any]) -> str:
+    """The small TOML subset training configs use: scalars, lists, inline tables, one level of sections."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        raise TypeError(f"cannot write {v!r} as TOML")
+
+    top = [f"{k} = {value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    sections = [f"\n[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items())
+                for k, v in raw.items() if isinstance(v, dict)]
+    return "\n".join(top) + "\n" + "\n".join(sections) + "\n"
+
+
+def last_record(log: Path, key: str) -> dict[str, Any]:
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return next((r for r in reversed(records) if key in r), {})
+
+
+def summary_of(validation_dir: Path) -> dict[str, Any]:
+    found = sorted(validation_dir.rglob("summary.json"))
+    if not found:
+        raise SystemExit(f"no validation summary under {validation_dir}")
+    return json.loads(found[-1].read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True,
+                        help="the new recipe; today's is the same config without its small stage and refiner crop")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate of both runs (default: the config's)")
+    parser.add_argument("--rates", type=Path, default=Path("results/train_throughput.json"),
+                        help="train_throughput.py --json output (samples/s of today, new-small, new-full)")
+    parser.add_argument("--minutes", type=float, default=40.0, help="wall-clock budget of each run")
+    parser.add_argument("--fill", type=float, default=0.9, help="share of the budget the planned schedule takes")
+    parser.add_argument("--warm", action="store_true", help="start from each config's init_checkpoint")
+    parser.add_argument("--val-count", type=int, default=96, help="held-out objects for the final validation")
+    parser.add_argument("--work", type=Path, default=Path("runs/train-budget"), help="run folders")
+    parser.add_argument("--out", type=Path, default=Path("results/train_budget.md"))
+    args = parser.parse_args(argv)
+
+    rates = rates_from(args.rates)
+    args.work.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, dict[str, Any]] = {}
+    new_raw = tomllib.loads(args.config.read_text())
+    today_raw = json.loads(json.dumps(new_raw))
+    for lever in ("small_size", "full_size_from", "small_refiner_size"):
+        today_raw.get("focalclick", {}).pop(lever, None)
+    for name, raw in (("today", today_raw), ("new", new_raw)):
+        fc = raw.get("focalclick", {})
+        processes = 2  # both recipes are 2 processes x 1 thread; here each runs as one process with both batches
+        samples_per_step = int(raw.get("batch_size", 8)) * processes
+        small_key, full_key = RATE_KEYS[name]
+        small_share = (fc.get("full_size_from", 0) / raw["steps"]) if fc.get("small_size") else 0.0
+        steps, full_from = plan_steps(args.minutes, args.fill, samples_per_step, rates[small_key] / processes,
+                                      rates[full_key] / processes, small_share)
+        config = budget_config(raw, name, args.work, steps, full_from, args.warm, samples_per_step, args.lr)
+        runs[name] = {"config": config, "steps": steps, "full_size_from": full_from,
+                      "samples_per_step": samples_per_step}
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    load_before = os.getloadavg()
+    procs = {}
+    for name, r in runs.items():
+        with open(args.work / f"{name}.err", "w") as err:  # the child keeps its own copy of the descriptor
+            procs[name] = subprocess.Popen([sys.executable, "-m", "finecut.cli", "train", str(r["config"]),
+                                            "--max-minutes", str(args.minutes), "--no-progress"], env=env,
+                                           stdout=subprocess.DEVNULL, stderr=err)
+    for name, proc in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"{name}: training failed (see {args.work / (name + '.err')})")
+    load_after = os.getloadavg()
+    for name, r in runs.items():
+        run_dir = args.work / name
+        progress = last_record(run_dir / "log.jsonl", "train_seconds")
+        stop = last_record(run_dir / "log.jsonl", "event")
+        r.update(done_steps=stop.get("step"), stop=stop.get("event"), train_seconds=progress.get("train_seconds"))
+        r["samples"] = (r["done_steps"] or 0) * r["samples_per_step"]
+        val_dir = run_dir / "validation"
+        subprocess.run([sys.executable, "-m", "finecut.cli", "train", str(r["config"]), "--validate",
+                        str(run_dir / "last.json"), "--val-count", str(args.val_count), "--no-progress"],
+                       env=dict(os.environ, OMP_NUM_THREADS="2"), check=True)
+        r["validation"] = summary_of(val_dir)
+    text = render(runs, args, rates, started, load_before, load_after)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def render(runs: dict[str, dict[str, Any]], args: argparse.Namespace, rates: dict[str, float], started: str,
+           load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
+    start = "each config's init_checkpoint" if args.warm else "ImageNet backbones, every other weight at init"
+    lines = ["# Training recipes at an equal wall-clock budget", "",
+             (f"The new recipe (`{args.config}`) and today's (the same config without its small-crop stage and "
+              f"smaller refiner crop), run at the same time for **{args.minutes:g} minutes** each, one process x 1 "
+              f"thread each, from the same start ({start}), the same seed, learning rate and object bank. Each run's step count was set from the samples/s "
+              f"in `{args.rates}` (half of each 2-process rate) so that its learning-rate schedule ends within "
+              f"{args.fill:.0%} of the budget; the budget is also a hard stop. Then both were validated on the same "
+              f"{args.val_count} held-out objects of the bank with the full inference pipeline (`finecut train "
+              "--validate`, standard protocol, 20 clicks). Training sets only."), "",
+             f"* Machine: {platform.node()}, {os.cpu_count()} logical cores; Python {platform.python_version()}",
+             f"* Started: {started}; load average (1/5/15 min) before: "
+             + " / ".join(f"{v:.2f}" for v in load_before) + "; after: " + " / ".join(f"{v:.2f}" for v in load_after),
+             f"* Command: `{' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`", "",
+             ("| recipe | crop schedule | planned steps | steps done | stopped by | samples | training s | samples/s "
+              "| mIoU@1 | mIoU@5 | NoC85 | NoC90 |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        raw = tomllib.loads(Path(r["config"]).read_text())
+        fc = raw.get("focalclick", {})
+        crop = (f"{fc['small_size']} (refiner {fc.get('small_refiner_size') or fc.get('refiner_size', 96)}) until "
+                f"step {fc['full_size_from']}, then {raw['size']}" if fc.get("small_size") else f"{raw['size']}")
+        s = r["validation"]
+        miou = s.get("miou") or []
+        sps = r["samples"] / r["train_seconds"] if r.get("train_seconds") else float("nan")
+        lines.append(f"| {name} | {crop} | {r['steps']} | {r['done_steps']} | {r['stop']} | {r['samples']} | "
+                     f"{r['train_seconds']:.0f} | {sps:.2f} | {100 * miou[0]:.1f} | {100 * miou[4]:.1f} | "
+                     f"{s['noc'].get('85'):.2f} | {s['noc'].get('90'):.2f} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The training benchmarks' own arithmetic (benchmarks/train_throughput.py, benchmarks/train_budget.py): median of
+repeated runs, the whole-schedule rate, re-rendering a saved run, the budget plan and the configs it writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from finecut.training.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_median_trial_and_recipe_rate() -> None:
+    tt = script("train_throughput")
+    trials = [{"samples_per_s": 9.0}, {"error": "exit 1"}, {"samples_per_s": 7.0}, {"samples_per_s": 8.0}]
+    assert tt.median_trial(trials) == {"samples_per_s": 8.0, "all_samples_per_s": [9.0, 7.0, 8.0]}
+    assert tt.median_trial([{"error": "x"}]) == {"error": "x"}
+    cfg = TrainConfig.from_file(ROOT / "configs" / "focalclick-lite0-v4.toml")
+    rows = {"new-small": {"samples_per_s": 20.0}, "new-full": {"samples_per_s": 10.0}}
+    share = cfg.focalclick.full_size_from / cfg.steps
+    # total samples / total time: per sample, share/20 + (1 - share)/10 seconds
+    assert tt.recipe_rate(rows, cfg) == pytest.approx(1 / (share / 20 + (1 - share) / 10))
+    assert tt.recipe_rate(rows, cfg, 1.0) == pytest.approx(20.0)
+    assert tt.recipe_rate({"new-small": {"error": "x"}}, cfg) is None
+
+
+def test_default_settings_have_each_lever_once() -> None:
+    tt = script("train_throughput")
+    settings = tt.default_settings(224, 128, 8, 96, 56, 0)
+    names = [s.name for s in settings]
+    assert len(names) == len(set(names)) and "small128-refiner56" in names and "refiner56" in names
+    by_name = {s.name: s for s in settings}
+    assert by_name["new-small"].size == 128 and by_name["new-small"].refiner == 56
+    assert by_name["today"].refiner == 0 and by_name["today"].size == 224
+    assert "refiner crop 56" in by_name["new-small"].describe()
+
+
+def test_throughput_table_renders_again_from_its_json(tmp_path: Path) -> None:
+    tt = script("train_throughput")
+    setting = {"name": "today", "processes": 2, "threads": 1, "size": 224, "iterative": True, "prefetch": 0,
+               "channels_last": True, "compile": False, "batch": 0, "refiner": 0}
+    small = {**setting, "name": "new-small", "size": 128, "refiner": 56}
+    full = {**setting, "name": "new-full"}
+    result = {"seconds_per_step": 1.0, "load_start": 1.0}
+    saved = {"machine": {"host": "h", "cpu": "c", "cores": 2, "python": "3.11", "torch": "t", "date": "d"},
+             "runs": [{**setting, **result, "samples_per_s": 8.0, "all_samples_per_s": [8.0, 7.5]},
+                      {**small, **result, "samples_per_s": 24.0}, {**full, **result, "samples_per_s": 8.0}],
+             "load_before": [1, 1, 1], "load_after": [2, 2, 2], "command": "train_throughput.py --repeat 2",
+             "args": {"steps": 5, "warmup": 1, "repeat": 2, "config": "configs/focalclick-lite0-v4.toml"}}
+    (tmp_path / "saved.json").write_text(json.dumps(saved))
+    out = tmp_path / "table.md"
+    assert tt.main(["--config", "configs/focalclick-lite0-v4.toml", "--render", str(tmp_path / "saved.json"),
+                    "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| today |" in text and "8.00, 7.50" in text and "Every setting ran 2 times" in text
+    assert "`train_throughput.py --repeat 2`" in text and "| small-stage share |" in text
+    assert "**2.73x** today's recipe" in text  # 95 % at 3x, 5 % at 1x: 1 / (0.95/3 + 0.05) = 2.73
+
+
+def test_budget_plan_fills_the_budget_and_configs_differ_only_in_the_levers(tmp_path: Path) -> None:
+    tb = script("train_budget")
+    steps, full_from = tb.plan_steps(10, 0.9, 16, small_rate=8.0, full_rate=4.0, small_share=0.75)
+    seconds = 16 * (0.75 * steps / 8.0 + 0.25 * steps / 4.0)
+    assert seconds <= 10 * 60 * 0.9 < seconds + 16 * 0.25 and full_from == round(0.75 * steps)
+    assert tb.plan_steps(10, 0.9, 16, 4.0, 4.0, 0.0) == (int(540 * 4 / 16), 0)
+
+    raw = tomllib.loads((ROOT / "configs" / "focalclick-lite0-v4.toml").read_text())
+    path = tb.budget_config(raw, "new", tmp_path, 100, 95, False, 16, 5e-4)
+    written = tomllib.loads(path.read_text())
+    assert written["init_checkpoint"] == "" and written["pretrained"] == "imagenet" and written["lr"] == 5e-4
+    assert written["steps"] == 100 and written["batch_size"] == 16 and written["threads"] == 1
+    assert written["focalclick"]["full_size_from"] == 95 and written["focalclick"]["small_refiner_size"] == 56
+    assert written["model"] == raw["model"] and written["data"] == raw["data"]
+    assert raw["init_checkpoint"] == "focalclick-lite0-v2"  # the caller's dict is left as it was
+    TrainConfig.from_file(path).check()  # a config the trainer accepts
