@@ -76,11 +76,15 @@ def test_training_feeds_the_refiner_the_scheduled_crop(folder: Path, tmp_path: P
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
     try:
-        train(_config(tmp_path, folder, steps=3, small_size=48, full_size_from=2, small_refiner_size=16),
-              progress=False)
+            run_dir = train(_config(tmp_path, folder, steps=3, small_size=48, full_size_from=2, small_refiner_size=16),
+                        progress=False)
     finally:
         handle.remove()
     assert sides == [16, 16, 32]  # the config's refiner_size (32) once the small stage ends
+    from finecut.training.card import write_model_card
+
+    card = write_model_card(run_dir / "last.json", tmp_path / "card.md").read_text()
+    assert "48² until step 2 (refiner 16²)" in card
 
 
 def _sampler(folder: Path, rng: np.random.Generator) -> BatchSampler:
@@ -174,6 +178,10 @@ def test_training_with_a_teacher_logs_a_distillation_term(folder: Path, tmp_path
     losses = [r for r in records if "distill" in r]
     assert losses and all(r["distill"] > 0 for r in losses)
     assert all(r["loss"] > r["seg"] for r in losses)  # the term is part of the optimised loss
+    from finecut.training.card import write_model_card
+
+    card = write_model_card(run_dir / "last.json", tmp_path / "student.md").read_text()
+    assert f"soft targets from `{teacher / 'last.json'}`'s segmentor, weight 0.5" in card
     plain = train(_config(tmp_path, folder, run_dir=str(tmp_path / "plain"), steps=1), progress=False)
     records = [json.loads(line) for line in (plain / "log.jsonl").read_text().splitlines()]
     assert all(r.get("distill", 0.0) == 0.0 for r in records)

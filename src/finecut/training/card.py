@@ -177,7 +177,10 @@ def _training_section(training: dict[str, Any]) -> list[str]:
                           + (f"refiner {_fmt(cfg.get('refiner_size'))}², " if "refiner_size" in cfg else "")
                           + f"hi factor {_fmt(cfg.get('hi_factor'))})"
                           + (f"; {cfg['small_size']}² until step {cfg.get('full_size_from')}"
+                             + (f" (refiner {cfg['small_refiner_size']}²)" if cfg.get("small_refiner_size") else "")
                              if cfg.get("small_size") else ""))],
+            *([["distillation", f"soft targets from `{cfg['distill_checkpoint']}`'s segmentor, weight "
+                                f"{_fmt(cfg.get('distill_weight'))}"]] if cfg.get("distill_checkpoint") else []),
             ["initialisation", f"`{cfg.get('pretrained', '?')}`"
                                + (f", all weights from `{cfg['init_checkpoint']}` (warm start)"
                                   if cfg.get("init_checkpoint") else "")],

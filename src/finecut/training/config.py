@@ -254,7 +254,8 @@ METHOD_OPTIONS: dict[str, type] = {"focalclick": FocalClickOptions, "ntclick_ecp
 #: Top-level keys of the earlier flat layout -> (section, option) in the current one.
 FLAT_KEYS: dict[str, tuple[str, str]] = {
     **{name: ("focalclick", name) for name in ("refiner_size", "refiner_loss_weight", "small_size", "full_size_from",
-                                               "small_refiner_size", "channels_last", "compile", "prefetch")},
+                                               "small_refiner_size", "channels_last", "compile", "prefetch",
+                                               "distill_checkpoint", "distill_weight")},
     "hrr_bce_weight": ("ntclick_hrr", "bce_weight"),
     "hrr_ecp_checkpoint": ("ntclick_hrr", "ecp_checkpoint"),
     "hrr_ecp_probability": ("ntclick_hrr", "ecp_probability"),
