@@ -367,6 +367,11 @@ def test_results_table_merges_runs(tmp_path: Path) -> None:
     text = write_results_table(tmp_path / "RESULTS.md", root=tmp_path / "runs").read_text()
     assert "## Published numbers for comparison" in text and "from a paper" in text
     assert "| Paper net | 1.50 | 2.25 | – | – | Tab. 1 |" in text
+    assert "cannot be reproduced" not in text
+    published["not_reproduced"] = [{"what": "Tab. 9", "why": "its set is not here"}]
+    (tmp_path / "published.json").write_text(json.dumps(published))
+    text = write_results_table(tmp_path / "RESULTS.md", root=tmp_path / "runs").read_text()
+    assert "Published results that cannot be reproduced here:\n\n* **Tab. 9**: its set is not here" in text
 
 
 class FixedIoUEngine(Engine):

@@ -186,7 +186,8 @@ def run_label(summary: dict[str, Any]) -> str:
 
 def published_markdown(published: dict[str, Any], datasets: Sequence[str]) -> list[str]:
     """A table of published NoC numbers (``published.json``: ``{"source_note", "rows": [{"model", "source",
-    DATASET: {"85": x, "90": y}}]}``), clearly separated from what finecut measured."""
+    DATASET: {"85": x, "90": y}}], "not_reproduced": [{"what", "why"}]}``), clearly separated from what finecut
+    measured; ``not_reproduced`` lists published results that cannot be measured here, and why."""
     header = ["published (not measured here)"]
     for ds in datasets:
         header += [f"{ds} NoC85", f"{ds} NoC90"]
@@ -200,7 +201,13 @@ def published_markdown(published: dict[str, Any], datasets: Sequence[str]) -> li
         cells.append(str(row.get("source", "")))
         rows.append(cells)
     note = str(published.get("source_note", ""))
-    return ["## Published numbers for comparison", "", note, "", _table(header, rows), ""]
+    lines = ["## Published numbers for comparison", "", note, "", _table(header, rows), ""]
+    missing = published.get("not_reproduced") or []
+    if missing:
+        lines += ["Published results that cannot be reproduced here:", ""]
+        lines += [f"* **{item.get('what')}**: {item.get('why')}" for item in missing]
+        lines.append("")
+    return lines
 
 
 def _spread(values: Sequence[float | int | None], scale: float = 1.0, digits: int = 2) -> str:
