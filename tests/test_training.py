@@ -287,4 +287,11 @@ def test_validate_command_takes_inference_options_in_the_loader_syntax(folder: P
     assert cli_main(["train", str(config_path), "--validate", str(checkpoint), "--option", "target_size=64",
                      "--val-count", "2", "--no-progress"]) == 0  # the deprecated spelling still works
     assert "deprecated" in capsys.readouterr().err
+    assert cli_main(["train", str(config_path), "--validate", str(checkpoint), "--val-protocol", "box",
+                     "--val-count", "2", "--no-progress"]) == 0  # one box per held-out object
+    assert "box protocol" in capsys.readouterr().out
+    summary = json.loads((run_dir / "validation" / "last-box" / "summary.json").read_text())
+    assert summary["protocol"] == "box" and summary["num_samples"] == 2
+    assert cli_main(["train", str(config_path), "--validate", str(checkpoint), "--val-protocol", "nope",
+                     "--no-progress"]) == 2 and "--val-protocol 'nope'" in capsys.readouterr().err
     assert cli_main(["train"]) == 2 and "a training CONFIG is needed" in capsys.readouterr().err

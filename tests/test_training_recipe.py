@@ -58,7 +58,8 @@ def test_refiner_crop_schedule() -> None:
     assert [cfg.refiner_size_at(s) for s in (0, 9, 10, 50)] == [56, 56, 96, 96]
     # no small stage, or no small refiner crop: the refiner crop stays refiner_size
     assert TrainConfig(size=224, focalclick=FocalClickOptions(small_refiner_size=56)).refiner_size_at(0) == 96
-    assert TrainConfig(size=224, focalclick=FocalClickOptions(small_size=128, full_size_from=10)).refiner_size_at(0) == 96
+    no_small_refiner = FocalClickOptions(small_size=128, full_size_from=10)
+    assert TrainConfig(size=224, focalclick=no_small_refiner).refiner_size_at(0) == 96
     with pytest.raises(finecut.FinecutError, match="small_refiner_size"):
         FocalClickOptions(small_refiner_size=4).check()
     with pytest.raises(finecut.FinecutError, match="full_size_from"):

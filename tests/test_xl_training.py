@@ -19,7 +19,7 @@ from finecut.models.checkpoint import load_checkpoint, read_checkpoint_config
 from finecut.models.registry import build_model
 from finecut.prompts import CropTransform, scribble_maps
 from finecut.training.config import TrainConfig
-from finecut.training.focalclick_xl import FOCALCLICK_XL, trained_stages
+from finecut.training.focalclick_xl import FOCALCLICK_XL, trained_stages, tuned_forms
 from finecut.training.history import inherited_history
 from finecut.training.interactions import (
     SCRIBBLE_KINDS,
@@ -204,6 +204,49 @@ def test_prompting_layer_is_not_copied_again_once_tuned(object_run: tuple[TrainC
     forced = tiny_config(tmp_path / "box3", bank_path, 1,
                          {"stage": "prompting", "form": "box", "copy_clicks": "always"}, init=str(first / "last"))
     assert torch.equal(initial_state(forced)["prompting.box.net.0.weight"], tuned["prompting.clicks.net.0.weight"])
+
+
+def test_object_stage_trains_joint_forms_with_their_layers(object_run: tuple[TrainConfig, Path],
+                                                          bank_path: tuple[Path, Path], tmp_path: Path) -> None:
+    """joint_forms: some object-stage steps train the Object-Net on boxes (and scribbles) through their own layers."""
+    _, object_dir = object_run
+    joint = {"stage": "object", "joint_forms": {"box": 0.5, "scribbles": 0.3}}
+    cfg = tiny_config(tmp_path / "joint", bank_path, 4, joint, init=str(object_dir / "last"))
+    start = initial_state(cfg)
+    used: list[str] = []
+    from finecut.models.focalclick_xl import FocalClickXLNet
+
+    original = FocalClickXLNet.forward_object
+
+    def spy(self, image, prompt_maps, form="clicks", context=None, boxes=None):  # noqa: ANN001, ANN202
+        if torch.is_grad_enabled():
+            used.append(form)
+        return original(self, image, prompt_maps, form, context, boxes)
+
+    FocalClickXLNet.forward_object = spy
+    try:
+        run_dir = train(cfg, progress=False)
+    finally:
+        FocalClickXLNet.forward_object = original
+    after, doc = final_state(run_dir)
+    moved = changed(start, after)
+    assert len(used) == 4 and set(used) <= {"clicks", "box", "scribbles"} and len(set(used)) > 1
+    for form in set(used):  # each form a step trained moved its own prompting layer ...
+        assert any(k.startswith(f"prompting.{form}.") for k in moved)
+    assert not any(k.startswith("prompting.coarse_mask.") for k in moved)  # ... and no other form's
+    assert any(k.startswith("object.") for k in moved) and not any(k.startswith("detail.") for k in moved)
+    assert trained_stages(doc)[-1] == "object+box+scribbles"
+    assert tuned_forms(trained_stages(doc)) == {"box", "scribbles"}
+    # a later prompting stage keeps the jointly trained box layer (not overwritten by the clicks layer)
+    later = tiny_config(tmp_path / "box", bank_path, 1, {"stage": "prompting", "form": "box"},
+                        init=str(run_dir / "last"))
+    assert torch.equal(initial_state(later)["prompting.box.net.0.weight"], after["prompting.box.net.0.weight"])
+    with pytest.raises(FinecutError, match="joint_forms"):
+        tiny_config(tmp_path / "bad", bank_path, 1, {"stage": "prompting", "joint_forms": {"box": 0.2}})
+    with pytest.raises(FinecutError, match="joint_forms"):
+        tiny_config(tmp_path / "bad", bank_path, 1, {"stage": "object", "joint_forms": {"box": 0.7, "scribbles": 0.4}})
+    with pytest.raises(FinecutError, match="joint_forms"):
+        tiny_config(tmp_path / "bad", bank_path, 1, {"stage": "object", "joint_forms": {"clicks": 0.2}})
 
 
 def test_prompting_stage_needs_a_pretrained_network(bank_path: tuple[Path, Path], tmp_path: Path) -> None:

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on the held-out images of the config's object bank, with inference options in the "
                              "loader's NAME:KEY=VALUE syntax, e.g. runs/x/last:target_size=320")
     parser.add_argument("--val-count", type=int, default=100, help="objects for --validate (default 100)")
+    parser.add_argument("--val-protocol", default="standard",
+                        help="the evaluation protocol of --validate: standard (clicks), box, scribble, coarse, ... "
+                             "(finecut evaluate --protocol's choices, with their defaults)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="deprecated: an inference option for --validate (use --validate CHECKPOINT:KEY=VALUE)")
     parser.add_argument("--assemble", nargs=3, metavar=("ECP", "HRR", "OUT"), default=None,
@@ -75,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
 def _validate(cfg, args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from finecut.errors import FinecutError
+
     import finecut
     from finecut.registry import parse_model_spec, parse_option
     from finecut.training.objects import ObjectBank
@@ -85,14 +90,22 @@ def _validate(cfg, args: argparse.Namespace) -> int:
         print("finecut train: --option is deprecated; give inference options as --validate CHECKPOINT:KEY=VALUE,...",
               file=sys.stderr)
         options.update(parse_option(o) for o in args.option)
+    from finecut.evaluation.config import PROTOCOLS, EvalConfig
+
+    if args.val_protocol not in PROTOCOLS:
+        raise FinecutError(f"--val-protocol {args.val_protocol!r}: one of {', '.join(PROTOCOLS)}")
+    eval_config = EvalConfig(protocol=args.val_protocol)
     engine = finecut.load_model(checkpoint, **options)
     bank = ObjectBank.load(cfg.data.bank)
     suffix = "".join(f"-{k}{v}" for k, v in sorted(options.items()))
+    suffix += "" if args.val_protocol == "standard" else f"-{args.val_protocol}"
     out = Path(cfg.run_dir) / "validation" / f"{Path(checkpoint).stem}{suffix}"
     result = evaluate_on_validation(engine, bank, cfg.data.val_fraction, args.val_count, out,
-                                    model_name=Path(checkpoint).stem, progress=not args.no_progress)
+                                    model_name=Path(checkpoint).stem, config=eval_config,
+                                    progress=not args.no_progress)
     s = result.summary
     miou = s.get("miou") or []
-    print(f"validation ({s['num_samples']} objects): NoC85 {s['noc'].get('85')}, NoC90 {s['noc'].get('90')}, "
-          f"mIoU@1 {miou[0] if miou else '-'}, mIoU@5 {miou[4] if len(miou) > 4 else '-'} -> {out}")
+    print(f"validation ({s['num_samples']} objects, {args.val_protocol} protocol): NoC85 {s['noc'].get('85')}, "
+          f"NoC90 {s['noc'].get('90')}, mIoU@1 {miou[0] if miou else '-'}, "
+          f"mIoU@5 {miou[4] if len(miou) > 4 else '-'} -> {out}")
     return 0

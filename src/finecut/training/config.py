@@ -212,6 +212,10 @@ class FocalClickXLOptions:
     box_jitter: float = 0.08  # simulated boxes: edge noise (share of the side)
     scribble_width: tuple[int, int] = (3, 7)
     coarse_previous_probability: float = 1.0  # the coarse mask also in the previous-mask channel (as the pipeline)
+    # object stage, a departure from the paper: the share of steps that train the Object-Net on another form (each step
+    # one form for the whole batch, with that form's prompting layer, which trains too), e.g. {box = 0.25}; the rest
+    # are click steps. The paper tunes only the form's prompting layer afterwards (the prompting stage)
+    joint_forms: dict[str, float] = field(default_factory=dict)
 
     def check(self) -> None:
         if self.stage not in XL_STAGES:
@@ -223,6 +227,17 @@ class FocalClickXLOptions:
             raise FinecutError(f"[focalclick_xl].context_train {self.context_train!r}: adapters, all or none")
         if self.copy_clicks not in ("auto", "always", "never"):
             raise FinecutError(f"[focalclick_xl].copy_clicks {self.copy_clicks!r}: auto, always or never")
+        if self.joint_forms:
+            if self.stage != "object":
+                raise FinecutError("[focalclick_xl].joint_forms trains other forms in the object stage; "
+                                   f"this run's stage is {self.stage!r}")
+            unknown = sorted(set(self.joint_forms) - set(XL_PROMPTING_FORMS))
+            if unknown:
+                raise FinecutError(f"[focalclick_xl].joint_forms {unknown}: forms are {', '.join(XL_PROMPTING_FORMS)}")
+            shares = [float(v) for v in self.joint_forms.values()]
+            if min(shares) < 0 or sum(shares) >= 1:
+                raise FinecutError(f"[focalclick_xl].joint_forms {dict(self.joint_forms)}: shares >= 0 summing to "
+                                   "less than 1 (the rest are click steps)")
         if not 0.0 <= self.trimap_low < self.trimap_high <= 1.0:
             raise FinecutError("[focalclick_xl] trimap thresholds need 0 <= trimap_low < trimap_high <= 1")
         lo, hi = self.box_expand

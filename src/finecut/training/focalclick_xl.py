@@ -33,6 +33,12 @@ the one training loop training one of them, every other tensor frozen:
    with RITM-style iterative passes correction scribbles on the largest error. Normalized focal loss on the
    primitive mask.
 
+A departure from the paper, for forms a prompting layer alone does not carry (a box is a filled rectangle that a
+network trained on click disks reads as "all of this is object"): ``[focalclick_xl].joint_forms`` lets the object
+stage train the Object-Net on other forms too — each step draws one form for its whole batch (by the given shares,
+the rest click steps), simulated and drawn as in the prompting stage, through that form's prompting layer, which
+trains with it.
+
 The stage (and form) is part of the run's config, so every checkpoint's training record and the histories of its
 descendants say how each subnet and prompting layer was trained (:func:`finecut.training.history.training_stage`).
 Held-out validation (object and detail stages) drives the FocalClick-XL pipeline engine, when
@@ -123,6 +129,18 @@ def trained_stages(doc: dict[str, Any] | None) -> list[str]:
     return stages + ([own] if own else [])
 
 
+def tuned_forms(stages: list[str]) -> set[str]:
+    """The interaction forms (other than clicks) whose prompting layer a chain of stages trained: by a prompting
+    stage (``prompting:box``) or jointly in an object stage (``object+box+scribbles``)."""
+    out = set()
+    for stage in stages:
+        if stage.startswith("prompting:"):
+            out.add(stage.split(":", 1)[1])
+        elif stage.startswith("object+"):
+            out.update(stage.split("+")[1:])
+    return out
+
+
 def xl_net(net: nn.Module) -> FocalClickXLNet:
     if not isinstance(net, FocalClickXLNet):
         raise FinecutError(f"the focalclick_xl method trains FocalClickXLNet, got {type(net).__name__}")
@@ -158,13 +176,17 @@ def set_trainable(net: FocalClickXLNet, options: FocalClickXLOptions) -> list[nn
         for p in net.detail.parameters():
             p.requires_grad_(True)
         return [net.context, net.object, net.prompting]
-    for p in list(net.object.parameters()) + list(net.prompting_layer("clicks").parameters()):
+    trained_forms = ("clicks", *options.joint_forms)
+    for form in trained_forms:
+        for p in net.prompting_layer(form).parameters():
+            p.requires_grad_(True)
+    for p in net.object.parameters():
         p.requires_grad_(True)
     keep = context_trainable(net, options.context_train)
     for name, p in net.context.named_parameters():
         p.requires_grad_(name in keep)
     frozen: list[nn.Module] = [net.detail]
-    frozen += [layer for form, layer in net.prompting.items() if form != "clicks"]
+    frozen += [layer for form, layer in net.prompting.items() if form not in trained_forms]
     if options.context_train == "none":
         frozen.append(net.context)
     elif options.context_train == "adapters" and isinstance(net.context, ContextLite0Encoder):
@@ -331,8 +353,14 @@ class ObjectSteps(Steps):
         self.options = options_of(cfg)
         self.frozen = frozen
         self.iter_rng = np.random.default_rng([cfg.seed, setup.rank, setup.step, 2])
-        self.sampler = PatchSampler(setup.bank, setup.train_indices, setup.source_weights, self.net, cfg, form,
-                                    setup.rng)
+        # the object stage's other forms (joint_forms): which form each step trains, on its own random stream
+        joint = self.options.joint_forms if form == "clicks" else {}
+        self.forms = [form, *joint]
+        self.shares = [1.0 - sum(joint.values()), *joint.values()]
+        self.form_rng = np.random.default_rng([cfg.seed, setup.rank, setup.step, 3])
+        self.samplers = {f: PatchSampler(setup.bank, setup.train_indices, setup.source_weights, self.net, cfg, f,
+                                         setup.rng) for f in self.forms}
+        self.sampler = self.samplers[form]
         self.layout = self.net.input_spec.prompt_layout
         self.context_grad = any(p.requires_grad for p in self.net.context.parameters())
 
@@ -342,9 +370,11 @@ class ObjectSteps(Steps):
             return int(self.iter_rng.integers(1, cfg.max_iterative_clicks + 1))
         return 0
 
-    def predict(self, batch: PatchBatch, maps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def predict(self, batch: PatchBatch, maps: torch.Tensor, context: torch.Tensor,
+                form: str | None = None) -> torch.Tensor:
         with torch.no_grad():
-            logits = self.net.forward_object(batch.images, maps, self.form, context.detach(), batch.boxes)["logits"]
+            logits = self.net.forward_object(batch.images, maps, form or self.form, context.detach(),
+                                             batch.boxes)["logits"]
         return torch.sigmoid(logits)
 
     def click_maps(self, batch: PatchBatch, context: torch.Tensor) -> torch.Tensor:
@@ -354,7 +384,7 @@ class ObjectSteps(Steps):
         clicks = [c for c, _ in drawn]
         previous = torch.from_numpy(np.stack([p for _, p in drawn])[:, None])
         for _ in range(self.iterations()):
-            probs = self.predict(batch, prompt_maps(clicks, previous, cfg.click_radius, self.layout), context)
+            probs = self.predict(batch, prompt_maps(clicks, previous, cfg.click_radius, self.layout), context, "clicks")
             preds = (probs[:, 0] > 0.49).numpy()
             for i in range(len(clicks)):
                 click = next_training_click(batch.masks_np[i], preds[i], clicks[i], rng)
@@ -369,7 +399,7 @@ class ObjectSteps(Steps):
         scribbles = [initial_scribbles(m, self.rng, width) for m in batch.masks_np]
         previous = torch.zeros_like(batch.masks)
         for _ in range(self.iterations()):
-            probs = self.predict(batch, scribble_prompt_maps(scribbles, previous, self.layout), context)
+            probs = self.predict(batch, scribble_prompt_maps(scribbles, previous, self.layout), context, "scribbles")
             preds = (probs[:, 0] > 0.49).numpy()
             for i, gt in enumerate(batch.masks_np):
                 s = correction_scribble(gt, preds[i], self.rng, width)
@@ -379,19 +409,20 @@ class ObjectSteps(Steps):
         return scribble_prompt_maps(scribbles, previous, self.layout)
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
-        batch = self.sampler.sample(self.cfg.batch_size)
+        form = self.forms[0] if len(self.forms) == 1 else str(self.form_rng.choice(self.forms, p=self.shares))
+        batch = self.samplers[form].sample(self.cfg.batch_size)
         for module in self.frozen:
             module.eval()
         with torch.set_grad_enabled(self.context_grad):
             context = self.net.encode_context(batch.contexts)
-        if self.form == "clicks":
+        if form == "clicks":
             maps = self.click_maps(batch, context)
-        elif self.form == "scribbles":
+        elif form == "scribbles":
             maps = self.scribble_maps(batch, context)
         else:
             assert batch.maps is not None
             maps = batch.maps
-        out = self.net.forward_object(batch.images, maps, self.form, context, batch.boxes)
+        out = self.net.forward_object(batch.images, maps, form, context, batch.boxes)
         loss = normalized_focal_loss(out["logits"], batch.masks)
         return {"loss": loss, "seg": loss.detach()}
 
@@ -599,7 +630,7 @@ class FocalClickXLMethod(TrainingMethod):
             if options.form not in xl.forms:
                 raise FinecutError(f"[focalclick_xl].form {options.form!r}: the network has no such prompting layer "
                                    f"({list(xl.forms)})")
-            tuned = f"prompting:{options.form}" in trained_stages(init_doc)
+            tuned = options.form in tuned_forms(trained_stages(init_doc))
             if options.copy_clicks == "always" or (options.copy_clicks == "auto" and not tuned):
                 xl.copy_prompting("clicks", options.form)
         self._frozen[id(xl)] = set_trainable(xl, options)
@@ -635,4 +666,4 @@ class FocalClickXLMethod(TrainingMethod):
 FOCALCLICK_XL = FocalClickXLMethod()
 
 __all__ = ["FOCALCLICK_XL", "FocalClickXLMethod", "checkpoint_path", "context_trainable", "set_trainable",
-           "trained_stages", "warm_start"]
+           "trained_stages", "tuned_forms", "warm_start"]

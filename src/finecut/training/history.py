@@ -22,13 +22,16 @@ CONFIG_KEYS = ("steps", "batch_size", "size", "small_size", "full_size_from", "s
 
 def training_stage(config: dict[str, Any]) -> str:
     """What part of a staged network a run trained, from its recorded config: FocalClick-XL's ``object`` (Object-Net,
-    clicks prompting layer, context adapters), ``detail`` (Detail-Net) or ``prompting:FORM`` (one prompting layer);
-    "" for a run that trains its whole network."""
+    clicks prompting layer, context adapters; ``object+box+...`` when it trained other forms jointly), ``detail``
+    (Detail-Net) or ``prompting:FORM`` (one prompting layer); "" for a run that trains its whole network."""
     xl = config.get("focalclick_xl")
     if not isinstance(xl, dict) or not xl.get("stage"):
         return ""
     stage = str(xl["stage"])
-    return f"prompting:{xl.get('form', '?')}" if stage == "prompting" else stage
+    if stage == "prompting":
+        return f"prompting:{xl.get('form', '?')}"
+    joint = [str(form) for form in xl.get("joint_forms") or {}]
+    return "+".join([stage, *joint])  # e.g. object+box: the object stage that also trained the box form
 
 
 def run_summary(training: dict[str, Any], name: str = "") -> dict[str, Any]:
