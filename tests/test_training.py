@@ -292,6 +292,10 @@ def test_validate_command_takes_inference_options_in_the_loader_syntax(folder: P
     assert "box protocol" in capsys.readouterr().out
     summary = json.loads((run_dir / "validation" / "last-box" / "summary.json").read_text())
     assert summary["protocol"] == "box" and summary["num_samples"] == 2
+    assert cli_main(["train", str(config_path), "--validate", str(checkpoint), "--val-protocol", "coarse",
+                     "--val-count", "2", "--no-progress"]) == 0  # coarse masks from the 0.75-0.80 band
+    config = json.loads((run_dir / "validation" / "last-coarse" / "config.json").read_text())
+    assert config["protocol"]["coarse_band"] == [0.75, 0.8]
     assert cli_main(["train", str(config_path), "--validate", str(checkpoint), "--val-protocol", "nope",
                      "--no-progress"]) == 2 and "--val-protocol 'nope'" in capsys.readouterr().err
     assert cli_main(["train"]) == 2 and "a training CONFIG is needed" in capsys.readouterr().err

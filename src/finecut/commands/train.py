@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "loader's NAME:KEY=VALUE syntax, e.g. runs/x/last:target_size=320")
     parser.add_argument("--val-count", type=int, default=100, help="objects for --validate (default 100)")
     parser.add_argument("--val-protocol", default="standard",
-                        help="the evaluation protocol of --validate: standard (clicks), box, scribble, coarse, ... "
-                             "(finecut evaluate --protocol's choices, with their defaults)")
+                        help="the evaluation protocol of --validate: standard (clicks), box, scribble, coarse (IoU band "
+                             "0.75-0.80), ... (finecut evaluate --protocol's choices, with their defaults)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="deprecated: an inference option for --validate (use --validate CHECKPOINT:KEY=VALUE)")
     parser.add_argument("--assemble", nargs=3, metavar=("ECP", "HRR", "OUT"), default=None,
@@ -94,7 +94,9 @@ def _validate(cfg, args: argparse.Namespace) -> int:
 
     if args.val_protocol not in PROTOCOLS:
         raise FinecutError(f"--val-protocol {args.val_protocol!r}: one of {', '.join(PROTOCOLS)}")
-    eval_config = EvalConfig(protocol=args.val_protocol)
+    # the coarse protocol's masks come from one IoU band: the 0.75-0.80 level of the FocalClick-XL protocol
+    band = {"coarse_band": (0.75, 0.80)} if args.val_protocol == "coarse" else {}
+    eval_config = EvalConfig(protocol=args.val_protocol, **band)
     engine = finecut.load_model(checkpoint, **options)
     bank = ObjectBank.load(cfg.data.bank)
     suffix = "".join(f"-{k}{v}" for k, v in sorted(options.items()))
