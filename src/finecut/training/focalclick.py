@@ -106,9 +106,9 @@ class Teacher:
     def __init__(self, name: str, memory_format: torch.memory_format) -> None:
         from finecut.model_inputs import IMAGENET_MEAN, IMAGENET_STD
         from finecut.models.checkpoint import load_checkpoint
-        from finecut.training.trainer import init_checkpoint_path_of
+        from finecut.registry import shipped_checkpoints
 
-        net, _ = load_checkpoint(init_checkpoint_path_of(name))
+        net, _ = load_checkpoint(shipped_checkpoints().get(name, name))  # a shipped model's name or a checkpoint path
         self.net = segmentor_of(net).to(memory_format=memory_format).eval().requires_grad_(False)
         spec = net.input_spec
         self.layout = spec.prompt_layout
