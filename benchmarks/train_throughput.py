@@ -304,9 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     from finecut.training.config import TrainConfig
 
     cfg = TrainConfig.from_file(args.config)
-    bank = Path(args.bank or cfg.data.bank)
-    if not bank.exists():
-        parser.error(f"{bank}: object bank not found (pass --bank; the benchmark does not build one)")
     batch = cfg.batch_size // 2 if cfg.threads > 1 else cfg.batch_size  # today's per-process batch
     fc = cfg.focalclick
     settings = default_settings(cfg.size, fc.small_size or 160, batch, fc.refiner_size, fc.small_refiner_size,
@@ -331,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
 
+    bank = Path(args.bank or cfg.data.bank)
+    if not bank.exists():
+        parser.error(f"{bank}: object bank not found (pass --bank; the benchmark does not build one)")
     info = machine_info()
     load_before = os.getloadavg()
     trials: dict[str, list[dict[str, Any]]] = {s.name: [] for s in settings}
