@@ -19,6 +19,7 @@ Writes ``--out`` (default ``results/train_budget.md``) and prints it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -53,7 +54,7 @@ def budget_config(raw: dict[str, Any], name: str, work: Path, steps: int, full_s
     """A copy of the config ``raw`` for this comparison: one process x 1 thread with ``samples_per_step`` per step,
     ``steps`` steps (the small-crop stage until ``full_size_from``), no periodic validation, its own run folder;
     from ImageNet unless ``warm``; ``lr`` when given."""
-    raw = json.loads(json.dumps(raw))  # a deep copy
+    raw = copy.deepcopy(raw)
     raw.update(run_dir=str(work / name), steps=steps, batch_size=samples_per_step, threads=1,
                val_every=10**9, checkpoint_every=100, log_every=20)
     if lr is not None:
@@ -92,16 +93,17 @@ def to_toml(raw: dict[str, Any]) -> str:
     return "\n".join(top) + "\n" + "\n".join(sections) + "\n"
 
 
-def last_record(log: Path, key: str) -> dict[str, Any]:
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+def last_record(records: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The last of a run's ``log.jsonl`` records that has ``key``."""
     return next((r for r in reversed(records) if key in r), {})
 
 
-def summary_of(validation_dir: Path) -> dict[str, Any]:
-    found = sorted(validation_dir.rglob("summary.json"))
-    if not found:
-        raise SystemExit(f"no validation summary under {validation_dir}")
-    return json.loads(found[-1].read_text())
+def summary_of(run_dir: Path) -> dict[str, Any]:
+    """The summary ``finecut train --validate RUN_DIR/last.json`` wrote."""
+    path = run_dir / "validation" / "last" / "summary.json"
+    if not path.exists():
+        raise SystemExit(f"{path}: no validation summary")
+    return json.loads(path.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, Any]] = {}
     new_raw = tomllib.loads(args.config.read_text())
-    today_raw = json.loads(json.dumps(new_raw))
+    today_raw = copy.deepcopy(new_raw)
     for lever in ("small_size", "full_size_from", "small_refiner_size"):
         today_raw.get("focalclick", {}).pop(lever, None)
     for name, raw in (("today", today_raw), ("new", new_raw)):
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         steps, full_from = plan_steps(args.minutes, args.fill, samples_per_step, rates[small_key] / processes,
                                       rates[full_key] / processes, small_share)
         config = budget_config(raw, name, args.work, steps, full_from, args.warm, samples_per_step, args.lr)
-        runs[name] = {"config": config, "steps": steps, "full_size_from": full_from,
+        runs[name] = {"config": config, "raw": tomllib.loads(config.read_text()), "steps": steps,
+                      "full_size_from": full_from,
                       "samples_per_step": samples_per_step}
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -152,15 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     for name, r in runs.items():
         run_dir = args.work / name
-        progress = last_record(run_dir / "log.jsonl", "train_seconds")
-        stop = last_record(run_dir / "log.jsonl", "event")
+        records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+        progress, stop = last_record(records, "train_seconds"), last_record(records, "event")
         r.update(done_steps=stop.get("step"), stop=stop.get("event"), train_seconds=progress.get("train_seconds"))
         r["samples"] = (r["done_steps"] or 0) * r["samples_per_step"]
-        val_dir = run_dir / "validation"
         subprocess.run([sys.executable, "-m", "finecut.cli", "train", str(r["config"]), "--validate",
                         str(run_dir / "last.json"), "--val-count", str(args.val_count), "--no-progress"],
                        env=dict(os.environ, OMP_NUM_THREADS="2"), check=True)
-        r["validation"] = summary_of(val_dir)
+        r["validation"] = summary_of(run_dir)
     text = render(runs, args, rates, started, load_before, load_after)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +190,7 @@ def render(runs: dict[str, dict[str, Any]], args: argparse.Namespace, rates: dic
               "| mIoU@1 | mIoU@5 | NoC85 | NoC90 |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
-        raw = tomllib.loads(Path(r["config"]).read_text())
+        raw = r["raw"]
         fc = raw.get("focalclick", {})
         crop = (f"{fc['small_size']} (refiner {fc.get('small_refiner_size') or fc.get('refiner_size', 96)}) until "
                 f"step {fc['full_size_from']}, then {raw['size']}" if fc.get("small_size") else f"{raw['size']}")

@@ -53,30 +53,28 @@ def options_of(cfg: TrainConfig) -> FocalClickOptions:
 class TrainingStep(nn.Module):
     """Segmentor + refiner forward and losses in one module, so DDP sees a single forward."""
 
-    def __init__(self, net: nn.Module, refiner_size: int, hi_factor: int, refiner_weight: float,
-                 distill_weight: float = 0.0) -> None:
+    def __init__(self, net: nn.Module, hi_factor: int, refiner_weight: float, distill_weight: float = 0.0) -> None:
         super().__init__()
         self.net = net
-        self.refiner_size = refiner_size
         self.hi_factor = hi_factor
         self.refiner_weight = refiner_weight
         self.distill_weight = distill_weight
 
     def forward(self, images: torch.Tensor, maps: torch.Tensor, masks: torch.Tensor, images_hi: torch.Tensor,
-                masks_hi: torch.Tensor, boxes: torch.Tensor,
+                masks_hi: torch.Tensor, boxes: torch.Tensor, refiner_size: int,
                 soft_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One step's losses; ``refiner_size`` is the focus crop's side at this step (the schedule's,
+        :meth:`~finecut.training.config.TrainConfig.refiner_size_at`)."""
         seg = segmentor_of(self.net)(images, maps)
         loss_seg = normalized_focal_loss(seg["logits"], masks)
-        loss_distill = loss_seg.detach() * 0
-        if soft_targets is not None:
-            loss_distill = distillation_loss(seg["logits"], soft_targets)
+        zero = loss_seg.detach() * 0
+        loss_distill = zero if soft_targets is None else distillation_loss(seg["logits"], soft_targets)
         seg_total = loss_seg + self.distill_weight * loss_distill
         refiner = getattr(self.net, "refiner", None)
         if refiner is None:  # a single-network model (SimpleClick): segmentation loss only
-            zero = loss_seg.detach() * 0
             return {"loss": seg_total, "seg": loss_seg.detach(), "refine": zero, "boundary": zero,
                     "distill": loss_distill.detach(), "logits": seg["logits"].detach()}
-        r = self.refiner_size
+        r = refiner_size
         crop_img = roi_align(images_hi, boxes, (r, r), spatial_scale=self.hi_factor)
         crop_maps = roi_align(maps, boxes, (r, r))
         crop_logits = roi_align(seg["logits"], boxes, (r, r))
@@ -198,9 +196,8 @@ class FocalClickSteps(Steps):
         self.iter_rng = np.random.default_rng([cfg.seed, setup.rank, setup.step, 2])
         self.teacher = (Teacher(options.distill_checkpoint, self.memory_format) if options.distill_checkpoint
                         else None)
-        step_module = TrainingStep(net, options.refiner_size, cfg.hi_factor, options.refiner_loss_weight,
+        step_module = TrainingStep(net, cfg.hi_factor, options.refiner_loss_weight,
                                    options.distill_weight if self.teacher is not None else 0.0)
-        self.step_module = step_module
         self.model: nn.Module = step_module
         if setup.world > 1:
             self.model = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=False)
@@ -225,9 +222,9 @@ class FocalClickSteps(Steps):
         maps = prompt_maps(batch.clicks, previous, cfg.click_radius, self.channels, self.memory_format)
         preds_np = (batch.previous[:, 0].numpy() > 0.5) if num_iters == 0 else (previous[:, 0].numpy() > 0.49)
         boxes = sample_focus_boxes(batch.masks_np, preds_np, rng)
-        self.step_module.refiner_size = cfg.refiner_size_at(step)  # smaller focus crops in the small-crop stage
         soft = None if self.teacher is None else self.teacher(batch.images, batch.clicks, previous, cfg.click_radius)
-        out = self.model(batch.images, maps, batch.masks, batch.images_hi, batch.masks_hi, boxes, soft)
+        out = self.model(batch.images, maps, batch.masks, batch.images_hi, batch.masks_hi, boxes,
+                         cfg.refiner_size_at(step), soft)
         return {key: out[key] for key in LOSS_KEYS}
 
     def close(self) -> None:

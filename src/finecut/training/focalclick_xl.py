@@ -349,7 +349,7 @@ class ObjectSteps(Steps):
 
     def __init__(self, setup: RunSetup, form: str, frozen: list[nn.Module]) -> None:
         cfg = setup.cfg
-        self.cfg, self.net, self.rng, self.form = cfg, xl_net(setup.net), setup.rng, form
+        self.cfg, self.net, self.rng = cfg, xl_net(setup.net), setup.rng
         self.options = options_of(cfg)
         self.frozen = frozen
         self.iter_rng = np.random.default_rng([cfg.seed, setup.rank, setup.step, 2])
@@ -360,7 +360,6 @@ class ObjectSteps(Steps):
         self.form_rng = np.random.default_rng([cfg.seed, setup.rank, setup.step, 3])
         self.samplers = {f: PatchSampler(setup.bank, setup.train_indices, setup.source_weights, self.net, cfg, f,
                                          setup.rng) for f in self.forms}
-        self.sampler = self.samplers[form]
         self.layout = self.net.input_spec.prompt_layout
         self.context_grad = any(p.requires_grad for p in self.net.context.parameters())
 
@@ -370,11 +369,9 @@ class ObjectSteps(Steps):
             return int(self.iter_rng.integers(1, cfg.max_iterative_clicks + 1))
         return 0
 
-    def predict(self, batch: PatchBatch, maps: torch.Tensor, context: torch.Tensor,
-                form: str | None = None) -> torch.Tensor:
+    def predict(self, batch: PatchBatch, maps: torch.Tensor, context: torch.Tensor, form: str) -> torch.Tensor:
         with torch.no_grad():
-            logits = self.net.forward_object(batch.images, maps, form or self.form, context.detach(),
-                                             batch.boxes)["logits"]
+            logits = self.net.forward_object(batch.images, maps, form, context.detach(), batch.boxes)["logits"]
         return torch.sigmoid(logits)
 
     def click_maps(self, batch: PatchBatch, context: torch.Tensor) -> torch.Tensor:
