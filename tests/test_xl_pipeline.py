@@ -232,7 +232,7 @@ def test_later_clicks_change_only_the_target_crop(net: FocalClickXLNet, image: n
     outside = np.ones((H, W), bool)
     outside[y0:y1, x0:x1] = False
     assert np.array_equal(second.probs[outside], probs[outside])
-    assert np.array_equal(second.alpha[outside], probs[outside])
+    assert np.array_equal(second.alpha[outside], (probs[outside] > 0.5).astype(np.float32))  # the matte: mask there
     assert np.all(second.probs[60:70, 2:10] == np.float32(0.3))
     # the detail patches lie in the image; what they write stays inside the crop
     for bx0, by0, bx1, by1 in second.state["detail_patches"]:
@@ -255,6 +255,49 @@ def test_detail_patches_replace_the_primitive_only_inside_them(net: FocalClickXL
     # the Detail-Net decides only the low-confidence pixels: the trimap's sure pixels become 0 / 1
     sure = covered & ((primitive.probs <= 0.1) | (primitive.probs >= 0.9))
     assert sure.any() and np.isin(refined.probs[sure], (0.0, 1.0)).all()
+    # the matte: the Detail-Net's alpha inside its patches, the binary mask elsewhere; no matte without the Detail-Net
+    crop_x0, crop_y0, crop_x1, crop_y1 = refined.state["target_crop"]
+    in_crop = np.zeros((H, W), bool)
+    in_crop[crop_y0:crop_y1, crop_x0:crop_x1] = True
+    written = covered & in_crop
+    assert np.array_equal(refined.alpha[written], refined.probs[written])
+    assert np.isin(refined.alpha[~written], (0.0, 1.0)).all()
+    assert np.array_equal(refined.alpha[~written] > 0.5, refined.mask[~written])
+    assert primitive.alpha is None
+
+
+def test_box_refine_runs_coarse_mask_passes_on_the_box_result(net: FocalClickXLNet, image: np.ndarray) -> None:
+    """box_refine=N: N coarse-mask passes on a box-only result, each from the last mask; nothing leaves the box; the
+    clicks after a box and the other forms are untouched by it."""
+    calls: list[str] = []
+    real = net.forward_object
+
+    def spy(image_, maps, form, context, boxes):  # type: ignore[no-untyped-def]
+        calls.append(form)
+        return real(image_, maps, form, context, boxes)
+
+    net.forward_object = spy  # type: ignore[method-assign]
+    try:
+        box = (28, 16, 70, 56)
+        plain = predictor(net, image).predict(box=box)
+        assert calls == ["box"]
+        calls.clear()
+        refined = predictor(net, image, box_refine=2).predict(box=box)
+        assert calls == ["box", "coarse_mask", "coarse_mask"]
+        inside = square(16, 56, 28, 70)
+        assert not refined.mask[~inside].any() and refined.mask.any()
+        assert not np.array_equal(refined.probs, plain.probs)
+        calls.clear()
+        predictor(net, image, box_refine=2).predict(box=box, clicks=[Click(48, 36)])
+        assert calls == ["box", "clicks"]
+    finally:
+        net.forward_object = real  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("passes", [-1, 1.5, True, "2"])
+def test_a_bad_box_refine_is_refused_with_its_name(net: FocalClickXLNet, passes: object) -> None:
+    with pytest.raises(FinecutError, match="box_refine"):
+        FocalClickXLEngine(net, box_refine=passes)
 
 
 def test_prior_mask_correction_merges_one_component(net: FocalClickXLNet, image: np.ndarray) -> None:

@@ -31,8 +31,9 @@ Per interaction (the shared steps — starting probabilities, target crop, state
    (:class:`~finecut.pipelines.transforms.ProgressiveMerge`) for clicks with a prior mask and after ``merge_after``
    clicks from scratch; scribbles on a prior mask keep only the changed components their newest strokes touch.
 
-Output: ``probs`` — the primitive probabilities outside the detail patches, the composed alpha inside; ``alpha`` — the
-same full-image matte (``alpha > 0.5`` is the mask).
+Output: ``probs`` — the primitive probabilities outside the detail patches, the composed alpha inside; ``alpha`` (with
+the Detail-Net on; ``None`` without it, since then there is no matte) — the composed alpha inside the detail patches and
+the binary mask elsewhere (:func:`matte`; ``alpha > 0.5`` is the mask).
 
 Every network call goes through the engine's :attr:`~FocalClickXLEngine.networks` — ``context_net``, ``object_net``
 (the interaction form a string argument) and ``detail_net`` (:class:`XLContextNetwork`, :class:`XLObjectNetwork`,
@@ -82,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "trimap_band": 6,  # only low-confidence pixels this close to the primitive's boundary are unknown (Detail-Net px)
     "progressive_merge": True,
     "merge_after": 10,
+    "box_refine": 0,  # after a box-only pass, this many coarse-mask passes on its own result (0: none)
 }
 
 #: The interaction forms the pipeline routes to, in the network's prompting-layer names.
@@ -319,6 +321,12 @@ class FocalClickXLEngine(CropPipeline):
             raise FinecutError("FocalClick-XL detail_zoom and max_detail_scale must be > 0")
         if int(o["max_patches"]) < 0:
             raise FinecutError(f"FocalClick-XL max_patches must be >= 0, got {o['max_patches']}")
+        refine = o["box_refine"]
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise FinecutError(f"FocalClick-XL box_refine must be a whole number of passes >= 0, got {refine!r}")
+        if refine and "coarse_mask" not in getattr(net, "forms", ()):
+            raise FinecutError("FocalClick-XL box_refine needs the coarse_mask prompting layer, which this model "
+                               "does not have")
         band = o["trimap_band"]
         if band is not None and (isinstance(band, bool) or not isinstance(band, int) or band < 1):
             raise FinecutError(f"FocalClick-XL trimap_band must be a whole number of pixels >= 1 (or None), got {band!r}")
@@ -379,6 +387,20 @@ class FocalClickXLEngine(CropPipeline):
         boxes = torch.tensor([features.geometry.map_box(crop.box)], dtype=torch.float32)
         out = self.object_net(image, maps, form, features.context, boxes)
         return _sigmoid(resize(out["logits"][0, 0].float().numpy(), crop.shape))
+
+    def refine_box_result(self, step: Step, probs: np.ndarray, crop: Crop) -> tuple[np.ndarray, Crop]:
+        """``box_refine`` coarse-mask passes on a box pass's result (clamped to the box): the coarse-mask layer
+        corrects a mask, the box layer only has the rectangle to go on. Returns the probabilities and the last crop."""
+        for _ in range(int(self.options["box_refine"])):
+            mask = probs > 0.5
+            if step.outside_box is not None:
+                mask &= ~step.outside_box
+            if not mask.any():
+                break
+            pass_step = replace(step, prompts=replace(step.prompts, prior_mask=mask))
+            crop = self.target_crop(pass_step, mask)
+            probs = crop.paste(probs.copy(), self.primitive(pass_step, crop, "coarse_mask", probs))
+        return probs, crop
 
     def detail_windows(self, crop: Crop, probs: np.ndarray, shape: tuple[int, int]
                        ) -> tuple[list[IntBox], tuple[int, int]]:
@@ -487,6 +509,8 @@ class FocalClickXLEngine(CropPipeline):
             if index or step.prompts.scribbles:
                 crop = self.target_crop(step, base > 0.5)
             probs = crop.paste(base.copy(), self.primitive(step, crop, form, base))
+        if forms == ("box",):
+            probs, crop = self.refine_box_result(step, probs, crop)
         patches = self.refine(step, crop, probs) if self.options["detail"] else []
         if step.outside_box is not None:
             probs[step.outside_box] = 0.0
@@ -494,10 +518,24 @@ class FocalClickXLEngine(CropPipeline):
         probs = np.clip(probs, 0.0, 1.0).astype(np.float32, copy=False)
         state = {"target_crop": list(crop.box), "forms": list(forms),
                  "detail_patches": [list(b) for b in patches], "merged": merged}
-        return EngineOutput(probs, state, alpha=probs.copy())
+        alpha = matte(probs, crop.box, patches) if self.options["detail"] else None
+        return EngineOutput(probs, state, alpha=alpha)
+
+
+def matte(probs: np.ndarray, crop_box: IntBox, patches: list[IntBox]) -> np.ndarray:
+    """The alpha matte of a step: the Detail-Net's composed alpha inside its patches (clipped to the target crop, where
+    it was written), the binary mask everywhere else — the primitive's probabilities are a confidence, not a
+    coverage, so outside the patches the matte is the mask (``matte > 0.5`` is still the mask)."""
+    alpha = (probs > 0.5).astype(np.float32)
+    x0, y0, x1, y1 = crop_box
+    for bx0, by0, bx1, by1 in patches:
+        cx0, cy0, cx1, cy1 = max(bx0, x0), max(by0, y0), min(bx1, x1), min(by1, y1)
+        if cx0 < cx1 and cy0 < cy1:
+            alpha[cy0:cy1, cx0:cx1] = probs[cy0:cy1, cx0:cx1]
+    return alpha
 
 
 __all__ = [
     "DEFAULTS", "ROUTED_FORMS", "FocalClickXLEngine", "XLContextNetwork", "XLDetailNetwork", "XLFeatures",
-    "XLObjectNetwork", "form_prompt_maps", "interaction_forms", "place_window", "select_patches",
+    "XLObjectNetwork", "form_prompt_maps", "interaction_forms", "matte", "place_window", "select_patches",
 ]
