@@ -443,8 +443,10 @@ def test_the_shipped_focalclick_xl_went_through_every_stage_and_routes_every_for
     stages = trained_stages(doc)
     assert stages[:2] == ["detail", "object"], stages
     assert {"prompting:box", "prompting:scribbles", "prompting:coarse_mask"} <= set(stages), stages
+    assert stages[-1] == "object+box+scribbles+coarse_mask", stages  # the joint-forms stage it was shipped from
     engine = finecut.load_model("focalclick-xl")
     assert isinstance(engine, FocalClickXLEngine) and engine.options["detail"] is False
+    assert engine.options["box_refine"] == 3
     image = np.full((120, 160, 3), 70, np.uint8)
     cv2.circle(image, (80, 60), 30, (220, 200, 40), -1)
     object_mask = cv2.circle(np.zeros((120, 160), np.uint8), (80, 60), 30, 1, -1).astype(bool)
@@ -460,6 +462,7 @@ def test_the_shipped_focalclick_xl_went_through_every_stage_and_routes_every_for
     detailed.set_image(image)
     pred = detailed.predict(clicks=[Click(80, 60)])
     assert pred.alpha is not None and pred.alpha.shape == (120, 160)
+    assert predictor.predict(clicks=[Click(80, 60)]).alpha is None  # detail off: no matte
 
 
 @pytest.mark.parametrize("band", [0, -3, 2.5, "6", True])
