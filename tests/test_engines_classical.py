@@ -375,6 +375,12 @@ def test_model_spec_names_a_model_with_inference_options() -> None:
     assert parse_model_spec("C:/models/mine.json") == ("C:/models/mine.json", {})
     assert parse_model_spec("runs/a:b/last.json:threshold=0.4") == ("runs/a:b/last.json", {"threshold": 0.4})
     assert parse_option("scales=[1, 2]") == ("scales", [1, 2])
+    from finecut.registry import format_model_spec
+
+    assert format_model_spec("focalclick-xl", {}) == "focalclick-xl"
+    label = format_model_spec("focalclick-xl", {"detail": "x", "box_refine": 3})
+    assert label == "focalclick-xl:box_refine=3,detail=x"
+    assert parse_model_spec(label) == ("focalclick-xl", {"box_refine": 3, "detail": "x"})
     with pytest.raises(FinecutError, match="KEY=VALUE"):
         parse_option("threshold")
     name, options = parse_model_spec("geodesic:max_side=64")

@@ -220,6 +220,11 @@ def parse_option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def format_model_spec(name: str, options: dict[str, Any]) -> str:
+    """(name, options) -> ``NAME[:KEY=VALUE,...]`` (keys sorted), the label of a model with inference options."""
+    return name + (":" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) if options else "")
+
+
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``NAME[:KEY=VALUE,KEY=VALUE...]`` -> (name, inference options), e.g. ``ntclick:negative_rule=paper``.
 

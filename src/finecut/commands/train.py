@@ -81,7 +81,7 @@ def _validate(cfg, args: argparse.Namespace) -> int:
     from finecut.errors import FinecutError
 
     import finecut
-    from finecut.registry import parse_model_spec, parse_option
+    from finecut.registry import format_model_spec, parse_model_spec, parse_option
     from finecut.training.objects import ObjectBank
     from finecut.training.validation import evaluate_on_validation
 
@@ -103,9 +103,7 @@ def _validate(cfg, args: argparse.Namespace) -> int:
     suffix += "" if args.val_protocol == "standard" else f"-{args.val_protocol}"
     out = Path(cfg.run_dir) / "validation" / f"{Path(checkpoint).stem}{suffix}"
     result = evaluate_on_validation(engine, bank, cfg.data.val_fraction, args.val_count, out,
-                                    model_name=Path(checkpoint).stem + "".join(
-                                        f"{',' if i else ':'}{k}={v}" for i, (k, v) in enumerate(sorted(options.items()))),
-                                    config=eval_config,
+                                    model_name=format_model_spec(Path(checkpoint).stem, options), config=eval_config,
                                     progress=not args.no_progress)
     s = result.summary
     miou = s.get("miou") or []

@@ -59,7 +59,7 @@ from finecut.errors import FinecutError
 from finecut.model_inputs import crop_image, crop_prompt_maps, normalize, resize
 from finecut.models.detail_net import compose_alpha, trimap_from_probs, trimap_one_hot
 from finecut.models.focalclick_xl import ContextGeometry, context_input_geometry
-from finecut.pipelines.geometry import BoxF, components_touching, net_size, union_box
+from finecut.pipelines.geometry import BoxF, components_touching, intersect_box, net_size, union_box
 from finecut.pipelines.skeleton import CropPipeline, Step
 from finecut.pipelines.transforms import Crop, IntBox, ProgressiveMerge, ZoomIn
 from finecut.prompts import Box, Click, CropTransform, Prompts, Scribble, scribble_maps
@@ -97,6 +97,11 @@ class XLFeatures:
 
     context: torch.Tensor
     geometry: ContextGeometry
+
+
+def _whole_number(value: object, minimum: int) -> bool:
+    """An int (not a bool) of at least ``minimum``: the check of the options that count passes or pixels."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -322,13 +327,13 @@ class FocalClickXLEngine(CropPipeline):
         if int(o["max_patches"]) < 0:
             raise FinecutError(f"FocalClick-XL max_patches must be >= 0, got {o['max_patches']}")
         refine = o["box_refine"]
-        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        if not _whole_number(refine, 0):
             raise FinecutError(f"FocalClick-XL box_refine must be a whole number of passes >= 0, got {refine!r}")
         if refine and "coarse_mask" not in getattr(net, "forms", ()):
             raise FinecutError("FocalClick-XL box_refine needs the coarse_mask prompting layer, which this model "
                                "does not have")
         band = o["trimap_band"]
-        if band is not None and (isinstance(band, bool) or not isinstance(band, int) or band < 1):
+        if band is not None and not _whole_number(band, 1):
             raise FinecutError(f"FocalClick-XL trimap_band must be a whole number of pixels >= 1 (or None), got {band!r}")
 
     def setup(self, net: nn.Module) -> None:
@@ -460,14 +465,15 @@ class FocalClickXLEngine(CropPipeline):
         composed = compose_alpha(alpha.float(), one_hot if channels == 3 else trimap_one_hot(trimap))
         composed_np = composed[:, 0].numpy()
         # average overlapping patches, inside the crop only
-        x0, y0, x1, y1 = crop.box
+        x0, y0 = crop.box[:2]
         total = np.zeros(crop.shape, np.float32)
         count = np.zeros(crop.shape, np.float32)
         for (bx0, by0, bx1, by1), patch in zip(boxes, composed_np):
-            full = resize(patch, (by1 - by0, bx1 - bx0))
-            cx0, cy0, cx1, cy1 = max(bx0, x0), max(by0, y0), min(bx1, x1), min(by1, y1)
-            if cx0 >= cx1 or cy0 >= cy1:
+            inside = intersect_box((bx0, by0, bx1, by1), crop.box)
+            if inside is None:
                 continue
+            full = resize(patch, (by1 - by0, bx1 - bx0))
+            cx0, cy0, cx1, cy1 = inside
             total[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] += full[cy0 - by0:cy1 - by0, cx0 - bx0:cx1 - bx0]
             count[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] += 1.0
         cut = crop.cut(probs)
@@ -527,11 +533,11 @@ def matte(probs: np.ndarray, crop_box: IntBox, patches: list[IntBox]) -> np.ndar
     it was written), the binary mask everywhere else — the primitive's probabilities are a confidence, not a
     coverage, so outside the patches the matte is the mask (``matte > 0.5`` is still the mask)."""
     alpha = (probs > 0.5).astype(np.float32)
-    x0, y0, x1, y1 = crop_box
-    for bx0, by0, bx1, by1 in patches:
-        cx0, cy0, cx1, cy1 = max(bx0, x0), max(by0, y0), min(bx1, x1), min(by1, y1)
-        if cx0 < cx1 and cy0 < cy1:
-            alpha[cy0:cy1, cx0:cx1] = probs[cy0:cy1, cx0:cx1]
+    for patch in patches:
+        inside = intersect_box(patch, crop_box)
+        if inside is not None:
+            x0, y0, x1, y1 = inside
+            alpha[y0:y1, x0:x1] = probs[y0:y1, x0:x1]
     return alpha
 
 

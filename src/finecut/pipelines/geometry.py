@@ -27,6 +27,12 @@ def union_box(a: BoxF | None, b: BoxF | None) -> BoxF | None:
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
+def intersect_box(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+    """The overlap of two integer boxes (x0, y0, x1, y1), or None when they do not overlap."""
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
 def click_box(click: Click) -> BoxF:
     r, c = click.pixel
     return float(c), float(r), float(c + 1), float(r + 1)
