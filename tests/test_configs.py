@@ -156,3 +156,12 @@ def test_sections_are_checked() -> None:
         TrainConfig.from_dict({**base, "prefetch": 1, "focalclick": {"prefetch": 2}})
     with pytest.raises(FinecutError, match="unknown training option"):
         TrainConfig.from_dict({**base, "bce_weight": 1.0})
+
+
+def test_empty_or_missing_config_file_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# only a comment\n")
+    with pytest.raises(FinecutError, match="empty"):
+        TrainConfig.from_file(empty)
+    with pytest.raises(FinecutError, match="not found"):
+        TrainConfig.from_file(tmp_path / "missing.toml")

@@ -427,6 +427,9 @@ class TrainConfig:
             raw = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise FinecutError(f"{p}: invalid TOML ({exc})") from exc
+        if not raw:
+            # an empty file would otherwise start a run with every default (runs/default, random weights)
+            raise FinecutError(f"{p}: the training config is empty")
         return cls.from_dict(raw)
 
     def to_dict(self) -> dict[str, Any]:
