@@ -16,6 +16,7 @@ import torch
 
 import finecut
 from finecut.datasets import open_dataset
+from finecut.errors import FinecutError
 from finecut.prompts import ClickKind
 from finecut.training.augment import ViewConfig, random_view
 from finecut.training.clicks import ClickSimConfig, corrupt_mask, next_training_click, sample_initial_clicks
@@ -214,6 +215,13 @@ def test_validation_on_held_out_bank_images(folder: Path, tmp_path: Path) -> Non
     result = evaluate_on_validation(finecut.load_model(run_dir / "last.json"), bank, 0.5, 10, tmp_path / "val",
                                     config=EvalConfig(max_clicks=3), progress=False)
     assert result.summary["num_samples"] == len(val_idx) and (tmp_path / "val" / "summary.json").is_file()
+    # restricted to some training sets: only their held-out objects, named after them; unknown names refused
+    source = bank.sources[bank.objects[int(val_idx[0])].source]
+    only = validation_samples(bank, 0.5, count=10, sources=[source])
+    wanted = [i for i in val_idx if bank.sources[bank.objects[int(i)].source] == source]
+    assert only.name == f"train-val[{source}]" and list(only.indices) == sorted(int(i) for i in wanted)
+    with pytest.raises(FinecutError, match="not in the object bank"):
+        validation_samples(bank, 0.5, count=10, sources=["NoSuchSet"])
 
 
 def _hand_written_validation(net: torch.nn.Module, samples: list, clicks: int, radius: float) -> dict[str, float]:

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-protocol", default="standard",
                         help="the evaluation protocol of --validate: standard (clicks), box, scribble, coarse (IoU band "
                              "0.75-0.80), ... (finecut evaluate --protocol's choices, with their defaults)")
+    parser.add_argument("--val-sources", nargs="+", default=None, metavar="SOURCE",
+                        help="--validate on the held-out objects of these training sets only (bank source names, e.g. "
+                             "COCO128 ECSSD WeizmannHorse MSRA10K: whole objects, as in the benchmarks)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="deprecated: an inference option for --validate (use --validate CHECKPOINT:KEY=VALUE)")
     parser.add_argument("--assemble", nargs=3, metavar=("ECP", "HRR", "OUT"), default=None,
@@ -101,10 +104,11 @@ def _validate(cfg, args: argparse.Namespace) -> int:
     bank = ObjectBank.load(cfg.data.bank)
     suffix = "".join(f"-{k}{v}" for k, v in sorted(options.items()))
     suffix += "" if args.val_protocol == "standard" else f"-{args.val_protocol}"
+    suffix += f"-{'+'.join(args.val_sources)}" if args.val_sources else ""
     out = Path(cfg.run_dir) / "validation" / f"{Path(checkpoint).stem}{suffix}"
     result = evaluate_on_validation(engine, bank, cfg.data.val_fraction, args.val_count, out,
                                     model_name=format_model_spec(Path(checkpoint).stem, options), config=eval_config,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, sources=args.val_sources)
     s = result.summary
     miou = s.get("miou") or []
     print(f"validation ({s['num_samples']} objects, {args.val_protocol} protocol): NoC85 {s['noc'].get('85')}, "

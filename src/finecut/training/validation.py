@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from finecut.datasets.base import Sample
 from finecut.engines.base import Engine, EngineOutput
+from finecut.errors import FinecutError
 from finecut.evaluation.config import EvalConfig
 from finecut.evaluation.loop import evaluate_sample
 from finecut.evaluation.runner import RunResult, run_evaluation
@@ -76,18 +77,31 @@ def validation_indices(bank: ObjectBank, val_fraction: float, exclude_sources: S
     return np.array([int(i) for i in val_idx if bank.objects[int(i)].source not in excluded], dtype=np.int64)
 
 
-def validation_samples(bank: ObjectBank, val_fraction: float, count: int, seed: int = 7) -> Sequence[Sample]:
-    """A fixed random subset of ``count`` objects from the bank's validation images."""
+def validation_samples(bank: ObjectBank, val_fraction: float, count: int, seed: int = 7,
+                       sources: Sequence[str] | None = None) -> Sequence[Sample]:
+    """A fixed random subset of ``count`` objects from the bank's validation images; with ``sources``, only objects
+    of those training sets (bank source names, e.g. the whole-object sets ECSSD / COCO128 rather than BSDS500's
+    region partitions), under the name ``train-val[A+B]``."""
     val_idx = validation_indices(bank, val_fraction)
+    name = "train-val"
+    if sources:
+        unknown = sorted(set(sources) - set(bank.sources))
+        if unknown:
+            raise FinecutError(f"validation sources {', '.join(unknown)} are not in the object bank "
+                               f"(it holds {', '.join(bank.sources)})")
+        wanted = {bank.sources.index(s) for s in sources}
+        val_idx = np.asarray([i for i in val_idx if bank.objects[int(i)].source in wanted], dtype=np.int64)
+        name = f"train-val[{'+'.join(sources)}]"
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(val_idx, size=min(count, len(val_idx)), replace=False)) if len(val_idx) else val_idx
-    return BankSamples(bank, chosen, "train-val")
+    return BankSamples(bank, chosen, name)
 
 
 def evaluate_on_validation(engine: Engine, bank: ObjectBank, val_fraction: float, count: int,
                            out_dir: str | Path | None = None, model_name: str | None = None,
-                           config: EvalConfig | None = None, progress: bool = True) -> RunResult:
-    dataset = validation_samples(bank, val_fraction, count)
+                           config: EvalConfig | None = None, progress: bool = True,
+                           sources: Sequence[str] | None = None) -> RunResult:
+    dataset = validation_samples(bank, val_fraction, count, sources=sources)
     return run_evaluation(engine, dataset, out_dir, config or EvalConfig(), model_name=model_name,
                           dataset_name=dataset.name, overwrite=True, progress=progress)
 
