@@ -69,11 +69,19 @@ class BankSamples(Sequence[Sample]):
             yield self[i]
 
 
-def validation_indices(bank: ObjectBank, val_fraction: float, exclude_sources: Sequence[str] = ()) -> np.ndarray:
+def validation_indices(bank: ObjectBank, val_fraction: float, exclude_sources: Sequence[str] = (),
+                       only_sources: Sequence[str] | None = None) -> np.ndarray:
     """Indices of the objects on the bank's validation images (the split every trainer leaves out), in bank order,
-    without those of the named sources (e.g. ``("DRIVE",)``)."""
+    without those of the named sources (e.g. ``("DRIVE",)``); with ``only_sources``, only those sources' (each must
+    be in the bank)."""
     _, val_idx = bank.split(val_fraction)
     excluded = {bank.sources.index(name) for name in exclude_sources if name in bank.sources}
+    if only_sources:
+        unknown = sorted(set(only_sources) - set(bank.sources))
+        if unknown:
+            raise FinecutError(f"validation sources {', '.join(unknown)} are not in the object bank "
+                               f"(it holds {', '.join(bank.sources)})")
+        excluded |= {i for i, name in enumerate(bank.sources) if name not in only_sources}
     return np.array([int(i) for i in val_idx if bank.objects[int(i)].source not in excluded], dtype=np.int64)
 
 
@@ -82,16 +90,8 @@ def validation_samples(bank: ObjectBank, val_fraction: float, count: int, seed: 
     """A fixed random subset of ``count`` objects from the bank's validation images; with ``sources``, only objects
     of those training sets (bank source names, e.g. the whole-object sets ECSSD / COCO128 rather than BSDS500's
     region partitions), under the name ``train-val[A+B]``."""
-    val_idx = validation_indices(bank, val_fraction)
-    name = "train-val"
-    if sources:
-        unknown = sorted(set(sources) - set(bank.sources))
-        if unknown:
-            raise FinecutError(f"validation sources {', '.join(unknown)} are not in the object bank "
-                               f"(it holds {', '.join(bank.sources)})")
-        wanted = {bank.sources.index(s) for s in sources}
-        val_idx = np.asarray([i for i in val_idx if bank.objects[int(i)].source in wanted], dtype=np.int64)
-        name = f"train-val[{'+'.join(sources)}]"
+    val_idx = validation_indices(bank, val_fraction, only_sources=sources)
+    name = f"train-val[{'+'.join(sources)}]" if sources else "train-val"
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(val_idx, size=min(count, len(val_idx)), replace=False)) if len(val_idx) else val_idx
     return BankSamples(bank, chosen, name)
