@@ -393,8 +393,9 @@ def test_demo_with_default_model_segments_the_astronaut(tmp_path: Path) -> None:
         pytest.skip(f"default model not available: {exc}")
     assert main(["demo", "--out", str(tmp_path)]) == 0
     mask = read_mask(tmp_path / "mask.png")
-    # the person (suit + head) covers roughly a third of the portrait; the flag click at the left is background
-    assert 0.2 < mask.mean() < 0.5
+    # the person (suit + head, with the helmet she holds) covers a third to a half of the portrait; the flag click at
+    # the left is background
+    assert 0.2 < mask.mean() < 0.6
     assert mask[420, 150] and mask[60, 230] and not mask[300, 20]
 
 

@@ -38,6 +38,20 @@ def test_label_map_folder_with_union_and_names(tmp_path: Path) -> None:
     assert person.sum() == (4 * 10 + 14 * 12 + 2 * 3 * 4) and ds[2].gt.sum() == 24
 
 
+def test_union_only_gives_each_image_its_whole_object(tmp_path: Path) -> None:
+    root = _ccp_like(tmp_path / "ccp")
+    single = np.zeros((30, 20), np.uint8)
+    single[5:25, 5:15] = 2  # a photo labelled with one id: that id is the whole object
+    cv2.imwrite(str(root / "images" / "0002.jpg"), np.full((30, 20, 3), 90, np.uint8))
+    cv2.imwrite(str(root / "masks" / "0002.png"), single)
+    ds = open_dataset(root, kind="folder", images_dir="images", masks_dir="masks", objects="instances",
+                      union_only=True, label_names="labels.txt")
+    assert [r.name for r in ds.refs] == ["0001#all", "0002#2"]
+    assert ds[0].gt.sum() == (4 * 10 + 14 * 12 + 2 * 3 * 4) and ds[1].gt.sum() == 200
+    with pytest.raises(finecut.FinecutError, match="union_only needs objects='instances'"):
+        open_dataset(root, kind="folder", images_dir="images", masks_dir="masks", union_only=True)
+
+
 def test_label_names_file_errors(tmp_path: Path) -> None:
     root = _ccp_like(tmp_path / "ccp")
     (root / "labels.txt").write_text("hair 1\n")
@@ -52,6 +66,6 @@ def test_label_names_file_errors(tmp_path: Path) -> None:
 def test_known_training_sets_are_registered() -> None:
     from finecut.datasets.registry import known_dataset
 
-    for name in ("ECSSD", "CCP"):
+    for name in ("ECSSD", "CCP", "CCP-person"):
         entry = known_dataset(name)
         assert entry is not None and entry.role == "train"

@@ -50,6 +50,32 @@ def test_object_bank_roundtrip(folder: Path, tmp_path: Path) -> None:
     assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(len(loaded)))
 
 
+def test_object_bank_stores_a_photo_shared_by_two_sources_once(tmp_path: Path) -> None:
+    """CCP and CCP-person read the same photos: one decoded image, both sources' objects on it, one split side."""
+    root = tmp_path / "ccp"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for k in range(6):
+        labels = np.zeros((40, 30), np.uint8)
+        labels[5:20, 5:25] = 1
+        labels[20:35, 8:22] = 2
+        cv2.imwrite(str(root / "images" / f"{k:04d}.jpg"), np.full((40, 30, 3), 40 * k, np.uint8))
+        cv2.imwrite(str(root / "masks" / f"{k:04d}.png"), labels)
+    common = {"kind": "folder", "images_dir": "images", "masks_dir": "masks", "objects": "instances"}
+    parts = open_dataset(root, name="parts", **common)
+    whole = open_dataset(root, name="whole", union_only=True, **common)
+    bank = build_object_bank([parts, whole], max_side=64, progress=False, names=["parts", "whole"])
+    assert len(bank.images) == 6 and len(bank) == 18
+    assert bank.image_names == [f"parts/{k:04d}.jpg" for k in range(6)]
+    by_image: dict[int, list[int]] = {}
+    for obj in bank.objects:
+        by_image.setdefault(obj.image_index, []).append(obj.source)
+    assert all(sorted(sources) == [0, 0, 1] for sources in by_image.values())
+    train_idx, val_idx = bank.split(0.5)
+    val_images = {bank.objects[i].image_index for i in val_idx}
+    assert not val_images & {bank.objects[i].image_index for i in train_idx}
+
+
 def test_views_keep_image_and_mask_aligned(folder: Path) -> None:
     bank = build_object_bank([open_dataset(folder)], max_side=96, progress=False)
     rng = np.random.default_rng(1)

@@ -140,6 +140,7 @@ def read_folder(
     min_area: int = 1,
     list_file: str | Path | None = None,
     union_object: bool = False,
+    union_only: bool = False,
     label_names: str | Path | None = None,
     cache: FileCache | None = None,
 ) -> Dataset:
@@ -154,12 +155,15 @@ def read_folder(
     ``"instances"`` (masks are id maps, palette or greyscale: one sample per non-zero id of at least ``min_area``
     pixels; ``ignore_ids`` -> ignore). ``list_file``: a text file of stems to keep (a split list).
     ``union_object`` (instances only): one more sample per image, the union of all its non-zero ids (CCP's person
-    as the union of its garment / hair / skin labels). ``label_names``: a text file of ``ID NAME`` lines (CCP's
+    as the union of its garment / hair / skin labels). ``union_only`` (instances only): that union is each image's one
+    sample (an image with a single id: that id), no per-id samples (CCP's whole person). ``label_names``: a text file of ``ID NAME`` lines (CCP's
     ``labels.txt``); each instance sample's ``meta["label"]`` then names its id.
     """
     root = require_dir(Path(root), "dataset folder")
     if objects not in ("binary", "instances"):
         raise FinecutError(f"objects must be 'binary' or 'instances', got {objects!r}")
+    if union_only and objects != "instances":
+        raise FinecutError("union_only needs objects='instances' (the union of an id map's objects)")
     if images_dir is None and masks_dir is None:
         pair = find_folder_pair(root)
         if pair is None:
@@ -204,15 +208,16 @@ def read_folder(
             continue
         ids = loaders.index_label(cache, mask)
         values, counts = np.unique(ids, return_counts=True)
+        kept_ids = [v for v in values.tolist() if v != 0 and v not in ignore_ids]
+        per_id = not union_only or len(kept_ids) == 1  # union_only: an image with one id has that id as its object
         for value, count in zip(values.tolist(), counts.tolist()):
-            if value == 0 or value in ignore_ids or count < min_area:
+            if not per_id or value == 0 or value in ignore_ids or count < min_area:
                 continue
             gt = partial(_gt_instance, cache, mask, img, int(value), tuple(ignore_ids), resize_masks)
             extra = {"label": names_by_id[value]} if value in names_by_id else {}
             refs.append(SampleRef(f"{img.stem}#{value}", img, gt, meta=dict(meta, object_id=value, area=count, **extra),
                                   mask_path=mask, load_image=loaders.image_loader(cache, img)))
-        kept_ids = [v for v in values.tolist() if v != 0 and v not in ignore_ids]
-        if union_object and len(kept_ids) > 1:
+        if (union_object or union_only) and len(kept_ids) > 1:
             gt = partial(_gt_union, cache, mask, img, tuple(ignore_ids), resize_masks)
             refs.append(SampleRef(f"{img.stem}#all", img, gt, meta=dict(meta, object_id="all"),
                                   mask_path=mask, load_image=loaders.image_loader(cache, img)))

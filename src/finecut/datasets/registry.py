@@ -88,6 +88,11 @@ KNOWN: tuple[KnownDataset, ...] = (
                  options={"images_dir": "images", "masks_dir": "masks", "objects": "instances", "union_object": True,
                           "label_names": "labels.txt", "min_area": 64},
                  aliases=("ClothingCoParsing",), role="train"),
+    KnownDataset("CCP-person", "folder", ("train/CCP", "CCP"),
+                 "CCP's 1,004 photos, one sample each: the whole person (the union of its labels)",
+                 options={"images_dir": "images", "masks_dir": "masks", "objects": "instances", "union_only": True,
+                          "label_names": "labels.txt", "min_area": 64},
+                 aliases=("CCP-whole",), role="train"),
 )
 
 
@@ -219,9 +224,10 @@ def open_dataset(
     :func:`default_data_root`), or a path to a dataset folder whose layout is detected (or given as ``kind``).
 
     ``options`` go to the reader (e.g. ``split="training"`` for DRIVE, ``min_area_frac=`` for BSDS500,
-    ``mask_suffix="_mask"`` for a folder). Every sample is one object; see :class:`~finecut.datasets.base.Sample`.
+    ``mask_suffix="_mask"`` for a folder); ``name=`` renames the dataset. Every sample is one object; see :class:`~finecut.datasets.base.Sample`.
     """
     text = str(name_or_path)
+    label = options.pop("name", None)  # the dataset's name in runs and banks (default: the known name / folder name)
     known = known_dataset(text) if os.sep not in text and not Path(text).exists() else None
     if known is not None:
         base = Path(root).expanduser() if root is not None else default_data_root()
@@ -233,14 +239,14 @@ def open_dataset(
             raise FinecutError(
                 f"dataset {known.name} not found under {base} (looked for {', '.join(str(t) for t in tried[:3])})"
             )
-        return _open_path(folder, known.name, kind or known.kind, {**known.options, **options})
+        return _open_path(folder, label or known.name, kind or known.kind, {**known.options, **options})
     path = Path(text).expanduser()
     if root is not None and not path.is_absolute() and not path.exists():
         path = Path(root).expanduser() / path  # a relative path is looked up in the current directory first
     if not path.exists():
         hint = f"; known names: {', '.join(d.name for d in KNOWN)}" if os.sep not in text else ""
         raise FinecutError(f"{path}: dataset folder not found{hint}")
-    return _open_path(path, path.stem if path.is_file() else path.name, kind, options)
+    return _open_path(path, label or (path.stem if path.is_file() else path.name), kind, options)
 
 
 def _open_path(path: Path, name: str, kind: str | None, options: dict[str, Any]) -> Dataset:

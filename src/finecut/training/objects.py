@@ -117,7 +117,9 @@ def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area
                       names: Sequence[str] | None = None) -> ObjectBank:
     """Decode every image once, downscale to ``max_side``, and keep object masks whose area is in range.
 
-    ``names`` labels the sources (default: each dataset's name).
+    ``names`` labels the sources (default: each dataset's name). A photo that several datasets read (CCP's garments
+    and CCP-person's whole people) is decoded and stored once, under the first dataset's name, so its objects of
+    every source fall on the same side of :meth:`ObjectBank.split`.
     """
     images: list[np.ndarray] = []
     image_names: list[str] = []
@@ -128,19 +130,26 @@ def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area
     sources = list(names) if names is not None else [ds.name for ds in datasets]
     from finecut.io import read_image
 
+    decoded: dict[Path, int] = {}  # resolved image path -> its index in images
     for source_index, dataset in enumerate(datasets):
         groups: dict[str, list] = defaultdict(list)
         for ref in dataset.refs:
             groups[str(ref.image_path)].append(ref)
         for image_path, refs in tqdm(groups.items(), desc=f"bank {dataset.name}", disable=not progress):
-            full = read_image(image_path)
-            small, _ = _resize_to(full, max_side)
+            known = decoded.get(Path(image_path).resolve())
+            if known is not None:
+                small = images[known]
+                full_hw = refs[0].load_gt().shape
+            else:
+                full = read_image(image_path)
+                full_hw = full.shape[:2]
+                small, _ = _resize_to(full, max_side)
             h, w = small.shape[:2]
             kept = []
             for ref in refs:
                 gt = ref.load_gt()
-                if gt.shape != full.shape[:2]:
-                    raise FinecutError(f"{image_path}: mask of {ref.name} has shape {gt.shape}, image {full.shape[:2]}")
+                if gt.shape != full_hw:
+                    raise FinecutError(f"{image_path}: mask of {ref.name} has shape {gt.shape}, image {full_hw}")
                 mask = (gt == 1).astype(np.uint8)
                 if (h, w) != mask.shape:
                     mask = cv2.resize(mask * 255, (w, h), interpolation=cv2.INTER_AREA) >= 128
@@ -152,10 +161,14 @@ def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area
                 kept.append(mask)
             if not kept:
                 continue
-            image_index = len(images)
-            images.append(np.ascontiguousarray(small))
-            image_names.append(f"{dataset.name}/{Path(image_path).name}")
-            image_sources.append(source_index)
+            if known is not None:
+                image_index = known
+            else:
+                image_index = len(images)
+                decoded[Path(image_path).resolve()] = image_index
+                images.append(np.ascontiguousarray(small))
+                image_names.append(f"{dataset.name}/{Path(image_path).name}")
+                image_sources.append(source_index)
             for mask in kept:
                 ys, xs = np.nonzero(mask)
                 bits = np.packbits(mask.reshape(-1))
