@@ -156,8 +156,8 @@ def read_folder(
     pixels; ``ignore_ids`` -> ignore). ``list_file``: a text file of stems to keep (a split list).
     ``union_object`` (instances only): one more sample per image, the union of all its non-zero ids (CCP's person
     as the union of its garment / hair / skin labels). ``union_only`` (instances only): that union is each image's one
-    sample (an image with a single id: that id), no per-id samples (CCP's whole person). ``label_names``: a text file of ``ID NAME`` lines (CCP's
-    ``labels.txt``); each instance sample's ``meta["label"]`` then names its id.
+    sample (an image with a single id: that id), no per-id samples (CCP's whole person). ``label_names``: a text file
+    of ``ID NAME`` lines (CCP's ``labels.txt``); each instance sample's ``meta["label"]`` then names its id.
     """
     root = require_dir(Path(root), "dataset folder")
     if objects not in ("binary", "instances"):

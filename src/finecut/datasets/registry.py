@@ -50,6 +50,10 @@ class KnownDataset:
     role: str = "benchmark"  # "benchmark" (never train on it) or "train"
 
 
+#: CCP's folder layout: label maps (an id per garment / hair / skin label) named in labels.txt.
+_CCP_LAYOUT: dict[str, Any] = {"images_dir": "images", "masks_dir": "masks", "objects": "instances",
+                               "label_names": "labels.txt", "min_area": 64}
+
 KNOWN: tuple[KnownDataset, ...] = (
     KnownDataset("GrabCut", "grabcut", ("benchmarks/GrabCut", "GrabCut"), "50 images, 128 = ignore band"),
     KnownDataset("Berkeley", "berkeley", ("benchmarks/Berkeley", "Berkeley"), "100 objects on 96 images"),
@@ -85,14 +89,10 @@ KNOWN: tuple[KnownDataset, ...] = (
                  options={"images_dir": "images", "masks_dir": "masks"}, role="train"),
     KnownDataset("CCP", "folder", ("train/CCP", "CCP"),
                  "1,004 street-fashion photos: one sample per garment / hair / skin label, plus the person",
-                 options={"images_dir": "images", "masks_dir": "masks", "objects": "instances", "union_object": True,
-                          "label_names": "labels.txt", "min_area": 64},
-                 aliases=("ClothingCoParsing",), role="train"),
+                 options={**_CCP_LAYOUT, "union_object": True}, aliases=("ClothingCoParsing",), role="train"),
     KnownDataset("CCP-person", "folder", ("train/CCP", "CCP"),
                  "CCP's 1,004 photos, one sample each: the whole person (the union of its labels)",
-                 options={"images_dir": "images", "masks_dir": "masks", "objects": "instances", "union_only": True,
-                          "label_names": "labels.txt", "min_area": 64},
-                 aliases=("CCP-whole",), role="train"),
+                 options={**_CCP_LAYOUT, "union_only": True}, aliases=("CCP-whole",), role="train"),
 )
 
 
@@ -224,7 +224,8 @@ def open_dataset(
     :func:`default_data_root`), or a path to a dataset folder whose layout is detected (or given as ``kind``).
 
     ``options`` go to the reader (e.g. ``split="training"`` for DRIVE, ``min_area_frac=`` for BSDS500,
-    ``mask_suffix="_mask"`` for a folder); ``name=`` renames the dataset. Every sample is one object; see :class:`~finecut.datasets.base.Sample`.
+    ``mask_suffix="_mask"`` for a folder); ``name=`` renames the dataset. Every sample is one object; see
+    :class:`~finecut.datasets.base.Sample`.
     """
     text = str(name_or_path)
     label = options.pop("name", None)  # the dataset's name in runs and banks (default: the known name / folder name)

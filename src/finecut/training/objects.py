@@ -130,16 +130,16 @@ def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area
     sources = list(names) if names is not None else [ds.name for ds in datasets]
     from finecut.io import read_image
 
-    decoded: dict[Path, int] = {}  # resolved image path -> its index in images
+    decoded: dict[Path, tuple[int, tuple[int, int]]] = {}  # resolved image path -> (index in images, full h, w)
     for source_index, dataset in enumerate(datasets):
         groups: dict[str, list] = defaultdict(list)
         for ref in dataset.refs:
             groups[str(ref.image_path)].append(ref)
         for image_path, refs in tqdm(groups.items(), desc=f"bank {dataset.name}", disable=not progress):
-            known = decoded.get(Path(image_path).resolve())
+            key = Path(image_path).resolve()
+            known = decoded.get(key)
             if known is not None:
-                small = images[known]
-                full_hw = refs[0].load_gt().shape
+                small, full_hw = images[known[0]], known[1]
             else:
                 full = read_image(image_path)
                 full_hw = full.shape[:2]
@@ -162,10 +162,10 @@ def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area
             if not kept:
                 continue
             if known is not None:
-                image_index = known
+                image_index = known[0]
             else:
                 image_index = len(images)
-                decoded[Path(image_path).resolve()] = image_index
+                decoded[key] = (image_index, full_hw)
                 images.append(np.ascontiguousarray(small))
                 image_names.append(f"{dataset.name}/{Path(image_path).name}")
                 image_sources.append(source_index)
