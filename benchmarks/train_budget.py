@@ -13,6 +13,11 @@ then evaluated on the same held-out objects of that bank with the full inference
     python3 benchmarks/train_budget.py --config configs/focalclick-lite0-v4.toml --lr 5e-4 \\
         --rates results/train_throughput.json --minutes 30
 
+With ``--backbones A B`` the compared runs are instead the new recipe (``--config``) on each of those segmentor
+backbones (e.g. ``efficientnet_lite0 efficientnet_lite2``: does a larger segmentor learn more per CPU-hour?), each
+backbone's samples/s being the new recipe's rates divided by its training-step time relative to the config's own
+backbone, from ``benchmarks/backbone_cost.py``'s JSON (``--cost``).
+
 Writes ``--out`` (default ``results/train_budget.md``) and prints it.
 """
 
@@ -47,6 +52,11 @@ def plan_steps(minutes: float, fill: float, samples_per_step: int, small_rate: f
     seconds_per_step = samples_per_step * (small_share / small_rate + (1 - small_share) / full_rate)
     steps = max(1, int(seconds / seconds_per_step))
     return steps, round(small_share * steps)
+
+
+def backbone_slowdowns(path: Path) -> dict[str, float]:
+    """Training-step time of each backbone in a ``backbone_cost.py`` JSON, by name."""
+    return {b["name"]: float(b["train_step_s"]) for b in json.loads(path.read_text())["backbones"]}
 
 
 def budget_config(raw: dict[str, Any], name: str, work: Path, steps: int, full_size_from: int, warm: bool,
@@ -117,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fill", type=float, default=0.9, help="share of the budget the planned schedule takes")
     parser.add_argument("--warm", action="store_true", help="start from each config's init_checkpoint")
     parser.add_argument("--val-count", type=int, default=96, help="held-out objects for the final validation")
+    parser.add_argument("--backbones", nargs="+", default=None, metavar="NAME",
+                        help="compare the new recipe on these segmentor backbones instead of today's vs the new recipe")
+    parser.add_argument("--cost", type=Path, default=Path("results/backbone_cost.json"),
+                        help="benchmarks/backbone_cost.py's JSON (training-step time per backbone; with --backbones)")
     parser.add_argument("--work", type=Path, default=Path("runs/train-budget"), help="run folders")
     parser.add_argument("--out", type=Path, default=Path("results/train_budget.md"))
     args = parser.parse_args(argv)
@@ -125,17 +139,27 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, Any]] = {}
     new_raw = tomllib.loads(args.config.read_text())
-    today_raw = copy.deepcopy(new_raw)
-    for lever in ("small_size", "full_size_from", "small_refiner_size"):
-        today_raw.get("focalclick", {}).pop(lever, None)
-    for name, raw in (("today", today_raw), ("new", new_raw)):
+    arms: list[tuple[str, dict[str, Any], tuple[str, str], float]] = []
+    if args.backbones:
+        step_s = backbone_slowdowns(args.cost)
+        own = new_raw.get("model", {}).get("backbone", "efficientnet_lite0")
+        for backbone in args.backbones:
+            raw = copy.deepcopy(new_raw)
+            raw.setdefault("model", {})["backbone"] = backbone
+            arms.append((backbone, raw, RATE_KEYS["new"], step_s[backbone] / step_s[own]))
+    else:
+        today_raw = copy.deepcopy(new_raw)
+        for lever in ("small_size", "full_size_from", "small_refiner_size"):
+            today_raw.get("focalclick", {}).pop(lever, None)
+        arms = [("today", today_raw, RATE_KEYS["today"], 1.0), ("new", new_raw, RATE_KEYS["new"], 1.0)]
+    for name, raw, (small_key, full_key), slowdown in arms:
         fc = raw.get("focalclick", {})
         processes = 2  # both recipes are 2 processes x 1 thread; here each runs as one process with both batches
         samples_per_step = int(raw.get("batch_size", 8)) * processes
-        small_key, full_key = RATE_KEYS[name]
         small_share = (fc.get("full_size_from", 0) / raw["steps"]) if fc.get("small_size") else 0.0
-        steps, full_from = plan_steps(args.minutes, args.fill, samples_per_step, rates[small_key] / processes,
-                                      rates[full_key] / processes, small_share)
+        steps, full_from = plan_steps(args.minutes, args.fill, samples_per_step,
+                                      rates[small_key] / processes / slowdown,
+                                      rates[full_key] / processes / slowdown, small_share)
         config = budget_config(raw, name, args.work, steps, full_from, args.warm, samples_per_step, args.lr)
         runs[name] = {"config": config, "raw": tomllib.loads(config.read_text()), "steps": steps,
                       "full_size_from": full_from,
@@ -174,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
 def render(runs: dict[str, dict[str, Any]], args: argparse.Namespace, rates: dict[str, float], started: str,
            load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
     start = "each config's init_checkpoint" if args.warm else "ImageNet backbones, every other weight at init"
-    lines = ["# Training recipes at an equal wall-clock budget", "",
-             (f"The new recipe (`{args.config}`) and today's (the same config without its small-crop stage and "
-              f"smaller refiner crop), run at the same time for **{args.minutes:g} minutes** each, one process x 1 "
+    what = (f"The recipe of `{args.config}` on the segmentor backbones {', '.join(args.backbones)} (steps planned "
+            f"from each backbone's training-step time in `{args.cost}`)" if args.backbones else
+            f"The new recipe (`{args.config}`) and today's (the same config without its small-crop stage and "
+            "smaller refiner crop)")
+    lines = ["# Training " + ("backbones" if args.backbones else "recipes") + " at an equal wall-clock budget", "",
+             (f"{what}, run at the same time for **{args.minutes:g} minutes** each, one process x 1 "
               f"thread each, from the same start ({start}), the same seed, learning rate and object bank. Each run's step count was set from the samples/s "
               f"in `{args.rates}` (half of each 2-process rate) so that its learning-rate schedule ends within "
               f"{args.fill:.0%} of the budget; the budget is also a hard stop. Then both were validated on the same "
@@ -186,7 +213,7 @@ def render(runs: dict[str, dict[str, Any]], args: argparse.Namespace, rates: dic
              f"* Started: {started}; load average (1/5/15 min) before: "
              + " / ".join(f"{v:.2f}" for v in load_before) + "; after: " + " / ".join(f"{v:.2f}" for v in load_after),
              f"* Command: `{' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`", "",
-             ("| recipe | crop schedule | planned steps | steps done | stopped by | samples | training s | samples/s "
+             ("| " + ("backbone" if args.backbones else "recipe") + " | crop schedule | planned steps | steps done | stopped by | samples | training s | samples/s "
               "| mIoU@1 | mIoU@5 | NoC85 | NoC90 |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
@@ -198,7 +225,7 @@ def render(runs: dict[str, dict[str, Any]], args: argparse.Namespace, rates: dic
         miou = s.get("miou") or []
         sps = r["samples"] / r["train_seconds"] if r.get("train_seconds") else float("nan")
         lines.append(f"| {name} | {crop} | {r['steps']} | {r['done_steps']} | {r['stop']} | {r['samples']} | "
-                     f"{r['train_seconds']:.0f} | {sps:.2f} | {100 * miou[0]:.1f} | {100 * miou[4]:.1f} | "
+                     f"{r['train_seconds'] or 0:.0f} | {sps:.2f} | {100 * miou[0]:.1f} | {100 * miou[4]:.1f} | "
                      f"{s['noc'].get('85'):.2f} | {s['noc'].get('90'):.2f} |")
     lines.append("")
     return "\n".join(lines)

