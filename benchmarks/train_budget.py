@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fill", type=float, default=0.9, help="share of the budget the planned schedule takes")
     parser.add_argument("--warm", action="store_true", help="start from each config's init_checkpoint")
     parser.add_argument("--val-count", type=int, default=96, help="held-out objects for the final validation")
+    parser.add_argument("--val-sources", nargs="+", default=None, metavar="SOURCE",
+                        help="validate on the held-out objects of these training sets only (e.g. the whole-object "
+                             "sets COCO128 ECSSD WeizmannHorse MSRA10K CCP-person)")
     parser.add_argument("--backbones", nargs="+", default=None, metavar="NAME",
                         help="compare the new recipe on these segmentor backbones instead of today's vs the new recipe")
     parser.add_argument("--cost", type=Path, default=Path("results/backbone_cost.json"),
@@ -184,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         r.update(done_steps=stop.get("step"), stop=stop.get("event"), train_seconds=progress.get("train_seconds"))
         r["samples"] = (r["done_steps"] or 0) * r["samples_per_step"]
         subprocess.run([sys.executable, "-m", "finecut.cli", "train", str(r["config"]), "--validate",
-                        str(run_dir / "last.json"), "--val-count", str(args.val_count), "--no-progress"],
+                        str(run_dir / "last.json"), "--val-count", str(args.val_count), "--no-progress"]
+                       + (["--val-sources", *args.val_sources] if args.val_sources else []),
                        env=dict(os.environ, OMP_NUM_THREADS="2"), check=True)
         r["validation"] = summary_of(run_dir)
     text = render(runs, args, rates, started, load_before, load_after)
@@ -202,12 +206,13 @@ def render(runs: dict[str, dict[str, Any]], args: argparse.Namespace, rates: dic
             f"from each backbone's training-step time in `{args.cost}`)" if args.backbones else
             f"The new recipe (`{args.config}`) and today's (the same config without its small-crop stage and "
             "smaller refiner crop)")
+    objects = f" ({' '.join(args.val_sources)} only)" if args.val_sources else ""
     lines = ["# Training " + ("backbones" if args.backbones else "recipes") + " at an equal wall-clock budget", "",
              (f"{what}, run at the same time for **{args.minutes:g} minutes** each, one process x 1 "
               f"thread each, from the same start ({start}), the same seed, learning rate and object bank. Each run's step count was set from the samples/s "
               f"in `{args.rates}` (half of each 2-process rate) so that its learning-rate schedule ends within "
               f"{args.fill:.0%} of the budget; the budget is also a hard stop. Then both were validated on the same "
-              f"{args.val_count} held-out objects of the bank with the full inference pipeline (`finecut train "
+              f"{args.val_count} held-out objects of the bank{objects} with the full inference pipeline (`finecut train "
               "--validate`, standard protocol, 20 clicks). Training sets only."), "",
              f"* Machine: {platform.node()}, {os.cpu_count()} logical cores; Python {platform.python_version()}",
              f"* Started: {started}; load average (1/5/15 min) before: "

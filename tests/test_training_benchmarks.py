@@ -88,3 +88,16 @@ def test_budget_plan_fills_the_budget_and_configs_differ_only_in_the_levers(tmp_
     assert written["model"] == raw["model"] and written["data"] == raw["data"]
     assert raw["init_checkpoint"] == "focalclick-lite0-v2"  # the caller's dict is left as it was
     TrainConfig.from_file(path).check()  # a config the trainer accepts
+
+
+def test_backbone_costs_are_read_by_name(tmp_path: Path) -> None:
+    tb = script("train_budget")
+    cost = tmp_path / "backbone_cost.json"
+    cost.write_text(json.dumps({"backbones": [
+        {"name": "efficientnet_lite0", "train_step_s": 0.7}, {"name": "efficientnet_lite2", "train_step_s": 1.05}]}))
+    step_s = tb.backbone_slowdowns(cost)
+    assert step_s == {"efficientnet_lite0": 0.7, "efficientnet_lite2": 1.05}
+    # the larger backbone gets proportionally fewer steps for the same budget
+    lite0 = tb.plan_steps(60, 0.9, 16, 8.0, 4.0, 0.8)[0]
+    lite2 = tb.plan_steps(60, 0.9, 16, 8.0 / 1.5, 4.0 / 1.5, 0.8)[0]
+    assert abs(lite2 / lite0 - 1 / 1.5) < 0.01
