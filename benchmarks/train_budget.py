@@ -54,7 +54,7 @@ def plan_steps(minutes: float, fill: float, samples_per_step: int, small_rate: f
     return steps, round(small_share * steps)
 
 
-def backbone_slowdowns(path: Path) -> dict[str, float]:
+def backbone_step_seconds(path: Path) -> dict[str, float]:
     """Training-step time of each backbone in a ``backbone_cost.py`` JSON, by name."""
     return {b["name"]: float(b["train_step_s"]) for b in json.loads(path.read_text())["backbones"]}
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     new_raw = tomllib.loads(args.config.read_text())
     arms: list[tuple[str, dict[str, Any], tuple[str, str], float]] = []
     if args.backbones:
-        step_s = backbone_slowdowns(args.cost)
+        step_s = backbone_step_seconds(args.cost)
         own = new_raw.get("model", {}).get("backbone", "efficientnet_lite0")
         for backbone in args.backbones:
             raw = copy.deepcopy(new_raw)
@@ -208,18 +208,18 @@ def render(runs: dict[str, dict[str, Any]], args: argparse.Namespace, rates: dic
             "smaller refiner crop)")
     objects = f" ({' '.join(args.val_sources)} only)" if args.val_sources else ""
     lines = ["# Training " + ("backbones" if args.backbones else "recipes") + " at an equal wall-clock budget", "",
-             (f"{what}, run at the same time for **{args.minutes:g} minutes** each, one process x 1 "
-              f"thread each, from the same start ({start}), the same seed, learning rate and object bank. Each run's step count was set from the samples/s "
-              f"in `{args.rates}` (half of each 2-process rate) so that its learning-rate schedule ends within "
-              f"{args.fill:.0%} of the budget; the budget is also a hard stop. Then both were validated on the same "
-              f"{args.val_count} held-out objects of the bank{objects} with the full inference pipeline (`finecut train "
-              "--validate`, standard protocol, 20 clicks). Training sets only."), "",
+             (f"{what}, run at the same time for **{args.minutes:g} minutes** each, one process x 1 thread each, "
+              f"from the same start ({start}), the same seed, learning rate and object bank. Each run's step count was "
+              f"set from the samples/s in `{args.rates}` (half of each 2-process rate) so that its learning-rate "
+              f"schedule ends within {args.fill:.0%} of the budget; the budget is also a hard stop. Then both were "
+              f"validated on the same {args.val_count} held-out objects of the bank{objects} with the full inference "
+              "pipeline (`finecut train --validate`, standard protocol, 20 clicks). Training sets only."), "",
              f"* Machine: {platform.node()}, {os.cpu_count()} logical cores; Python {platform.python_version()}",
              f"* Started: {started}; load average (1/5/15 min) before: "
              + " / ".join(f"{v:.2f}" for v in load_before) + "; after: " + " / ".join(f"{v:.2f}" for v in load_after),
              f"* Command: `{' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`", "",
-             ("| " + ("backbone" if args.backbones else "recipe") + " | crop schedule | planned steps | steps done | stopped by | samples | training s | samples/s "
-              "| mIoU@1 | mIoU@5 | NoC85 | NoC90 |"),
+             (f"| {'backbone' if args.backbones else 'recipe'} | crop schedule | planned steps | steps done | stopped by "
+              "| samples | training s | samples/s | mIoU@1 | mIoU@5 | NoC85 | NoC90 |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         raw = r["raw"]

