@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 import finecut
+from finecut.errors import FinecutError
 from finecut.model_inputs import IMAGENET_MEAN, IMAGENET_STD
+from finecut.models.focalclick import FocalClickNet
 from finecut.models.registry import build_model
 from finecut.models.roi_align import roi_align
 from finecut.pipelines.focalclick import FocalClickEngine
 from finecut.pipelines.geometry import component_at, expand_box, integer_box, mask_box, net_size
+from finecut.registry import parse_option
 
 
 def test_geometry_helpers() -> None:
@@ -172,3 +177,17 @@ def test_default_falls_back_to_grabcut_without_the_shipped_checkpoint(monkeypatc
     assert registry.default_model_name() == "grabcut"
     assert registry.available_models()["default"] == "alias of grabcut"
     assert isinstance(registry.load_model("default"), GrabCutEngine)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("default:flip_tta=maybe", "flip_tta='maybe': expected true or false"),
+    ("default:flip_tta=1", "flip_tta=1: expected true or false"),
+    ("default:target_size=abc", "target_size='abc': expected a finite number"),
+    ("default:expand=NaN", "expand=nan: expected a finite number"),
+    ("default:focus_expand=true", "focus_expand=True: expected a finite number"),
+])
+def test_inference_options_of_the_wrong_kind_are_refused_by_name(spec: str, message: str) -> None:
+    with pytest.raises(FinecutError, match=re.escape(message)):
+        finecut.load_model(spec)
+    with pytest.raises(FinecutError, match=re.escape(message)):  # the engine itself, whatever loaded it
+        FocalClickEngine(FocalClickNet(), **dict([parse_option(spec.split(":", 1)[1])]))

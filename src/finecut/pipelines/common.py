@@ -11,16 +11,27 @@ import numpy as np
 import torch
 
 from finecut.engines.base import Prediction
+from finecut.errors import FinecutError
 from finecut.model_inputs import crop_prompt_maps, normalize, resize
 from finecut.prompts import Click, ClickKind, Prompts
 from finecut.threads import inference_threads
 
 
 def check_options(options: dict[str, Any], defaults: dict[str, Any], method: str) -> None:
-    """Raise ``TypeError`` naming every key of ``options`` that ``defaults`` does not know."""
+    """Raise ``TypeError`` naming every key of ``options`` that ``defaults`` does not know, and
+    :class:`~finecut.errors.FinecutError` naming every value of another kind than its default's: a switch (bool
+    default) must be true or false, a number a finite number (or None, which some engines read as "off")."""
     unknown = set(options) - set(defaults)
     if unknown:
         raise TypeError(f"unknown {method} option(s): {', '.join(sorted(unknown))}")
+    for key, value in options.items():
+        default = defaults[key]
+        if isinstance(default, bool) and not isinstance(value, (bool, np.bool_)):
+            raise FinecutError(f"{method} option {key}={value!r}: expected true or false")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and value is not None and (
+                isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))
+                or not np.isfinite(value)):
+            raise FinecutError(f"{method} option {key}={value!r}: expected a finite number")
 
 
 def configure_torch(threads: int | None) -> None:
