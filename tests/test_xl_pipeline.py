@@ -470,3 +470,52 @@ def test_a_bad_trimap_band_is_refused_with_its_name(net: FocalClickXLNet, band: 
     with pytest.raises(FinecutError, match="trimap_band"):
         FocalClickXLEngine(net, trimap_band=band)
     assert FocalClickXLEngine(net, trimap_band=None).options["trimap_band"] is None
+
+
+def test_mirrored_context_roi_is_the_plain_roi_mirrored() -> None:
+    """What flip TTA relies on: the RoIAligned context of the mirrored map, with the box mirrored about the map's
+    width in context-input pixels, is the plain RoI mirrored, for boxes anywhere in the map."""
+    from finecut.models.roi_align import roi_align
+
+    torch.manual_seed(1)
+    context, stride = torch.randn(1, 5, 8, 11), 16
+    axis = context.shape[-1] * stride
+    for box in ([0.0, 0.0, 176.0, 128.0], [13.5, 20.0, 97.0, 71.25], [120.0, 3.0, 170.0, 40.0]):
+        boxes = torch.tensor([box])
+        mirrored = torch.stack([axis - boxes[:, 2], boxes[:, 1], axis - boxes[:, 0], boxes[:, 3]], dim=1)
+        plain = roi_align(context, boxes, (6, 7), spatial_scale=1 / stride, sampling_ratio=2)
+        flipped = roi_align(context.flip(-1), mirrored, (6, 7), spatial_scale=1 / stride, sampling_ratio=2)
+        torch.testing.assert_close(flipped.flip(-1), plain, rtol=1e-5, atol=1e-5)
+
+
+def test_flip_tta_averages_the_plain_and_the_mirrored_object_net_call(image: np.ndarray) -> None:
+    net = tiny_net()
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = net.forward_object
+
+    def recording(img: torch.Tensor, maps: torch.Tensor, form: str = "clicks", context: torch.Tensor | None = None,
+                  boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = real(img, maps, form, context, boxes)
+        calls.append((img, out["logits"]))
+        return out
+
+    net.forward_object = recording  # type: ignore[method-assign]
+    prompts = Prompts(clicks=(Click(30, 36),))
+    plain_engine = FocalClickXLEngine(net, detail=False)
+    features = plain_engine.encode_image(image)
+    plain = plain_engine.predict(image, features, prompts, None).probs
+    assert len(calls) == 1
+    calls.clear()
+    tta = FocalClickXLEngine(net, detail=False, flip_tta=True).predict(image, features, prompts, None).probs
+    assert len(calls) == 2
+    (img0, logits0), (img1, logits1) = calls
+    torch.testing.assert_close(img1, img0.flip(-1))  # the second call sees the mirrored patch
+    mean = ((logits0 + logits1.flip(-1)) / 2)[0, 0].numpy()
+    expected = 1 / (1 + np.exp(-np.clip(cv2.resize(mean, (W, H), interpolation=cv2.INTER_LINEAR), -30, 30)))
+    assert np.abs(tta - plain).max() > 1e-6  # a random tiny net answers ~0.52 everywhere: the differences are small
+    np.testing.assert_allclose(tta, expected, rtol=0, atol=1e-6)
+
+
+def test_flip_tta_must_be_a_switch(net: FocalClickXLNet) -> None:
+    with pytest.raises(FinecutError, match="flip_tta"):
+        FocalClickXLEngine(net, flip_tta="maybe")

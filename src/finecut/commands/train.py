@@ -101,7 +101,7 @@ def _validate(cfg, args: argparse.Namespace) -> int:
     band = {"coarse_band": (0.75, 0.80)} if args.val_protocol == "coarse" else {}
     eval_config = EvalConfig(protocol=args.val_protocol, **band)
     engine = finecut.load_model(checkpoint, **options)
-    bank = load_or_build_bank(cfg, DistInfo())  # a fresh checkout builds the config's bank, as training would
+    bank = load_or_build_bank(cfg, DistInfo(), progress=not args.no_progress)  # a fresh checkout builds the bank
     suffix = "".join(f"-{k}{v}" for k, v in sorted(options.items()))
     suffix += "" if args.val_protocol == "standard" else f"-{args.val_protocol}"
     suffix += f"-{'+'.join(args.val_sources)}" if args.val_sources else ""

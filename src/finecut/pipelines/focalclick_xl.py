@@ -84,6 +84,7 @@ DEFAULTS: dict[str, Any] = {
     "progressive_merge": True,
     "merge_after": 10,
     "box_refine": 0,  # after a box-only pass, this many coarse-mask passes on its own result (0: none)
+    "flip_tta": False,  # every Object-Net call averaged with its call on the mirrored patch, prompts and context
 }
 
 #: The interaction forms the pipeline routes to, in the network's prompting-layer names.
@@ -390,8 +391,21 @@ class FocalClickXLEngine(CropPipeline):
         maps = form_prompt_maps(form, step.prompts, previous, crop, self.options["click_radius"],
                                 self.inputs.prompt_layout)
         boxes = torch.tensor([features.geometry.map_box(crop.box)], dtype=torch.float32)
-        out = self.object_net(image, maps, form, features.context, boxes)
-        return _sigmoid(resize(out["logits"][0, 0].float().numpy(), crop.shape))
+        logits = self.object_net(image, maps, form, features.context, boxes)["logits"]
+        if self.options["flip_tta"]:
+            logits = (logits + self.mirrored_object_logits(image, maps, form, features.context, boxes)) / 2
+        return _sigmoid(resize(logits[0, 0].float().numpy(), crop.shape))
+
+    def mirrored_object_logits(self, image: torch.Tensor, maps: torch.Tensor, form: str, context: torch.Tensor,
+                               boxes: torch.Tensor) -> torch.Tensor:
+        """Flip TTA's second Object-Net call, flipped back: the patch and its prompt maps mirrored, and the context
+        as the mirrored feature map with the RoI box mirrored about its width (``context_stride`` x map width,
+        context-input pixels), so the RoIAligned context is exactly the plain call's, mirrored. The Context-Net
+        is not run again (its features of a mirrored image would cost a second ``set_image``)."""
+        axis = float(context.shape[-1] * int(self.net.context_stride))
+        mirrored = torch.stack([axis - boxes[:, 2], boxes[:, 1], axis - boxes[:, 0], boxes[:, 3]], dim=1)
+        out = self.object_net(image.flip(-1), maps.flip(-1), form, context.flip(-1), mirrored)
+        return out["logits"].flip(-1)
 
     def refine_box_result(self, step: Step, probs: np.ndarray, crop: Crop) -> tuple[np.ndarray, Crop]:
         """``box_refine`` coarse-mask passes on a box pass's result (clamped to the box): the coarse-mask layer

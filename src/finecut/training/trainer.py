@@ -73,7 +73,8 @@ def init_distributed(method: TrainingMethod) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
-def load_or_build_bank(cfg: TrainConfig, info: DistInfo) -> ObjectBank:
+def load_or_build_bank(cfg: TrainConfig, info: DistInfo, progress: bool = True) -> ObjectBank:
+    """The config's object bank, built (on the main process) and saved first if its file does not exist yet."""
     path = Path(cfg.data.bank)
     if not path.exists():
         if info.main:
@@ -82,7 +83,7 @@ def load_or_build_bank(cfg: TrainConfig, info: DistInfo) -> ObjectBank:
             root = Path(cfg.data.data_root) if cfg.data.data_root else default_data_root()
             datasets = [open_dataset(name, root=root, **cfg.data.options.get(name, {})) for name in cfg.data.sources]
             bank = build_object_bank(datasets, cfg.data.max_side, cfg.data.min_area_fraction,
-                                     cfg.data.max_area_fraction, names=cfg.data.sources)
+                                     cfg.data.max_area_fraction, names=cfg.data.sources, progress=progress)
             bank.save(path)
         if info.world > 1:
             dist.barrier()
@@ -322,7 +323,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     torch.manual_seed(cfg.seed + info.rank)
     rng = np.random.default_rng(cfg.seed * 1000 + info.rank)
 
-    bank = load_or_build_bank(cfg, info)
+    bank = load_or_build_bank(cfg, info, progress)
     train_idx, _ = bank.split(cfg.data.val_fraction)
 
     net = build_model(cfg.model)
