@@ -44,6 +44,18 @@ def rates_from(path: Path) -> dict[str, float]:
     return {r["name"]: float(r["samples_per_s"]) for r in runs if "samples_per_s" in r}
 
 
+def sizes_from(path: Path) -> dict[str, int]:
+    """Training crop size by setting name from a ``train_throughput.py --json`` file."""
+    return {r["name"]: int(r["size"]) for r in json.loads(path.read_text())["runs"] if "size" in r}
+
+
+def at_size(rate: float, measured_size: int, size: int) -> float:
+    """A samples/s measured at ``measured_size``² crops, carried to ``size``² crops by the pixel count (the step time
+    of these convolutional nets grows about linearly with it): the small stage of a config need not be the size the
+    throughput benchmark measured."""
+    return rate * (measured_size / size) ** 2
+
+
 def plan_steps(minutes: float, fill: float, samples_per_step: int, small_rate: float, full_rate: float,
                small_share: float) -> tuple[int, int]:
     """(steps, full_size_from) whose schedule takes ``fill`` of ``minutes`` at the given one-core samples/s: a
@@ -108,9 +120,10 @@ def last_record(records: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return next((r for r in reversed(records) if key in r), {})
 
 
-def summary_of(run_dir: Path) -> dict[str, Any]:
-    """The summary ``finecut train --validate RUN_DIR/last.json`` wrote."""
-    path = run_dir / "validation" / "last" / "summary.json"
+def summary_of(run_dir: Path, sources: list[str] | None) -> dict[str, Any]:
+    """The summary ``finecut train --validate RUN_DIR/last.json [--val-sources ...]`` wrote (its folder is named
+    after the checkpoint and the sources, as ``finecut train`` names it)."""
+    path = run_dir / "validation" / ("last" + (f"-{'+'.join(sources)}" if sources else "")) / "summary.json"
     if not path.exists():
         raise SystemExit(f"{path}: no validation summary")
     return json.loads(path.read_text())
@@ -124,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=Path, default=Path("results/train_throughput.json"),
                         help="train_throughput.py --json output (samples/s of today, new-small, new-full)")
     parser.add_argument("--minutes", type=float, default=40.0, help="wall-clock budget of each run")
-    parser.add_argument("--fill", type=float, default=0.9, help="share of the budget the planned schedule takes")
+    parser.add_argument("--fill", type=float, default=0.8, help="share of the budget the planned schedule takes")
     parser.add_argument("--warm", action="store_true", help="start from each config's init_checkpoint")
     parser.add_argument("--val-count", type=int, default=96, help="held-out objects for the final validation")
     parser.add_argument("--val-sources", nargs="+", default=None, metavar="SOURCE",
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/train_budget.md"))
     args = parser.parse_args(argv)
 
-    rates = rates_from(args.rates)
+    rates, sizes = rates_from(args.rates), sizes_from(args.rates)
     args.work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, Any]] = {}
     new_raw = tomllib.loads(args.config.read_text())
@@ -160,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         processes = 2  # both recipes are 2 processes x 1 thread; here each runs as one process with both batches
         samples_per_step = int(raw.get("batch_size", 8)) * processes
         small_share = (fc.get("full_size_from", 0) / raw["steps"]) if fc.get("small_size") else 0.0
+        small_rate = rates[small_key]
+        if fc.get("small_size") and small_key in sizes:
+            small_rate = at_size(small_rate, sizes[small_key], int(fc["small_size"]))
         steps, full_from = plan_steps(args.minutes, args.fill, samples_per_step,
-                                      rates[small_key] / processes / slowdown,
+                                      small_rate / processes / slowdown,
                                       rates[full_key] / processes / slowdown, small_share)
         config = budget_config(raw, name, args.work, steps, full_from, args.warm, samples_per_step, args.lr)
         runs[name] = {"config": config, "raw": tomllib.loads(config.read_text()), "steps": steps,
@@ -190,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                         str(run_dir / "last.json"), "--val-count", str(args.val_count), "--no-progress"]
                        + (["--val-sources", *args.val_sources] if args.val_sources else []),
                        env=dict(os.environ, OMP_NUM_THREADS="2"), check=True)
-        r["validation"] = summary_of(run_dir)
+        r["validation"] = summary_of(run_dir, args.val_sources)
     text = render(runs, args, rates, started, load_before, load_after)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

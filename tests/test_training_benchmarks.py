@@ -101,3 +101,20 @@ def test_backbone_costs_are_read_by_name(tmp_path: Path) -> None:
     lite0 = tb.plan_steps(60, 0.9, 16, 8.0, 4.0, 0.8)[0]
     lite2 = tb.plan_steps(60, 0.9, 16, 8.0 / 1.5, 4.0 / 1.5, 0.8)[0]
     assert abs(lite2 / lite0 - 1 / 1.5) < 0.01
+
+
+def test_small_stage_rate_is_carried_to_the_configs_crop_and_summaries_are_found_by_source(tmp_path: Path) -> None:
+    tb = script("train_budget")
+    # measured at 128² crops; a config whose small stage is 160² gets (128/160)² of that rate
+    assert abs(tb.at_size(25.6, 128, 160) - 16.384) < 1e-9 and tb.at_size(9.0, 224, 224) == 9.0
+    saved = tmp_path / "rates.json"
+    saved.write_text(json.dumps({"runs": [{"name": "new-small", "size": 128, "samples_per_s": 25.6},
+                                          {"name": "new-full", "size": 224, "samples_per_s": 9.0}]}))
+    assert tb.sizes_from(saved) == {"new-small": 128, "new-full": 224}
+    # finecut train --validate names its folder after the checkpoint and the held-out sources
+    folder = tmp_path / "validation" / "last-COCO128+ECSSD"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"noc": {"90": 8.0}}))
+    assert tb.summary_of(tmp_path, ["COCO128", "ECSSD"])["noc"]["90"] == 8.0
+    with pytest.raises(SystemExit, match="no validation summary"):
+        tb.summary_of(tmp_path, None)
