@@ -224,6 +224,29 @@ def test_grow_threshold_adds_weak_hrr_foreground_near_tolerant_clicks() -> None:
     assert not out.mask[dark_block].any()
 
 
+def test_hrr_scope_tolerant_runs_the_hrr_only_on_uncertain_components_near_a_tolerant_click() -> None:
+    """hrr_scope="tolerant": without a tolerant click near it the uncertain block is split by the ECP's fg / bg odds
+    (the stub ECP says 0.5 there: background) and the HRR never runs; a tolerant click in it hands it to the HRR."""
+    image = _image(400, 600)
+    bright_block = np.zeros((400, 600), bool)
+    bright_block[150:195, 250:350] = True  # bright part of the uncertain block, well inside
+    engine, _, hrr = _stub_engine(hrr_scope="tolerant")
+    out = engine.predict(image, engine.encode_image(image), Prompts(clicks=(Click(50, 300), Click(300, 170))), None)
+    assert hrr.shapes == [] and out.state["hrr_box"] is None
+    assert out.state["ecp_decided_pixels"] == out.state["uncertain_pixels"] > 0
+    assert not out.mask[bright_block].any() and out.probs[bright_block].max() <= 0.5  # the odds, not the HRR's 1
+    engine, _, hrr = _stub_engine(hrr_scope="tolerant")
+    clicks = (Click(50, 300), Click(300, 170, ClickKind.TOLERANT))
+    out = engine.predict(image, engine.encode_image(image), Prompts(clicks=clicks), None)
+    assert len(hrr.shapes) == 1 and out.state["ecp_decided_pixels"] == 0
+    assert out.mask[bright_block].all()
+    paper, _, _ = _stub_engine()  # "all": the same block goes to the HRR whatever the clicks
+    out_all = paper.predict(image, paper.encode_image(image), Prompts(clicks=(Click(50, 300), Click(300, 170))), None)
+    assert out_all.mask[bright_block].all() and out_all.state["ecp_decided_pixels"] == 0
+    with pytest.raises(finecut.FinecutError, match="hrr_scope"):
+        _stub_engine(hrr_scope="near")
+
+
 def test_unknown_negative_rule_is_refused() -> None:
     with pytest.raises(finecut.FinecutError, match="negative_rule"):
         _stub_engine(negative_rule="erase")

@@ -180,8 +180,16 @@ def test_assemble_load_and_predict(folder: Path, tmp_path: Path) -> None:
     image[30:60, 40:90] = (220, 40, 30)
     pred = engine.predict(image, engine.encode_image(image), Prompts(clicks=(Click(60, 45),)), None)
     assert pred.probs.shape == (90, 130) and pred.mask.shape == (90, 130)
-    with pytest.raises(finecut.FinecutError, match="not an ntclick_hrr"):
+    with pytest.raises(finecut.FinecutError, match="neither an ntclick_hrr"):
         assemble_ntclick(ecp_dir / "last.json", ecp_dir / "last.json", tmp_path / "bad")
+    # an assembled checkpoint gives its own part: a new ECP with the shipped model's HRR, by name
+    mixed = assemble_ntclick(ecp_dir / "last.json", "ntclick", tmp_path / "mixed")
+    shipped = finecut.load_model("ntclick").hrr
+    mixed_engine = finecut.load_model(mixed)
+    assert all(torch.equal(a, b) for a, b in zip(mixed_engine.hrr.state_dict().values(),
+                                                  shipped.state_dict().values()))
+    assert json.loads(mixed.read_text())["training"]["hrr"]["step"] == json.loads(
+        (Path(finecut.__file__).parent / "weights" / "ntclick.json").read_text())["training"]["hrr"]["step"]
     assert main([str(ecp_dir / "last"), str(hrr_dir / "last"), str(tmp_path / "cli")]) == 0  # deprecated entry
     assert (tmp_path / "cli.json").exists() and (tmp_path / "cli.safetensors").exists()
     from finecut.cli import main as cli_main

@@ -12,7 +12,8 @@ Per click:
    labels (foreground where it is set, background elsewhere).
 3. **HRR** on the full-resolution RGB + one-hot FBU map, but only over the bounding box of the uncertain region plus
    ``hrr_margin`` pixels, grown (with real image content where the image allows) to a multiple of the HRR's padding
-   unit (128), so the expensive pass never sees the large certain areas.
+   unit (128), so the expensive pass never sees the large certain areas. With ``hrr_scope="tolerant"`` (a departure)
+   the HRR decides only the uncertain components near a tolerant click and the ECP's fg / bg odds the others.
 4. Click rules on the HRR's decisions (departures from the paper, chosen on held-out data; docs/ntclick.md):
    :func:`grow_near_tolerant` (hysteresis from tolerant clicks, ``grow_threshold``) and :func:`drop_near_negative`
    (negative clicks cut HRR-decided components, ``negative_rule``); ``negative_rule="paper"`` with
@@ -39,7 +40,7 @@ from finecut.errors import FinecutError
 from finecut.model_inputs import crop_tensor, normalize, resize_tensor
 from finecut.pipelines.geometry import components_touching, integer_box, mask_box, net_size
 from finecut.pipelines.skeleton import CropPipeline, Step
-from finecut.pipelines.transforms import IntBox
+from finecut.pipelines.transforms import Crop, IntBox
 from finecut.prompts import Click, ClickKind, CropTransform, click_window
 
 DEFAULTS: dict[str, Any] = {
@@ -49,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "min_crop": 48,
     "click_radius": 5.0,
     "hrr": True,  # False: uncertain pixels follow the ECP alone (P(fg) > P(bg))
+    # which uncertain pixels the HRR decides: "all" (the paper), or "tolerant" — only the uncertain components that come
+    # within tolerant_radius of a tolerant click ("fine structure near here"); the ECP's odds decide the rest
+    "hrr_scope": "all",
     "hrr_margin": 16,
     "threshold": 0.5,
     # negative clicks: "paper" = the paper's final mask; "disk" = background within click_radius of each negative click;
@@ -62,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "tolerant_radius": 10.0,
 }
 NEGATIVE_RULES = ("paper", "disk", "component", "detached")
+HRR_SCOPES = ("all", "tolerant")
 
 
 def grow_box(box: tuple[int, int, int, int], multiple: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -123,6 +128,14 @@ def drop_near_negative(labels: np.ndarray, hrr_probs: np.ndarray, vetoed: np.nda
     return dropped
 
 
+def ecp_odds(crop_logits: torch.Tensor, crop: Crop, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32: the ECP's P(fg) / (P(fg) + P(bg)) inside the crop (``crop_logits``: (1, 3, crop_h, crop_w)),
+    0 outside it — how the ECP alone would split an uncertain pixel. Computed as the sigmoid of the logit difference,
+    which stays exact where the ECP is sure of "uncertain" and both probabilities underflow."""
+    odds = torch.sigmoid(crop_logits[0, fbu.FBU_FOREGROUND] - crop_logits[0, fbu.FBU_BACKGROUND]).numpy()
+    return crop.paste(np.zeros(shape, np.float32), odds)
+
+
 class NTClickEngine(CropPipeline):
     """A trained :class:`~finecut.models.ntclick.NTClickNet` (``.ecp`` + ``.hrr``) behind the Engine interface (the
     shared steps are :class:`~finecut.pipelines.skeleton.CropPipeline`'s; :meth:`run` is ECP, HRR, click rules)."""
@@ -135,6 +148,8 @@ class NTClickEngine(CropPipeline):
     def check(self, net: nn.Module, options: Mapping[str, Any]) -> None:
         if options.get("negative_rule", "paper") not in NEGATIVE_RULES:
             raise FinecutError(f"NTClick negative_rule {options['negative_rule']!r}: use one of {NEGATIVE_RULES}")
+        if options.get("hrr_scope", "all") not in HRR_SCOPES:
+            raise FinecutError(f"NTClick hrr_scope {options['hrr_scope']!r}: use one of {HRR_SCOPES}")
         if not hasattr(net, "ecp") or not hasattr(net, "hrr"):
             raise FinecutError(f"the ntclick engine needs a model with .ecp and .hrr networks, got {type(net).__name__}")
 
@@ -205,16 +220,18 @@ class NTClickEngine(CropPipeline):
         if step.outside_box is not None:
             labels[step.outside_box] = fbu.FBU_BACKGROUND
         uncertain = labels == fbu.FBU_UNCERTAIN
+        hrr_region = uncertain if o["hrr"] else np.zeros((h, w), bool)
+        if o["hrr"] and o["hrr_scope"] == "tolerant":
+            hrr_region = components_touching(
+                uncertain, disks_of_kind(prompts.clicks, ClickKind.TOLERANT, (h, w), o["tolerant_radius"]))
         hrr_probs = np.zeros((h, w), np.float32)
-        box = self.hrr_box(uncertain) if o["hrr"] else None
+        box = self.hrr_box(hrr_region)
         if box is not None:
             bx0, by0, bx1, by1 = box
             hrr_probs[by0:by1, bx0:bx1] = self._hrr_probs(step.features["full"], labels, box)
-        elif uncertain.any():  # HRR disabled: the ECP's foreground-vs-background odds decide
-            crop_probs = torch.softmax(crop_logits, dim=1)[0].numpy()
-            fg = crop.paste(np.zeros((h, w), np.float32), crop_probs[fbu.FBU_FOREGROUND])
-            bg = crop.paste(np.ones((h, w), np.float32), crop_probs[fbu.FBU_BACKGROUND])
-            hrr_probs = fg / np.maximum(fg + bg, 1e-6)
+        by_ecp = uncertain & ~hrr_region
+        if by_ecp.any():  # no HRR for these pixels: the ECP's foreground-vs-background odds decide
+            hrr_probs[by_ecp] = ecp_odds(crop_logits, crop, (h, w))[by_ecp]
         grown = grow_near_tolerant(labels, hrr_probs, prompts.clicks, o["grow_threshold"], o["threshold"],
                                    o["tolerant_radius"])
         dropped = drop_near_negative(labels, hrr_probs, vetoed, o["negative_rule"], o["threshold"])
@@ -224,6 +241,6 @@ class NTClickEngine(CropPipeline):
         hrr_scale = None if box is None else min(1.0, int(self.hrr.config.max_side) / max(box[2] - box[0],
                                                                                        box[3] - box[1]))
         state = {"hrr_box": list(box) if box is not None else None, "hrr_pixels": hrr_pixels, "hrr_scale": hrr_scale,
-                 "uncertain_pixels": int(uncertain.sum()),
+                 "uncertain_pixels": int(uncertain.sum()), "ecp_decided_pixels": int(by_ecp.sum()),
                  "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum())}
         return EngineOutput(probs, state, mask=mask)

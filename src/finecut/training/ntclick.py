@@ -380,15 +380,27 @@ NTCLICK_HRR = HRRMethod()
 
 def assemble_ntclick(ecp_path: str | os.PathLike, hrr_path: str | os.PathLike, out_path: str | os.PathLike,
                      name: str = "ntclick") -> Path:
-    """Join a trained ECP and a trained HRR checkpoint into one ``ntclick`` checkpoint; returns its JSON path."""
+    """Join a trained ECP and a trained HRR checkpoint into one ``ntclick`` checkpoint; returns its JSON path. Each
+    part is a checkpoint path or a shipped model's name; an assembled ``ntclick`` checkpoint gives its own ECP or HRR
+    (e.g. a newly trained ECP with the shipped model's HRR: ``assemble_ntclick("runs/ecp/last", "ntclick", OUT)``)."""
     from finecut.models.ntclick import NTClickHRR, NTClickNet, is_ecp
+    from finecut.registry import shipped_checkpoints
 
+    shipped = shipped_checkpoints()
+    ecp_path = shipped.get(str(ecp_path), ecp_path)
+    hrr_path = shipped.get(str(hrr_path), hrr_path)
     ecp, ecp_doc = load_checkpoint(ecp_path)
     hrr, hrr_doc = load_checkpoint(hrr_path)
+    if isinstance(ecp, NTClickNet):
+        ecp, ecp_doc = ecp.ecp, {**ecp_doc, "training": ecp_doc.get("training", {}).get("ecp", {})}
+    if isinstance(hrr, NTClickNet):
+        hrr, hrr_doc = hrr.hrr, {**hrr_doc, "training": hrr_doc.get("training", {}).get("hrr", {})}
     if not is_ecp(ecp):
-        raise FinecutError(f"{ecp_path}: not an NTClick ECP checkpoint (arch {ecp_doc['model'].get('arch')!r})")
+        raise FinecutError(f"{ecp_path}: neither an NTClick ECP nor an ntclick checkpoint (arch "
+                           f"{ecp_doc['model'].get('arch')!r})")
     if not isinstance(hrr, NTClickHRR):
-        raise FinecutError(f"{hrr_path}: not an ntclick_hrr checkpoint (arch {hrr_doc['model'].get('arch')!r})")
+        raise FinecutError(f"{hrr_path}: neither an ntclick_hrr nor an ntclick checkpoint (arch "
+                           f"{hrr_doc['model'].get('arch')!r})")
     net = NTClickNet(ecp, hrr)
     meta = {"engine": "ntclick", "name": name,
             "training": {"step": ecp_doc.get("training", {}).get("step"),
