@@ -160,3 +160,11 @@ def test_card_command(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert cli_main(["card", str(trained), "--out", str(out), "--results", str(results)]) == 0
     assert str(out) in capsys.readouterr().out
     assert _row(out.read_text(), "DAVIS")[3] == "7.50"
+
+
+def test_card_of_the_shipped_ntclick_names_the_ecp_warm_start_and_binary_term(tmp_path: Path) -> None:
+    shipped = Path(__file__).parents[1] / "src" / "finecut" / "weights" / "ntclick.json"
+    text = write_model_card(shipped, tmp_path / "ntclick.md").read_text()
+    assert "### ECP" in text and "### HRR" in text
+    assert "from the segmentor of `focalclick-lite0-whole5`" in _row(text, "initialisation")[1]
+    assert _row(text, "ECP loss")[1].startswith("3-class cross-entropy + 1.00 × binary")

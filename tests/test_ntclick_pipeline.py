@@ -247,6 +247,25 @@ def test_hrr_scope_tolerant_runs_the_hrr_only_on_uncertain_components_near_a_tol
         _stub_engine(hrr_scope="near")
 
 
+def test_hrr_scope_session_runs_the_hrr_everywhere_once_a_tolerant_click_is_given() -> None:
+    """hrr_scope="session": precise clicks alone leave the uncertain block to the ECP's odds; one tolerant click,
+    even far from the block (where "tolerant" would not hand the block over), gives every uncertain pixel to the HRR."""
+    image = _image(400, 600)
+    bright_block = np.zeros((400, 600), bool)
+    bright_block[150:195, 250:350] = True
+    engine, _, hrr = _stub_engine(hrr_scope="session")
+    out = engine.predict(image, engine.encode_image(image), Prompts(clicks=(Click(50, 300), Click(300, 170))), None)
+    assert hrr.shapes == [] and out.state["ecp_decided_pixels"] == out.state["uncertain_pixels"] > 0
+    assert not out.mask[bright_block].any()
+    far = (Click(50, 300), Click(300, 170), Click(560, 40, ClickKind.TOLERANT))
+    for scope, handed_over in [("session", True), ("tolerant", False)]:
+        engine, _, hrr = _stub_engine(hrr_scope=scope)
+        out = engine.predict(image, engine.encode_image(image), Prompts(clicks=far), None)
+        assert (len(hrr.shapes) == 1) == handed_over
+        assert out.mask[bright_block].all() == handed_over
+        assert (out.state["ecp_decided_pixels"] == 0) == handed_over
+
+
 def test_unknown_negative_rule_is_refused() -> None:
     with pytest.raises(finecut.FinecutError, match="negative_rule"):
         _stub_engine(negative_rule="erase")
@@ -324,22 +343,49 @@ def test_checkpoint_round_trip_and_build_engine(tmp_path: Path) -> None:
         build_model({"arch": "ntclick", "ecp": {"arch": "ntclick_hrr"}})
 
 
-def test_shipped_ntclick_model_loads_by_name_and_segments() -> None:
-    assert "ntclick" in finecut.available_models()
-    engine = finecut.load_model("ntclick")
-    assert isinstance(engine, NTClickEngine)
-    training = engine.checkpoint["training"]
-    assert training["ecp"]["step"] >= 5600 and training["hrr"]["step"] >= 9200
+def _square_scene() -> tuple[np.ndarray, np.ndarray]:
     image = np.zeros((120, 160, 3), np.uint8)
     image[:] = (40, 90, 170)
     image[30:90, 50:110] = (230, 200, 40)  # a plain yellow square on blue
+    truth = np.zeros((120, 160), bool)
+    truth[30:90, 50:110] = True
+    return image, truth
+
+
+def _iou(mask: np.ndarray, truth: np.ndarray) -> float:
+    return float((mask & truth).sum() / (mask | truth).sum())
+
+
+def test_shipped_ntclick_model_loads_by_name_and_segments() -> None:
+    """The shipped ntclick: the EfficientNet ECP with the ViT HRR, hrr_scope="session" — a precise click leaves the
+    uncertain band to the ECP's odds, a tolerant click hands it to the HRR."""
+    assert "ntclick" in finecut.available_models()
+    engine = finecut.load_model("ntclick")
+    assert isinstance(engine, NTClickEngine)
+    checkpoint = engine.checkpoint
+    assert checkpoint["model"]["ecp"]["arch"] == "ntclick_ecp_effnet" and engine.options["hrr_scope"] == "session"
+    assert checkpoint["training"]["ecp"]["step"] >= 600 and checkpoint["training"]["hrr"]["step"] >= 9200
+    image, truth = _square_scene()
     predictor = Predictor(engine)
     predictor.set_image(image)
     pred = predictor.predict(clicks=[Click(80, 60)])
-    truth = np.zeros((120, 160), bool)
-    truth[30:90, 50:110] = True
-    iou = (pred.mask & truth).sum() / (pred.mask | truth).sum()
-    assert iou > 0.6, iou
+    assert _iou(pred.mask, truth) > 0.8
+    assert pred.state["hrr_box"] is None and pred.state["ecp_decided_pixels"] == pred.state["uncertain_pixels"]
+    pred = predictor.predict(clicks=[Click(80, 60), Click(52, 60, ClickKind.TOLERANT)])
+    assert _iou(pred.mask, truth) > 0.6
+    assert pred.state["hrr_box"] is not None and pred.state["ecp_decided_pixels"] == 0
+
+
+def test_shipped_vit_ntclick_loads_by_name_and_its_hrr_decides_both_ways() -> None:
+    engine = finecut.load_model("ntclick-vit")
+    assert isinstance(engine, NTClickEngine) and engine.options["hrr_scope"] == "all"
+    training = engine.checkpoint["training"]
+    assert training["ecp"]["step"] >= 5600 and training["hrr"]["step"] >= 9200
+    image, truth = _square_scene()
+    predictor = Predictor(engine)
+    predictor.set_image(image)
+    pred = predictor.predict(clicks=[Click(80, 60)])
+    assert _iou(pred.mask, truth) > 0.6
     assert pred.state["hrr_box"] is not None and pred.state["uncertain_pixels"] > 0
     # the HRR decides the uncertain pixels both ways (the first shipped HRR had collapsed to one constant value)
     band = (pred.probs > 0) & (pred.probs < 1)

@@ -288,3 +288,20 @@ def test_ntclick_runs_refuse_torchrun_and_foreign_sections(folder: Path, tmp_pat
     cfg.ntclick_hrr = NTClickHRROptions()  # the HRR's options on an ECP run
     with pytest.raises(finecut.FinecutError, match=r"\[ntclick_hrr\].*ntclick_ecp"):
         train(cfg, progress=False)
+
+
+def test_ecp_binary_term_trains_the_odds_inside_the_band(folder: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, folder, "ntclick_ecp", steps=2)
+    cfg.ntclick_ecp.binary_weight = 0.5
+    run_dir = train(cfg, progress=False)
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert len(steps) == 2
+    for r in steps:
+        assert r["binary"] > 0 and r["loss"] == pytest.approx(r["ce"] + 0.5 * r["binary"], rel=1e-3, abs=1e-4)
+    doc = json.loads((run_dir / "config.json").read_text())
+    assert doc["ntclick_ecp"]["binary_weight"] == 0.5
+    with pytest.raises(finecut.FinecutError, match="binary_weight"):
+        bad = _config(tmp_path / "bad", folder, "ntclick_ecp", steps=1).to_dict()
+        bad["ntclick_ecp"] = {"binary_weight": -1.0}
+        TrainConfig.from_dict(bad)

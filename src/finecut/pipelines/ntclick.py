@@ -13,7 +13,9 @@ Per click:
 3. **HRR** on the full-resolution RGB + one-hot FBU map, but only over the bounding box of the uncertain region plus
    ``hrr_margin`` pixels, grown (with real image content where the image allows) to a multiple of the HRR's padding
    unit (128), so the expensive pass never sees the large certain areas. With ``hrr_scope="tolerant"`` (a departure)
-   the HRR decides only the uncertain components near a tolerant click and the ECP's fg / bg odds the others.
+   the HRR decides only the uncertain components near a tolerant click and the ECP's fg / bg odds the others; with
+   ``hrr_scope="session"`` the HRR decides every uncertain pixel once the prompts hold a tolerant click, and the ECP's
+   odds decide them all until then (precise clicks alone: an ordinary object boundary).
 4. Click rules on the HRR's decisions (departures from the paper, chosen on held-out data; docs/ntclick.md):
    :func:`grow_near_tolerant` (hysteresis from tolerant clicks, ``grow_threshold``) and :func:`drop_near_negative`
    (negative clicks cut HRR-decided components, ``negative_rule``); ``negative_rule="paper"`` with
@@ -51,7 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "click_radius": 5.0,
     "hrr": True,  # False: uncertain pixels follow the ECP alone (P(fg) > P(bg))
     # which uncertain pixels the HRR decides: "all" (the paper), or "tolerant" — only the uncertain components that come
-    # within tolerant_radius of a tolerant click ("fine structure near here"); the ECP's odds decide the rest
+    # within tolerant_radius of a tolerant click ("fine structure near here"); the ECP's odds decide the rest — or
+    # "session": all of them once the prompts hold any tolerant click, none before
     "hrr_scope": "all",
     "hrr_margin": 16,
     "threshold": 0.5,
@@ -66,7 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "tolerant_radius": 10.0,
 }
 NEGATIVE_RULES = ("paper", "disk", "component", "detached")
-HRR_SCOPES = ("all", "tolerant")
+HRR_SCOPES = ("all", "tolerant", "session")
 
 
 def grow_box(box: tuple[int, int, int, int], multiple: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -221,7 +224,10 @@ class NTClickEngine(CropPipeline):
             labels[step.outside_box] = fbu.FBU_BACKGROUND
         uncertain = labels == fbu.FBU_UNCERTAIN
         hrr_region = uncertain if o["hrr"] else np.zeros((h, w), bool)
-        if o["hrr"] and o["hrr_scope"] == "tolerant":
+        if o["hrr"] and o["hrr_scope"] == "session" and not any(
+                c.kind == ClickKind.TOLERANT for c in prompts.clicks):
+            hrr_region = np.zeros((h, w), bool)
+        elif o["hrr"] and o["hrr_scope"] == "tolerant":
             hrr_region = components_touching(
                 uncertain, disks_of_kind(prompts.clicks, ClickKind.TOLERANT, (h, w), o["tolerant_radius"]))
         hrr_probs = np.zeros((h, w), np.float32)

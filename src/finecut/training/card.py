@@ -183,7 +183,12 @@ def _training_section(training: dict[str, Any]) -> list[str]:
                                 f"{_fmt(cfg.get('distill_weight'))}"]] if cfg.get("distill_checkpoint") else []),
             ["initialisation", f"`{cfg.get('pretrained', '?')}`"
                                + (f", all weights from `{cfg['init_checkpoint']}` (warm start)"
-                                  if cfg.get("init_checkpoint") else "")],
+                                  if cfg.get("init_checkpoint") else "")
+                               + (f", every tensor that fits from the segmentor of `{cfg['ecp_init_segmentor']}`"
+                                  if cfg.get("ecp_init_segmentor") and not cfg.get("init_checkpoint") else "")],
+            *([["ECP loss", f"3-class cross-entropy + {_fmt(cfg['ecp_binary_weight'])} × binary "
+                            "(BCE of sigmoid(logit_fg − logit_bg) against the mask)"]]
+              if cfg.get("ecp_binary_weight") else []),
             ["optimizer", (f"Adam, lr {cfg.get('lr', '?')} (backbone × {_fmt(cfg.get('backbone_lr_mult'))}), "
                           f"warm-up {_fmt(cfg.get('warmup_steps'))} + cosine")],
             ["iterative clicks", (f"up to {_fmt(cfg.get('max_iterative_clicks'))} on "

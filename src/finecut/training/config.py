@@ -136,6 +136,14 @@ class NTClickECPOptions:
     # a FocalClick checkpoint (shipped name or path) that starts an ntclick_ecp_effnet ECP when init_checkpoint is
     # empty (:func:`finecut.models.ntclick_ecp_effnet.init_from_focalclick`); "" = ImageNet backbone (``pretrained``)
     init_segmentor: str = ""
+    # weight of a binary term beside the paper's 3-class cross-entropy: BCE of sigmoid(logit_fg - logit_bg) against
+    # the object mask on every pixel. The FBU cross-entropy says nothing about foreground vs background inside the
+    # uncertain band; where no HRR decides the band (hrr=false, hrr_scope="tolerant") these odds do. 0 = the paper.
+    binary_weight: float = 0.0
+
+    def check(self) -> None:
+        if not self.binary_weight >= 0.0:
+            raise FinecutError(f"[ntclick_ecp].binary_weight {self.binary_weight}: must be >= 0")
 
 
 @dataclass
@@ -275,6 +283,8 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
     "hrr_ecp_checkpoint": ("ntclick_hrr", "ecp_checkpoint"),
     "hrr_ecp_probability": ("ntclick_hrr", "ecp_probability"),
     "hrr_native_scale": ("ntclick_hrr", "native_scale"),
+    "ecp_init_segmentor": ("ntclick_ecp", "init_segmentor"),
+    "ecp_binary_weight": ("ntclick_ecp", "binary_weight"),
 }
 
 
