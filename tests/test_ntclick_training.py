@@ -301,7 +301,7 @@ def test_ecp_binary_term_trains_the_odds_inside_the_band(folder: Path, tmp_path:
         assert r["binary"] > 0 and r["loss"] == pytest.approx(r["ce"] + 0.5 * r["binary"], rel=1e-3, abs=1e-4)
     doc = json.loads((run_dir / "config.json").read_text())
     assert doc["ntclick_ecp"]["binary_weight"] == 0.5
+    bad = _config(tmp_path / "bad", folder, "ntclick_ecp", steps=1).to_dict()
+    bad["ntclick_ecp"] = {"binary_weight": -1.0}
     with pytest.raises(finecut.FinecutError, match="binary_weight"):
-        bad = _config(tmp_path / "bad", folder, "ntclick_ecp", steps=1).to_dict()
-        bad["ntclick_ecp"] = {"binary_weight": -1.0}
         TrainConfig.from_dict(bad)

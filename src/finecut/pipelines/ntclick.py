@@ -131,6 +131,17 @@ def drop_near_negative(labels: np.ndarray, hrr_probs: np.ndarray, vetoed: np.nda
     return dropped
 
 
+def hrr_region(uncertain: np.ndarray, clicks: tuple[Click, ...], scope: str, tolerant_radius: float) -> np.ndarray:
+    """(H, W) bool: the uncertain pixels the HRR decides under ``hrr_scope`` ``scope`` — all of them ("all"); all of
+    them once ``clicks`` hold a tolerant click, none before ("session"); the uncertain components within
+    ``tolerant_radius`` of a tolerant click ("tolerant")."""
+    if scope == "all":
+        return uncertain
+    if scope == "session":
+        return uncertain if any(c.kind == ClickKind.TOLERANT for c in clicks) else np.zeros_like(uncertain)
+    return components_touching(uncertain, disks_of_kind(clicks, ClickKind.TOLERANT, uncertain.shape, tolerant_radius))
+
+
 def ecp_odds(crop_logits: torch.Tensor, crop: Crop, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) float32: the ECP's P(fg) / (P(fg) + P(bg)) inside the crop (``crop_logits``: (1, 3, crop_h, crop_w)),
     0 outside it — how the ECP alone would split an uncertain pixel. Computed as the sigmoid of the logit difference,
@@ -223,19 +234,14 @@ class NTClickEngine(CropPipeline):
         if step.outside_box is not None:
             labels[step.outside_box] = fbu.FBU_BACKGROUND
         uncertain = labels == fbu.FBU_UNCERTAIN
-        hrr_region = uncertain if o["hrr"] else np.zeros((h, w), bool)
-        if o["hrr"] and o["hrr_scope"] == "session" and not any(
-                c.kind == ClickKind.TOLERANT for c in prompts.clicks):
-            hrr_region = np.zeros((h, w), bool)
-        elif o["hrr"] and o["hrr_scope"] == "tolerant":
-            hrr_region = components_touching(
-                uncertain, disks_of_kind(prompts.clicks, ClickKind.TOLERANT, (h, w), o["tolerant_radius"]))
+        by_hrr = (hrr_region(uncertain, prompts.clicks, o["hrr_scope"], o["tolerant_radius"]) if o["hrr"]
+                  else np.zeros((h, w), bool))
         hrr_probs = np.zeros((h, w), np.float32)
-        box = self.hrr_box(hrr_region)
+        box = self.hrr_box(by_hrr)
         if box is not None:
             bx0, by0, bx1, by1 = box
             hrr_probs[by0:by1, bx0:bx1] = self._hrr_probs(step.features["full"], labels, box)
-        by_ecp = uncertain & ~hrr_region
+        by_ecp = uncertain & ~by_hrr
         if by_ecp.any():  # no HRR for these pixels: the ECP's foreground-vs-background odds decide
             hrr_probs[by_ecp] = ecp_odds(crop_logits, crop, (h, w))[by_ecp]
         grown = grow_near_tolerant(labels, hrr_probs, prompts.clicks, o["grow_threshold"], o["threshold"],

@@ -166,15 +166,12 @@ def ecp_step(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: Train
     previous = ecp_iterate(net, images, labels, masks, clicks, previous, num_iters, cfg, rng)
     logits = net(images, ecp_maps(clicks, previous, cfg, net.config.prompt_channels))["logits"]
     ce = F.cross_entropy(logits, torch.from_numpy(labels))
-    out = {"ce": ce.detach()}
+    out = {"loss": ce, "ce": ce.detach()}
     binary_weight = cfg.ntclick_ecp.binary_weight if cfg.ntclick_ecp is not None else 0.0
-    if binary_weight > 0.0:
+    if binary_weight > 0.0:  # the fg / bg odds against the mask, which the FBU cross-entropy leaves open in the band
         odds = logits[:, fbu.FBU_FOREGROUND] - logits[:, fbu.FBU_BACKGROUND]
         binary = F.binary_cross_entropy_with_logits(odds, torch.from_numpy(masks.astype(np.float32)))
-        out["binary"] = binary.detach()
-        out["loss"] = ce + binary_weight * binary
-    else:
-        out["loss"] = ce
+        out.update(loss=ce + binary_weight * binary, binary=binary.detach())
     return out
 
 
