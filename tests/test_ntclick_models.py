@@ -92,6 +92,74 @@ def test_hrr_striped_inference_equals_plain_inference() -> None:
     torch.testing.assert_close(out.detach(), a, rtol=1e-5, atol=1e-5)
 
 
+def _hrr_with_visible_logits(**overrides: object) -> NTClickHRR:
+    """A tiny random HRR whose output layer is not near zero (the default init's std 0.01 hides differences)."""
+    torch.manual_seed(0)
+    model = build_model({"arch": "ntclick_hrr", **TINY_HRR, **overrides}).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.head[-1].weight, std=1.0)
+    return model
+
+
+def _region(batch: int, height: int, width: int) -> torch.Tensor:
+    region = torch.zeros(batch, height, width, dtype=torch.bool)
+    region[0, 40:52, 20:300] = True  # a band across several tiles of one tile row
+    region[0, 200:203, 5:9] = True  # a speck
+    region[0, 124:132, 200:204] = True  # across the border of tile rows 0 and 1: next to two runs' cut edges
+    region[-1, height - 2:, width - 2:] = True  # the bottom-right corner (a clipped halo)
+    return region
+
+
+def test_hrr_region_decoding_matches_the_full_pass_inside_the_region() -> None:
+    model = _hrr_with_visible_logits()
+    image, fbu = _inputs(2, 300, 330)  # padded to 384 x 384: 3 x 3 tiles of 128
+    region = _region(2, 300, 330)
+    with torch.inference_mode():
+        full = model(image, fbu)["logits"]
+        sparse = model(image, fbu, region)["logits"]
+    assert sparse.shape == full.shape
+    torch.testing.assert_close(sparse[:, 0][region], full[:, 0][region], rtol=1e-5, atol=1e-5)
+    # tiles without a region pixel are skipped: the bottom row of tiles of sample 0 holds none
+    assert (sparse[0, 0, 260:] == NTClickHRR.SKIPPED_LOGIT).all()
+    assert (full[:, 0][region].abs() > 1e-3).float().mean() > 0.9  # logits that would show a difference
+    # the runs: sample 0 has a 3-tile run in tile row 0 and a 2-tile run in row 1; sample 1 its corner tile
+    padded = torch.nn.functional.pad(region, (0, 54, 0, 84))
+    assert model.tile_runs(padded) == [(0, 0, 128, 0, 384), (0, 128, 256, 0, 256), (1, 256, 384, 256, 384)]
+
+
+def test_hrr_region_decoding_needs_its_halo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the halo a run's cut edges change the logits near them: the halo is what makes the two passes agree."""
+    model = _hrr_with_visible_logits()
+    image, fbu = _inputs(2, 300, 330)
+    region = _region(2, 300, 330)
+    monkeypatch.setattr(NTClickHRR, "TILE_HALO", 0)
+    with torch.inference_mode():
+        full = model(image, fbu)["logits"]
+        sparse = model(image, fbu, region)["logits"]
+    assert not torch.allclose(sparse[:, 0][region], full[:, 0][region], rtol=1e-5, atol=1e-5)
+
+
+def test_hrr_region_decoding_through_the_long_side_cap() -> None:
+    model = _hrr_with_visible_logits(max_side=256)
+    image, fbu = _inputs(1, 300, 520)  # worked at 148 x 256, upsampled back
+    region = torch.zeros(1, 300, 520, dtype=torch.bool)
+    region[0, 100:140, 400:520] = True
+    with torch.inference_mode():
+        full = model(image, fbu)["logits"]
+        sparse = model(image, fbu, region)["logits"]
+    torch.testing.assert_close(sparse[:, 0][region], full[:, 0][region], rtol=1e-5, atol=1e-5)
+
+
+def test_hrr_region_must_match_the_image_and_is_ignored_with_autograd() -> None:
+    model = _hrr_with_visible_logits()
+    image, fbu = _inputs(1, 128, 128)
+    with pytest.raises(FinecutError, match="HRR region"):
+        model(image, fbu, torch.ones(1, 1, 128, 128, dtype=torch.bool))
+    region = torch.zeros(1, 128, 128, dtype=torch.bool)
+    out = model(image, fbu, region)["logits"]  # training: the full pass, differentiable
+    assert out.requires_grad and not (out == NTClickHRR.SKIPPED_LOGIT).any()
+
+
 def test_hrr_caps_the_long_side_and_upsamples_back(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     model = build_model({"arch": "ntclick_hrr", **TINY_HRR, "max_side": 256}).eval()

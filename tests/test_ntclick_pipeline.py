@@ -64,11 +64,15 @@ class SpyHRR(nn.Module):
         super().__init__()
         self.config = HRRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_HRR.items()})
         self.shapes: list[tuple[int, ...]] = []
+        self.regions: list[torch.Tensor | None] = []
         self.dark_logit = dark_logit
 
-    def forward(self, image: torch.Tensor, fbu_map: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor, fbu_map: torch.Tensor,
+                region: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         self.shapes.append(tuple(image.shape))
+        self.regions.append(region)
         assert fbu_map.shape[1] == 3 and fbu_map.shape[-2:] == image.shape[-2:]
+        assert region is None or tuple(region.shape) == (image.shape[0], *image.shape[-2:])
         return {"logits": torch.where(image[:, :1] > 0, 10.0, self.dark_logit), "features": image}
 
 
@@ -124,6 +128,9 @@ def test_final_mask_rule_and_hrr_runs_only_on_uncertain_box() -> None:
     assert (y1 - y0, x1 - x0) == (256, 256) and (y1 - y0) * (x1 - x0) < 0.3 * 400 * 600
     assert x0 <= 240 and x1 >= 360 and y0 <= 140 and y1 >= 260
     assert out.state["uncertain_pixels"] > 0
+    # the pixels it must decide are named, so its finest stages can skip the rest of the box
+    region = hrr.regions[0][0].numpy()
+    assert region.sum() == out.state["uncertain_pixels"] and region[150 - y0:250 - y0, 250 - x0:350 - x0].all()
 
 
 def test_ecp_inputs_are_never_padded_inside_the_network() -> None:

@@ -171,7 +171,11 @@ class OnnxHRR:
             out[:, :, r0:r1] = logits[:, :, r0 - 2 * c0:r1 - 2 * c0]
         return out
 
-    def __call__(self, image: torch.Tensor, fbu: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, image: torch.Tensor, fbu: torch.Tensor,
+                 region: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``region`` is the module's argument, accepted and not used: the exported graphs decode every pixel, a
+        superset of the module's region-restricted pass (equal logits inside ``region``)."""
+        del region
         cfg = self.config
         height, width = image.shape[-2:]
         work_h, work_w = working_size(height, width, cfg.max_side)

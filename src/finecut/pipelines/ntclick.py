@@ -12,10 +12,12 @@ Per click:
    labels (foreground where it is set, background elsewhere).
 3. **HRR** on the full-resolution RGB + one-hot FBU map, but only over the bounding box of the uncertain region plus
    ``hrr_margin`` pixels, grown (with real image content where the image allows) to a multiple of the HRR's padding
-   unit (128), so the expensive pass never sees the large certain areas. With ``hrr_scope="tolerant"`` (a departure)
-   the HRR decides only the uncertain components near a tolerant click and the ECP's fg / bg odds the others; with
-   ``hrr_scope="session"`` the HRR decides every uncertain pixel once the prompts hold a tolerant click, and the ECP's
-   odds decide them all until then (precise clicks alone: an ordinary object boundary).
+   unit (128), so the expensive pass never sees the large certain areas; inside the box its two finest decoder stages
+   run only on the 128-pixel tiles that hold a pixel it decides (the same probabilities there, the rest never
+   read). With ``hrr_scope="tolerant"`` (a departure) the HRR decides only the uncertain components near a tolerant
+   click and the ECP's fg / bg odds the others; with ``hrr_scope="session"`` the HRR decides every uncertain pixel
+   once the prompts hold a tolerant click, and the ECP's odds decide them all until then (precise clicks alone: an
+   ordinary object boundary).
 4. Click rules on the HRR's decisions (departures from the paper, chosen on held-out data; docs/ntclick.md):
    :func:`grow_near_tolerant` (hysteresis from tolerant clicks, ``grow_threshold``) and :func:`drop_near_negative`
    (negative clicks cut HRR-decided components, ``negative_rule``); ``negative_rule="paper"`` with
@@ -210,10 +212,13 @@ class NTClickEngine(CropPipeline):
         tight = integer_box((x0 - m, y0 - m, x1 + m, y1 + m), h, w)
         return grow_box(tight, int(self.hrr.config.pad_multiple), h, w)
 
-    def _hrr_probs(self, full: torch.Tensor, labels: np.ndarray, box: IntBox) -> np.ndarray:
+    def _hrr_probs(self, full: torch.Tensor, labels: np.ndarray, box: IntBox, region: np.ndarray) -> np.ndarray:
+        """HRR probabilities over ``box``; exact on the pixels of ``region`` (the ones the HRR decides), the finest
+        decoder stages skip the tiles without any (:class:`~finecut.models.ntclick.NTClickHRR`)."""
         x0, y0, x1, y1 = box
         one_hot = torch.from_numpy(fbu.labels_to_one_hot(labels[y0:y1, x0:x1]))[None]
-        logits = self.hrr(full[:, :, y0:y1, x0:x1], one_hot)["logits"]
+        needed = torch.from_numpy(np.ascontiguousarray(region[y0:y1, x0:x1]))[None]
+        logits = self.hrr(full[:, :, y0:y1, x0:x1], one_hot, needed)["logits"]
         return torch.sigmoid(logits[0, 0]).numpy()
 
     # ----------------------------------------------------------------- main
@@ -240,7 +245,7 @@ class NTClickEngine(CropPipeline):
         box = self.hrr_box(by_hrr)
         if box is not None:
             bx0, by0, bx1, by1 = box
-            hrr_probs[by0:by1, bx0:bx1] = self._hrr_probs(step.features["full"], labels, box)
+            hrr_probs[by0:by1, bx0:bx1] = self._hrr_probs(step.features["full"], labels, box, by_hrr)
         by_ecp = uncertain & ~by_hrr
         if by_ecp.any():  # no HRR for these pixels: the ECP's foreground-vs-background odds decide
             hrr_probs[by_ecp] = ecp_odds(crop_logits, crop, (h, w))[by_ecp]
