@@ -398,3 +398,24 @@ def test_shipped_vit_ntclick_loads_by_name_and_its_hrr_decides_both_ways() -> No
     band = (pred.probs > 0) & (pred.probs < 1)
     assert band.sum() == pred.state["uncertain_pixels"]
     assert pred.probs[band].min() < 0.1 and pred.probs[band].max() > 0.9
+
+
+def test_progressive_merge_keeps_the_previous_answer_away_from_the_new_clicks_change() -> None:
+    """With a prior mask, ``progressive_merge`` lets only the changed component under the click change the mask: a
+    blob of the prior mask that the ECP calls background stays, and so does the HRR's new block elsewhere."""
+    image = _image(400, 600)
+    prior = np.zeros((400, 600), bool)
+    prior[10:30, 500:550] = True
+    prompts = Prompts(clicks=(Click(50, 200),), prior_mask=prior)
+    plain_engine, _, _ = _stub_engine()
+    merge_engine, _, _ = _stub_engine(progressive_merge=True)
+    plain = plain_engine.predict(image, plain_engine.encode_image(image), prompts, None)
+    merged = merge_engine.predict(image, merge_engine.encode_image(image), prompts, None)
+    assert not plain.state["merged"] and merged.state["merged"]
+    assert not plain.mask[10:30, 500:550].any() and merged.mask[10:30, 500:550].all()
+    assert plain.mask[150:200, 250:350].all() and not merged.mask[150:200, 250:350].any()  # the HRR's bright block
+    assert np.array_equal(plain.mask[:, :170], merged.mask[:, :170])  # the clicked component: the new answer
+    assert np.array_equal(merged.mask, merged.probs > 0.5)
+    # from scratch the merge waits for merge_after clicks
+    fresh = merge_engine.predict(image, merge_engine.encode_image(image), Prompts(clicks=(Click(50, 200),)), None)
+    assert not fresh.state["merged"]

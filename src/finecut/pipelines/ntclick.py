@@ -24,6 +24,9 @@ Per click:
    ``grow_threshold=None`` is the paper's pipeline.
 5. Final mask ``FBU foreground ∪ (FBU uncertain ∧ HRR > threshold)`` (:func:`finecut.fbu.final_mask`); ``probs`` is
    :func:`finecut.fbu.combine_probs` (1 on foreground, 0 on background, the HRR probability where uncertain).
+6. With ``progressive_merge`` (a departure, FocalClick's :class:`~finecut.pipelines.transforms.ProgressiveMerge`):
+   with a prior mask, or after ``merge_after`` clicks from scratch, the previous answer stands everywhere but the
+   changed component under the new click.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from finecut.errors import FinecutError
 from finecut.model_inputs import crop_tensor, normalize, resize_tensor
 from finecut.pipelines.geometry import components_touching, integer_box, mask_box, net_size
 from finecut.pipelines.skeleton import CropPipeline, Step
-from finecut.pipelines.transforms import Crop, IntBox
+from finecut.pipelines.transforms import Crop, IntBox, ProgressiveMerge
 from finecut.prompts import Click, ClickKind, CropTransform, click_window
 
 DEFAULTS: dict[str, Any] = {
@@ -69,6 +72,10 @@ DEFAULTS: dict[str, Any] = {
     # (None: off)
     "grow_threshold": 0.3,
     "tolerant_radius": 10.0,
+    # FocalClick's Progressive Merge (a departure from the paper): with a prior mask, or after merge_after clicks from
+    # scratch, only the changed component under the new click changes the mask
+    "progressive_merge": False,
+    "merge_after": 10,
 }
 NEGATIVE_RULES = ("paper", "disk", "component", "detached")
 HRR_SCOPES = ("all", "tolerant", "session")
@@ -254,10 +261,15 @@ class NTClickEngine(CropPipeline):
         dropped = drop_near_negative(labels, hrr_probs, vetoed, o["negative_rule"], o["threshold"])
         probs = fbu.combine_probs(labels, hrr_probs)
         mask = fbu.final_mask(labels, hrr_probs, o["threshold"])
+        merge = ProgressiveMerge.from_options(o)
+        merged = merge.applies(prompts, step.click)
+        if merged:  # the mask follows the merged probabilities where the previous answer stands
+            kept = merge(probs, step.prev, step.prev_mask, step.click, threshold=o["threshold"])
+            mask[kept] = step.prev_mask[kept]
         hrr_pixels = 0 if box is None else (box[2] - box[0]) * (box[3] - box[1])
         hrr_scale = None if box is None else min(1.0, int(self.hrr.config.max_side) / max(box[2] - box[0],
                                                                                        box[3] - box[1]))
         state = {"hrr_box": list(box) if box is not None else None, "hrr_pixels": hrr_pixels, "hrr_scale": hrr_scale,
                  "uncertain_pixels": int(uncertain.sum()), "ecp_decided_pixels": int(by_ecp.sum()),
-                 "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum())}
+                 "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum()), "merged": merged}
         return EngineOutput(probs, state, mask=mask)

@@ -157,12 +157,15 @@ class ProgressiveMerge:
         return bool(self.enabled and click is not None
                     and (prompts.prior_mask is not None or len(prompts.clicks) > self.after))
 
-    def __call__(self, probs: np.ndarray, prev: np.ndarray, prev_mask: np.ndarray, click: Click) -> None:
-        """In place: ``probs`` takes ``prev`` back everywhere but the changed component under ``click``."""
-        diff = (probs > 0.5) != prev_mask
+    def __call__(self, probs: np.ndarray, prev: np.ndarray, prev_mask: np.ndarray, click: Click,
+                 threshold: float = 0.5) -> np.ndarray:
+        """In place: ``probs`` takes ``prev`` back everywhere but the changed component (``probs > threshold``
+        against ``prev_mask``) under ``click``. Returns the kept pixels."""
+        diff = (probs > threshold) != prev_mask
         comp = component_at(diff, *click.pixel)
         keep = np.ones(probs.shape, bool) if comp is None else ~comp
         probs[keep] = prev[keep]
+        return keep
 
 
 __all__ = ["Crop", "FlipTTA", "Forward", "IntBox", "ProgressiveMerge", "ZoomIn"]
