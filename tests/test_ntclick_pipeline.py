@@ -16,7 +16,7 @@ from finecut.models.checkpoint import save_checkpoint
 from finecut.models.ntclick import ECPConfig, HRRConfig, NTClickNet, build_ntclick
 from finecut.models.registry import build_model
 from finecut.registry import build_engine
-from finecut.pipelines.ntclick import NTClickEngine, grow_box
+from finecut.pipelines.ntclick import NTClickEngine, grow_box, lower_near_tolerant
 from finecut.predictor import Predictor
 from finecut.prompts import Click, ClickKind, Prompts
 from helpers_training import TINY_ECP, TINY_HRR
@@ -364,14 +364,18 @@ def _iou(mask: np.ndarray, truth: np.ndarray) -> float:
 
 
 def test_shipped_ntclick_model_loads_by_name_and_segments() -> None:
-    """The shipped ntclick: the EfficientNet ECP with the ViT HRR, hrr_scope="session" — a precise click leaves the
-    uncertain band to the ECP's odds, a tolerant click hands it to the HRR."""
+    """The shipped ntclick: the EfficientNet ECP (run at 384 px) with the HRR continued on its maps from the ViT
+    model's, hrr_scope="session" — a precise click leaves the uncertain band to the ECP's odds, a tolerant click hands
+    it to the HRR."""
     assert "ntclick" in finecut.available_models()
     engine = finecut.load_model("ntclick")
     assert isinstance(engine, NTClickEngine)
     checkpoint = engine.checkpoint
     assert checkpoint["model"]["ecp"]["arch"] == "ntclick_ecp_effnet" and engine.options["hrr_scope"] == "session"
-    assert checkpoint["training"]["ecp"]["step"] >= 600 and checkpoint["training"]["hrr"]["step"] >= 9200
+    assert engine.options["ecp_size"] == 384
+    training = checkpoint["training"]
+    assert training["ecp"]["step"] >= 600 and training["hrr"]["step"] >= 1600
+    assert training["hrr"]["config"]["init_checkpoint"].endswith("ntclick-vit.json")  # the warm start, on record
     image, truth = _square_scene()
     predictor = Predictor(engine)
     predictor.set_image(image)
@@ -419,3 +423,57 @@ def test_progressive_merge_keeps_the_previous_answer_away_from_the_new_clicks_ch
     # from scratch the merge waits for merge_after clicks
     fresh = merge_engine.predict(image, merge_engine.encode_image(image), Prompts(clicks=(Click(50, 200),)), None)
     assert not fresh.state["merged"]
+
+
+def test_tolerant_open_radius_lets_the_hrr_decide_near_a_tolerant_click() -> None:
+    """``tolerant_open_radius``: the ECP's background near a tolerant click becomes uncertain and the HRR decides it
+    (the stub HRR: bright rows foreground); a negative click's disk stays background; off by default."""
+    image = _image(400, 600)
+    clicks = (Click(500, 100, kind=ClickKind.TOLERANT), Click(530, 100, kind=ClickKind.NEGATIVE))
+    default, _, _ = _stub_engine()
+    opened, _, _ = _stub_engine(tolerant_open_radius=15.0)
+    before = default.predict(image, default.encode_image(image), Prompts(clicks=clicks), None)
+    after = opened.predict(image, opened.encode_image(image), Prompts(clicks=clicks), None)
+    yy, xx = np.mgrid[:400, :600]
+    disk = (yy - 100) ** 2 + (xx - 500) ** 2 <= 15**2
+    negative = (yy - 100) ** 2 + (xx - 530) ** 2 <= 5**2
+    assert before.state["opened_pixels"] == 0 and not before.mask[disk].any()
+    assert after.state["opened_pixels"] == int((disk & ~negative).sum())
+    assert after.mask[disk & ~negative].all() and not after.mask[negative].any()
+    assert not after.mask[~disk & (xx > 400)].any()  # nothing else opened
+
+
+def test_lower_near_tolerant_passes_weak_uncertain_pixels_only_near_tolerant_clicks() -> None:
+    labels = np.full((60, 80), fbu.FBU_UNCERTAIN, np.uint8)
+    labels[:, 70:] = fbu.FBU_BACKGROUND
+    probs = np.full((60, 80), 0.2, np.float32)
+    probs[:, :10] = 0.05  # below the local threshold
+    probs[0, 0] = 0.9
+    clicks = (Click(40, 30, kind=ClickKind.TOLERANT), Click(10, 30, kind=ClickKind.POSITIVE))
+    yy, xx = np.mgrid[:60, :80]
+    near = (yy - 30) ** 2 + (xx - 40) ** 2 <= 12**2
+    untouched = probs.copy()
+    assert not lower_near_tolerant(labels, probs, clicks, None, 0.5, 12.0).any()
+    passed = lower_near_tolerant(labels, probs, clicks, 0.1, 0.5, 12.0)
+    assert np.array_equal(passed, near)  # every pixel near the tolerant click, none near the precise one
+    assert np.all(probs[near] > 0.5) and np.array_equal(probs[~near], untouched[~near])
+    far_click = (Click(75, 30, kind=ClickKind.TOLERANT),)  # only background and weak pixels around it
+    probs = untouched.copy()
+    passed = lower_near_tolerant(labels, probs, far_click, 0.1, 0.5, 3.0)
+    assert not passed.any() and np.array_equal(probs, untouched)
+
+
+def test_flip_tta_averages_the_ecp_with_its_mirrored_call() -> None:
+    """``flip_tta``: the ECP runs twice, the second time on mirrored prompt maps, and its logits are averaged after
+    flipping back — the stand-in ECP ignores its input, so the average of its left strip and the mirrored one is
+    mirror-symmetric, and so is the mask (the plain call's is not)."""
+    image = _image(400, 600)
+    plain_engine, plain_ecp, _ = _stub_engine()
+    flip_engine, flip_ecp, _ = _stub_engine(flip_tta=True)
+    prompts = Prompts(clicks=(Click(50, 200),))
+    plain = plain_engine.predict(image, plain_engine.encode_image(image), prompts, None)
+    flipped = flip_engine.predict(image, flip_engine.encode_image(image), prompts, None)
+    assert len(plain_ecp.maps) == 1 and len(flip_ecp.maps) == 2
+    torch.testing.assert_close(flip_ecp.maps[1], flip_ecp.maps[0].flip(-1))
+    assert not plain.mask[:, 450:].any() and plain.mask[:, :150].all()
+    assert np.array_equal(flipped.mask[:, :150], flipped.mask[:, ::-1][:, :150])

@@ -4,7 +4,8 @@ Per click:
 1. **Target crop** (optional zoom-in, FocalClick's: :class:`~finecut.pipelines.skeleton.CropPipeline` runs the shared
    steps): the box of the previous mask, the prompt box and the new click, expanded by ``expand``; the first click of
    an object sees the whole image.
-2. **ECP** on the crop resized so its long side is ``ecp_size`` (default: the ECP's ``img_size``) and both sides are
+2. **ECP** (with ``flip_tta``, a departure: averaged with its call on the mirrored crop, flipped back) on the crop
+   resized so its long side is ``ecp_size`` (default: the ECP's ``img_size``) and both sides are
    multiples of the ECP's ``input_multiple`` (32), so the network never pads its input: the ECP trains on unpadded
    square views, and an input padded inside it is out of that distribution (``benchmarks/ecp_input_padding.py``
    measures what padding does; docs/ntclick.md gives the numbers). With the prompt maps [previous mask, positive, negative, tolerant] -> 3-class FBU probabilities (background,
@@ -19,7 +20,10 @@ Per click:
    once the prompts hold a tolerant click, and the ECP's odds decide them all until then (precise clicks alone: an
    ordinary object boundary).
 4. Click rules on the HRR's decisions (departures from the paper, chosen on held-out data; docs/ntclick.md):
-   :func:`grow_near_tolerant` (hysteresis from tolerant clicks, ``grow_threshold``) and :func:`drop_near_negative`
+   :func:`open_near_tolerant` (off by default; ``tolerant_open_radius``: the ECP's background near a tolerant click
+   becomes uncertain, so the HRR decides it),
+   :func:`grow_near_tolerant` (hysteresis from tolerant clicks, ``grow_threshold``), :func:`lower_near_tolerant` (off
+   by default; ``local_threshold`` within ``local_radius`` of a tolerant click) and :func:`drop_near_negative`
    (negative clicks cut HRR-decided components, ``negative_rule``); ``negative_rule="paper"`` with
    ``grow_threshold=None`` is the paper's pipeline.
 5. Final mask ``FBU foreground ∪ (FBU uncertain ∧ HRR > threshold)`` (:func:`finecut.fbu.final_mask`); ``probs`` is
@@ -47,11 +51,12 @@ from finecut.errors import FinecutError
 from finecut.model_inputs import crop_tensor, normalize, resize_tensor
 from finecut.pipelines.geometry import components_touching, integer_box, mask_box, net_size
 from finecut.pipelines.skeleton import CropPipeline, Step
-from finecut.pipelines.transforms import Crop, IntBox, ProgressiveMerge
+from finecut.pipelines.transforms import Crop, FlipTTA, IntBox, ProgressiveMerge
 from finecut.prompts import Click, ClickKind, CropTransform, click_window
 
 DEFAULTS: dict[str, Any] = {
     "ecp_size": None,  # None: the ECP's img_size
+    "flip_tta": False,  # the ECP's logits averaged with its call on the mirrored crop (a departure from the paper)
     "zoom_in": True,
     "expand": 1.4,
     "min_crop": 48,
@@ -72,6 +77,15 @@ DEFAULTS: dict[str, Any] = {
     # (None: off)
     "grow_threshold": 0.3,
     "tolerant_radius": 10.0,
+    # tolerant clicks open the map (a departure): pixels within this radius of a tolerant click that the ECP calls
+    # background become uncertain, so the HRR decides them — "fine structure near here" even where the ECP saw none
+    # (None: off)
+    "tolerant_open_radius": None,
+    # a local threshold near tolerant clicks (a departure): uncertain pixels within local_radius of a tolerant click
+    # whose HRR probability is above local_threshold join the mask — a later tolerant click lowers the bar where it is
+    # given, since the HRR sees no clicks (None: off)
+    "local_threshold": None,
+    "local_radius": 20.0,
     # FocalClick's Progressive Merge (a departure from the paper): with a prior mask, or after merge_after clicks from
     # scratch, only the changed component under the new click changes the mask
     "progressive_merge": False,
@@ -123,6 +137,33 @@ def grow_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple[
     grown = components_touching((labels == fbu.FBU_UNCERTAIN) & (hrr_probs > low), seeds)
     hrr_probs[grown] = threshold + (1 - threshold) * (hrr_probs[grown] - low) / (1 - low)
     return grown
+
+
+def open_near_tolerant(labels: np.ndarray, clicks: tuple[Click, ...], radius: float | None,
+                       vetoed: np.ndarray) -> int:
+    """In place: background pixels of ``labels`` within ``radius`` of a tolerant click (and not ``vetoed`` by a
+    negative click) become uncertain. Returns how many (0 when ``radius`` is None)."""
+    if not radius:
+        return 0
+    opened = disks_of_kind(clicks, ClickKind.TOLERANT, labels.shape, radius)
+    opened &= (labels == fbu.FBU_BACKGROUND) & ~vetoed
+    labels[opened] = fbu.FBU_UNCERTAIN
+    return int(opened.sum())
+
+
+def lower_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple[Click, ...], low: float | None,
+                        threshold: float, radius: float) -> np.ndarray:
+    """Local threshold from tolerant clicks, in place: uncertain pixels within ``radius`` of a tolerant click with HRR
+    probability above ``low`` are remapped from (low, 1] onto (threshold, 1] (order kept), so they pass ``threshold``.
+    Unlike :func:`grow_near_tolerant` no connection is needed: the HRR has no click input, so on a thin structure it
+    missed a later tolerant click otherwise changes nothing. Returns the pixels that passed."""
+    if low is None or low >= threshold:
+        return np.zeros(labels.shape, bool)
+    near = disks_of_kind(clicks, ClickKind.TOLERANT, labels.shape, radius)
+    remapped = near & (labels == fbu.FBU_UNCERTAIN) & (hrr_probs > low)
+    passed = remapped & (hrr_probs <= threshold)
+    hrr_probs[remapped] = threshold + (1 - threshold) * (hrr_probs[remapped] - low) / (1 - low)
+    return passed
 
 
 def drop_near_negative(labels: np.ndarray, hrr_probs: np.ndarray, vetoed: np.ndarray, rule: str,
@@ -205,7 +246,7 @@ class NTClickEngine(CropPipeline):
             inp = features["whole"]
         else:
             inp = crop_tensor(features["full"], crop.box, crop.size_hw)  # normalised once, then resized with torch
-        logits = self.ecp(inp, self.prompt_maps(step, crop))["logits"]
+        logits = FlipTTA.from_options(self.options)(self.ecp, inp, self.prompt_maps(step, crop))["logits"]
         return F.interpolate(logits, size=crop.shape, mode="bilinear", align_corners=False)
 
     def hrr_box(self, uncertain: np.ndarray) -> IntBox | None:
@@ -243,6 +284,7 @@ class NTClickEngine(CropPipeline):
         if o["negative_rule"] != "paper":
             vetoed = disks_of_kind(prompts.clicks, ClickKind.NEGATIVE, (h, w), max(o["click_radius"], 1.0))
             labels[vetoed] = fbu.FBU_BACKGROUND
+        opened = open_near_tolerant(labels, prompts.clicks, o["tolerant_open_radius"], vetoed)
         if step.outside_box is not None:
             labels[step.outside_box] = fbu.FBU_BACKGROUND
         uncertain = labels == fbu.FBU_UNCERTAIN
@@ -258,6 +300,8 @@ class NTClickEngine(CropPipeline):
             hrr_probs[by_ecp] = ecp_odds(crop_logits, crop, (h, w))[by_ecp]
         grown = grow_near_tolerant(labels, hrr_probs, prompts.clicks, o["grow_threshold"], o["threshold"],
                                    o["tolerant_radius"])
+        lowered = lower_near_tolerant(labels, hrr_probs, prompts.clicks, o["local_threshold"], o["threshold"],
+                                      o["local_radius"])
         dropped = drop_near_negative(labels, hrr_probs, vetoed, o["negative_rule"], o["threshold"])
         probs = fbu.combine_probs(labels, hrr_probs)
         mask = fbu.final_mask(labels, hrr_probs, o["threshold"])
@@ -271,5 +315,7 @@ class NTClickEngine(CropPipeline):
                                                                                        box[3] - box[1]))
         state = {"hrr_box": list(box) if box is not None else None, "hrr_pixels": hrr_pixels, "hrr_scale": hrr_scale,
                  "uncertain_pixels": int(uncertain.sum()), "ecp_decided_pixels": int(by_ecp.sum()),
-                 "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum()), "merged": merged}
+                 "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum()), "opened_pixels": opened,
+                 "lowered_pixels": int(lowered.sum()),
+                 "merged": merged}
         return EngineOutput(probs, state, mask=mask)
