@@ -372,7 +372,7 @@ def test_shipped_ntclick_model_loads_by_name_and_segments() -> None:
     assert isinstance(engine, NTClickEngine)
     checkpoint = engine.checkpoint
     assert checkpoint["model"]["ecp"]["arch"] == "ntclick_ecp_effnet" and engine.options["hrr_scope"] == "session"
-    assert engine.options["ecp_size"] == 384 and engine.options["flip_tta"] is True
+    assert engine.options["ecp_size"] == 384 and engine.options["flip_tta"] is False
     training = checkpoint["training"]
     assert training["ecp"]["step"] >= 600 and training["hrr"]["step"] >= 1600
     assert training["hrr"]["config"]["init_checkpoint"].endswith("ntclick-vit.json")  # the warm start, on record
