@@ -37,6 +37,7 @@ architecture, :data:`ECP_ARCHS`: ``{"arch": "ntclick_ecp_effnet", ...}``, :mod:`
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -391,15 +392,12 @@ class NTClickHRR(nn.Module):
         runs = []
         for b, rows in enumerate(occupied):
             for i, row in enumerate(rows):
-                j = 0
-                while j < len(row):
-                    if not row[j]:
-                        j += 1
-                        continue
-                    start = j
-                    while j < len(row) and row[j]:
-                        j += 1
-                    runs.append((b, i * t, (i + 1) * t, start * t, j * t))
+                start = 0
+                for filled, group in itertools.groupby(row):
+                    end = start + len(list(group))
+                    if filled:
+                        runs.append((b, i * t, (i + 1) * t, start * t, end * t))
+                    start = end
         return runs
 
     def _fine_stages_on_region(self, x4: torch.Tensor, image: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,12 @@ def disks_of_kind(clicks: tuple[Click, ...], kind: ClickKind, shape: tuple[int, 
     return out
 
 
+def pass_threshold(hrr_probs: np.ndarray, pixels: np.ndarray, low: float, threshold: float) -> None:
+    """In place: ``hrr_probs`` at ``pixels`` (all above ``low``) remapped from (low, 1] onto (threshold, 1], order
+    kept, so they pass ``threshold`` — the shared step of the tolerant-click rules."""
+    hrr_probs[pixels] = threshold + (1 - threshold) * (hrr_probs[pixels] - low) / (1 - low)
+
+
 def grow_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple[Click, ...], low: float | None,
                        threshold: float, radius: float) -> np.ndarray:
     """Hysteresis from tolerant clicks, in place: uncertain pixels with HRR probability above ``low`` whose connected
@@ -135,20 +141,20 @@ def grow_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple[
         return np.zeros(labels.shape, bool)
     seeds = disks_of_kind(clicks, ClickKind.TOLERANT, labels.shape, radius)
     grown = components_touching((labels == fbu.FBU_UNCERTAIN) & (hrr_probs > low), seeds)
-    hrr_probs[grown] = threshold + (1 - threshold) * (hrr_probs[grown] - low) / (1 - low)
+    pass_threshold(hrr_probs, grown, low, threshold)
     return grown
 
 
 def open_near_tolerant(labels: np.ndarray, clicks: tuple[Click, ...], radius: float | None,
-                       vetoed: np.ndarray) -> int:
+                       vetoed: np.ndarray) -> np.ndarray:
     """In place: background pixels of ``labels`` within ``radius`` of a tolerant click (and not ``vetoed`` by a
-    negative click) become uncertain. Returns how many (0 when ``radius`` is None)."""
+    negative click) become uncertain. Returns those pixels (none when ``radius`` is None)."""
     if not radius:
-        return 0
+        return np.zeros(labels.shape, bool)
     opened = disks_of_kind(clicks, ClickKind.TOLERANT, labels.shape, radius)
     opened &= (labels == fbu.FBU_BACKGROUND) & ~vetoed
     labels[opened] = fbu.FBU_UNCERTAIN
-    return int(opened.sum())
+    return opened
 
 
 def lower_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple[Click, ...], low: float | None,
@@ -162,7 +168,7 @@ def lower_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple
     near = disks_of_kind(clicks, ClickKind.TOLERANT, labels.shape, radius)
     remapped = near & (labels == fbu.FBU_UNCERTAIN) & (hrr_probs > low)
     passed = remapped & (hrr_probs <= threshold)
-    hrr_probs[remapped] = threshold + (1 - threshold) * (hrr_probs[remapped] - low) / (1 - low)
+    pass_threshold(hrr_probs, remapped, low, threshold)
     return passed
 
 
@@ -315,7 +321,6 @@ class NTClickEngine(CropPipeline):
                                                                                        box[3] - box[1]))
         state = {"hrr_box": list(box) if box is not None else None, "hrr_pixels": hrr_pixels, "hrr_scale": hrr_scale,
                  "uncertain_pixels": int(uncertain.sum()), "ecp_decided_pixels": int(by_ecp.sum()),
-                 "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum()), "opened_pixels": opened,
-                 "lowered_pixels": int(lowered.sum()),
-                 "merged": merged}
+                 "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum()),
+                 "opened_pixels": int(opened.sum()), "lowered_pixels": int(lowered.sum()), "merged": merged}
         return EngineOutput(probs, state, mask=mask)
