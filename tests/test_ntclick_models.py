@@ -166,9 +166,9 @@ def test_hrr_caps_the_long_side_and_upsamples_back(monkeypatch: pytest.MonkeyPat
     seen: list[tuple[int, ...]] = []
     original = model.encode
 
-    def spy(image: torch.Tensor, fbu: torch.Tensor) -> torch.Tensor:
+    def spy(image: torch.Tensor, fbu: torch.Tensor, clicks: torch.Tensor | None = None) -> torch.Tensor:
         seen.append(tuple(image.shape))
-        return original(image, fbu)
+        return original(image, fbu, clicks)
 
     monkeypatch.setattr(model, "encode", spy)
     image, fbu = _inputs(1, 300, 420)  # long side 420 > 256 -> works at 183 x 256, padded to 256 x 256
@@ -262,3 +262,67 @@ def test_hrr_gradient_checkpointing_gives_the_same_gradients() -> None:
     ckpt(image, fbu)["logits"].sum().backward()
     for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _click_maps(batch: int, height: int, width: int) -> torch.Tensor:
+    maps = torch.zeros(batch, 3, height, width)
+    maps[:, 2, 40:50, 60:70] = 1.0  # a tolerant disk's square stand-in
+    maps[:, 1, 100:110, 20:30] = 1.0  # a negative one
+    return maps
+
+
+def test_hrr_click_input_starts_click_blind_and_then_changes_the_answer() -> None:
+    """click_channels=3 (a departure): at its zero initialisation the HRR's answer is the click-blind one's, whatever
+    the clicks; once its click embedding is trained the clicks change the answer, near them more than far away."""
+    torch.manual_seed(0)
+    blind = build_model({"arch": "ntclick_hrr", **TINY_HRR}).eval()
+    grown = build_model({"arch": "ntclick_hrr", **TINY_HRR, "click_channels": 3}).eval()
+    report = grown.load_state_dict(blind.state_dict(), strict=False)
+    assert report.missing_keys == ["click_embed.weight", "click_embed.bias"] and not report.unexpected_keys
+    image, fbu = _inputs(1, 150, 200)
+    maps = _click_maps(1, 150, 200)
+    with torch.inference_mode():
+        want = blind(image, fbu)["logits"]
+        torch.testing.assert_close(grown(image, fbu, clicks=maps)["logits"], want)
+        torch.testing.assert_close(grown(image, fbu)["logits"], want)
+        torch.nn.init.normal_(grown.click_embed.weight, std=0.5)
+        torch.nn.init.normal_(grown.click_embed.bias, std=0.1)
+        with_clicks = grown(image, fbu, clicks=maps)["logits"]
+        # no clicks = all-zero maps, whose embedding is the bias
+        zeros = torch.zeros_like(maps)
+        torch.testing.assert_close(grown(image, fbu)["logits"], grown(image, fbu, clicks=zeros)["logits"])
+        without = grown(image, fbu)["logits"]
+    change = (with_clicks - without).abs()[0, 0]
+    assert change[30:60, 50:80].mean() > 3 * change[:, 150:].mean() > 0
+
+
+def test_hrr_click_input_through_padding_cap_and_region() -> None:
+    model = build_model({"arch": "ntclick_hrr", **TINY_HRR, "click_channels": 3, "max_side": 256}).eval()
+    torch.nn.init.normal_(model.click_embed.weight, std=0.5)
+    image, fbu = _inputs(1, 200, 300)  # worked at 171 x 256, padded to 256 x 256
+    maps = _click_maps(1, 200, 300)
+    region = torch.zeros(1, 200, 300, dtype=torch.bool)
+    region[0, 30:80, 40:120] = True
+    with torch.inference_mode():
+        full = model(image, fbu, clicks=maps)["logits"]
+        sparse = model(image, fbu, region, clicks=maps)["logits"]
+    assert full.shape == (1, 1, 200, 300)
+    torch.testing.assert_close(sparse[:, 0][region], full[:, 0][region], rtol=1e-5, atol=1e-5)
+    out = model(image, fbu, clicks=maps)["logits"]
+    out.mean().backward()
+    assert model.click_embed.weight.grad is not None and model.click_embed.weight.grad.abs().sum() > 0
+
+
+def test_hrr_click_input_is_checked() -> None:
+    image, fbu = _inputs(1, 128, 128)
+    blind = build_model({"arch": "ntclick_hrr", **TINY_HRR})
+    with pytest.raises(FinecutError, match="no click input"):
+        blind(image, fbu, clicks=torch.zeros(1, 3, 128, 128))
+    grown = build_model({"arch": "ntclick_hrr", **TINY_HRR, "click_channels": 3})
+    with pytest.raises(FinecutError, match="HRR click maps"):
+        grown(image, fbu, clicks=torch.zeros(1, 2, 128, 128))
+    with pytest.raises(FinecutError, match="do not match"):
+        grown(image, fbu, clicks=torch.zeros(1, 3, 64, 128))
+    with pytest.raises(FinecutError, match="click_channels"):
+        build_model({"arch": "ntclick_hrr", **TINY_HRR, "click_channels": 2})
+    assert build_model(grown.arch_config()).config == grown.config

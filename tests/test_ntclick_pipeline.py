@@ -477,3 +477,43 @@ def test_flip_tta_averages_the_ecp_with_its_mirrored_call() -> None:
     torch.testing.assert_close(flip_ecp.maps[1], flip_ecp.maps[0].flip(-1))
     assert not plain.mask[:, 450:].any() and plain.mask[:, :150].all()
     assert np.array_equal(flipped.mask[:, :150], flipped.mask[:, ::-1][:, :150])
+
+
+class ClickSpyHRR(SpyHRR):
+    """SpyHRR with a click input: records the click maps it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = HRRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_HRR.items()},
+                                click_channels=3)
+        self.clicks: list[torch.Tensor] = []
+
+    def forward(self, image: torch.Tensor, fbu_map: torch.Tensor, region: torch.Tensor | None = None,
+                clicks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        assert clicks is not None and clicks.shape == (image.shape[0], 3, *image.shape[-2:])
+        self.clicks.append(clicks)
+        return super().forward(image, fbu_map, region)
+
+
+def test_an_hrr_with_a_click_input_gets_the_clicks_over_its_box() -> None:
+    net = _tiny_net()
+    net.ecp, net.hrr = PatternECP(), ClickSpyHRR()
+    engine = NTClickEngine(net, zoom_in=False, click_radius=5.0)
+    image = _image(400, 600)
+    clicks = (Click(50, 200), Click(300, 190, ClickKind.TOLERANT), Click(520, 40, ClickKind.NEGATIVE))
+    out = engine.predict(image, engine.encode_image(image), Prompts(clicks=clicks), None)
+    x0, y0, x1, y1 = out.state["hrr_box"]
+    (maps,) = net.hrr.clicks
+    assert maps.shape[-2:] == (y1 - y0, x1 - x0)
+    tolerant = maps[0, 2].numpy() > 0
+    ys, xs = np.nonzero(tolerant)
+    assert (ys + y0).mean() == pytest.approx(190) and (xs + x0).mean() == pytest.approx(300)
+    assert tolerant.sum() == (np.hypot(*np.mgrid[-5:6, -5:6]) <= 5).sum()  # the whole disk lies in the box
+    assert not maps[0, 0].any() or (maps[0, 0].nonzero()[:, 1] + x0).max() <= 55  # the positive click's disk, if seen
+    assert not maps[0, 1].any()  # the negative click lies outside the box
+    # a real tiny HRR with a click input runs through the engine too
+    torch.manual_seed(0)
+    real = build_ntclick(ecp=TINY_ECP, hrr={**TINY_HRR, "click_channels": 3}).eval()
+    torch.nn.init.normal_(real.hrr.click_embed.weight, std=0.5)
+    pred = NTClickEngine(real, hrr_scope="all").predict(image, None, Prompts(clicks=clicks), None)
+    assert pred.mask.shape == (400, 600)

@@ -305,3 +305,92 @@ def test_ecp_binary_term_trains_the_odds_inside_the_band(folder: Path, tmp_path:
     bad["ntclick_ecp"] = {"binary_weight": -1.0}
     with pytest.raises(finecut.FinecutError, match="binary_weight"):
         TrainConfig.from_dict(bad)
+
+
+def _click_cfg(tmp_path: Path, folder: Path, steps: int) -> TrainConfig:
+    cfg = _config(tmp_path, folder, "ntclick_hrr", steps=steps)
+    cfg.model = {**cfg.model, "click_channels": 3}
+    cfg.run_dir = str(tmp_path / "hrr-clicks")
+    return cfg
+
+
+def test_hrr_clicks_follow_the_protocol_on_the_hrr_errors() -> None:
+    """The first click is the NTClick protocol's on the FBU map's certain foreground, inside the uncertain region (the
+    pixels the HRR decides): tolerant in the object's fine-structure band, within tolerant_offset of the error it
+    marks; each iteration adds at most one click per sample."""
+    target = np.zeros((96, 96), np.uint8)
+    cv2.circle(target, (30, 60), 14, 1, -1)
+    cv2.line(target, (40, 50), (90, 5), 1, 2)  # a thin structure the uncertain band covers
+    labels = fbu.code_map_to_labels(fbu.train_fbu_map(target, kernel_size=15))
+    onehot = torch.from_numpy(fbu.labels_to_one_hot(labels))[None].repeat(2, 1, 1, 1)
+    masks = torch.from_numpy(target.astype(np.float32))[None, None].repeat(2, 1, 1, 1)
+    uncertain = torch.from_numpy((labels == fbu.FBU_UNCERTAIN).astype(np.float32))[None, None].repeat(2, 1, 1, 1)
+    images = torch.randn(2, 3, 96, 96)
+    net = build_model({"arch": "ntclick_hrr", **TINY_HRR, "click_channels": 3}).eval()
+    from finecut.evaluation.protocol import uncertain_band
+
+    band = uncertain_band(target.astype(np.int64))
+    missed = (target > 0) & (labels == fbu.FBU_UNCERTAIN)  # the certain-foreground answer's errors in the region
+    options = NTClickHRROptions(click_iterations=0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        clicks = ntclick_training.hrr_clicks(net, images, onehot, masks, uncertain, options, rng)
+        for sample in clicks:
+            assert len(sample) == 1
+            (click,) = sample
+            ys, xs = np.nonzero(missed)
+            nearest = np.sqrt(((ys - click.y) ** 2 + (xs - click.x) ** 2).min())
+            if click.kind == ClickKind.TOLERANT:
+                assert band[click.y, click.x] and nearest <= options.tolerant_offset
+            else:
+                assert click.kind == ClickKind.POSITIVE and missed[click.y, click.x]
+    options = NTClickHRROptions(click_iterations=2)
+    counts = {len(c) for _ in range(6) for c in ntclick_training.hrr_clicks(net, images, onehot, masks, uncertain,
+                                                                            options, rng)}
+    assert counts <= {1, 2, 3} and len(counts) > 1
+    maps = ntclick_training.hrr_click_maps([[Click(10, 20, ClickKind.TOLERANT)], []], (96, 96), 5.0)
+    assert maps.shape == (2, 3, 96, 96) and maps[0, 2, 20, 10] == 1 and maps[0, :2].sum() == 0 and maps[1].sum() == 0
+
+
+def test_hrr_with_a_click_input_warm_starts_from_a_click_blind_one_and_trains(folder: Path, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from finecut.training.trainer import load_initial_weights
+
+    blind_dir = train(_config(tmp_path, folder, "ntclick_hrr", steps=1), progress=False)
+    cfg = _click_cfg(tmp_path, folder, steps=3)
+    cfg.init_checkpoint = str(blind_dir / "last.json")
+    net = build_model(cfg.model)
+    load_initial_weights(net, cfg)
+    blind = finecut.models.checkpoint.load_checkpoint(blind_dir / "last.json")[0].state_dict()
+    state = net.state_dict()
+    assert set(state) - set(blind) == {"click_embed.weight", "click_embed.bias"}
+    assert all(torch.equal(blind[k], state[k]) for k in blind)
+    assert not state["click_embed.weight"].any() and not state["click_embed.bias"].any()
+    seen = []
+    real = ntclick_training.hrr_clicks
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(ntclick_training, "hrr_clicks", spy)
+    run_dir = train(cfg, progress=False)
+    assert len(seen) == 3 and all(len(batch) == cfg.batch_size for batch in seen)
+    assert sum(len(c) for batch in seen for c in batch) >= 3
+    trained = finecut.models.checkpoint.load_checkpoint(run_dir / "last.json")[0]
+    assert trained.config.click_channels == 3 and trained.click_embed.weight.abs().sum() > 0
+    # a warm start may switch the click input on, not change anything else
+    cfg.model = {**cfg.model, "depth": 1}
+    with pytest.raises(finecut.FinecutError, match="differs"):
+        load_initial_weights(build_model(cfg.model), cfg)
+
+
+def test_hrr_click_options_are_checked(folder: Path, tmp_path: Path) -> None:
+    cfg = _click_cfg(tmp_path, folder, steps=1)
+    doc = {"run_dir": cfg.run_dir, "model": cfg.model, "pretrained": "none",
+           "data": {"sources": [str(folder)], "bank": str(tmp_path / "bank.npz")}}
+    with pytest.raises(finecut.FinecutError, match="click_iterations"):
+        TrainConfig.from_dict({**doc, "ntclick_hrr": {"click_iterations": -1}})
+    with pytest.raises(finecut.FinecutError, match="click_radius"):
+        TrainConfig.from_dict({**doc, "ntclick_hrr": {"click_radius": 0}})

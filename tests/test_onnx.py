@@ -349,3 +349,45 @@ def test_docs_example_segments_without_torch(default_dir: Path, tmp_path: Path) 
     iou = (mask & gt)[valid].sum() / (mask | gt)[valid].sum()
     agreement = (mask & finecut_mask).sum() / (mask | finecut_mask).sum()
     assert iou > 0.85 and agreement > 0.95, (iou, agreement)
+
+
+@needs_ort
+def test_an_hrr_with_a_click_input_exports_with_its_click_maps(tmp_path: Path) -> None:
+    """An NTClick HRR with a click input (click_channels=3) exports hrr_body with a third input, ``clicks``; the
+    runtime feeds it (zeros when given none) and matches the PyTorch HRR, and the pipeline matches click by click."""
+    from finecut.models.checkpoint import save_checkpoint
+    from finecut.models.ntclick import build_ntclick
+    from finecut.onnx.export import export_onnx
+    from helpers_training import TINY_ECP, TINY_HRR
+
+    torch.manual_seed(0)
+    net = build_ntclick(ecp=TINY_ECP, hrr={**TINY_HRR, "click_channels": 3}).eval()
+    torch.nn.init.normal_(net.hrr.click_embed.weight, std=0.5)
+    torch.nn.init.normal_(net.hrr.head[-1].weight, std=1.0)
+    path, _ = save_checkpoint(tmp_path / "tiny-nt", net, net.arch_config(), {"engine": "ntclick", "name": "tiny-nt"})
+    export_onnx(finecut.load_model(str(path), hrr_scope="all"), tmp_path / "onnx")
+    doc = json.loads((tmp_path / "onnx" / "model.json").read_text())
+    import onnx
+
+    body = onnx.load(str(tmp_path / "onnx" / doc["graphs"]["hrr_body"]["file"]))
+    assert [i.name for i in body.graph.input] == ["image", "fbu", "clicks"]
+    torch_engine, onnx_engine = _engines(f"{path}:hrr_scope=all", tmp_path / "onnx")
+    gen = torch.Generator().manual_seed(3)
+    region = torch.randn(1, 3, 200, 150, generator=gen)
+    labels = torch.randint(0, 3, (200, 150), generator=gen)
+    fbu = (labels[None, None] == torch.arange(3)[None, :, None, None]).float()
+    clicks = torch.zeros(1, 3, 200, 150)
+    clicks[0, 2, 90:100, 60:70] = 1.0
+    with torch.inference_mode():
+        for maps in (clicks, None):
+            want = torch.sigmoid(torch_engine.hrr(region, fbu, clicks=maps)["logits"])
+            assert (want - torch.sigmoid(onnx_engine.hrr(region, fbu, clicks=maps)["logits"])).abs().max() < 1e-4
+    image = np.random.default_rng(1).integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    a, b = finecut.Predictor(torch_engine), finecut.Predictor(onnx_engine)
+    a.set_image(image)
+    b.set_image(image)
+    steps, pa, pb = [], None, None
+    for click in (finecut.Click(110, 75, "tolerant"), finecut.Click(165, 105, "tolerant")):
+        steps.append(click)
+        pa, pb = a.predict(clicks=steps, previous=pa), b.predict(clicks=steps, previous=pb)
+        assert np.abs(pa.probs - pb.probs).max() < 1e-3

@@ -27,7 +27,10 @@ halo, which gives the same result with a fraction of the memory; ``forward(..., 
 the two finest decoder stages (strides 2 and 1, about half the HRR's time at 2048²) only on the 128-pixel tiles that
 hold a pixel of ``region`` (the uncertain pixels the caller will read), each run of adjacent tiles with a halo wider
 than those stages' receptive field, so the logits inside ``region`` are the full pass's and the others are
-:attr:`NTClickHRR.SKIPPED_LOGIT`.
+:attr:`NTClickHRR.SKIPPED_LOGIT`. With ``click_channels=3`` (a departure: the paper's HRR sees no clicks, so on a thin
+structure whose uncertain region already covers the missed part a later click cannot change its answer) the HRR also
+takes ``clicks``, the [positive, negative, tolerant] disk maps at full resolution, patch-embedded and summed with the
+other two (zero-initialised: a click-blind HRR's weights start it unchanged).
 
 **Both** (``arch="ntclick"``) — :class:`NTClickNet`, a container with ``.ecp`` and ``.hrr`` children, so one checkpoint
 (``{"arch": "ntclick", "ecp": {...}, "hrr": {...}}``) holds the whole model (the ``ecp`` part may name another ECP
@@ -186,6 +189,9 @@ class HRRConfig:
     of the four fusion stages at strides (8, 4, 2, 1). ``stripe_rows`` (0 = automatic) sets the stripe height of the
     striped full-resolution stage used when autograd is off; ``stripe_inference=False`` disables striping.
     ``grad_checkpointing`` recomputes each backbone block in the backward pass (less training memory).
+    ``click_channels`` > 0 (a departure from the paper, whose HRR sees no clicks) adds a click input: that many
+    full-resolution click-disk maps ([positive, negative, tolerant]) patch-embedded beside the FBU map, zero-initialised
+    so that a click-blind HRR's weights start it unchanged.
     """
 
     patch_size: int = 16
@@ -204,8 +210,12 @@ class HRRConfig:
     stripe_inference: bool = True
     stripe_rows: int = 0
     grad_checkpointing: bool = False
+    click_channels: int = 0
 
     def __post_init__(self) -> None:
+        if self.click_channels not in (0, 3):
+            raise FinecutError(f"HRR click_channels must be 0 (no click input) or 3 ([positive, negative, tolerant]), "
+                               f"got {self.click_channels}")
         if self.patch_size != 16:
             raise FinecutError(f"HRR's decoder has four x2 stages, so patch_size must be 16, got {self.patch_size}")
         if self.block_pattern not in BLOCK_PATTERNS:
@@ -315,6 +325,8 @@ class NTClickHRR(nn.Module):
         dim = cfg.embed_dim
         self.patch_embed = nn.Conv2d(3, dim, cfg.patch_size, cfg.patch_size)
         self.fbu_embed = nn.Conv2d(3, dim, cfg.patch_size, cfg.patch_size)
+        self.click_embed = (nn.Conv2d(cfg.click_channels, dim, cfg.patch_size, cfg.patch_size)
+                            if cfg.click_channels else None)
         self.pos_conv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.blocks = nn.ModuleList(HRRBlock(dim, cfg.num_heads, cfg.block_kinds(i), cfg) for i in range(cfg.depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -347,6 +359,9 @@ class NTClickHRR(nn.Module):
                     nn.init.zeros_(module.bias)
         nn.init.normal_(self.head[-1].weight, std=0.01)
         nn.init.zeros_(self.head[-1].bias)
+        if self.click_embed is not None:  # starts as the click-blind HRR
+            nn.init.zeros_(self.click_embed.weight)
+            nn.init.zeros_(self.click_embed.bias)
 
     def arch_config(self) -> dict[str, Any]:
         """The ``{"arch": "ntclick_hrr", ...}`` dict that rebuilds this model through the registry."""
@@ -354,9 +369,11 @@ class NTClickHRR(nn.Module):
 
     # -- backbone ----------------------------------------------------------------------------------------------------
 
-    def encode(self, image: torch.Tensor, fbu: torch.Tensor) -> torch.Tensor:
-        """Padded image + FBU map -> backbone features (B, C, H/16, W/16)."""
+    def encode(self, image: torch.Tensor, fbu: torch.Tensor, clicks: torch.Tensor | None = None) -> torch.Tensor:
+        """Padded image + FBU map (+ click maps, with ``click_channels``) -> backbone features (B, C, H/16, W/16)."""
         x = self.patch_embed(image) + self.fbu_embed(fbu)
+        if self.click_embed is not None:  # no click maps: all-zero maps, whose embedding is the bias
+            x = x + (self.click_embed(clicks) if clicks is not None else self.click_embed.bias[None, :, None, None])
         x = x + self.pos_conv(x)
         x = x.permute(0, 2, 3, 1)
         for block in self.blocks:
@@ -443,15 +460,23 @@ class NTClickHRR(nn.Module):
 
     # -- full model --------------------------------------------------------------------------------------------------
 
-    def forward(self, image: torch.Tensor, fbu: torch.Tensor,
-                region: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor, fbu: torch.Tensor, region: torch.Tensor | None = None,
+                clicks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``region`` (optional, (B, H, W) bool): the pixels whose logits the caller needs; with autograd off the
-        finest stages then skip the tiles without any (their logits are :attr:`SKIPPED_LOGIT`)."""
+        finest stages then skip the tiles without any (their logits are :attr:`SKIPPED_LOGIT`). ``clicks``
+        ((B, click_channels, H, W) disk maps [positive, negative, tolerant]) only for an HRR with ``click_channels``;
+        None there means no clicks."""
         cfg = self.config
         _check_nchw(image, 3, "HRR image")
         _check_nchw(fbu, 3, "HRR FBU map")
         if fbu.shape[0] != image.shape[0] or fbu.shape[-2:] != image.shape[-2:]:
             raise FinecutError(f"HRR FBU map {tuple(fbu.shape)} does not match the image {tuple(image.shape)}")
+        if clicks is not None:
+            if not cfg.click_channels:
+                raise FinecutError("this HRR has no click input (click_channels 0): pass clicks=None")
+            _check_nchw(clicks, cfg.click_channels, "HRR click maps")
+            if clicks.shape[0] != image.shape[0] or clicks.shape[-2:] != image.shape[-2:]:
+                raise FinecutError(f"HRR click maps {tuple(clicks.shape)} do not match the image {tuple(image.shape)}")
         if region is not None and tuple(region.shape) != (image.shape[0], *image.shape[-2:]):
             raise FinecutError(f"HRR region {tuple(region.shape)} does not match the image {tuple(image.shape)}: "
                                "it must be (B, H, W)")
@@ -462,6 +487,9 @@ class NTClickHRR(nn.Module):
             image = F.interpolate(image, size=(work_h, work_w), mode="bilinear", align_corners=False, antialias=True)
             fbu = F.interpolate(fbu.to(image.dtype), size=(work_h, work_w), mode="bilinear", align_corners=False,
                                 antialias=True)
+            if clicks is not None:  # a disk's area-weighted trace, as the FBU map's
+                clicks = F.interpolate(clicks.to(image.dtype), size=(work_h, work_w), mode="bilinear",
+                                       align_corners=False, antialias=True)
             if region is not None:  # every working pixel the upsampled logits of a region pixel draw on
                 shrunk = F.adaptive_max_pool2d(region[:, None].float(), (work_h, work_w))
                 region = F.max_pool2d(shrunk, 3, 1, 1)[:, 0] > 0
@@ -474,8 +502,10 @@ class NTClickHRR(nn.Module):
             fbu[:, 0, :, work_w:] = 1.0
             if region is not None:
                 region = F.pad(region.to(torch.uint8), (0, pad_w - work_w, 0, pad_h - work_h)).bool()
-        features = self.encode(image, fbu.to(image.dtype))
-        del fbu
+            if clicks is not None:
+                clicks = F.pad(clicks.to(image.dtype), (0, pad_w - work_w, 0, pad_h - work_h))
+        features = self.encode(image, fbu.to(image.dtype), None if clicks is None else clicks.to(image.dtype))
+        del fbu, clicks
         logits = self.decode(features, image, region)[:, :, :work_h, :work_w]
         if resized:
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)

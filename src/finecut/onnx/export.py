@@ -142,7 +142,9 @@ def sample_inputs(engine: Any, graphs: dict[str, nn.Module]) -> dict[str, list[t
         samples["ecp"] = [(_image(gen, h, w), _maps(gen, prompts, h, w))
                           for h, w in (trace, (native[0], native[-1]), (96, 256))]
     if "hrr_body" in graphs:
+        clicks = int(getattr(engine_networks(engine)["hrr"].config, "click_channels", 0))
         samples["hrr_body"] = [(_image(gen, h, w), _one_hot(gen, h, w))
+                               + (((torch.rand(1, clicks, h, w, generator=gen) > 0.9).float(),) if clicks else ())
                                for h, w in ((256, 384), (128, 128), (384, 256))]
         with torch.inference_mode():
             channels = graphs["hrr_body"](*samples["hrr_body"][0]).shape[1]

@@ -134,6 +134,17 @@ SPECS: dict[str, GraphSpec] = {
 }
 
 
+#: ``hrr_body`` of an HRR with a click input (``click_channels``, a departure from the paper): the click maps too.
+HRR_BODY_WITH_CLICKS = GraphSpec(
+    "hrr_body",
+    (*SPECS["hrr_body"].inputs,
+     Tensor("clicks", (1, "click_channels", "height", "width"),
+            "click disks [positive, negative, tolerant] (padding: zero)")),
+    SPECS["hrr_body"].outputs,
+    "NTClick's HRR (with its click input) up to its full-resolution stage",
+)
+
+
 def xl_specs(forms: tuple[str, ...], context_size: int | None) -> dict[str, GraphSpec]:
     """FocalClick-XL's graphs: ``context_net``, ``object_<form>`` per form, ``detail_net``. ``context_size``: the
     context encoder's one input side (a SAM-style encoder, padded to a square), None when any size works."""
@@ -204,9 +215,9 @@ class HRRBodyGraph(nn.Module):
         super().__init__()
         self.net = hrr
 
-    def forward(self, image: torch.Tensor, fbu: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, fbu: torch.Tensor, clicks: torch.Tensor | None = None) -> torch.Tensor:
         hrr = self.net
-        x = hrr.encode(image, fbu)
+        x = hrr.encode(image, fbu, clicks)
         for stage, low in zip(hrr.stages[:3], (hrr.low[3], hrr.low[2], hrr.low[1])):
             x = stage(x, low(image))
         return x
@@ -325,6 +336,8 @@ def xl_net(networks: dict[str, nn.Module | None]) -> nn.Module:
 def graph_specs(networks: dict[str, nn.Module | None]) -> dict[str, GraphSpec]:
     """The specs of the graphs :func:`graph_modules` gives for ``networks`` (by graph name)."""
     if "object_net" not in networks:
+        if getattr(getattr(networks.get("hrr"), "config", None), "click_channels", 0):
+            return {**SPECS, "hrr_body": HRR_BODY_WITH_CLICKS}
         return SPECS
     net = xl_net(networks)
     encoder = net.context

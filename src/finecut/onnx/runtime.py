@@ -171,11 +171,17 @@ class OnnxHRR:
             out[:, :, r0:r1] = logits[:, :, r0 - 2 * c0:r1 - 2 * c0]
         return out
 
-    def __call__(self, image: torch.Tensor, fbu: torch.Tensor,
-                 region: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def __call__(self, image: torch.Tensor, fbu: torch.Tensor, region: torch.Tensor | None = None,
+                 clicks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``region`` is the module's argument, accepted and not used: the exported graphs decode every pixel, a
-        superset of the module's region-restricted pass (equal logits inside ``region``)."""
+        superset of the module's region-restricted pass (equal logits inside ``region``). ``clicks``: the click maps
+        of an HRR with a click input (zeros when None), as the module takes them."""
         del region
+        channels = int(getattr(self.config, "click_channels", 0))
+        if clicks is not None and not channels:
+            raise FinecutError("this HRR has no click input (click_channels 0): pass clicks=None")
+        if channels and clicks is None:
+            clicks = torch.zeros(image.shape[0], channels, *image.shape[-2:])
         cfg = self.config
         height, width = image.shape[-2:]
         work_h, work_w = working_size(height, width, cfg.max_side)
@@ -184,6 +190,9 @@ class OnnxHRR:
             image = F.interpolate(image, size=(work_h, work_w), mode="bilinear", align_corners=False, antialias=True)
             fbu = F.interpolate(fbu.to(image.dtype), size=(work_h, work_w), mode="bilinear", align_corners=False,
                                 antialias=True)
+            if clicks is not None:
+                clicks = F.interpolate(clicks.to(image.dtype), size=(work_h, work_w), mode="bilinear",
+                                       align_corners=False, antialias=True)
         pad_h, pad_w = padded_size(work_h, work_w, cfg.pad_multiple)
         img = np.zeros((image.shape[0], 3, pad_h, pad_w), np.float32)
         img[:, :, :work_h, :work_w] = _array(image)
@@ -191,7 +200,12 @@ class OnnxHRR:
         fbu_in[:, :, :work_h, :work_w] = _array(fbu)
         fbu_in[:, 0, work_h:, :] = 1.0  # padding counts as background
         fbu_in[:, 0, :, work_w:] = 1.0
-        (x2,) = self.body(img, fbu_in)
+        extra = []
+        if clicks is not None:
+            clicks_in = np.zeros((image.shape[0], channels, pad_h, pad_w), np.float32)
+            clicks_in[:, :, :work_h, :work_w] = _array(clicks)
+            extra.append(clicks_in)
+        (x2,) = self.body(img, fbu_in, *extra)
         logits = torch.from_numpy(np.ascontiguousarray(self._final_stage(x2, img)[:, :, :work_h, :work_w]))
         if resized:
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)

@@ -18,7 +18,8 @@ Per click:
    read). With ``hrr_scope="tolerant"`` (a departure) the HRR decides only the uncertain components near a tolerant
    click and the ECP's fg / bg odds the others; with ``hrr_scope="session"`` the HRR decides every uncertain pixel
    once the prompts hold a tolerant click, and the ECP's odds decide them all until then (precise clicks alone: an
-   ordinary object boundary).
+   ordinary object boundary). An HRR with a click input (``click_channels``, a departure) also gets every click as
+   [positive, negative, tolerant] disks of ``click_radius`` over its box.
 4. Click rules on the HRR's decisions (departures from the paper, chosen on held-out data; docs/ntclick.md):
    :func:`open_near_tolerant` (off by default; ``tolerant_open_radius``: the ECP's background near a tolerant click
    becomes uncertain, so the HRR decides it),
@@ -52,7 +53,7 @@ from finecut.model_inputs import crop_tensor, normalize, resize_tensor
 from finecut.pipelines.geometry import components_touching, integer_box, mask_box, net_size
 from finecut.pipelines.skeleton import CropPipeline, Step
 from finecut.pipelines.transforms import Crop, FlipTTA, IntBox, ProgressiveMerge
-from finecut.prompts import Click, ClickKind, CropTransform, click_window
+from finecut.prompts import Click, ClickKind, CropTransform, click_disks, click_window
 
 DEFAULTS: dict[str, Any] = {
     "ecp_size": None,  # None: the ECP's img_size
@@ -266,13 +267,19 @@ class NTClickEngine(CropPipeline):
         tight = integer_box((x0 - m, y0 - m, x1 + m, y1 + m), h, w)
         return grow_box(tight, int(self.hrr.config.pad_multiple), h, w)
 
-    def _hrr_probs(self, full: torch.Tensor, labels: np.ndarray, box: IntBox, region: np.ndarray) -> np.ndarray:
+    def _hrr_probs(self, full: torch.Tensor, labels: np.ndarray, box: IntBox, region: np.ndarray,
+                   clicks: tuple[Click, ...]) -> np.ndarray:
         """HRR probabilities over ``box``; exact on the pixels of ``region`` (the ones the HRR decides), the finest
-        decoder stages skip the tiles without any (:class:`~finecut.models.ntclick.NTClickHRR`)."""
+        decoder stages skip the tiles without any (:class:`~finecut.models.ntclick.NTClickHRR`). An HRR with a click
+        input gets ``clicks`` as [positive, negative, tolerant] disks of ``click_radius`` over the box."""
         x0, y0, x1, y1 = box
         one_hot = torch.from_numpy(fbu.labels_to_one_hot(labels[y0:y1, x0:x1]))[None]
         needed = torch.from_numpy(np.ascontiguousarray(region[y0:y1, x0:x1]))[None]
-        logits = self.hrr(full[:, :, y0:y1, x0:x1], one_hot, needed)["logits"]
+        extra = {}
+        if getattr(self.hrr.config, "click_channels", 0):
+            transform = CropTransform(float(x0), float(y0), float(x1 - x0), float(y1 - y0), (y1 - y0, x1 - x0))
+            extra["clicks"] = torch.from_numpy(click_disks(clicks, transform, self.options["click_radius"]))[None]
+        logits = self.hrr(full[:, :, y0:y1, x0:x1], one_hot, needed, **extra)["logits"]
         return torch.sigmoid(logits[0, 0]).numpy()
 
     # ----------------------------------------------------------------- main
@@ -300,7 +307,8 @@ class NTClickEngine(CropPipeline):
         box = self.hrr_box(by_hrr)
         if box is not None:
             bx0, by0, bx1, by1 = box
-            hrr_probs[by0:by1, bx0:bx1] = self._hrr_probs(step.features["full"], labels, box, by_hrr)
+            hrr_probs[by0:by1, bx0:bx1] = self._hrr_probs(step.features["full"], labels, box, by_hrr,
+                                                           prompts.clicks)
         by_ecp = uncertain & ~by_hrr
         if by_ecp.any():  # no HRR for these pixels: the ECP's foreground-vs-background odds decide
             hrr_probs[by_ecp] = ecp_odds(crop_logits, crop, (h, w))[by_ecp]

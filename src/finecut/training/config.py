@@ -127,6 +127,22 @@ class NTClickHRROptions:
     ecp_checkpoint: str = ""  # a trained ECP whose predicted FBU maps replace the ground-truth ones ...
     ecp_probability: float = 0.0  # ... on this share of samples (the maps the HRR sees at inference)
     native_scale: float = 0.0  # share of views at the image's own resolution (as at inference)
+    # an HRR with a click input ([model].click_channels = 3): each sample gets a first click from the NTClick protocol's
+    # simulated user on the FBU map's certain foreground, then 0..click_iterations more, each on the errors a no-grad
+    # pass of the HRR leaves in the uncertain region (tolerant where they fall in the object's fine-structure band)
+    click_iterations: int = 2
+    click_radius: float = 5.0  # disk radius of the click maps (the engine's click_radius)
+    tolerant_offset: float = 10.0  # a tolerant click lands up to this far from the error it marks (the protocol's)
+    click_weight: float = 1.0  # extra loss weight within click_weight_radius of a click (0 = none)
+    click_weight_radius: float = 24.0
+
+    def check(self) -> None:
+        if self.click_iterations < 0:
+            raise FinecutError(f"[ntclick_hrr].click_iterations {self.click_iterations}: must be >= 0")
+        if not (self.click_radius > 0 and self.tolerant_offset >= 0 and self.click_weight >= 0
+                and self.click_weight_radius > 0):
+            raise FinecutError("[ntclick_hrr] click_radius and click_weight_radius must be > 0, tolerant_offset and "
+                               "click_weight >= 0")
 
 
 @dataclass

@@ -41,8 +41,9 @@ import torch.nn.functional as F
 
 from finecut import fbu
 from finecut.errors import FinecutError
+from finecut.evaluation.protocol import next_click_tolerant, uncertain_band
 from finecut.models.checkpoint import load_checkpoint, save_checkpoint
-from finecut.prompts import Click, ClickKind
+from finecut.prompts import Click, ClickKind, CropTransform, click_disks
 from finecut.training.augment import View, ViewConfig
 from finecut.training.batch import BatchSampler, prompt_maps, to_tensor_images
 from finecut.training.clicks import ClickSimConfig, corrupt_mask, distance_inside, geometric_count, pick_pixels
@@ -289,12 +290,72 @@ def load_hrr_ecp(cfg: TrainConfig) -> nn.Module | None:
     return ecp.eval()
 
 
+def hrr_click_gt(mask: np.ndarray, uncertain: np.ndarray) -> np.ndarray:
+    """The ground truth a training click is placed on: the object inside the uncertain region (the pixels the HRR
+    decides), ignore (-1) elsewhere — a click on the FBU map's own mistakes tells the HRR nothing it can act on."""
+    return np.where(uncertain, mask.astype(np.int64), -1)
+
+
+def next_hrr_click(mask: np.ndarray, uncertain: np.ndarray, band: np.ndarray, pred: np.ndarray,
+                   clicks: list[Click], options: NTClickHRROptions, rng: np.random.Generator) -> Click | None:
+    """The NTClick protocol's next click (:func:`finecut.evaluation.protocol.next_click_tolerant`: tolerant where it
+    falls in the object's fine-structure ``band``) on ``pred``'s errors inside ``uncertain``; None when it has none."""
+    gt = hrr_click_gt(mask, uncertain)
+    if not (uncertain & (pred != mask.astype(bool))).any():
+        return None
+    return next_click_tolerant(gt, pred, clicks, band, rng, options.tolerant_offset)
+
+
+def hrr_click_maps(clicks: list[list[Click]], shape: tuple[int, int], radius: float) -> torch.Tensor:
+    """(B, 3, H, W) float32 [positive, negative, tolerant] disk maps, the HRR's click input."""
+    transform = CropTransform.identity(*shape)
+    return torch.from_numpy(np.stack([click_disks(c, transform, radius) for c in clicks]))
+
+
+def hrr_clicks(net: nn.Module, images: torch.Tensor, onehot: torch.Tensor, masks: torch.Tensor,
+               uncertain: torch.Tensor, options: NTClickHRROptions, rng: np.random.Generator
+               ) -> list[list[Click]]:
+    """Each sample's clicks for an HRR with a click input: a first click on the FBU map's certain foreground alone
+    (what the HRR sees before it has run), then 0..``click_iterations`` more, each placed on the errors of a no-grad
+    HRR pass given the clicks so far, as the protocol's simulated user places them on the engine's answers."""
+    mask_np = masks[:, 0].numpy() > 0.5
+    unc_np = uncertain[:, 0].numpy() > 0.5
+    fg_np = onehot[:, fbu.FBU_FOREGROUND].numpy() > 0.5
+    bands = [uncertain_band(m.astype(np.int64)) for m in mask_np]
+    clicks: list[list[Click]] = [[] for _ in range(len(mask_np))]
+
+    def add(preds: np.ndarray) -> None:
+        for i, pred in enumerate(preds):
+            click = next_hrr_click(mask_np[i], unc_np[i], bands[i], pred, clicks[i], options, rng)
+            if click is not None:
+                clicks[i].append(click)
+
+    add(fg_np)
+    for _ in range(int(rng.integers(options.click_iterations + 1))):
+        with torch.no_grad():
+            maps = hrr_click_maps(clicks, mask_np.shape[1:], options.click_radius)
+            probs = torch.sigmoid(net(images, onehot, clicks=maps)["logits"])[:, 0].numpy()
+        add(fg_np | (unc_np & (probs > 0.5)))
+    return clicks
+
+
 def hrr_step(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig,
              rng: np.random.Generator, ecp: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """One HRR batch: L1 + gradient + BCE, weighted to the uncertain band; an HRR with a click input
+    (``click_channels``) gets :func:`hrr_clicks`' clicks, and ``click_weight`` more weight near them."""
+    options = hrr_options(cfg)
     images, onehot, masks, uncertain = hrr_batch(bank, sampler, cfg, rng, ecp)
-    logits = net(images, onehot)["logits"]
     weight = uncertain + HRR_OUTSIDE_WEIGHT * (1 - uncertain)
-    return hrr_loss(logits, masks, weight, hrr_options(cfg).bce_weight)
+    if getattr(net.config, "click_channels", 0):
+        clicks = hrr_clicks(net, images, onehot, masks, uncertain, options, rng)
+        maps = hrr_click_maps(clicks, tuple(masks.shape[-2:]), options.click_radius)
+        if options.click_weight > 0:
+            near = hrr_click_maps(clicks, tuple(masks.shape[-2:]), options.click_weight_radius).amax(1, keepdim=True)
+            weight = weight + options.click_weight * near * uncertain
+        logits = net(images, onehot, clicks=maps)["logits"]
+    else:
+        logits = net(images, onehot)["logits"]
+    return hrr_loss(logits, masks, weight, options.bce_weight)
 
 
 # ------------------------------------------------------------------------------------------------------ methods

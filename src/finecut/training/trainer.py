@@ -109,10 +109,33 @@ def init_checkpoint_path(cfg: TrainConfig) -> Path:
     return init_checkpoint_path_of(cfg.init_checkpoint)
 
 
+#: Architecture options a warm start may switch on: the run's network has the option set where the checkpoint's has it
+#: 0 (or absent), and the weights under the listed key prefix, which the option adds, keep their initialisation (zero:
+#: the network starts as the checkpoint's) — NTClick's HRR gaining its click input.
+GROWN_OPTIONS: dict[str, str] = {"click_channels": "click_embed."}
+
+
+def grown_prefixes(source: dict[str, Any], target: dict[str, Any]) -> list[str] | None:
+    """The key prefixes of the weights a warm start from a checkpoint of architecture config ``source`` leaves at
+    their initialisation in a network of config ``target`` ([] when the two are equal), or None when they differ in
+    anything but the :data:`GROWN_OPTIONS` switched on."""
+    prefixes = []
+    source, target = dict(source), dict(target)
+    for option, prefix in GROWN_OPTIONS.items():
+        if source.get(option, 0) != target.get(option, 0) and not source.get(option, 0):
+            prefixes.append(prefix)
+            source.pop(option, None)
+            target.pop(option, None)
+    source = {k: v for k, v in source.items() if not (k in GROWN_OPTIONS and not v)}
+    target = {k: v for k, v in target.items() if not (k in GROWN_OPTIONS and not v)}
+    return prefixes if source == target else None
+
+
 def load_initial_weights(net: nn.Module, cfg: TrainConfig) -> None:
     """Start every weight from ``cfg.init_checkpoint`` (a warm restart from a trained checkpoint), if one is set.
 
-    The checkpoint's architecture config must equal ``cfg.model``; it is read with the checks of
+    The checkpoint's architecture config must equal ``cfg.model``, up to a :data:`GROWN_OPTIONS` option the run
+    switches on (whose new weights keep their initialisation); it is read with the checks of
     :func:`finecut.models.checkpoint.load_checkpoint`.
     """
     if not cfg.init_checkpoint:
@@ -122,16 +145,23 @@ def load_initial_weights(net: nn.Module, cfg: TrainConfig) -> None:
     path = init_checkpoint_path(cfg)
     doc = read_checkpoint_config(path)
     part = assembled_part(doc, cfg)
-    if part is None and doc["model"] != cfg.model:
-        raise FinecutError(f"init_checkpoint {path}: its model config {doc['model']} differs from [model] "
-                           f"{cfg.model}")
     source = load_checkpoint(path)[0]
     if part is not None:  # one network of an assembled checkpoint: same class, same built config
         source = getattr(source, part)
-        if type(source) is not type(net) or getattr(source, "config", None) != getattr(net, "config", None):
+        grown = (grown_prefixes(source.arch_config(), net.arch_config())
+                 if type(source) is type(net) and hasattr(net, "arch_config") else None)
+        if grown is None:
             raise FinecutError(f"init_checkpoint {path}: its {part} ({getattr(source, 'config', None)}) differs from "
                                f"the network [model] builds ({getattr(net, 'config', None)})")
-    net.load_state_dict(source.state_dict(), strict=True)
+    else:
+        grown = grown_prefixes(doc["model"], cfg.model)
+        if grown is None:
+            raise FinecutError(f"init_checkpoint {path}: its model config {doc['model']} differs from [model] "
+                               f"{cfg.model}")
+    report = net.load_state_dict(source.state_dict(), strict=not grown)
+    left = [k for k in report.missing_keys if not any(k.startswith(p) for p in grown)] if grown else []
+    if left or (grown and report.unexpected_keys):
+        raise FinecutError(f"init_checkpoint {path}: weights missing {left} or unexpected {report.unexpected_keys}")
 
 
 #: Assembled checkpoints whose networks start a run of one of their parts: assembled arch -> {part arch: attribute}.
