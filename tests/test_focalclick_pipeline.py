@@ -146,7 +146,7 @@ def test_real_network_engine_runs_end_to_end_and_replays() -> None:
 def test_shipped_default_model_loads_by_name_and_segments() -> None:
     from finecut.registry import DEFAULT_MODEL, default_model_name
 
-    assert DEFAULT_MODEL == "focalclick-lite0-whole5" and default_model_name() == DEFAULT_MODEL
+    assert DEFAULT_MODEL == "focalclick-lite0-soup56" and default_model_name() == DEFAULT_MODEL
     # the models it continued stay loadable by name
     for earlier in ("focalclick-lite0", "focalclick-lite0-v2", "focalclick-lite0-whole", "focalclick-lite0-whole3",
                     "focalclick-lite0-whole4"):

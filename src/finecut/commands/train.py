@@ -2,7 +2,9 @@
 
 Every method trains through this one entry point; ``[model].arch`` chooses it (FocalClick, SimpleClick / RITM-style
 nets, NTClick's ECP and HRR). ``--validate CHECKPOINT[:KEY=VALUE,...]`` evaluates a checkpoint on the config's held-out
-bank images instead; ``--assemble ECP HRR OUT`` joins a trained NTClick ECP and HRR into one ``ntclick`` checkpoint.
+bank images instead; ``--assemble ECP HRR OUT`` joins a trained NTClick ECP and HRR into one ``ntclick`` checkpoint;
+``--average A B [...] --average-out OUT`` writes the weight average of checkpoints of one architecture
+(:mod:`finecut.training.average`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--assemble", nargs=3, metavar=("ECP", "HRR", "OUT"), default=None,
                         help="instead of training: join a trained NTClick ECP and HRR checkpoint into one ntclick "
                              "checkpoint OUT (.json + .safetensors); no CONFIG needed")
+    parser.add_argument("--average", nargs="+", metavar="CHECKPOINT", default=None,
+                        help="instead of training: average the weights of these checkpoints (paths or shipped names, "
+                             "one architecture) into --average-out; no CONFIG needed")
+    parser.add_argument("--average-out", metavar="OUT", default=None, help="where --average writes (.json + "
+                                                                           ".safetensors)")
+    parser.add_argument("--average-weights", nargs="+", type=float, metavar="W", default=None,
+                        help="--average: one weight per checkpoint (default: equal)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -52,8 +61,15 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"checkpoint: {assemble_ntclick(*args.assemble)}")
         return 0
+    if args.average:
+        if args.config is not None or not args.average_out:
+            raise FinecutError("--average takes no CONFIG and needs --average-out OUT")
+        from finecut.training.average import average_checkpoints
+
+        print(f"checkpoint: {average_checkpoints(args.average, args.average_out, args.average_weights)}")
+        return 0
     if args.config is None:
-        raise FinecutError("a training CONFIG is needed (or --assemble ECP HRR OUT)")
+        raise FinecutError("a training CONFIG is needed (or --assemble ECP HRR OUT, or --average ... --average-out)")
     if args.option and not args.validate:  # ignored, as it always was; say so
         print("finecut train: --option applies to --validate only (ignored)", file=sys.stderr)
 

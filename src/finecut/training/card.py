@@ -268,6 +268,13 @@ def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
     out += _table(["key", "value"], [[f"`{k}`", f"`{json.dumps(v)}`"] for k, v in model.items()]) + [""]
 
     out += ["## Training", ""]
+    average = training.get("weight_average")
+    if isinstance(average, dict):  # finecut.training.average: no training of its own
+        sources = ", ".join(f"`{src}` × {float(w):.2f}" + (f" (step {step})" if step is not None else "")
+                            for src, w, step in zip(average.get("of", []), average.get("weights", []),
+                                                    average.get("steps") or [None] * len(average.get("of", []))))
+        out += [f"**A weight average** (`finecut train --average`) of {sources}: every float tensor the weighted mean, "
+                "no training of its own. The training record below is the last checkpoint's.", ""]
     parts = {k: v for k, v in training.items() if k in ("ecp", "hrr") and isinstance(v, dict)}
     if parts:  # an assembled NTClick checkpoint: one training record per network
         for key, record in parts.items():

@@ -1,0 +1,59 @@
+"""Weight averaging (``finecut train --average``): every float tensor the weighted mean, configs must match."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import finecut
+from finecut.cli import main as cli_main
+from finecut.models.checkpoint import load_checkpoint, save_checkpoint
+from finecut.models.registry import build_model
+from finecut.training.average import average_checkpoints, average_state_dicts
+from helpers_training import TINY_HRR
+
+
+def _saved(tmp_path: Path, name: str, seed: int, **overrides: object) -> Path:
+    torch.manual_seed(seed)
+    net = build_model({"arch": "ntclick_hrr", **TINY_HRR, **overrides})
+    meta = {"name": name, "training": {"step": seed * 100, "history": [{"name": f"run{seed}"}]}}
+    return save_checkpoint(tmp_path / name, net, net.arch_config(), meta)[0]
+
+
+def test_average_is_the_weighted_mean_and_keeps_the_last_record(tmp_path: Path) -> None:
+    a, b = _saved(tmp_path, "a", 1), _saved(tmp_path, "b", 2)
+    out = average_checkpoints([a, b], tmp_path / "soup", weights=[1, 3])
+    soup, doc = load_checkpoint(out)
+    na, nb = load_checkpoint(a)[0].state_dict(), load_checkpoint(b)[0].state_dict()
+    for key, value in soup.state_dict().items():
+        torch.testing.assert_close(value, 0.25 * na[key] + 0.75 * nb[key])
+    assert doc["name"] == "soup" and doc["training"]["step"] == 200  # the last checkpoint's record
+    assert doc["training"]["weight_average"] == {"of": [str(a), str(b)], "weights": [0.25, 0.75], "steps": [100, 200]}
+    assert cli_main(["train", "--average", str(a), str(b), "--average-out", str(tmp_path / "cli")]) == 0
+    uniform = load_checkpoint(tmp_path / "cli.json")[0].state_dict()
+    torch.testing.assert_close(uniform["head.2.weight"], (na["head.2.weight"] + nb["head.2.weight"]) / 2)
+    assert json.loads((tmp_path / "cli.json").read_text())["training"]["weight_average"]["weights"] == [0.5, 0.5]
+
+
+def test_average_refuses_other_architectures_and_bad_weights(tmp_path: Path) -> None:
+    a, deeper = _saved(tmp_path, "a", 1), _saved(tmp_path, "c", 3, depth=3)
+    with pytest.raises(finecut.FinecutError, match="differs"):
+        average_checkpoints([a, deeper], tmp_path / "x")
+    with pytest.raises(finecut.FinecutError, match="at least two"):
+        average_checkpoints([a], tmp_path / "x")
+    with pytest.raises(finecut.FinecutError, match="weight"):
+        average_checkpoints([a, a], tmp_path / "x", weights=[1, -1])
+    with pytest.raises(finecut.FinecutError, match="other tensors"):
+        average_state_dicts([{"w": torch.ones(2)}, {"v": torch.ones(2)}], [0.5, 0.5])
+    ints = average_state_dicts([{"n": torch.tensor(3)}, {"n": torch.tensor(7)}], [0.5, 0.5])
+    assert ints["n"].item() == 7  # integer counters: the last checkpoint's
+    assert cli_main(["train", "--average", str(a), str(a)]) == 2  # no --average-out
+
+
+def test_the_shipped_default_is_an_average_made_by_this_tool() -> None:
+    doc = json.loads((Path(finecut.__file__).parent / "weights" / "focalclick-lite0-soup56.json").read_text())
+    assert doc["training"]["weight_average"]["of"][0] == "focalclick-lite0-whole5"
+    assert doc["training"]["weight_average"]["weights"] == [0.5, 0.5]
