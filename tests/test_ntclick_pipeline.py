@@ -364,18 +364,20 @@ def _iou(mask: np.ndarray, truth: np.ndarray) -> float:
 
 
 def test_shipped_ntclick_model_loads_by_name_and_segments() -> None:
-    """The shipped ntclick: the EfficientNet ECP (run at 384 px) with the HRR continued on its maps from the ViT
-    model's, hrr_scope="session" — a precise click leaves the uncertain band to the ECP's odds, a tolerant click hands
-    it to the HRR."""
+    """The shipped ntclick: the EfficientNet ECP (run at 384 px, flip TTA) with an HRR that takes the clicks (grown
+    from the previous ntclick's HRR, itself continued from the ViT model's), hrr_scope="session" — a precise click
+    leaves the uncertain band to the ECP's odds, a tolerant click hands it to the HRR."""
     assert "ntclick" in finecut.available_models()
     engine = finecut.load_model("ntclick")
     assert isinstance(engine, NTClickEngine)
     checkpoint = engine.checkpoint
     assert checkpoint["model"]["ecp"]["arch"] == "ntclick_ecp_effnet" and engine.options["hrr_scope"] == "session"
-    assert engine.options["ecp_size"] == 384 and engine.options["flip_tta"] is False
+    assert engine.options["ecp_size"] == 384 and engine.options["flip_tta"] is True
+    assert engine.hrr.config.click_channels == 3 and engine.hrr.click_embed.weight.abs().sum() > 0
     training = checkpoint["training"]
-    assert training["ecp"]["step"] >= 600 and training["hrr"]["step"] >= 1600
-    assert training["hrr"]["config"]["init_checkpoint"].endswith("ntclick-vit.json")  # the warm start, on record
+    assert training["ecp"]["step"] >= 600 and training["hrr"]["step"] >= 1000
+    assert training["hrr"]["config"]["init_checkpoint"].endswith("ntclick.json")  # the warm start, on record
+    assert training["hrr"]["config"]["ntclick_hrr"]["click_iterations"] == 2
     image, truth = _square_scene()
     predictor = Predictor(engine)
     predictor.set_image(image)
