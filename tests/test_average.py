@@ -46,6 +46,15 @@ def test_average_refuses_other_architectures_and_bad_weights(tmp_path: Path) -> 
         average_checkpoints([a], tmp_path / "x")
     with pytest.raises(finecut.FinecutError, match="weight"):
         average_checkpoints([a, a], tmp_path / "x", weights=[1, -1])
+    with pytest.raises(finecut.FinecutError, match="weight"):
+        average_checkpoints([a, a], tmp_path / "x", weights=[float("nan"), 1])
+    with pytest.raises(finecut.FinecutError):
+        average_checkpoints([a, tmp_path / "missing.json"], tmp_path / "x")
+    (tmp_path / "corrupt.safetensors").write_bytes(b"not a checkpoint")
+    (tmp_path / "corrupt.json").write_text((tmp_path / "a.json").read_text())
+    with pytest.raises(finecut.FinecutError):
+        average_checkpoints([a, tmp_path / "corrupt.json"], tmp_path / "x")
+    assert not (tmp_path / "x.json").exists()
     with pytest.raises(finecut.FinecutError, match="other tensors"):
         average_state_dicts([{"w": torch.ones(2)}, {"v": torch.ones(2)}], [0.5, 0.5])
     ints = average_state_dicts([{"n": torch.tensor(3)}, {"n": torch.tensor(7)}], [0.5, 0.5])

@@ -477,6 +477,7 @@ class NTClickHRR(nn.Module):
             _check_nchw(clicks, cfg.click_channels, "HRR click maps")
             if clicks.shape[0] != image.shape[0] or clicks.shape[-2:] != image.shape[-2:]:
                 raise FinecutError(f"HRR click maps {tuple(clicks.shape)} do not match the image {tuple(image.shape)}")
+            clicks = clicks.to(image.dtype)
         if region is not None and tuple(region.shape) != (image.shape[0], *image.shape[-2:]):
             raise FinecutError(f"HRR region {tuple(region.shape)} does not match the image {tuple(image.shape)}: "
                                "it must be (B, H, W)")
@@ -488,8 +489,8 @@ class NTClickHRR(nn.Module):
             fbu = F.interpolate(fbu.to(image.dtype), size=(work_h, work_w), mode="bilinear", align_corners=False,
                                 antialias=True)
             if clicks is not None:  # a disk's area-weighted trace, as the FBU map's
-                clicks = F.interpolate(clicks.to(image.dtype), size=(work_h, work_w), mode="bilinear",
-                                       align_corners=False, antialias=True)
+                clicks = F.interpolate(clicks, size=(work_h, work_w), mode="bilinear", align_corners=False,
+                                       antialias=True)
             if region is not None:  # every working pixel the upsampled logits of a region pixel draw on
                 shrunk = F.adaptive_max_pool2d(region[:, None].float(), (work_h, work_w))
                 region = F.max_pool2d(shrunk, 3, 1, 1)[:, 0] > 0
@@ -503,8 +504,8 @@ class NTClickHRR(nn.Module):
             if region is not None:
                 region = F.pad(region.to(torch.uint8), (0, pad_w - work_w, 0, pad_h - work_h)).bool()
             if clicks is not None:
-                clicks = F.pad(clicks.to(image.dtype), (0, pad_w - work_w, 0, pad_h - work_h))
-        features = self.encode(image, fbu.to(image.dtype), None if clicks is None else clicks.to(image.dtype))
+                clicks = F.pad(clicks, (0, pad_w - work_w, 0, pad_h - work_h))
+        features = self.encode(image, fbu.to(image.dtype), clicks)
         del fbu, clicks
         logits = self.decode(features, image, region)[:, :, :work_h, :work_w]
         if resized:

@@ -10,6 +10,7 @@ last checkpoint. The result keeps the last checkpoint's training record (its run
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,8 +57,8 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.P
     if len(paths) < 2:
         raise FinecutError("averaging needs at least two checkpoints")
     weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(paths) or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise FinecutError(f"weights {weights}: one non-negative weight per checkpoint, not all zero")
+    if len(weights) != len(paths) or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise FinecutError(f"weights {weights}: one finite non-negative weight per checkpoint, not all zero")
     total = sum(weights)
     weights = [w / total for w in weights]
     shipped = shipped_checkpoints()

@@ -300,10 +300,9 @@ def next_hrr_click(mask: np.ndarray, uncertain: np.ndarray, band: np.ndarray, pr
                    clicks: list[Click], options: NTClickHRROptions, rng: np.random.Generator) -> Click | None:
     """The NTClick protocol's next click (:func:`finecut.evaluation.protocol.next_click_tolerant`: tolerant where it
     falls in the object's fine-structure ``band``) on ``pred``'s errors inside ``uncertain``; None when it has none."""
-    gt = hrr_click_gt(mask, uncertain)
-    if not (uncertain & (pred != mask.astype(bool))).any():
+    if not (uncertain & (pred != mask)).any():
         return None
-    return next_click_tolerant(gt, pred, clicks, band, rng, options.tolerant_offset)
+    return next_click_tolerant(hrr_click_gt(mask, uncertain), pred, clicks, band, rng, options.tolerant_offset)
 
 
 def hrr_click_maps(clicks: list[list[Click]], shape: tuple[int, int], radius: float) -> torch.Tensor:

@@ -119,16 +119,12 @@ def grown_prefixes(source: dict[str, Any], target: dict[str, Any]) -> list[str] 
     """The key prefixes of the weights a warm start from a checkpoint of architecture config ``source`` leaves at
     their initialisation in a network of config ``target`` ([] when the two are equal), or None when they differ in
     anything but the :data:`GROWN_OPTIONS` switched on."""
-    prefixes = []
-    source, target = dict(source), dict(target)
-    for option, prefix in GROWN_OPTIONS.items():
-        if source.get(option, 0) != target.get(option, 0) and not source.get(option, 0):
-            prefixes.append(prefix)
-            source.pop(option, None)
-            target.pop(option, None)
-    source = {k: v for k, v in source.items() if not (k in GROWN_OPTIONS and not v)}
-    target = {k: v for k, v in target.items() if not (k in GROWN_OPTIONS and not v)}
-    return prefixes if source == target else None
+    switched = [option for option in GROWN_OPTIONS if not source.get(option, 0) and target.get(option, 0)]
+
+    def rest(config: dict[str, Any]) -> dict[str, Any]:  # the config without the switched and the off options
+        return {k: v for k, v in config.items() if k not in switched and not (k in GROWN_OPTIONS and not v)}
+
+    return [GROWN_OPTIONS[option] for option in switched] if rest(source) == rest(target) else None
 
 
 def load_initial_weights(net: nn.Module, cfg: TrainConfig) -> None:
@@ -145,6 +141,10 @@ def load_initial_weights(net: nn.Module, cfg: TrainConfig) -> None:
     path = init_checkpoint_path(cfg)
     doc = read_checkpoint_config(path)
     part = assembled_part(doc, cfg)
+    grown = None if part is not None else grown_prefixes(doc["model"], cfg.model)
+    if part is None and grown is None:
+        raise FinecutError(f"init_checkpoint {path}: its model config {doc['model']} differs from [model] "
+                           f"{cfg.model}")
     source = load_checkpoint(path)[0]
     if part is not None:  # one network of an assembled checkpoint: same class, same built config
         source = getattr(source, part)
@@ -153,11 +153,6 @@ def load_initial_weights(net: nn.Module, cfg: TrainConfig) -> None:
         if grown is None:
             raise FinecutError(f"init_checkpoint {path}: its {part} ({getattr(source, 'config', None)}) differs from "
                                f"the network [model] builds ({getattr(net, 'config', None)})")
-    else:
-        grown = grown_prefixes(doc["model"], cfg.model)
-        if grown is None:
-            raise FinecutError(f"init_checkpoint {path}: its model config {doc['model']} differs from [model] "
-                               f"{cfg.model}")
     report = net.load_state_dict(source.state_dict(), strict=not grown)
     left = [k for k in report.missing_keys if not any(k.startswith(p) for p in grown)] if grown else []
     if left or (grown and report.unexpected_keys):
