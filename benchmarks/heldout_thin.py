@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.04)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-drive", action="store_true", help="skip DRIVE's training images")
+    parser.add_argument("--protocols", nargs="+", choices=("standard", "ntclick"), default=["standard", "ntclick"],
+                        help="click protocols to run (default: both)")
     parser.add_argument("--data-root", default=None, help="folder holding DRIVE (default: the datasets' data root)")
     parser.add_argument("--out", default="results/heldout_thin.md")
     args = parser.parse_args()
@@ -75,7 +77,7 @@ def main() -> None:
         name, options = parse_model_spec(spec)
         predictor = Predictor(finecut.load_model(name, threads=1, **options))
         for set_name, samples in sets.items():
-            for protocol in ("standard", "ntclick"):
+            for protocol in args.protocols:
                 config = EvalConfig(max_clicks=args.clicks, protocol=protocol, seed=args.seed)
                 miou = mean_iou_curve(predictor, samples, config)
                 rows.append(f"| {spec} | {set_name} | {protocol} | "
@@ -84,7 +86,8 @@ def main() -> None:
     lines = [
         "# Thin structures, precise vs tolerant clicks: held-out synthetic views and DRIVE training images",
         "",
-        f"`python benchmarks/heldout_thin.py --bank {args.bank} --models {' '.join(args.models)}` — "
+        f"`python benchmarks/heldout_thin.py --bank {args.bank} --models {' '.join(args.models)}"
+        f"{'' if len(args.protocols) == 2 else ' --protocols ' + ' '.join(args.protocols)}` — "
         f"{args.samples} synthetic thin structures ({', '.join(f'{k} {v:.0%}' for k, v in KIND_WEIGHTS.items())}) "
         f"drawn at {args.size}² on photos of the object bank's validation split (never trained on; seed {args.seed})"
         + ("" if args.no_drive else "; and DRIVE's 20 training images, inside the field of view (the NTClick "

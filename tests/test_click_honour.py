@@ -47,6 +47,24 @@ def test_rejected_components_keep_what_a_positive_click_holds() -> None:
     assert rejected[25:35, 40:55].all() and not rejected[5:20, 5:25].any()
 
 
+def test_a_negative_click_on_a_branch_keeps_the_structure_tolerant_clicks_selected() -> None:
+    # a thin tree (one component): a trunk and a false branch; tolerant clicks near the trunk, no positive click
+    mask = np.zeros((60, 80), bool)
+    mask[30, 5:75] = True  # trunk, 1 px wide
+    mask[5:30, 60] = True  # branch, joined to the trunk
+    probs = mask.astype(np.float32)
+    clicks = [Click(20, 34, "tolerant"), Click(60, 10, "negative")]  # tolerant 4 px below the trunk
+    assert not rejected_components(mask, clicks).any()
+    new_mask, _, _ = honour_clicks(mask, probs, clicks, radius=2)
+    assert click_violations(new_mask, clicks) == 0
+    assert new_mask[30, 5:75].all()  # the trunk survives, only the negative click's disk is cut
+    assert new_mask[20:30, 60].all() and not new_mask[8:13, 60].any()
+    # the same negative click with the tolerant click far from every structure: the blob is rejected
+    far = [Click(20, 55, "tolerant"), Click(60, 10, "negative")]
+    assert rejected_components(mask, far).sum() == mask.sum()
+    assert rejected_components(mask, far, reach=30).sum() == 0
+
+
 def test_honour_clicks_fixes_every_violation_and_keeps_probs_consistent() -> None:
     probs = _probs()
     mask = probs > 0.5

@@ -5,7 +5,11 @@ Networks treat clicks as soft hints, so a returned mask can leave out the very p
 applied by the :class:`~finecut.predictor.Predictor` to every engine:
 
 1. components of the mask that contain a negative click and no positive click are removed (a false-positive blob
-   the person rejected; the component rule of FocalClick's Progressive Merge, applied to negative clicks);
+   the person rejected; the component rule of FocalClick's Progressive Merge, applied to negative clicks) — unless
+   the component comes within :data:`TOLERANT_REACH` pixels of a tolerant click, which says "the structure near here
+   is object" as a positive click does: on a vessel tree or a crack network, where everything is one component, a
+   negative click on a false branch must not erase the structure the tolerant clicks selected (the disk of step 2
+   still honours it);
 2. then, click by click in order (a later click wins over an earlier one where their disks overlap), a disk of
    ``radius`` pixels around each positive click is set to object and around each negative click to background;
 3. last, each click's own pixel is set to its label again, in order, so a later disk never takes an earlier click's
@@ -28,6 +32,9 @@ from finecut.prompts import Click, ClickKind, CropTransform
 
 #: Disk radius (original-image pixels) forced to each click's label.
 DEFAULT_RADIUS = 3
+#: A mask component within this many pixels of a tolerant click is kept by the negative-click component rule: the
+#: NTClick protocol's simulated user places a tolerant click up to 10 px from the structure it means.
+TOLERANT_REACH = 10
 
 
 def _pixel(click: Click, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -45,14 +52,27 @@ def click_violations(mask: np.ndarray, clicks: Sequence[Click]) -> int:
     return count
 
 
-def rejected_components(mask: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
-    """Bool mask of the 8-connected components of ``mask`` holding a negative click and no positive click."""
+def _tolerant_reach(clicks: Sequence[Click], shape: tuple[int, ...], reach: int) -> np.ndarray:
+    """Bool (H, W): the pixels within ``reach`` of a tolerant click."""
+    near = np.zeros(shape[:2], dtype=np.uint8)
+    for click in clicks:
+        if click.kind is ClickKind.TOLERANT:
+            row, col = _pixel(click, shape)
+            cv2.circle(near, (col, row), reach, 1, thickness=-1)
+    return near.astype(bool)
+
+
+def rejected_components(mask: np.ndarray, clicks: Sequence[Click], reach: int = TOLERANT_REACH) -> np.ndarray:
+    """Bool mask of the 8-connected components of ``mask`` holding a negative click and no positive click, and not
+    within ``reach`` pixels of a tolerant click."""
     negatives = [_pixel(c, mask.shape) for c in clicks if c.kind is ClickKind.NEGATIVE]
     if not negatives or not any(mask[p] for p in negatives):
         return np.zeros(mask.shape, dtype=bool)
     _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     rejected = {int(labels[p]) for p in negatives if labels[p]}
     rejected -= {int(labels[_pixel(c, mask.shape)]) for c in clicks if c.kind is ClickKind.POSITIVE}
+    if rejected and any(c.kind is ClickKind.TOLERANT for c in clicks):
+        rejected -= {int(v) for v in np.unique(labels[_tolerant_reach(clicks, mask.shape, reach)])}
     if not rejected:
         return np.zeros(mask.shape, dtype=bool)
     return np.isin(labels, sorted(rejected))
