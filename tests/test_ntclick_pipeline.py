@@ -187,6 +187,27 @@ def test_negative_click_rules(rule: str) -> None:
 
 
 @pytest.mark.parametrize("rule", ["component", "detached"])
+def test_negative_click_rules_keep_a_component_a_tolerant_click_selected(rule: str) -> None:
+    """On a vessel tree the ECP may call nothing certain: the HRR-decided structure is one component, and a negative
+    click on it must not erase it when a tolerant click said "structure here" (only the click's disk goes)."""
+    engine, _, _ = _stub_engine(negative_rule=rule)
+    image = _image(400, 600)
+    features = engine.encode_image(image)
+    hrr_fg = np.zeros((400, 600), bool)
+    hrr_fg[150:195, 250:350] = True  # bright part of the uncertain block: HRR foreground, detached from certain fg
+    negative = Click(300, 170, ClickKind.NEGATIVE)
+    disk = np.zeros((400, 600), np.uint8)
+    cv2.circle(disk, (300, 170), 5, 1, thickness=-1)
+    disk = disk.astype(bool)
+    for tolerant, kept in [(Click(330, 203, ClickKind.TOLERANT), True),  # 8 px below the component
+                           (Click(330, 240, ClickKind.TOLERANT), False)]:  # 45 px below: too far to protect it
+        out = engine.predict(image, features, Prompts(clicks=(Click(50, 300), tolerant, negative)), None)
+        assert not out.mask[disk].any()
+        assert out.mask[hrr_fg & ~disk].all() == kept and out.mask[hrr_fg & ~disk].any() == kept
+        assert (out.state["dropped_pixels"] == 0) == kept
+
+
+@pytest.mark.parametrize("rule", ["component", "detached"])
 def test_detached_rule_keeps_the_rim_of_certain_foreground(rule: str) -> None:
     """HRR-decided foreground that touches the ECP's certain foreground (an object's rim) is dropped by "component"
     but kept, except the click's disk, by "detached"."""

@@ -25,7 +25,8 @@ Per click:
    becomes uncertain, so the HRR decides it),
    :func:`grow_near_tolerant` (hysteresis from tolerant clicks, ``grow_threshold``), :func:`lower_near_tolerant` (off
    by default; ``local_threshold`` within ``local_radius`` of a tolerant click) and :func:`drop_near_negative`
-   (negative clicks cut HRR-decided components, ``negative_rule``); ``negative_rule="paper"`` with
+   (negative clicks cut HRR-decided components, ``negative_rule``, but not one within ``tolerant_radius`` of a
+   tolerant click); ``negative_rule="paper"`` with
    ``grow_threshold=None`` is the paper's pipeline.
 5. Final mask ``FBU foreground ∪ (FBU uncertain ∧ HRR > threshold)`` (:func:`finecut.fbu.final_mask`); ``probs`` is
    :func:`finecut.fbu.combine_probs` (1 on foreground, 0 on background, the HRR probability where uncertain).
@@ -174,16 +175,21 @@ def lower_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple
 
 
 def drop_near_negative(labels: np.ndarray, hrr_probs: np.ndarray, vetoed: np.ndarray, rule: str,
-                       threshold: float) -> np.ndarray:
+                       threshold: float, kept: np.ndarray | None = None) -> np.ndarray:
     """Negative-click rule, in place: HRR-decided foreground (uncertain ∧ HRR > threshold) whose connected component
     touches a negative click's disk (``vetoed``) is set to 0 — every such component under ``"component"``, only those
-    not touching the ECP's certain foreground under ``"detached"``. Returns the dropped pixels."""
+    not touching the ECP's certain foreground under ``"detached"``. A component touching ``kept`` (the disks around
+    tolerant clicks: "the structure near here is object") is never dropped — on a vessel tree the ECP may call
+    nothing certain, the whole tree is one HRR-decided component, and a negative click on a false branch would erase
+    it (the click's own disk is background all the same). Returns the dropped pixels."""
     if rule not in ("component", "detached"):
         return np.zeros(labels.shape, bool)
     decided = (labels == fbu.FBU_UNCERTAIN) & (hrr_probs > threshold)
     dropped = components_touching(decided, vetoed)
     if rule == "detached":
         dropped &= ~components_touching(decided, labels == fbu.FBU_FOREGROUND)
+    if kept is not None and dropped.any():
+        dropped &= ~components_touching(decided, kept)
     hrr_probs[dropped] = 0.0
     return dropped
 
@@ -316,7 +322,8 @@ class NTClickEngine(CropPipeline):
                                    o["tolerant_radius"])
         lowered = lower_near_tolerant(labels, hrr_probs, prompts.clicks, o["local_threshold"], o["threshold"],
                                       o["local_radius"])
-        dropped = drop_near_negative(labels, hrr_probs, vetoed, o["negative_rule"], o["threshold"])
+        dropped = drop_near_negative(labels, hrr_probs, vetoed, o["negative_rule"], o["threshold"],
+                                     disks_of_kind(prompts.clicks, ClickKind.TOLERANT, (h, w), o["tolerant_radius"]))
         probs = fbu.combine_probs(labels, hrr_probs)
         mask = fbu.final_mask(labels, hrr_probs, o["threshold"])
         merge = ProgressiveMerge.from_options(o)
