@@ -38,12 +38,12 @@ KIND_WEIGHTS = {"vessels": 0.5, "wires": 0.3, "string": 0.2}
 
 
 def thin_samples(bank: ObjectBank, count: int, size: int, val_fraction: float, seed: int,
-                 kinds: dict[str, float] | None = None) -> list[Sample]:
-    """Synthetic thin structures on validation-split photos (DRIVE's images excluded), one per sample; ``kinds``
-    (default :data:`KIND_WEIGHTS`) the generator's kind weights."""
+                 kinds: dict[str, float] = KIND_WEIGHTS) -> list[Sample]:
+    """Synthetic thin structures on validation-split photos (DRIVE's images excluded), one per sample; ``kinds`` the
+    generator's kind weights."""
     pool = SyntheticPool.of(bank, validation_indices(bank, val_fraction, ("DRIVE",)))
     view = ViewConfig(size=size, hi_factor=1, min_object_pixels=60)
-    cfg = SyntheticConfig(kind_weights=dict(kinds or KIND_WEIGHTS))
+    cfg = SyntheticConfig(kind_weights=dict(kinds))
     rng = np.random.default_rng(seed)
     samples = []
     for i in range(count):

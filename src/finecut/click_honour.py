@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from finecut.engines.seeds import click_pixel, click_window
-from finecut.prompts import Click, ClickKind, CropTransform
+from finecut.prompts import Click, ClickKind, CropTransform, disks_of_kind
 
 #: Disk radius (original-image pixels) forced to each click's label.
 DEFAULT_RADIUS = 3
@@ -52,16 +52,6 @@ def click_violations(mask: np.ndarray, clicks: Sequence[Click]) -> int:
     return count
 
 
-def _tolerant_reach(clicks: Sequence[Click], shape: tuple[int, ...], reach: int) -> np.ndarray:
-    """Bool (H, W): the pixels within ``reach`` of a tolerant click."""
-    near = np.zeros(shape[:2], dtype=np.uint8)
-    for click in clicks:
-        if click.kind is ClickKind.TOLERANT:
-            row, col = _pixel(click, shape)
-            cv2.circle(near, (col, row), reach, 1, thickness=-1)
-    return near.astype(bool)
-
-
 def rejected_components(mask: np.ndarray, clicks: Sequence[Click], reach: int = TOLERANT_REACH) -> np.ndarray:
     """Bool mask of the 8-connected components of ``mask`` holding a negative click and no positive click, and not
     within ``reach`` pixels of a tolerant click."""
@@ -72,7 +62,8 @@ def rejected_components(mask: np.ndarray, clicks: Sequence[Click], reach: int = 
     rejected = {int(labels[p]) for p in negatives if labels[p]}
     rejected -= {int(labels[_pixel(c, mask.shape)]) for c in clicks if c.kind is ClickKind.POSITIVE}
     if rejected and any(c.kind is ClickKind.TOLERANT for c in clicks):
-        rejected -= {int(v) for v in np.unique(labels[_tolerant_reach(clicks, mask.shape, reach)])}
+        near = disks_of_kind(clicks, ClickKind.TOLERANT, mask.shape[:2], reach)
+        rejected -= {int(v) for v in np.unique(labels[near])}
     if not rejected:
         return np.zeros(mask.shape, dtype=bool)
     return np.isin(labels, sorted(rejected))

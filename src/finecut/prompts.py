@@ -299,6 +299,21 @@ def click_disks(
     return maps
 
 
+def disks_of_kind(clicks: Sequence[Click], kind: ClickKind, shape: tuple[int, int], radius: float) -> np.ndarray:
+    """(H, W) bool: the disks of the clicks of ``kind`` at original-image resolution (none when ``radius`` <= 0),
+    drawn with :func:`click_window` — one window per click, not a (3, H, W) float map."""
+    out = np.zeros(shape, bool)
+    if radius <= 0:
+        return out
+    transform = CropTransform.identity(*shape)
+    for c in clicks:
+        if c.kind == kind:
+            rows, cols, disk = click_window(c, transform, radius)
+            if disk is not None:
+                out[rows, cols] |= disk
+    return out
+
+
 def scribble_maps(scribbles: Sequence[Scribble], transform: CropTransform) -> np.ndarray:
     """Rasterize scribbles at network resolution: float32 array (2, H, W), channels (positive, negative).
 

@@ -54,7 +54,7 @@ from finecut.model_inputs import crop_tensor, normalize, resize_tensor
 from finecut.pipelines.geometry import components_touching, integer_box, mask_box, net_size
 from finecut.pipelines.skeleton import CropPipeline, Step
 from finecut.pipelines.transforms import Crop, FlipTTA, IntBox, ProgressiveMerge
-from finecut.prompts import Click, ClickKind, CropTransform, click_disks, click_window
+from finecut.prompts import Click, ClickKind, CropTransform, click_disks, disks_of_kind
 
 DEFAULTS: dict[str, Any] = {
     "ecp_size": None,  # None: the ECP's img_size
@@ -113,21 +113,6 @@ def grow_box(box: tuple[int, int, int, int], multiple: int, height: int, width: 
     return nx0, ny0, nx1, ny1
 
 
-def disks_of_kind(clicks: tuple[Click, ...], kind: ClickKind, shape: tuple[int, int], radius: float) -> np.ndarray:
-    """(H, W) bool: the full-resolution disks of the clicks of ``kind`` (none when ``radius`` <= 0), drawn with the
-    shared disk geometry :func:`finecut.prompts.click_window` — one window per click, not a (3, H, W) float map."""
-    out = np.zeros(shape, bool)
-    if radius <= 0:
-        return out
-    transform = CropTransform.identity(*shape)
-    for c in clicks:
-        if c.kind == kind:
-            rows, cols, disk = click_window(c, transform, radius)
-            if disk is not None:
-                out[rows, cols] |= disk
-    return out
-
-
 def pass_threshold(hrr_probs: np.ndarray, pixels: np.ndarray, low: float, threshold: float) -> None:
     """In place: ``hrr_probs`` at ``pixels`` (all above ``low``) remapped from (low, 1] onto (threshold, 1], order
     kept, so they pass ``threshold`` — the shared step of the tolerant-click rules."""
@@ -175,21 +160,22 @@ def lower_near_tolerant(labels: np.ndarray, hrr_probs: np.ndarray, clicks: tuple
 
 
 def drop_near_negative(labels: np.ndarray, hrr_probs: np.ndarray, vetoed: np.ndarray, rule: str,
-                       threshold: float, kept: np.ndarray | None = None) -> np.ndarray:
+                       threshold: float, clicks: tuple[Click, ...] = (), tolerant_radius: float = 0.0) -> np.ndarray:
     """Negative-click rule, in place: HRR-decided foreground (uncertain ∧ HRR > threshold) whose connected component
     touches a negative click's disk (``vetoed``) is set to 0 — every such component under ``"component"``, only those
-    not touching the ECP's certain foreground under ``"detached"``. A component touching ``kept`` (the disks around
-    tolerant clicks: "the structure near here is object") is never dropped — on a vessel tree the ECP may call
-    nothing certain, the whole tree is one HRR-decided component, and a negative click on a false branch would erase
-    it (the click's own disk is background all the same). Returns the dropped pixels."""
+    not touching the ECP's certain foreground under ``"detached"``. A component within ``tolerant_radius`` of one of
+    ``clicks``' tolerant clicks ("the structure near here is object") is never dropped — on a vessel tree the ECP may
+    call nothing certain, the whole tree is one HRR-decided component, and a negative click on a false branch would
+    erase it (the click's own disk is background all the same). Returns the dropped pixels."""
     if rule not in ("component", "detached"):
         return np.zeros(labels.shape, bool)
     decided = (labels == fbu.FBU_UNCERTAIN) & (hrr_probs > threshold)
     dropped = components_touching(decided, vetoed)
     if rule == "detached":
         dropped &= ~components_touching(decided, labels == fbu.FBU_FOREGROUND)
-    if kept is not None and dropped.any():
-        dropped &= ~components_touching(decided, kept)
+    if dropped.any() and any(c.kind == ClickKind.TOLERANT for c in clicks):
+        dropped &= ~components_touching(decided, disks_of_kind(clicks, ClickKind.TOLERANT, labels.shape,
+                                                               tolerant_radius))
     hrr_probs[dropped] = 0.0
     return dropped
 
@@ -322,8 +308,8 @@ class NTClickEngine(CropPipeline):
                                    o["tolerant_radius"])
         lowered = lower_near_tolerant(labels, hrr_probs, prompts.clicks, o["local_threshold"], o["threshold"],
                                       o["local_radius"])
-        dropped = drop_near_negative(labels, hrr_probs, vetoed, o["negative_rule"], o["threshold"],
-                                     disks_of_kind(prompts.clicks, ClickKind.TOLERANT, (h, w), o["tolerant_radius"]))
+        dropped = drop_near_negative(labels, hrr_probs, vetoed, o["negative_rule"], o["threshold"], prompts.clicks,
+                                     o["tolerant_radius"])
         probs = fbu.combine_probs(labels, hrr_probs)
         mask = fbu.final_mask(labels, hrr_probs, o["threshold"])
         merge = ProgressiveMerge.from_options(o)
