@@ -62,7 +62,7 @@ def test_average_refuses_other_architectures_and_bad_weights(tmp_path: Path) -> 
     assert cli_main(["train", "--average", str(a), str(a)]) == 2  # no --average-out
 
 
-def test_the_shipped_default_is_an_average_made_by_this_tool() -> None:
+def test_the_shipped_average_checkpoint_was_made_by_this_tool() -> None:
     doc = json.loads((Path(finecut.__file__).parent / "weights" / "focalclick-lite0-soup56.json").read_text())
     assert doc["training"]["weight_average"]["of"][0] == "focalclick-lite0-whole5"
     assert doc["training"]["weight_average"]["weights"] == [0.5, 0.5]

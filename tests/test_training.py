@@ -333,3 +333,27 @@ def test_validate_command_takes_inference_options_in_the_loader_syntax(folder: P
     assert cli_main(["train", str(config_path), "--validate", str(checkpoint), "--val-protocol", "nope",
                      "--no-progress"]) == 2 and "--val-protocol 'nope'" in capsys.readouterr().err
     assert cli_main(["train"]) == 2 and "a training CONFIG is needed" in capsys.readouterr().err
+
+
+def test_held_out_scores_per_source_are_each_sources_own_summary() -> None:
+    """The per-source breakdown of a validation run: each training set's samples summarised alone (the pooled score
+    can hide where a model changed), in source-name order, and a Markdown row per source."""
+    from finecut.evaluation.config import EvalConfig
+    from finecut.evaluation.loop import SampleResult
+    from finecut.training.validation import source_table, summaries_by_source
+
+    def result(name: str, ious: list[float], noc90: int) -> SampleResult:
+        return SampleResult(index=0, name=name, ious=ious, clicks=[], noc={"85": 1, "90": noc90, "95": 3},
+                            seconds=0.1, set_image_seconds=0.0, size=(8, 8))
+
+    config = EvalConfig(max_clicks=3)
+    results = [result("ECSSD/1.jpg#0", [0.5, 0.95, 0.97], 2), result("COCO128/2.jpg#4", [0.2, 0.6, 0.8], 3),
+               result("ECSSD/3.jpg#1", [0.9, 0.93, 0.96], 1), result("COCO128/2.jpg#5", [0.4, 0.7, 0.88], 3)]
+    by_source = summaries_by_source(results, config)
+    assert list(by_source) == ["COCO128", "ECSSD"]
+    assert by_source["ECSSD"]["num_samples"] == 2 and by_source["ECSSD"]["noc"]["90"] == pytest.approx(1.5)
+    assert by_source["COCO128"]["nof"]["90"] == 2 and by_source["ECSSD"]["nof"]["90"] == 0
+    assert by_source["COCO128"]["miou"][0] == pytest.approx(0.3)
+    table = source_table(by_source).splitlines()
+    assert len(table) == 4 and table[2].startswith("| COCO128 | 2 | 1.00 | 3.00 | 2 | 30.0 |")
+    assert table[3] == "| ECSSD | 2 | 1.00 | 1.50 | 0 | 70.0 | - |"  # 3 clicks: no mIoU@5

@@ -10,6 +10,7 @@ bank images instead; ``--assemble ECP HRR OUT`` joins a trained NTClick ECP and 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 NAME = "train"
@@ -102,7 +103,7 @@ def _validate(cfg, args: argparse.Namespace) -> int:
     import finecut
     from finecut.registry import format_model_spec, parse_model_spec, parse_option
     from finecut.training.trainer import DistInfo, load_or_build_bank
-    from finecut.training.validation import evaluate_on_validation
+    from finecut.training.validation import evaluate_on_validation, source_table, summaries_by_source
 
     checkpoint, options = parse_model_spec(args.validate)
     if args.option:
@@ -126,6 +127,13 @@ def _validate(cfg, args: argparse.Namespace) -> int:
                                     model_name=format_model_spec(Path(checkpoint).stem, options), config=eval_config,
                                     progress=not args.no_progress, sources=args.val_sources)
     s = result.summary
+    by_source = summaries_by_source(result.results, eval_config)
+    if len(by_source) > 1:  # where a pooled score moved (or hid a move): one row per training set
+        table = source_table(by_source)
+        print(table, end="")
+        if result.out_dir is not None:
+            (result.out_dir / "by_source.json").write_text(json.dumps(by_source, indent=2) + "\n")
+            (result.out_dir / "by_source.md").write_text(table)
     miou = s.get("miou") or []
     print(f"validation ({s['num_samples']} objects, {args.val_protocol} protocol): NoC85 {s['noc'].get('85')}, "
           f"NoC90 {s['noc'].get('90')}, mIoU@1 {miou[0] if miou else '-'}, "
