@@ -146,19 +146,21 @@ def test_real_network_engine_runs_end_to_end_and_replays() -> None:
 def test_shipped_default_model_loads_by_name_and_segments() -> None:
     from finecut.registry import DEFAULT_MODEL, default_model_name
 
-    assert DEFAULT_MODEL == "focalclick-lite0-whole7" and default_model_name() == DEFAULT_MODEL
+    assert DEFAULT_MODEL == "focalclick-lite0-whole8" and default_model_name() == DEFAULT_MODEL
     # the models it continued stay loadable by name
     for earlier in ("focalclick-lite0", "focalclick-lite0-v2", "focalclick-lite0-whole", "focalclick-lite0-whole3",
-                    "focalclick-lite0-whole4", "focalclick-lite0-whole5", "focalclick-lite0-soup56"):
+                    "focalclick-lite0-whole4", "focalclick-lite0-whole5", "focalclick-lite0-soup56",
+                    "focalclick-lite0-whole7"):
         assert earlier in finecut.available_models()
     assert DEFAULT_MODEL in finecut.available_models()
     assert finecut.available_models()["default"] == f"alias of {DEFAULT_MODEL}"
     engine = finecut.load_model("default")
     assert engine.config()["name"] == DEFAULT_MODEL
-    assert engine.config()["model"]["backbone"] == "efficientnet_lite0" and engine.config()["trained_steps"] >= 1200
-    # run 9, continued from the average of runs 7 and 8, whose training records it keeps
-    assert engine.checkpoint["training"]["config"]["init_checkpoint"] == "focalclick-lite0-soup56"
-    assert [run["name"] for run in engine.checkpoint["training"]["history"]][-1] == "focalclick-lite0-soup56"
+    assert engine.config()["model"]["backbone"] == "efficientnet_lite0" and engine.config()["trained_steps"] >= 900
+    # run 10, continued from run 9 (which continued the average of runs 7 and 8); it keeps their training records
+    assert engine.checkpoint["training"]["config"]["init_checkpoint"] == "focalclick-lite0-whole7"
+    assert [run["name"] for run in engine.checkpoint["training"]["history"]][-2:] == ["focalclick-lite0-soup56",
+                                                                                      "focalclick-lite0-whole7"]
     assert engine.config()["flip_tta"] is True  # shipped with flip TTA on (its JSON's "pipeline")
     assert finecut.load_model("default:flip_tta=false").config()["flip_tta"] is False
     image = np.zeros((120, 160, 3), np.uint8)

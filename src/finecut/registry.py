@@ -105,7 +105,7 @@ def with_runtime(engine: Engine, runtime: Any = "torch", onnx_dir: Any = None) -
 
 
 #: The shipped checkpoint that ``"default"`` names (the classical GrabCut engine when it is not installed).
-DEFAULT_MODEL = "focalclick-lite0-whole7"
+DEFAULT_MODEL = "focalclick-lite0-whole8"
 
 
 #: Shipped names whose weights are not trained yet: ``load_model(name)`` says so (instead of "unknown model") until
