@@ -215,10 +215,19 @@ def test_full_click_protocol_gives_the_same_masks_on_grabcut(default_dir: Path) 
         a.set_image(sample.image)
         b.set_image(sample.image)
         assert isinstance(b._features.refiner_input, np.ndarray)  # on ONNX Runtime: not normalised at set_image
-        for x, y in zip(_protocol(a, sample, 12), _protocol(b, sample, 12)):  # 12: Progressive Merge from click 11
-            assert x.clicks == y.clicks and np.array_equal(x.mask, y.mask)
+        # the simulated user follows the PyTorch masks; ONNX Runtime gets the same clicks, with its own previous answer
+        pred, history, x, y = np.zeros(sample.gt.shape, bool), [], None, None
+        for _ in range(12):  # 12: Progressive Merge from click 11
+            history.append(next_click(sample.gt, pred, history))
+            x = a.predict(clicks=history, previous=x)
+            y = b.predict(clicks=history, previous=y)
             assert x.state.get("focus_crop") == y.state.get("focus_crop")
+            # the same mask, but for a pixel whose probability ties with the threshold to float precision (the new
+            # default has one on sample 49: 0.50000006 on PyTorch, 0.49999976 on ONNX Runtime)
+            differ = x.mask != y.mask
+            assert np.abs(x.probs[differ] - 0.5).max(initial=0.0) < 1e-5 and differ.sum() <= 4
             worst = max(worst, float(np.abs(x.probs - y.probs).max()))
+            pred = x.mask
     assert worst < 1e-4
 
 
