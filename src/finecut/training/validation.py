@@ -27,6 +27,7 @@ from finecut.errors import FinecutError
 from finecut.evaluation.config import EvalConfig
 from finecut.evaluation.loop import SampleResult, evaluate_sample
 from finecut.evaluation.runner import RunResult, run_evaluation
+from finecut.evaluation.summary import summarize
 from finecut.predictor import Predictor
 from finecut.prompts import Prompts
 from finecut.training.augment import ViewConfig, random_view
@@ -116,8 +117,6 @@ def summaries_by_source(results: Sequence[SampleResult], config: EvalConfig) -> 
 
     A pooled held-out score can hide where a model changed: COCO128's polygon masks, for one, cap most of its small
     objects below 90 % IoU for every model, so its NoF90 fills the pooled NoC90 whatever the model does."""
-    from finecut.evaluation.summary import summarize
-
     groups: dict[str, list[SampleResult]] = {}
     for result in results:
         groups.setdefault(sample_source(result.name), []).append(result)
@@ -137,7 +136,6 @@ def source_table(by_source: dict[str, dict[str, Any]]) -> str:
                      f"{s['nof'].get('90', '-')} | {num(miou[0] if miou else None, 1, 100)} | "
                      f"{num(miou[4] if len(miou) > 4 else None, 1, 100)} |")
     return "\n".join(lines) + "\n"
-
 
 
 # ------------------------------------------------------------------------------------------ in-training validation
