@@ -10,6 +10,7 @@ import torch
 
 from finecut.errors import FinecutError
 from finecut.models.registry import build_model, list_models
+from finecut.registry import available_models, pretrained_checkpoints
 from finecut.training.config import (
     FLAT_KEYS,
     METHOD_OF_ARCH,
@@ -72,8 +73,30 @@ def test_mae_pretraining_configs(path: Path) -> None:
     assert cfg.method == "mae" and cfg.pretrained == "none" and cfg.mae is not None
     assert cfg.model["img_size"] == cfg.size
     finetune = TrainConfig.from_file(CONFIG_DIR / f"simpleclick-{path.stem.removeprefix('mae-')}-mae.toml")
-    assert finetune.init_backbone_checkpoint == f"{cfg.run_dir}/last"
+    # the run's own last checkpoint, or the same run shipped as a pretraining checkpoint (weights/pretrained/)
+    assert finetune.init_backbone_checkpoint in (f"{cfg.run_dir}/last", path.stem)
+    if finetune.init_backbone_checkpoint == path.stem:
+        assert path.stem in pretrained_checkpoints()
     assert finetune.model["variant"] == cfg.model["variant"] and finetune.size == cfg.size
+
+
+def test_shipped_mae_encoder_starts_simpleclick_click_training() -> None:
+    """The shipped MAE run (weights/pretrained/) resolves by name, fills every backbone tensor of the SimpleClick
+    config that names it, and is a training start, not a model ``load_model`` lists."""
+    from finecut.training.trainer import init_checkpoint_path_of, load_backbone_checkpoint
+
+    shipped = pretrained_checkpoints()
+    assert "mae-xtiny-v3" in shipped and "mae-xtiny-v3" not in available_models()
+    assert init_checkpoint_path_of("mae-xtiny-v3") == shipped["mae-xtiny-v3"]
+    cfg = TrainConfig.from_file(CONFIG_DIR / "simpleclick-xtiny-v3-mae.toml")
+    assert cfg.init_backbone_checkpoint == "mae-xtiny-v3"
+    torch.manual_seed(0)
+    net = build_model(cfg.model)
+    before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
+    report = load_backbone_checkpoint(net, cfg)
+    assert report is not None and report["loaded"] == report["backbone_tensors"] == len(before)
+    after = net.backbone.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before if before[k].numel() > 1)
 
 
 def test_reader_options_reach_the_dataset_and_evaluation_splits_are_refused() -> None:

@@ -125,6 +125,16 @@ def shipped_checkpoints() -> dict[str, Path]:
     return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.json")) if p.with_suffix(".safetensors").exists()}
 
 
+def pretrained_checkpoints() -> dict[str, Path]:
+    """Pretraining checkpoints shipped for training (``weights/pretrained/NAME.json`` + ``.safetensors``, e.g. an MAE
+    encoder): name -> JSON config path. They start training runs (``init_checkpoint``, ``init_backbone_checkpoint``)
+    and are not models ``load_model`` opens."""
+    folder = WEIGHTS_DIR / "pretrained"
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.glob("*.json")) if p.with_suffix(".safetensors").exists()}
+
+
 def available_models() -> dict[str, str]:
     """Every name ``load_model`` accepts, with a one-line description."""
     names = {name: entry.description for name, entry in ENGINES.items() if not _is_learned(entry)}

@@ -213,10 +213,11 @@ def load_backbone_checkpoint(net: nn.Module, cfg: TrainConfig) -> dict[str, Any]
 
 
 def init_checkpoint_path_of(name: str) -> Path:
-    """A shipped model's name or a checkpoint path (what ``init_checkpoint`` options take)."""
-    from finecut.registry import shipped_checkpoints
+    """A shipped model's or shipped pretraining checkpoint's name, or a checkpoint path (what ``init_checkpoint``
+    options take)."""
+    from finecut.registry import pretrained_checkpoints, shipped_checkpoints
 
-    return shipped_checkpoints().get(name, Path(name))
+    return shipped_checkpoints().get(name) or pretrained_checkpoints().get(name, Path(name))
 
 
 @dataclass
