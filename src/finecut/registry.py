@@ -118,21 +118,23 @@ def default_model_name() -> str:
     return DEFAULT_MODEL if DEFAULT_MODEL in shipped_checkpoints() else "grabcut"
 
 
+def _checkpoints_in(folder: Path) -> dict[str, Path]:
+    """The checkpoints (``NAME.json`` + ``NAME.safetensors``) directly in ``folder``: name -> JSON config path."""
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.glob("*.json")) if p.with_suffix(".safetensors").exists()}
+
+
 def shipped_checkpoints() -> dict[str, Path]:
     """Learned checkpoints shipped inside the package: name -> JSON config path."""
-    if not WEIGHTS_DIR.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.json")) if p.with_suffix(".safetensors").exists()}
+    return _checkpoints_in(WEIGHTS_DIR)
 
 
 def pretrained_checkpoints() -> dict[str, Path]:
     """Pretraining checkpoints shipped for training (``weights/pretrained/NAME.json`` + ``.safetensors``, e.g. an MAE
     encoder): name -> JSON config path. They start training runs (``init_checkpoint``, ``init_backbone_checkpoint``)
     and are not models ``load_model`` opens."""
-    folder = WEIGHTS_DIR / "pretrained"
-    if not folder.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(folder.glob("*.json")) if p.with_suffix(".safetensors").exists()}
+    return _checkpoints_in(WEIGHTS_DIR / "pretrained")
 
 
 def available_models() -> dict[str, str]:
