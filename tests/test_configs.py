@@ -99,6 +99,17 @@ def test_shipped_mae_encoder_starts_simpleclick_click_training() -> None:
     assert all(not torch.equal(before[k], after[k]) for k in before if before[k].numel() > 1)
 
 
+def test_a_run_from_a_pretrained_backbone_inherits_the_pretraining_run_in_its_history() -> None:
+    """The model card's run history starts with the MAE run whose encoder a click-training run started from."""
+    from finecut.training.trainer import inherited_runs
+
+    cfg = TrainConfig.from_file(CONFIG_DIR / "simpleclick-xtiny-v3-mae.toml")
+    runs = inherited_runs(cfg)
+    assert [run["name"] for run in runs] == ["mae-xtiny-v3"]
+    assert runs[0]["step"] == 2000 and runs[0]["processes"] == 2 and runs[0]["train_seconds"] > 3000
+    assert runs[0]["config"]["batch_size"] == 32
+
+
 def test_reader_options_reach_the_dataset_and_evaluation_splits_are_refused() -> None:
     cfg = TrainConfig.from_dict({"data": {"sources": ["COCO128", "DRIVE"], "weights": [1.0, 0.5],
                                           "options": {"DRIVE": {"split": "training"}}}})
@@ -191,3 +202,12 @@ def test_empty_or_missing_config_file_is_refused(tmp_path: Path) -> None:
         TrainConfig.from_file(empty)
     with pytest.raises(FinecutError, match="not found"):
         TrainConfig.from_file(tmp_path / "missing.toml")
+
+
+def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
+    import finecut
+
+    engine = finecut.load_model("simpleclick-xtiny")
+    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1800
+    assert engine.options["target_size"] == 224 and engine.options["square_input"] is True
+    assert [run["name"] for run in engine.checkpoint["training"]["history"]] == ["mae-xtiny-v3"]

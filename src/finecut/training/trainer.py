@@ -432,13 +432,15 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
 
 
 def inherited_runs(cfg: TrainConfig) -> list[dict[str, Any]]:
-    """The runs ``cfg.init_checkpoint`` went through, itself last (empty without a warm start)."""
-    if not cfg.init_checkpoint:
+    """The runs ``cfg.init_checkpoint`` went through, itself last — or, for a run whose backbone starts from
+    ``cfg.init_backbone_checkpoint`` (e.g. an MAE pretraining run), that checkpoint's runs; empty without either."""
+    name = cfg.init_checkpoint or cfg.init_backbone_checkpoint
+    if not name:
         return []
     from finecut.models.checkpoint import read_checkpoint_config
     from finecut.training.history import inherited_history
 
-    return inherited_history(read_checkpoint_config(init_checkpoint_path(cfg)), cfg.init_checkpoint)
+    return inherited_history(read_checkpoint_config(init_checkpoint_path_of(name)), name)
 
 
 def run_lineage(run_dir: Path, cfg: TrainConfig, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
