@@ -122,6 +122,42 @@ def test_target_crop_keeps_previous_probabilities_outside() -> None:
     assert iou > 0.9
 
 
+class _ShapeRecorder(_OracleSegmentor):
+    """The oracle, recording the (height, width) of every network input it is given."""
+
+    def __init__(self, answer: np.ndarray, image: np.ndarray) -> None:
+        super().__init__(answer, image)
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, image: torch.Tensor, maps: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.sizes.append(tuple(image.shape[-2:]))
+        return super().forward(image, maps)
+
+
+def test_first_target_size_sizes_an_objects_first_pass_only() -> None:
+    h, w = 200, 300
+    image = _coordinate_image(h, w)
+    answer = np.zeros((h, w), bool)
+    answer[80:120, 120:180] = True
+    recorder = _ShapeRecorder(answer, image)
+    engine = FocalClickEngine(recorder, name="oracle", target_size=128, first_target_size=96, square_input=True)
+    predictor = finecut.Predictor(engine)
+    predictor.set_image(image)
+    first = predictor.predict(clicks=[finecut.Click(150, 100)])
+    second = predictor.predict(clicks=[finecut.Click(150, 100), finecut.Click(125, 85)], previous=first)
+    prior = predictor.predict(clicks=[finecut.Click(150, 100)], prior_mask=answer)  # a prior mask: not a first pass
+    assert recorder.sizes == [(96, 96), (128, 128), (128, 128)]
+    assert first.state["target_crop"] == [0, 0, w, h] and second.mask.sum() > 0 and prior.mask.sum() > 0
+    long_side = FocalClickEngine(_ShapeRecorder(answer, image), name="oracle", target_size=128, first_target_size=64)
+    other = finecut.Predictor(long_side)
+    other.set_image(image)
+    other.predict(clicks=[finecut.Click(150, 100)])
+    assert long_side.segmentor.sizes == [(48, 64)]  # aspect kept, long side first_target_size
+    for bad in (100, 0, 2.5, True):
+        with pytest.raises(FinecutError, match="first_target_size"):
+            FocalClickEngine(_ShapeRecorder(answer, image), name="oracle", first_target_size=bad)
+
+
 def test_real_network_engine_runs_end_to_end_and_replays() -> None:
     torch.manual_seed(0)
     net = build_model({"arch": "focalclick", "head_channels": 16, "refiner_channels": 8}).eval()

@@ -4,7 +4,8 @@ Per click (steps 1 and the paste are :class:`~finecut.pipelines.skeleton.CropPip
 1. **Target Crop** (:class:`~finecut.pipelines.transforms.ZoomIn`): the box of the previous mask and the new click,
    expanded by ``expand`` (1.4), resized so its long side is ``target_size`` (aspect kept; ``square_input`` resizes
    it to ``target_size`` squared, as the official code). The first click of an object (empty previous mask) sees the
-   whole image.
+   whole image, at ``first_target_size`` when that is set (e.g. a network that reads a whole scene best at its
+   training size and a zoomed-in object best larger).
 2. **Segmentor** on the crop with the prompt maps [previous mask, positive, negative, tolerant]; with ``flip_tta``
    averaged with its run on the flipped crop (:class:`~finecut.pipelines.transforms.FlipTTA`).
 3. **Focus Crop**: the connected component of (coarse mask XOR previous mask) that holds the new click, its box expanded
@@ -27,7 +28,9 @@ so every benchmark image, run exactly as before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import cv2
@@ -36,6 +39,7 @@ import torch
 import torch.nn as nn
 
 from finecut.engines.base import EngineOutput
+from finecut.errors import FinecutError
 from finecut.model_inputs import crop_image, normalize, resize
 from finecut.models.roi_align import roi_align
 from finecut.pipelines.geometry import BoxF, expand_box, integer_box
@@ -60,6 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "flip_tta": False,
     "click_radius": 5.0,
     "square_input": False,  # resize the target crop to target_size x target_size (the official ZoomIn / ResizeTrans)
+    # the input size of an object's first pass (nothing segmented yet: the whole image, or a box); None: target_size
+    "first_target_size": None,
 }
 
 
@@ -124,6 +130,10 @@ class FocalClickEngine(CropPipeline):
         self.refiner = getattr(net, "refiner", None)
         if self.refiner is None:
             self.options["focus"] = False
+        first = self.options.get("first_target_size")
+        if first is not None and (isinstance(first, bool) or not isinstance(first, (int, np.integer))
+                                  or first < 16 or first % 16):
+            raise FinecutError(f"FocalClick option first_target_size={first!r}: expected a multiple of 16 (or none)")
 
     def refiner_source(self, image: np.ndarray) -> Any:
         """What the refiner's focus crops are RoIAligned from: the normalised full image (a runtime may keep the
@@ -147,7 +157,14 @@ class FocalClickEngine(CropPipeline):
         if level == 0:
             return crop
         x0, y0, x1, y1 = box = features.pyramid.snap(crop.box, level)
-        return Crop(box, self.input_size(x1 - x0, y1 - y0), level)
+        return Crop(box, self.input_size(x1 - x0, y1 - y0, target=max(crop.size_hw)), level)
+
+    def crop_sizer(self, prev_mask: np.ndarray) -> Callable[[int, int], tuple[int, int]]:
+        """``first_target_size`` for an object's first pass (an empty previous mask), else ``target_size``."""
+        first = self.options.get("first_target_size")
+        if first and not prev_mask.any():
+            return partial(self.input_size, target=int(first))
+        return self.input_size
 
     # ----------------------------------------------------------------- helpers
     def _segment(self, image: np.ndarray, features: FocalClickFeatures, maps: torch.Tensor,

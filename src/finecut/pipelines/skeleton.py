@@ -9,7 +9,7 @@
 3. nothing to act on (hook :meth:`~CropPipeline.has_prompts`; by default no click and no scribble): the starting
    probabilities come back unchanged, with state ``{"num_clicks": 0}``;
 4. zoom-in (:class:`~finecut.pipelines.transforms.ZoomIn`): the target crop, seen at the size the hook
-   :meth:`~CropPipeline.input_size` gives, placed by the hook :meth:`~CropPipeline.place_crop`;
+   :meth:`~CropPipeline.crop_sizer` gives (by default :meth:`~CropPipeline.input_size`), placed by the hook :meth:`~CropPipeline.place_crop`;
 5. the method's part, hook :meth:`~CropPipeline.run`, on a :class:`Step` that carries all of the above; it returns
    an :class:`~finecut.engines.base.EngineOutput` (probabilities, and optionally a final ``mask`` or an ``alpha``
    matte) and its own state, which follows the shared ``num_clicks`` and ``target_crop``.
@@ -27,7 +27,7 @@ layout and normalisation come from :func:`finecut.model_inputs.input_spec`; hook
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
@@ -125,12 +125,18 @@ class CropPipeline(Engine):
         Default: a click (a box counts through its centre click) or a scribble; a prior mask alone does not."""
         return bool(clicks or prompts.scribbles)
 
-    def input_size(self, width: int, height: int) -> tuple[int, int]:
-        """(height, width) of the network input for a crop: long side ``target_size``, aspect kept, multiples of 16;
-        ``target_size`` squared with the ``square_input`` option."""
+    def input_size(self, width: int, height: int, target: int | None = None) -> tuple[int, int]:
+        """(height, width) of the network input for a crop: long side ``target`` (default the ``target_size``
+        option), aspect kept, multiples of 16; ``target`` squared with the ``square_input`` option."""
+        target = int(target or self.options["target_size"])
         if self.options.get("square_input"):
-            return int(self.options["target_size"]), int(self.options["target_size"])
-        return net_size(width, height, self.options["target_size"])
+            return target, target
+        return net_size(width, height, target)
+
+    def crop_sizer(self, prev_mask: np.ndarray) -> Callable[[int, int], tuple[int, int]]:
+        """The network input size of this step's target crop, as a function of the crop's width and height (hook).
+        Default: :meth:`input_size`."""
+        return self.input_size
 
     def place_crop(self, crop: Crop, features: Any) -> Crop:
         """The target crop as the method reads it (hook; e.g. moved onto an image pyramid's grid). Default: as is."""
@@ -165,7 +171,8 @@ class CropPipeline(Engine):
             return EngineOutput(prev.copy(), {"num_clicks": 0})
         click = prompts.clicks[-1] if prompts.clicks else None
         prev_mask = prev > 0.5
-        crop = self.place_crop(ZoomIn.from_options(self.options).crop(prev_mask, prompts, click, self.input_size),
+        crop = self.place_crop(ZoomIn.from_options(self.options).crop(prev_mask, prompts, click,
+                                                                      self.crop_sizer(prev_mask)),
                                features)
         out = self.run(Step(image, features, prompts, previous, prev, prev_mask, clicks, click, crop))
         out.state = {"num_clicks": len(prompts.clicks), "target_crop": list(crop.box), **out.state}
