@@ -9,7 +9,8 @@
 3. nothing to act on (hook :meth:`~CropPipeline.has_prompts`; by default no click and no scribble): the starting
    probabilities come back unchanged, with state ``{"num_clicks": 0}``;
 4. zoom-in (:class:`~finecut.pipelines.transforms.ZoomIn`): the target crop, seen at the size the hook
-   :meth:`~CropPipeline.crop_sizer` gives (by default :meth:`~CropPipeline.input_size`), placed by the hook :meth:`~CropPipeline.place_crop`;
+   :meth:`~CropPipeline.crop_sizer` gives (by default :meth:`~CropPipeline.input_size`), placed by the hook
+   :meth:`~CropPipeline.place_crop`;
 5. the method's part, hook :meth:`~CropPipeline.run`, on a :class:`Step` that carries all of the above; it returns
    an :class:`~finecut.engines.base.EngineOutput` (probabilities, and optionally a final ``mask`` or an ``alpha``
    matte) and its own state, which follows the shared ``num_clicks`` and ``target_crop``.
