@@ -209,5 +209,7 @@ def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
 
     engine = finecut.load_model("simpleclick-xtiny")
     assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1800
-    assert engine.options["target_size"] == 224 and engine.options["square_input"] is True
+    # later clicks are zoomed to 320 px, an object's first pass (the whole image) stays at the trained 224 px
+    assert engine.options["target_size"] == 320 and engine.options["first_target_size"] == 224
+    assert engine.options["square_input"] is True
     assert [run["name"] for run in engine.checkpoint["training"]["history"]] == ["mae-xtiny-v3"]
