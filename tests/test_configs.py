@@ -57,12 +57,23 @@ def test_config_parses_and_model_builds(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if not p.stem.startswith("focalclick-lite0") and "ntclick" not in p.stem
-                                  and not p.stem.startswith("mae-")],
+                                  and not p.stem.startswith("mae-") and not p.stem.endswith("-gpu1")],
                          ids=lambda p: p.stem)
 def test_short_run_configs_need_no_downloaded_weights(path: Path) -> None:
     cfg = TrainConfig.from_file(path)
     assert cfg.pretrained == "none"
     assert 500 <= cfg.steps <= 3000 and cfg.batch_size == 8
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "gpu" in p.stem], ids=lambda p: p.stem)
+def test_gpu_configs_are_time_boxed_and_travel_light(path: Path) -> None:
+    """The lent-GPU runs (scripts/device_train.sh): one CUDA process, a time budget the schedule anneals to, workers
+    to feed it, a compact bank carried in .gpu/, and nothing to download (the GPU machine has no network)."""
+    cfg = TrainConfig.from_file(path)
+    assert cfg.device == "cuda" and cfg.time_budget_minutes > 0 and cfg.pretrained == "none"
+    assert cfg.focalclick is not None and cfg.focalclick.prefetch_workers > 1
+    assert cfg.focalclick.prefetch >= cfg.focalclick.prefetch_workers
+    assert cfg.data.bank.startswith(".gpu/")
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.stem.startswith("mae-")], ids=lambda p: p.stem)

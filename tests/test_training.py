@@ -50,6 +50,45 @@ def test_object_bank_roundtrip(folder: Path, tmp_path: Path) -> None:
     assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(len(loaded)))
 
 
+def test_compact_object_bank_keeps_masks_exact_and_images_close(folder: Path, tmp_path: Path) -> None:
+    """save(image_quality=...) writes WebP images and PNG box masks (what travels to a GPU machine): the masks, boxes,
+    names and split come back exactly, the images within JPEG-like error, in a much smaller file."""
+    bank = build_object_bank([open_dataset(folder)], max_side=96, progress=False)
+    raw, compact = tmp_path / "raw.npz", tmp_path / "compact.npz"
+    bank.save(raw)
+    bank.save(compact, image_quality=80)
+    assert compact.stat().st_size < raw.stat().st_size / 3
+    loaded = ObjectBank.load(compact)
+    assert loaded.image_names == bank.image_names and loaded.sources == bank.sources
+    assert [o.bbox for o in loaded.objects] == [o.bbox for o in bank.objects]
+    for i in range(len(bank)):
+        assert np.array_equal(loaded.mask(i), bank.mask(i))
+        error = np.abs(loaded.image(i).astype(int) - bank.image(i).astype(int)).mean()
+        assert loaded.image(i).shape == bank.image(i).shape and error < 8
+    assert [a.tolist() for a in loaded.split(0.5)] == [a.tolist() for a in bank.split(0.5)]
+    with pytest.raises(FinecutError, match="image_quality"):
+        bank.save(tmp_path / "bad.npz", image_quality=0)
+    (tmp_path / "broken.npz").write_bytes(compact.read_bytes()[:200])
+    with pytest.raises(FinecutError, match="cannot read object bank"):
+        ObjectBank.load(tmp_path / "broken.npz")
+
+
+def test_object_bank_select_and_downscale(folder: Path) -> None:
+    bank = build_object_bank([open_dataset(folder)], max_side=96, progress=False)
+    picked = bank.select([4, 1])
+    assert len(picked) == 2 and len(picked.images) == 2
+    assert picked.image_names == [bank.image_names[bank.objects[i].image_index] for i in (4, 1)]
+    assert np.array_equal(picked.mask(0), bank.mask(4)) and np.array_equal(picked.image(1), bank.image(1))
+    small = bank.downscaled(48)
+    assert len(small) == len(bank) and max(small.images[0].shape[:2]) == 48
+    for i in range(len(small)):
+        mask = small.mask(i)
+        assert mask.shape == small.image(i).shape[:2] and mask.sum() == small.objects[i].area
+        ys, xs = np.nonzero(mask)
+        assert small.objects[i].bbox == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert abs(mask.mean() - bank.mask(i).mean()) < 0.02  # the same share of the image
+
+
 def test_object_bank_stores_a_photo_shared_by_two_sources_once(tmp_path: Path) -> None:
     """CCP and CCP-person read the same photos: one decoded image, both sources' objects on it, one split side."""
     root = tmp_path / "ccp"

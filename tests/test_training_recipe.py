@@ -188,3 +188,61 @@ def test_training_with_a_teacher_logs_a_distillation_term(folder: Path, tmp_path
     assert all(r.get("distill", 0.0) == 0.0 for r in records)
     with pytest.raises(finecut.FinecutError, match="distill_weight"):
         FocalClickOptions(distill_weight=-1.0).check()
+
+
+def test_prefetch_workers_share_the_requests(folder: Path) -> None:
+    sampler = _sampler(folder, np.random.default_rng(0))
+
+    def make(rng: np.random.Generator) -> BatchSampler:
+        sampler.rng = rng
+        return sampler
+
+    source = PrefetchSampler(make, [0, 0, 0], depth=1, batch_size=2, size_of=lambda step: 32, workers=3)
+    try:
+        assert len(source._processes) == 3 and all(p.is_alive() for p in source._processes)
+        batches = [source.sample() for _ in range(6)]
+    finally:
+        source.close()
+    assert all(b.images.shape == (2, 3, 32, 32) for b in batches)
+    assert not any(p.is_alive() for p in source._processes)
+    # each worker draws its own stream: not every batch is the same
+    assert len({b.images.sum().item() for b in batches}) > 1
+    with pytest.raises(ValueError, match="workers"):
+        PrefetchSampler(make, [0], depth=1, batch_size=1, size_of=lambda step: 32, workers=0)
+
+
+def test_device_option_is_checked() -> None:
+    assert TrainConfig.from_dict({"device": "cuda:1"}).device == "cuda:1"
+    for bad in ("gpu", "cuda:x", "CUDA"):
+        with pytest.raises(finecut.FinecutError, match="device must be"):
+            TrainConfig.from_dict({"device": bad})
+    with pytest.raises(finecut.FinecutError, match="ntclick_hrr method trains on the CPU only"):
+        TrainConfig.from_dict({"device": "cuda", "model": {"arch": "ntclick_hrr"}})
+    with pytest.raises(finecut.FinecutError, match="prefetch_workers"):
+        TrainConfig.from_dict({"focalclick": {"prefetch_workers": 0}})
+    with pytest.raises(finecut.FinecutError, match="time_budget_minutes"):
+        TrainConfig.from_dict({"time_budget_minutes": -1})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_run_without_a_gpu_says_so(folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(finecut.FinecutError, match="sees no CUDA device"):
+        train(_config(tmp_path, folder, device="cuda"), progress=False)
+
+
+def test_time_budget_anneals_by_time_and_stops_the_run(folder: Path, tmp_path: Path) -> None:
+    from finecut.training.trainer import lr_at
+
+    cfg = TrainConfig(lr=1.0, steps=1000, warmup_steps=10, min_lr_fraction=0.0, time_budget_minutes=1.0)
+    assert lr_at(5, cfg, train_seconds=59.0) == pytest.approx(0.6)  # warm-up is counted in steps
+    assert lr_at(20, cfg, train_seconds=0.0) == pytest.approx(lr_at(20, TrainConfig(lr=1.0, steps=1000,
+                                                                     warmup_steps=10, min_lr_fraction=0.0)))
+    assert lr_at(20, cfg, train_seconds=30.0) == pytest.approx(0.5)  # half the budget: the cosine's middle
+    assert lr_at(20, cfg, train_seconds=90.0) == pytest.approx(0.0)  # over budget: the floor
+    # a tiny budget stops a long run early, with a checkpoint and the reason in the log
+    run_dir = train(_config(tmp_path, folder, steps=10_000, time_budget_minutes=0.001), progress=False)
+    doc = json.loads((run_dir / "last.json").read_text())
+    assert 1 <= doc["training"]["step"] < 10_000
+    events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "stopped (time budget)"
+    assert events[0]["device"]  # the start event names the device

@@ -295,12 +295,12 @@ def batch_prompt_maps(clicks: Sequence[Sequence[Click]], previous: torch.Tensor,
                       layout: Sequence[str] | int,
                       memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
     """(B, C, H, W) prompt maps in ``layout`` at the batch's resolution: ``previous`` (B, 1, H, W) and each sample's
-    click disks of ``radius`` pixels (the training path; no crop, no scribbles)."""
+    click disks of ``radius`` pixels (the training path; no crop, no scribbles), drawn on ``previous``'s device
+    (:func:`batch_click_disks`)."""
     names = as_layout(layout)
     b, _, h, w = previous.shape
-    transform = CropTransform.identity(h, w)
-    disks = np.stack([click_disks(c, transform, radius) for c in clicks]) if b else np.zeros((0, 3, h, w), np.float32)
-    full = torch.cat([previous.float(), torch.from_numpy(disks)], dim=1)  # the canonical stack
+    disk_maps = batch_click_disks(clicks, b, h, w, radius, previous.device)
+    full = torch.cat([previous.float(), disk_maps], dim=1)  # the canonical stack
     index = [PROMPT_CHANNELS.index(name) for name in names]
     if index == list(range(index[0], index[0] + len(index))):  # a run of the stack (every layout in use): a view
         maps = full[:, index[0]:index[0] + len(index)]
@@ -309,12 +309,45 @@ def batch_prompt_maps(clicks: Sequence[Sequence[Click]], previous: torch.Tensor,
     return maps.contiguous(memory_format=memory_format)
 
 
+@functools.lru_cache(maxsize=16)
+def _disk_offsets(radius: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The (dy, dx) integer offsets of the pixel centres within ``radius`` of a pixel centre."""
+    k = int(np.ceil(radius))
+    dy, dx = np.mgrid[-k:k + 1, -k:k + 1]
+    inside = dy.astype(np.float64) ** 2 + dx.astype(np.float64) ** 2 <= float(radius) ** 2
+    return tuple(dy[inside].tolist()), tuple(dx[inside].tolist())
+
+
+def batch_click_disks(clicks: Sequence[Sequence[Click]], batch: int, height: int, width: int, radius: float,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, 3, H, W) float32 click disks (channels ``CLICK_CHANNELS``) of a batch at its own resolution, rendered on
+    ``device`` in one scatter — the same pixels as :func:`finecut.prompts.click_disks` with an identity transform
+    (centre at the clicked pixel, pixel centres within ``radius``, disks clipped at the border), without a per-sample
+    NumPy map: on a GPU the training step would otherwise wait for the CPU to draw and copy them."""
+    if len(clicks) != batch:
+        raise ValueError(f"{len(clicks)} click lists for a batch of {batch}")
+    maps = torch.zeros(batch, len(CLICK_CHANNELS), height, width, device=device)
+    rows = [(i, CLICK_CHANNELS.index(c.kind), int(np.floor(c.y)), int(np.floor(c.x)))
+            for i, sample in enumerate(clicks) for c in sample]
+    if not rows or radius < 0:
+        return maps
+    dy, dx = _disk_offsets(float(radius))
+    at = torch.tensor(rows, dtype=torch.long, device=device)  # (K, 4): sample, channel, row, col
+    ys = at[:, 2:3] + torch.tensor(dy, dtype=torch.long, device=device)[None]
+    xs = at[:, 3:4] + torch.tensor(dx, dtype=torch.long, device=device)[None]
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+    sample = at[:, 0:1].expand_as(ys)[inside]
+    channel = at[:, 1:2].expand_as(ys)[inside]
+    maps[sample, channel, ys[inside], xs[inside]] = 1.0
+    return maps
+
+
 #: The inputs of a network that declares nothing: the full stack, ImageNet normalisation.
 DEFAULT_INPUTS = InputSpec()
 
 __all__ = [
     "DEFAULT_INPUTS", "EFFICIENTNET_LITE_MEAN", "EFFICIENTNET_LITE_STD", "IMAGENET_MEAN", "IMAGENET_STD",
-    "PROMPT_CHANNELS", "InputSpec", "PromptLayout", "as_layout", "batch_prompt_maps", "check_layout",
-    "crop_image", "crop_prompt_maps", "crop_tensor", "input_spec", "leading_layout", "normalize", "normalize_batch",
-    "resize", "resize_tensor", "stack_prompt_maps", "trailing_layout",
+    "PROMPT_CHANNELS", "InputSpec", "PromptLayout", "as_layout", "batch_click_disks", "batch_prompt_maps",
+    "check_layout", "crop_image", "crop_prompt_maps", "crop_tensor", "input_spec", "leading_layout", "normalize",
+    "normalize_batch", "resize", "resize_tensor", "stack_prompt_maps", "trailing_layout",
 ]

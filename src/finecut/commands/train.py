@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="folder holding the training sets")
     parser.add_argument("--bank", default=None, help="object-bank cache file (built on first use)")
     parser.add_argument("--threads", type=int, default=None, help="override the number of CPU threads")
+    parser.add_argument("--device", default=None, help='override where the networks train: "cpu", "cuda", "cuda:N"')
     parser.add_argument("--validate", metavar="CHECKPOINT[:KEY=VALUE,...]", default=None,
                         help="instead of training: evaluate CHECKPOINT (full inference pipeline, standard protocol) "
                              "on the held-out images of the config's object bank, with inference options in the "
@@ -88,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         cfg.threads = args.threads
     if args.bank is not None:
         cfg.data.bank = args.bank
+    if args.device is not None:
+        cfg.device = args.device
+        cfg.check_device()
     if args.validate:
         return _validate(cfg, args)
     run_dir = train(cfg, resume=args.resume, max_minutes=args.max_minutes, progress=not args.no_progress)

@@ -29,6 +29,7 @@ which those runs ignored too — are dropped (:data:`FLAT_KEYS`).
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,9 @@ class FocalClickOptions:
     channels_last: bool = True  # NHWC memory format for images, prompt maps and weights
     compile: bool = False  # torch.compile the networks in place (nn.Module.compile; checkpoint keys unchanged)
     prefetch: int = 0  # > 0: a worker process draws (decodes, augments, simulates clicks for) this many batches ahead
+    # worker processes that draw prefetched batches (with ``prefetch`` > 0): one keeps up with a CPU step; a GPU step
+    # needs about one worker per core (each has its own seeded stream, batches arrive in completion order)
+    prefetch_workers: int = 1
     # distillation: a trained checkpoint (shipped name or path) whose segmentor, given the same image, clicks and
     # previous mask, gives soft targets (its probabilities) for an extra BCE term of weight ``distill_weight``
     distill_checkpoint: str = ""
@@ -107,6 +111,8 @@ class FocalClickOptions:
                 raise FinecutError(f"[focalclick].{name} must be >= 0, got {getattr(self, name)}")
         if self.refiner_size < 8:
             raise FinecutError(f"[focalclick].refiner_size must be at least 8, got {self.refiner_size}")
+        if self.prefetch_workers < 1:
+            raise FinecutError(f"[focalclick].prefetch_workers must be at least 1, got {self.prefetch_workers}")
         if 0 < self.small_refiner_size < 8:
             raise FinecutError(f"[focalclick].small_refiner_size must be 0 (off) or at least 8, got "
                                f"{self.small_refiner_size}")
@@ -304,6 +310,10 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Training methods that run on a CUDA device (``device = "cuda"``); the others train on the CPU.
+GPU_METHODS: frozenset[str] = frozenset({"focalclick"})
+
+
 def method_of(model: dict[str, Any]) -> str:
     """The training method of a ``[model]`` config (:data:`METHOD_OF_ARCH`)."""
     arch = model.get("arch")
@@ -334,6 +344,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 300
     min_lr_fraction: float = 0.05
+    # > 0: a time-boxed run (a lent GPU): training stops after this many minutes of training time (summed over
+    # resumes), and the cosine schedule runs on whichever of steps and time is further along, so the learning rate
+    # reaches its floor at the budget's end however fast the machine is; ``steps`` is then an upper bound
+    time_budget_minutes: float = 0.0
     # click simulation (FocalClick method and NTClick's ECP)
     max_iterative_clicks: int = 3
     iterative_probability: float = 0.8
@@ -341,6 +355,9 @@ class TrainConfig:
     click_radius: float = 5.0
     seed: int = 0
     threads: int = 2
+    # where the networks train: "cpu", or "cuda" / "cuda:N" (FocalClick-method runs, one process); TF32 matrix
+    # products on CUDA. Checkpoints are written as CPU float32 either way.
+    device: str = "cpu"
     log_every: int = 20
     checkpoint_every: int = 200
     # held-out validation through the evaluator's click loop (methods with a validation engine; NTClick's have none)
@@ -387,7 +404,19 @@ class TrainConfig:
         if self.init_backbone_checkpoint and self.init_checkpoint:
             raise FinecutError("init_checkpoint starts every weight; init_backbone_checkpoint (the backbone only) "
                                "cannot be combined with it")
+        if self.time_budget_minutes < 0:
+            raise FinecutError(f"time_budget_minutes must be >= 0, got {self.time_budget_minutes}")
+        self.check_device()
         self.data.check()
+
+    def check_device(self) -> None:
+        """Refuse a ``device`` that is not ``cpu`` / ``cuda`` / ``cuda:N``, or a GPU for a method that trains on the CPU
+        only."""
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise FinecutError(f"device must be \"cpu\", \"cuda\" or \"cuda:N\", got {self.device!r}")
+        if self.device != "cpu" and self.method not in GPU_METHODS:
+            raise FinecutError(f"device {self.device!r}: the {self.method} method trains on the CPU only "
+                               f"(GPU training: {', '.join(sorted(GPU_METHODS))})")
 
     def size_at(self, step: int) -> int:
         """The training crop size at ``step`` (``[focalclick]``'s small stage first, then ``size``)."""

@@ -101,13 +101,13 @@ def distillation_loss(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch
 class Teacher:
     """A trained checkpoint's segmentor, frozen, giving soft targets in its own prompt layout and normalisation."""
 
-    def __init__(self, name: str, memory_format: torch.memory_format) -> None:
+    def __init__(self, name: str, memory_format: torch.memory_format, device: torch.device | None = None) -> None:
         from finecut.model_inputs import IMAGENET_MEAN, IMAGENET_STD
         from finecut.models.checkpoint import load_checkpoint
         from finecut.registry import shipped_checkpoints
 
         net, _ = load_checkpoint(shipped_checkpoints().get(name, name))  # a shipped model's name or a checkpoint path
-        self.net = segmentor_of(net).to(memory_format=memory_format).eval().requires_grad_(False)
+        self.net = segmentor_of(net).to(device=device, memory_format=memory_format).eval().requires_grad_(False)
         spec = net.input_spec
         self.layout = spec.prompt_layout
         self.memory_format = memory_format
@@ -115,7 +115,7 @@ class Teacher:
         self.renorm: tuple[torch.Tensor, torch.Tensor] | None = None
         if (tuple(spec.mean), tuple(spec.std)) != (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)):
             def col(v: tuple[float, ...]) -> torch.Tensor:
-                return torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
+                return torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)
             scale = col(IMAGENET_STD) / col(spec.std)
             self.renorm = (scale, (col(IMAGENET_MEAN) - col(spec.mean)) / col(spec.std))
 
@@ -136,13 +136,25 @@ def iterate_clicks(net: nn.Module, batch: Batch, num_iters: int, cfg: TrainConfi
         with torch.no_grad():
             maps = prompt_maps(batch.clicks, previous, cfg.click_radius, channels, memory_format)
             probs = torch.sigmoid(segmentor_of(net)(batch.images, maps)["logits"])
-        preds = (probs[:, 0] > 0.49).numpy()
+        preds = (probs[:, 0] > 0.49).cpu().numpy()
         for i in range(len(batch.clicks)):
             click = next_training_click(batch.masks_np[i], preds[i], batch.clicks[i], rng)
             if click is not None:
                 batch.clicks[i].append(click)
         previous = probs
     return previous
+
+
+def to_device(batch: Batch, device: torch.device, memory_format: torch.memory_format) -> Batch:
+    """``batch`` with its tensors on ``device`` (copied there when it is a GPU; the NumPy masks and clicks stay) and its
+    images in ``memory_format``."""
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=True)
+
+    batch.images = move(batch.images).contiguous(memory_format=memory_format)  # no-op unless NCHW is asked for
+    batch.images_hi = move(batch.images_hi).contiguous(memory_format=memory_format)
+    batch.masks, batch.masks_hi, batch.previous = move(batch.masks), move(batch.masks_hi), move(batch.previous)
+    return batch
 
 
 class DirectBatches:
@@ -165,8 +177,9 @@ class PrefetchedBatches:
                  step: int) -> None:
         from finecut.training.prefetch import PrefetchSampler
 
-        self.source = PrefetchSampler(make_sampler, [cfg.seed, rank, step, 1], options_of(cfg).prefetch,
-                                      cfg.batch_size, cfg.size_at, first=step)
+        options = options_of(cfg)
+        self.source = PrefetchSampler(make_sampler, [cfg.seed, rank, step, 1], options.prefetch, cfg.batch_size,
+                                      cfg.size_at, first=step, workers=options.prefetch_workers)
 
     def __call__(self, step: int) -> Batch:
         return self.source.sample()
@@ -191,11 +204,12 @@ class FocalClickSteps(Steps):
         options = options_of(cfg)
         self.cfg, self.net, self.rng = cfg, net, setup.rng
         self.memory_format = options.memory_format
+        self.device = next(net.parameters()).device
         # the number of iterative passes per step has its own stream, so runs that differ in sampling draw the same
         # sequence
         self.iter_rng = np.random.default_rng([cfg.seed, setup.rank, setup.step, 2])
-        self.teacher = (Teacher(options.distill_checkpoint, self.memory_format) if options.distill_checkpoint
-                        else None)
+        self.teacher = (Teacher(options.distill_checkpoint, self.memory_format, self.device)
+                        if options.distill_checkpoint else None)
         step_module = TrainingStep(net, cfg.hi_factor, options.refiner_loss_weight,
                                    options.distill_weight if self.teacher is not None else 0.0)
         self.model: nn.Module = step_module
@@ -213,15 +227,13 @@ class FocalClickSteps(Steps):
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         cfg, rng = self.cfg, self.rng
-        batch = self.next_batch(step)
-        batch.images = batch.images.contiguous(memory_format=self.memory_format)  # no-op unless NCHW is asked for
-        batch.images_hi = batch.images_hi.contiguous(memory_format=self.memory_format)
+        batch = to_device(self.next_batch(step), self.device, self.memory_format)
         num_iters = (int(self.iter_rng.integers(1, cfg.max_iterative_clicks + 1))
                      if self.iter_rng.random() < cfg.iterative_probability else 0)
         previous = iterate_clicks(self.net, batch, num_iters, cfg, rng, self.channels)
         maps = prompt_maps(batch.clicks, previous, cfg.click_radius, self.channels, self.memory_format)
-        preds_np = (batch.previous[:, 0].numpy() > 0.5) if num_iters == 0 else (previous[:, 0].numpy() > 0.49)
-        boxes = sample_focus_boxes(batch.masks_np, preds_np, rng)
+        preds_np = (batch.previous[:, 0] > 0.5 if num_iters == 0 else previous[:, 0] > 0.49).cpu().numpy()
+        boxes = sample_focus_boxes(batch.masks_np, preds_np, rng).to(self.device)
         soft = None if self.teacher is None else self.teacher(batch.images, batch.clicks, previous, cfg.click_radius)
         out = self.model(batch.images, maps, batch.masks, batch.images_hi, batch.masks_hi, boxes,
                          cfg.refiner_size_at(step), soft)

@@ -73,6 +73,25 @@ def init_distributed(method: TrainingMethod) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
+def training_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
+    """The device ``cfg.device`` names, checked: a CUDA device must exist and trains in one process (no torchrun).
+    On CUDA, matrix products and convolutions use TF32 and cuDNN picks its fastest kernels."""
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FinecutError(f"device = {cfg.device!r}, but PyTorch sees no CUDA device here "
+                               f"(torch {torch.__version__}); train with device = \"cpu\"")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FinecutError(f"device = {cfg.device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+        if info.world > 1:
+            raise FinecutError(f"device = {cfg.device!r}: GPU training runs in one process; launch it without "
+                               "torchrun")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
 def load_or_build_bank(cfg: TrainConfig, info: DistInfo, progress: bool = True) -> ObjectBank:
     """The config's object bank, built (on the main process) and saved first if its file does not exist yet."""
     path = Path(cfg.data.bank)
@@ -250,8 +269,10 @@ def append_log(log_path: Path, record: dict[str, Any]) -> None:
 
 def log_start(log_path: Path, step: int, cfg: TrainConfig, processes: int = 1) -> None:
     """Append a start/resume event with the full config, so a run resumed with changed settings stays traceable."""
+    device = (torch.cuda.get_device_name(torch.device(cfg.device)) if cfg.device.startswith("cuda")
+              else platform.processor() or "cpu")
     append_log(log_path, {"step": step, "event": "resumed" if step else "started", "processes": processes,
-                          "host": platform.node(), "config": cfg.to_dict()})
+                          "host": platform.node(), "device": device, "config": cfg.to_dict()})
 
 
 def log_stop(log_path: Path, step: int, reason: str) -> None:
@@ -295,10 +316,14 @@ def save_run_state(run_dir: Path, net: nn.Module, optimizer: torch.optim.Optimiz
     os.replace(tmp, run_dir / "trainer_state.pt")
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, train_seconds: float = 0.0) -> float:
+    """The learning rate at ``step``: linear warm-up over ``warmup_steps``, then a cosine to ``min_lr_fraction``;
+    with ``time_budget_minutes`` the cosine follows ``train_seconds`` of the budget when that is further along."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    if cfg.time_budget_minutes > 0:
+        t = max(t, min(1.0, train_seconds / (cfg.time_budget_minutes * 60)))
     floor = cfg.min_lr_fraction
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
 
@@ -337,6 +362,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     cfg.check()
     method = method_for(cfg)
     info = init_distributed(method)
+    device = training_device(cfg, info)
     torch.set_num_threads(max(1, cfg.threads))
     torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down several times
     run_dir = Path(cfg.run_dir)
@@ -357,7 +383,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     # a resumed run has its weights already; a fresh one (or --resume of a run that never saved) starts the backbone
     backbone_init = None if resume and state_path.exists() else load_backbone_checkpoint(net, cfg)
     load_initial_weights(net, cfg)
-    net = method.prepare(net, cfg)
+    net = method.prepare(net, cfg).to(device)
     net.train()
     optimizer = torch.optim.Adam(param_groups(net, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -402,7 +428,11 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
             if max_minutes is not None and (time.time() - start) / 60 >= max_minutes:
                 stop_reason = "time"
                 break
-            lr = lr_at(step, cfg)
+            trained = elapsed_before + time.time() - start
+            if cfg.time_budget_minutes > 0 and trained >= cfg.time_budget_minutes * 60:
+                stop_reason = "time budget"
+                break
+            lr = lr_at(step, cfg, trained)
             losses = steps(step)
             optimizer_step(net, optimizer, losses["loss"], lr)
             step += 1

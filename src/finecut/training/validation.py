@@ -153,8 +153,13 @@ class SegmentorEngine(Engine):
         self.click_radius = click_radius
         self.prompt_channels = prompt_channels
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are (a GPU during GPU training): inputs go there, probabilities come back."""
+        return next(self.net.parameters()).device
+
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
-        return to_tensor_images(image[None])
+        return to_tensor_images(image[None]).to(self.device)
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, features: Any, prompts: Prompts,
@@ -162,9 +167,9 @@ class SegmentorEngine(Engine):
         height, width = image.shape[:2]
         prev = (torch.zeros(1, 1, height, width) if previous is None
                 else torch.from_numpy(np.asarray(previous.probs, dtype=np.float32))[None, None])
-        maps = prompt_maps([list(prompts.clicks)], prev, self.click_radius, self.prompt_channels)
+        maps = prompt_maps([list(prompts.clicks)], prev.to(self.device), self.click_radius, self.prompt_channels)
         probs = torch.sigmoid(self.net(features, maps)["logits"])
-        return EngineOutput(probs=probs[0, 0].numpy())
+        return EngineOutput(probs=probs[0, 0].cpu().numpy())
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "click_radius": self.click_radius, "prompt_channels": self.prompt_channels}
