@@ -80,15 +80,12 @@ class ObjectBank:
         for obj in chosen:
             image_map.setdefault(obj.image_index, len(image_map))
         order = sorted(image_map, key=image_map.get)
-        chunks, objects, offset = [], [], 0
+        packer = _MaskPacker()
         for i, obj in zip(object_indices, chosen, strict=True):
-            bits = np.packbits(self.mask(int(i)).reshape(-1))
-            chunks.append(bits)
-            objects.append(BankObject(image_map[obj.image_index], offset, obj.bbox, obj.area, obj.source))
-            offset += bits.size
+            packer.add(image_map[obj.image_index], self.mask(int(i)), obj.source, (obj.bbox, obj.area))
         return ObjectBank([self.images[k] for k in order], [self.image_names[k] for k in order],
-                          [self.image_sources[k] for k in order],
-                          np.concatenate(chunks) if chunks else np.zeros(0, np.uint8), objects, list(self.sources))
+                          [self.image_sources[k] for k in order], packer.mask_bits, packer.objects,
+                          list(self.sources))
 
     def downscaled(self, max_side: int) -> ObjectBank:
         """The bank with every image's long side at most ``max_side`` (INTER_AREA; masks resized and thresholded at
@@ -98,22 +95,16 @@ class ObjectBank:
             small, _ = _resize_to(image, max_side)
             images.append(np.ascontiguousarray(small))
             scaled.append(small.shape[:2] != image.shape[:2])
-        chunks, objects, offset = [], [], 0
+        packer = _MaskPacker()
         for index, obj in enumerate(self.objects):
             h, w = images[obj.image_index].shape[:2]
             mask = self.mask(index)
             if scaled[obj.image_index]:
                 mask = cv2.resize(mask.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_AREA) >= 128
-            if not mask.any():
-                continue
-            ys, xs = np.nonzero(mask)
-            bits = np.packbits(mask.reshape(-1))
-            chunks.append(bits)
-            objects.append(BankObject(obj.image_index, offset, (int(xs.min()), int(ys.min()), int(xs.max()) + 1,
-                                                                int(ys.max()) + 1), int(mask.sum()), obj.source))
-            offset += bits.size
-        return ObjectBank(images, list(self.image_names), list(self.image_sources),
-                          np.concatenate(chunks) if chunks else np.zeros(0, np.uint8), objects, list(self.sources))
+            if mask.any():
+                packer.add(obj.image_index, mask, obj.source)
+        return ObjectBank(images, list(self.image_names), list(self.image_sources), packer.mask_bits,
+                          packer.objects, list(self.sources))
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path, image_quality: int | None = None) -> None:
@@ -129,9 +120,7 @@ class ObjectBank:
                   "image_sources": np.array(self.image_sources, dtype=np.int32), "objects": table.reshape(-1, 8),
                   "sources": np.array(self.sources)}
         if image_quality is None:
-            flat = (np.concatenate([im.reshape(-1) for im in self.images]) if self.images
-                    else np.zeros(0, np.uint8))
-            arrays = {"image_pixels": flat, "mask_bits": self.mask_bits}
+            arrays = {"image_pixels": _join([im.reshape(-1) for im in self.images]), "mask_bits": self.mask_bits}
         else:
             if not 1 <= image_quality <= 100:
                 raise FinecutError(f"image_quality must be in 1..100, got {image_quality}")
@@ -159,10 +148,8 @@ class ObjectBank:
             if compact:
                 images = [_decode(path, code, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
                           for code in _split(data["image_codes"], data["image_code_ends"])]
-                mask_bits, offsets = _pack_masks(path, shapes, table,
-                                                 _split(data["mask_codes"], data["mask_code_ends"]))
-                table = table.copy()
-                table[:, 1] = offsets
+                mask_bits, objects = _unpack_box_masks(path, shapes, table,
+                                                       _split(data["mask_codes"], data["mask_code_ends"]))
             else:
                 flat = data["image_pixels"]
                 images, pos = [], 0
@@ -171,13 +158,13 @@ class ObjectBank:
                     images.append(flat[pos: pos + n].reshape(int(h), int(w), 3))
                     pos += n
                 mask_bits = data["mask_bits"]
+                objects = [BankObject(int(r[0]), int(r[1]), (int(r[2]), int(r[3]), int(r[4]), int(r[5])), int(r[6]),
+                                      int(r[7])) for r in table]
             names, image_sources, sources = data["image_names"], data["image_sources"], data["sources"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise FinecutError(f"{path}: cannot read object bank ({exc})") from exc
         if compact and any(im.shape[:2] != (int(h), int(w)) for im, (h, w) in zip(images, shapes, strict=True)):
             raise FinecutError(f"{path}: object bank images do not match their recorded shapes")
-        objects = [BankObject(int(r[0]), int(r[1]), (int(r[2]), int(r[3]), int(r[4]), int(r[5])), int(r[6]), int(r[7]))
-                   for r in table]
         return cls(images, [str(s) for s in names], [int(s) for s in image_sources], mask_bits, objects,
                    [str(s) for s in sources])
 
@@ -209,25 +196,46 @@ def _split(flat: np.ndarray, ends: np.ndarray) -> list[np.ndarray]:
     return [flat[int(a):int(b)] for a, b in zip(starts, ends, strict=True)]
 
 
-def _pack_masks(path: str | Path, shapes: np.ndarray, table: np.ndarray,
-                codes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Full-image bit-packed masks (and each one's offset) from a compact bank's per-object box PNGs."""
+class _MaskPacker:
+    """Object masks bit-packed one after another into one buffer (:attr:`ObjectBank.mask_bits`), each recorded as a
+    :class:`BankObject` with its offset, tight box and area."""
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+        self.objects: list[BankObject] = []
+        self.offset = 0
+
+    def add(self, image_index: int, mask: np.ndarray, source: int,
+            box: tuple[tuple[int, int, int, int], int] | None = None) -> None:
+        """Append ``mask`` (bool, the image's shape, not empty); ``box`` is its known (bbox, area), else measured."""
+        if box is None:
+            ys, xs = np.nonzero(mask)
+            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1), len(ys)
+        bits = np.packbits(mask.reshape(-1))
+        self.chunks.append(bits)
+        self.objects.append(BankObject(image_index, self.offset, box[0], box[1], source))
+        self.offset += bits.size
+
+    @property
+    def mask_bits(self) -> np.ndarray:
+        return _join(self.chunks)
+
+
+def _unpack_box_masks(path: str | Path, shapes: np.ndarray, table: np.ndarray,
+                      codes: list[np.ndarray]) -> tuple[np.ndarray, list[BankObject]]:
+    """The packed full-image masks and the objects of a compact bank, from its per-object box PNGs."""
     if len(codes) != len(table):
         raise FinecutError(f"{path}: object bank holds {len(codes)} masks for {len(table)} objects")
-    chunks, offsets, offset = [], np.zeros(len(table), np.int64), 0
+    packer = _MaskPacker()
     for k, (row, code) in enumerate(zip(table, codes, strict=True)):
-        h, w = (int(v) for v in shapes[int(row[0])])
-        x0, y0, x1, y1 = (int(v) for v in row[2:6])
+        image_index, (x0, y0, x1, y1) = int(row[0]), (int(v) for v in row[2:6])
         crop = _decode(path, code, cv2.IMREAD_GRAYSCALE)
-        if crop.shape != (y1 - y0, x1 - x0):
-            raise FinecutError(f"{path}: mask {k} is {crop.shape}, its box {(y1 - y0, x1 - x0)}")
-        mask = np.zeros((h, w), bool)
+        if crop.shape != (y1 - y0, x1 - x0) or not crop.any():
+            raise FinecutError(f"{path}: mask {k} is {crop.shape} (or empty), its box {(y1 - y0, x1 - x0)}")
+        mask = np.zeros(tuple(int(v) for v in shapes[image_index]), bool)
         mask[y0:y1, x0:x1] = crop > 0
-        bits = np.packbits(mask.reshape(-1))
-        chunks.append(bits)
-        offsets[k] = offset
-        offset += bits.size
-    return _join(chunks), offsets
+        packer.add(image_index, mask, int(row[7]), ((x0, y0, x1, y1), int(np.count_nonzero(crop))))
+    return packer.mask_bits, packer.objects
 
 
 def _resize_to(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -251,9 +259,7 @@ def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area
     images: list[np.ndarray] = []
     image_names: list[str] = []
     image_sources: list[int] = []
-    chunks: list[np.ndarray] = []
-    objects: list[BankObject] = []
-    offset = 0
+    packer = _MaskPacker()
     sources = list(names) if names is not None else [ds.name for ds in datasets]
     from finecut.io import read_image
 
@@ -297,13 +303,7 @@ def build_object_bank(datasets: Sequence[Dataset], max_side: int = 512, min_area
                 image_names.append(f"{dataset.name}/{Path(image_path).name}")
                 image_sources.append(source_index)
             for mask in kept:
-                ys, xs = np.nonzero(mask)
-                bits = np.packbits(mask.reshape(-1))
-                chunks.append(bits)
-                objects.append(BankObject(image_index, offset, (int(xs.min()), int(ys.min()), int(xs.max()) + 1,
-                                                                int(ys.max()) + 1), int(mask.sum()), source_index))
-                offset += bits.size
-    mask_bits = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
-    if not objects:
+                packer.add(image_index, mask, source_index)
+    if not packer.objects:
         raise FinecutError("no training objects found (check the dataset paths and area limits)")
-    return ObjectBank(images, image_names, image_sources, mask_bits, objects, sources)
+    return ObjectBank(images, image_names, image_sources, packer.mask_bits, packer.objects, sources)
