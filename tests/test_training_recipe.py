@@ -152,6 +152,15 @@ def test_validation_curve_is_recorded(folder: Path, tmp_path: Path) -> None:
     assert [r["step"] for r in curve] == [1, 2] and all("val_miou@1" in r for r in curve)
 
 
+def test_val_every_zero_turns_validation_off(folder: Path, tmp_path: Path) -> None:
+    run_dir = train(_config(tmp_path, folder, steps=2, val_every=0), progress=False)
+    doc = json.loads((run_dir / "last.json").read_text())
+    assert doc["training"]["step"] == 2 and not doc["training"].get("validation_curve")
+    for bad in ({"val_every": -1}, {"log_every": 0}, {"checkpoint_every": 0}):
+        with pytest.raises(finecut.FinecutError, match=f"{next(iter(bad))} must be >= "):
+            TrainConfig.from_dict(bad)
+
+
 def test_nchw_lever_trains(folder: Path, tmp_path: Path) -> None:
     run_dir = train(_config(tmp_path, folder, steps=1, channels_last=False), progress=False)
     assert json.loads((run_dir / "last.json").read_text())["training"]["step"] == 1

@@ -360,7 +360,8 @@ class TrainConfig:
     device: str = "cpu"
     log_every: int = 20
     checkpoint_every: int = 200
-    # held-out validation through the evaluator's click loop (methods with a validation engine; NTClick's have none)
+    # held-out validation through the evaluator's click loop (methods with a validation engine; NTClick's have none);
+    # 0 turns it off
     val_every: int = 1000
     val_objects: int = 64
     val_clicks: int = 10
@@ -404,6 +405,11 @@ class TrainConfig:
         if self.init_backbone_checkpoint and self.init_checkpoint:
             raise FinecutError("init_checkpoint starts every weight; init_backbone_checkpoint (the backbone only) "
                                "cannot be combined with it")
+        for name in ("log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise FinecutError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.val_every < 0:
+            raise FinecutError(f"val_every must be >= 0 (0: no validation during training), got {self.val_every}")
         if self.time_budget_minutes < 0:
             raise FinecutError(f"time_budget_minutes must be >= 0, got {self.time_budget_minutes}")
         self.check_device()

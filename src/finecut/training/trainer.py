@@ -343,7 +343,7 @@ class HeldOutValidation:
         self.samples: list | None = None
 
     def due(self, step: int) -> bool:
-        return len(self.indices) > 0 and step % self.cfg.val_every == 0
+        return self.cfg.val_every > 0 and len(self.indices) > 0 and step % self.cfg.val_every == 0
 
     def __call__(self) -> dict[str, float]:
         from finecut.training.validation import held_out_views, validate_in_training
