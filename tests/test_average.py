@@ -38,6 +38,21 @@ def test_average_is_the_weighted_mean_and_keeps_the_last_record(tmp_path: Path) 
     assert json.loads((tmp_path / "cli.json").read_text())["training"]["weight_average"]["weights"] == [0.5, 0.5]
 
 
+def test_average_never_overwrites_an_existing_checkpoint_unless_asked(tmp_path: Path) -> None:
+    a, b = _saved(tmp_path, "a", 1), _saved(tmp_path, "b", 2)
+    before = {p: p.read_bytes() for p in (tmp_path / "a.json", tmp_path / "a.safetensors")}
+    with pytest.raises(finecut.FinecutError, match="already exists"):
+        average_checkpoints([a, b], tmp_path / "a")  # the output is one of the inputs: refused, untouched
+    assert {p: p.read_bytes() for p in before} == before
+    (tmp_path / "w.safetensors").write_bytes(b"someone's weights")  # half a checkpoint is refused too
+    with pytest.raises(finecut.FinecutError, match="w.safetensors: already exists"):
+        average_checkpoints([a, b], tmp_path / "w")
+    assert (tmp_path / "w.safetensors").read_bytes() == b"someone's weights" and not (tmp_path / "w.json").exists()
+    assert cli_main(["train", "--average", str(a), str(b), "--average-out", str(tmp_path / "a")]) == 2
+    assert cli_main(["train", "--average", str(a), str(b), "--average-out", str(tmp_path / "a"), "--overwrite"]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["training"]["weight_average"]["weights"] == [0.5, 0.5]
+
+
 def test_average_refuses_other_architectures_and_bad_weights(tmp_path: Path) -> None:
     a, deeper = _saved(tmp_path, "a", 1), _saved(tmp_path, "c", 3, depth=3)
     with pytest.raises(finecut.FinecutError, match="differs"):

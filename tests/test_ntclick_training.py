@@ -197,6 +197,14 @@ def test_assemble_load_and_predict(folder: Path, tmp_path: Path) -> None:
     assert cli_main(["train", "--assemble", str(ecp_dir / "last"), str(hrr_dir / "last"), str(tmp_path / "a")]) == 0
     assert json.loads((tmp_path / "a.json").read_text())["engine"] == "ntclick"
     assert cli_main(["train", "--assemble", str(hrr_dir / "last"), str(ecp_dir / "last"), str(tmp_path / "b")]) == 2
+    # an existing output is never overwritten unless asked
+    kept = (tmp_path / "a.safetensors").read_bytes()
+    with pytest.raises(finecut.FinecutError, match="already exists"):
+        assemble_ntclick(ecp_dir / "last.json", "ntclick", tmp_path / "a")
+    assert (tmp_path / "a.safetensors").read_bytes() == kept
+    assert cli_main(["train", "--assemble", str(ecp_dir / "last"), "ntclick", str(tmp_path / "a")]) == 2
+    assert cli_main(["train", "--assemble", str(ecp_dir / "last"), "ntclick", str(tmp_path / "a"), "--overwrite"]) == 0
+    assert (tmp_path / "a.safetensors").read_bytes() != kept
     from finecut.training.card import write_model_card
 
     card = write_model_card(out, tmp_path / "card.md").read_text()

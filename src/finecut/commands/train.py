@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "one architecture) into --average-out; no CONFIG needed")
     parser.add_argument("--average-out", metavar="OUT", default=None, help="where --average writes (.json + "
                                                                            ".safetensors)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="--average / --assemble: replace an existing checkpoint at OUT (refused by default)")
     parser.add_argument("--average-weights", nargs="+", type=float, metavar="W", default=None,
                         help="--average: one weight per checkpoint (default: equal)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,14 +63,15 @@ def run(args: argparse.Namespace) -> int:
             raise FinecutError("--assemble takes no CONFIG")
         from finecut.training.ntclick import assemble_ntclick
 
-        print(f"checkpoint: {assemble_ntclick(*args.assemble)}")
+        print(f"checkpoint: {assemble_ntclick(*args.assemble, overwrite=args.overwrite)}")
         return 0
     if args.average:
         if args.config is not None or not args.average_out:
             raise FinecutError("--average takes no CONFIG and needs --average-out OUT")
         from finecut.training.average import average_checkpoints
 
-        print(f"checkpoint: {average_checkpoints(args.average, args.average_out, args.average_weights)}")
+        out = average_checkpoints(args.average, args.average_out, args.average_weights, overwrite=args.overwrite)
+        print(f"checkpoint: {out}")
         return 0
     if args.config is None:
         raise FinecutError("a training CONFIG is needed (or --assemble ECP HRR OUT, or --average ... --average-out)")

@@ -29,11 +29,22 @@ from finecut.models.registry import build_model
 FORMAT_VERSION = 1
 
 
+def refuse_existing_checkpoint(path: str | os.PathLike) -> None:
+    """Raise :class:`FinecutError` when the JSON or the weights of a checkpoint at ``path`` already exist."""
+    for existing in checkpoint_paths(path):
+        if existing.exists():
+            raise FinecutError(f"{existing}: already exists (refusing to overwrite a checkpoint; remove it, choose "
+                               "another output name, or pass --overwrite)")
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_config: dict[str, Any],
                     metadata: dict[str, Any] | None = None, overwrite: bool = True) -> tuple[Path, Path]:
     """Write weights (float32, contiguous) and the JSON config; both atomically.
 
-    The JSON gets the network's declared inputs (``"inputs"``) unless ``metadata`` gives them."""
+    The JSON gets the network's declared inputs (``"inputs"``) unless ``metadata`` gives them. With ``overwrite``
+    False, an existing JSON or weights file at ``path`` is refused before either is written."""
+    if not overwrite:
+        refuse_existing_checkpoint(path)
     json_path, weights_path = checkpoint_paths(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = weights_path.with_name(f".{weights_path.name}.tmp")

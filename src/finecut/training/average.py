@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from finecut.errors import FinecutError
-from finecut.models.checkpoint import load_checkpoint, save_checkpoint
+from finecut.models.checkpoint import load_checkpoint, refuse_existing_checkpoint, save_checkpoint
 
 #: Keys of a checkpoint's JSON that describe the network itself (rewritten by :func:`save_checkpoint`).
 _OWN_KEYS = ("format_version", "model", "inputs")
@@ -49,13 +49,17 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]],
 
 
 def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike,
-                        weights: Sequence[float] | None = None, name: str | None = None) -> Path:
+                        weights: Sequence[float] | None = None, name: str | None = None,
+                        overwrite: bool = False) -> Path:
     """Write the weighted average (uniform by default; ``weights`` are normalised to sum 1) of the checkpoints at
-    ``paths`` (paths or shipped names, all of one architecture config) to ``out_path``; returns its JSON path."""
+    ``paths`` (paths or shipped names, all of one architecture config) to ``out_path``; returns its JSON path. An
+    existing checkpoint at ``out_path`` is refused (before any loading) unless ``overwrite``."""
     from finecut.registry import shipped_checkpoints
 
     if len(paths) < 2:
         raise FinecutError("averaging needs at least two checkpoints")
+    if not overwrite:
+        refuse_existing_checkpoint(out_path)
     weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
     if len(weights) != len(paths) or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise FinecutError(f"weights {weights}: one finite non-negative weight per checkpoint, not all zero")
@@ -80,5 +84,5 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.P
                                   "steps": [d.get("training", {}).get("step") for d in docs]}
     meta["training"] = training
     meta.pop("card", None)
-    json_path, _ = save_checkpoint(out_path, net, docs[0]["model"], meta)
+    json_path, _ = save_checkpoint(out_path, net, docs[0]["model"], meta, overwrite=overwrite)
     return json_path

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from finecut import fbu
 from finecut.errors import FinecutError
 from finecut.evaluation.protocol import next_click_tolerant, uncertain_band
-from finecut.models.checkpoint import load_checkpoint, save_checkpoint
+from finecut.models.checkpoint import load_checkpoint, refuse_existing_checkpoint, save_checkpoint
 from finecut.prompts import Click, ClickKind, CropTransform, click_disks
 from finecut.training.augment import View, ViewConfig
 from finecut.training.batch import BatchSampler, prompt_maps, to_tensor_images
@@ -445,13 +445,16 @@ NTCLICK_HRR = HRRMethod()
 
 
 def assemble_ntclick(ecp_path: str | os.PathLike, hrr_path: str | os.PathLike, out_path: str | os.PathLike,
-                     name: str = "ntclick") -> Path:
-    """Join a trained ECP and a trained HRR checkpoint into one ``ntclick`` checkpoint; returns its JSON path. Each
+                     name: str = "ntclick", overwrite: bool = False) -> Path:
+    """Join a trained ECP and a trained HRR checkpoint into one ``ntclick`` checkpoint; returns its JSON path (an
+    existing checkpoint at ``out_path`` is refused, before any loading, unless ``overwrite``). Each
     part is a checkpoint path or a shipped model's name; an assembled ``ntclick`` checkpoint gives its own ECP or HRR
     (e.g. a newly trained ECP with the shipped model's HRR: ``assemble_ntclick("runs/ecp/last", "ntclick", OUT)``)."""
     from finecut.models.ntclick import NTClickHRR, NTClickNet, is_ecp
     from finecut.registry import shipped_checkpoints
 
+    if not overwrite:
+        refuse_existing_checkpoint(out_path)
     shipped = shipped_checkpoints()
     ecp_path = shipped.get(str(ecp_path), ecp_path)
     hrr_path = shipped.get(str(hrr_path), hrr_path)
@@ -472,7 +475,7 @@ def assemble_ntclick(ecp_path: str | os.PathLike, hrr_path: str | os.PathLike, o
             "training": {"step": ecp_doc.get("training", {}).get("step"),
                          "ecp": {"source": str(ecp_path), **ecp_doc.get("training", {})},
                          "hrr": {"source": str(hrr_path), **hrr_doc.get("training", {})}}}
-    json_path, _ = save_checkpoint(out_path, net, net.arch_config(), meta)
+    json_path, _ = save_checkpoint(out_path, net, net.arch_config(), meta, overwrite=overwrite)
     return json_path
 
 
