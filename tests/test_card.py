@@ -130,6 +130,25 @@ def test_card_without_training_record_or_results(tmp_path: Path) -> None:
     assert "No evaluation summary" in text
 
 
+def test_regenerating_a_card_keeps_its_hand_written_notes(tmp_path: Path) -> None:
+    json_path, _ = save_checkpoint(tmp_path / "ck", build_model(TINY_MODEL), TINY_MODEL)
+    card = write_model_card(json_path, tmp_path / "ck.md")
+    assert "## Notes" not in card.read_text()
+    notes = "## Notes\n\n* Why it was shipped: held-out 1.81 / 2.90.\n\n### A sub-heading stays too\n"
+    card.write_text(card.read_text().replace("No training record", "STALE") + "\n" + notes)
+    text = write_model_card(json_path, card).read_text()
+    assert text.endswith(notes) and text.count("## Notes") == 1
+    assert "STALE" not in text and "No training record" in text  # the generated part is rendered afresh
+    assert write_model_card(json_path, card).read_text() == text  # stable across reruns
+    card.write_text(card.read_text().replace("## Notes\n", "## Notes (written by hand)\n"))
+    assert write_model_card(json_path, card).read_text().endswith("## Notes (written by hand)" + notes[len("## Notes"):])
+    other = tmp_path / "README.md"
+    other.write_text("# Someone's notes\n")
+    with pytest.raises(FinecutError, match="is not a model card"):
+        write_model_card(json_path, other)
+    assert other.read_text() == "# Someone's notes\n"
+
+
 def test_extra_model_names_and_bad_inputs(tmp_path: Path) -> None:
     net = build_model(TINY_MODEL)
     json_path, weights_path = save_checkpoint(tmp_path / "ck" / "last", net, TINY_MODEL)

@@ -10,7 +10,8 @@ HELP = "write a Markdown model card (architecture, parameters, training recipe, 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint NAME.json (or NAME.safetensors / the stem)")
-    parser.add_argument("--out", required=True, help="Markdown file to write")
+    parser.add_argument("--out", required=True, help="Markdown file to write (an existing card there is rewritten, "
+                        "keeping its hand-written '## Notes' section to the end; any other file is refused)")
     parser.add_argument("--results", default=None, metavar="DIR",
                         help="folder searched (recursively) for evaluation summary.json files of this model")
     parser.add_argument("--model-name", action="append", default=[], metavar="NAME",

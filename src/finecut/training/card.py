@@ -1,5 +1,8 @@
 """Model cards: a Markdown page describing a trained checkpoint (``finecut card CHECKPOINT --out FILE``).
 
+Rerunning it over an existing card keeps that card's hand-written ``## Notes`` section (heading to end of file) and
+refuses a file that is not a model card.
+
 The card is built from what a checkpoint carries (``NAME.json``: architecture config, engine, the trainer's record of
 the run; ``NAME.safetensors``: the weights, read lazily for tensor shapes) plus every evaluation summary
 (``summary.json`` written by ``finecut evaluate``) under a results folder whose ``model`` names this checkpoint.
@@ -16,6 +19,7 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 
 from finecut.errors import FinecutError
+from finecut.io import atomic_write_bytes
 from finecut.models.checkpoint import checkpoint_paths, read_checkpoint_config
 from finecut.training.config import flat_config
 
@@ -254,7 +258,7 @@ def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
     params = parameter_count(weights_path, model)
     training = doc.get("training") or {}
     title = json_path.parent.name if json_path.stem in ("last", "best") else json_path.stem
-    out = [f"# Model card: {title}", ""]
+    out = [f"{CARD_TITLE}{title}", ""]
     out += [(f"* Checkpoint: `{json_path.with_suffix('')}` (`.json` + `.safetensors`, format "
             f"{doc.get('format_version', '?')})"),
             f"* Engine: `{doc.get('engine', '?')}`",
@@ -343,8 +347,36 @@ def write_model_card(checkpoint_json: str | os.PathLike, out_md: str | os.PathLi
     doc = read_checkpoint_config(json_path)
     root = Path(results_root) if results_root is not None else None
     evaluations = find_summaries(root, _names_for(json_path) | set(model_names)) if root is not None else []
-    text = render_model_card(doc, json_path, weights_path, evaluations, root)
+    text = render_model_card(doc, json_path, weights_path, evaluations, root) + "\n"
     out = Path(out_md)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    notes = kept_notes(out)
+    if notes:
+        text = text.rstrip("\n") + "\n\n" + notes
+    atomic_write_bytes(out, text.encode("utf-8"), overwrite=True)
     return out
+
+
+#: How a rendered card begins.
+CARD_TITLE = "# Model card: "
+#: The heading of a card's hand-written section (alone or followed by a space and more words): everything from it to
+#: the end survives regeneration.
+NOTES_HEADING = "## Notes"
+
+
+def kept_notes(card: Path) -> str:
+    """The hand-written ``## Notes`` section (heading to end of file) of an existing card at ``card``, or "" — what a
+    regenerated card keeps, so rerunning ``finecut card`` never loses what a person wrote."""
+    try:
+        lines = card.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FinecutError(f"{card}: exists but cannot be read as a model card ({exc}); not overwriting it") from exc
+    if lines and not lines[0].startswith(CARD_TITLE):
+        raise FinecutError(f"{card}: exists and is not a model card (its first line is not '{CARD_TITLE}...'); "
+                           "not overwriting it")
+    for i, line in enumerate(lines):
+        if line.rstrip() == NOTES_HEADING or line.startswith(NOTES_HEADING + " "):  # "## Notes (by hand)" too
+            notes = "".join(lines[i:])
+            return notes if notes.endswith("\n") else notes + "\n"
+    return ""
