@@ -141,7 +141,8 @@ def test_regenerating_a_card_keeps_its_hand_written_notes(tmp_path: Path) -> Non
     assert "STALE" not in text and "No training record" in text  # the generated part is rendered afresh
     assert write_model_card(json_path, card).read_text() == text  # stable across reruns
     card.write_text(card.read_text().replace("## Notes\n", "## Notes (written by hand)\n"))
-    assert write_model_card(json_path, card).read_text().endswith("## Notes (written by hand)" + notes[len("## Notes"):])
+    renamed = "## Notes (written by hand)" + notes[len("## Notes"):]
+    assert write_model_card(json_path, card).read_text().endswith(renamed)
     other = tmp_path / "README.md"
     other.write_text("# Someone's notes\n")
     with pytest.raises(FinecutError, match="is not a model card"):
