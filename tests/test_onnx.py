@@ -133,6 +133,9 @@ def default_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("onnx") / "default"
     assert main(["export-onnx", "default", str(out)]) == 0  # the command, as a user runs it
+    before = (out / "model.json").read_bytes()
+    assert main(["export-onnx", "default", str(out), "--no-verify"]) == 2  # an earlier export is never overwritten
+    assert (out / "model.json").read_bytes() == before
     return out
 
 

@@ -277,8 +277,10 @@ def _inputs(engine: Any) -> dict[str, Any]:
 
 
 def export_onnx(engine: Any, out_dir: str | Path, *, opset: int = OPSET, verify: bool = True,
-                digest: str | None = None) -> Path:
-    """Write ``engine``'s networks as ONNX graphs and ``model.json`` into ``out_dir``; returns the JSON's path.
+                digest: str | None = None, overwrite: bool = False) -> Path:
+    """Write ``engine``'s networks as ONNX graphs and ``model.json`` into ``out_dir``; returns the JSON's path. Files
+    of an earlier export there (``model.json``, a graph of the same name) are refused before anything is written,
+    unless ``overwrite``.
 
     ``verify`` (default) runs every graph on ONNX Runtime at other input sizes against PyTorch (needs
     ``onnxruntime``) and records the largest relative difference in ``model.json``."""
@@ -286,11 +288,16 @@ def export_onnx(engine: Any, out_dir: str | Path, *, opset: int = OPSET, verify:
     digest = digest or network_digest(engine)
     networks = engine_networks(engine)
     graphs = graph_modules(networks)
+    out = Path(out_dir)
+    if not overwrite:
+        for existing in [out / "model.json", *(out / f"{name}.onnx" for name in graphs)]:
+            if existing.exists():
+                raise FinecutError(f"{existing}: already exists (refusing to overwrite an earlier export; pass "
+                                   "--overwrite or choose another folder)")
     specs = graph_specs(networks)
     for module in graphs.values():
         module.eval()
     samples = sample_inputs(engine, graphs)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries: dict[str, Any] = {}
     for name, module in graphs.items():
@@ -346,7 +353,7 @@ def cached_export(engine: Any, digest: str | None = None) -> Path:
     shutil.rmtree(temporary, ignore_errors=True)
     log.info("exporting the ONNX graphs of %s into %s", engine.name, target)
     try:
-        export_onnx(engine, temporary, digest=digest)
+        export_onnx(engine, temporary, digest=digest, overwrite=True)
         if target.exists() and not _valid_export(target, digest):
             shutil.rmtree(target, ignore_errors=True)
         try:
