@@ -372,6 +372,11 @@ def test_results_table_merges_runs(tmp_path: Path) -> None:
     (tmp_path / "published.json").write_text(json.dumps(published))
     text = write_results_table(tmp_path / "RESULTS.md", root=tmp_path / "runs").read_text()
     assert "Published results that cannot be reproduced here:\n\n* **Tab. 9**: its set is not here" in text
+    notes = tmp_path / "NOTES.md"  # a file that is not a generated table is never overwritten
+    notes.write_text("# My notes\n")
+    with pytest.raises(FinecutError, match="not a results table"):
+        write_results_table(notes, root=tmp_path / "runs")
+    assert notes.read_text() == "# My notes\n"
 
 
 class FixedIoUEngine(Engine):

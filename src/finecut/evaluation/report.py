@@ -282,14 +282,14 @@ def results_markdown(summaries: Sequence[dict[str, Any]], base: str | os.PathLik
         return f"{len(runs)} seeds: " + ", ".join(link(r) for r in runs)
 
     if not summaries:  # only FocalClick-XL protocol runs
-        parts = ["# Evaluation results", "", *protocol_sections(all_summaries, link)]
+        parts = [TABLE_TITLE, "", *protocol_sections(all_summaries, link)]
         return "\n".join(_hosts(all_summaries, parts))
     max_clicks = sorted({int(s.get("max_clicks", 20)) for s in summaries})
     thresholds = sorted({float(s.get("threshold", 0.49)) for s in summaries})
     n_clicks = str(max_clicks[0]) if len(max_clicks) == 1 else "N (see each run)"
     threshold = f"{thresholds[0]:g}" if len(thresholds) == 1 else "as recorded in each run"
     parts = [
-        "# Evaluation results",
+        TABLE_TITLE,
         "",
         "Standard (RITM) protocol: the simulated user clicks at the point farthest from the error boundary "
         f"(exact L2 distance, 1 px zero pad, ties negative), up to {n_clicks} clicks, prediction threshold "
@@ -360,6 +360,10 @@ def _hosts(summaries: Sequence[dict[str, Any]], parts: list[str]) -> list[str]:
     return parts
 
 
+#: The first line of every results table :func:`write_results_table` writes (what marks a file it may replace).
+TABLE_TITLE = "# Evaluation results"
+
+
 def write_results_table(
     out_path: str | os.PathLike,
     summaries: Sequence[dict[str, Any]] | None = None,
@@ -368,7 +372,8 @@ def write_results_table(
     """Write the merged Markdown table to ``out_path`` (and one mIoU plot per dataset beside it).
 
     Give the summaries directly, or a ``root`` folder whose ``*/summary.json`` files are merged. A ``published.json``
-    beside ``out_path`` adds a table of published numbers. The table is a generated file, replaced on every call.
+    beside ``out_path`` adds a table of published numbers. The table is a generated file, replaced on every call; a
+    file at ``out_path`` that is not such a table (another first line) is refused, never overwritten.
     """
     if summaries is None:
         if root is None:
@@ -380,6 +385,12 @@ def write_results_table(
     published_path = out.parent / "published.json"
     published = json.loads(published_path.read_text()) if published_path.exists() else None
     text = results_markdown(summaries, base=out.parent, published=published)
+    if out.exists():
+        with out.open("rb") as fh:
+            first = fh.readline()
+        if first and first.rstrip(b"\r\n") != TABLE_TITLE.encode():
+            raise FinecutError(f"{out}: exists and is not a results table written by finecut (its first line is not "
+                               f"'{TABLE_TITLE}'); not overwriting it")
     atomic_write_bytes(out, text.encode(), overwrite=True)
     datasets: dict[str, dict[str, Sequence[float]]] = {}
     for (label, ds), runs in group_runs([s for s in summaries if is_click_run(s)]).items():
