@@ -13,6 +13,7 @@ import math
 import os
 import struct
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -259,6 +260,30 @@ def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise FinecutError(f"{what} is empty (shape {arr.shape})")
     return np.ascontiguousarray(arr)
+
+
+def refuse_existing(paths: Iterable[str | os.PathLike], hint: str) -> None:
+    """Raise :class:`FinecutError` ``"PATH: already exists (HINT)"`` for the first of ``paths`` that exists — the
+    check every writer of user-visible files makes before writing anything."""
+    for path in paths:
+        if Path(path).exists():
+            raise FinecutError(f"{path}: already exists ({hint})")
+
+
+def read_own_file(path: str | os.PathLike, first_line: str, what: str) -> str:
+    """The text of a file finecut generates at ``path`` ("" when there is none, or it is empty), refusing one whose
+    first line does not start with ``first_line`` — something else lives there, and rewriting it would lose it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FinecutError(f"{p}: exists but cannot be read as {what} ({exc}); not overwriting it") from exc
+    if text and not text.startswith(first_line):
+        raise FinecutError(f"{p}: exists and is not {what} (its first line is not '{first_line}...'); "
+                           "not overwriting it")
+    return text
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 from finecut.errors import FinecutError, one_line
 from finecut.export import ExportImage, ExportObject, write_coco
 from finecut.importers.coco import CocoFile, CocoImage
-from finecut.io import overlay, read_image, write_image
+from finecut.io import overlay, read_image, refuse_existing, write_image
 from finecut.predictor import Predictor
 from finecut.prompts import Box
 
@@ -78,8 +78,8 @@ def run_coco_batch(args: argparse.Namespace, coco: CocoFile, predictor: Predicto
                    out_dir: Path, max_pixels: int) -> int:
     """Segment every box of ``coco``; write ``out_dir/coco_rle.json``; 2 when an image failed."""
     target = out_dir / OUTPUT
-    if target.exists() and not args.overwrite:
-        raise FinecutError(f"{target}: already exists (pass --overwrite to replace it)")
+    if not args.overwrite:
+        refuse_existing([target], "pass --overwrite to replace it")
     for problem in coco.problems:
         print(one_line(f"finecut segment: note: {problem}"), file=sys.stderr)
     results, failed, boxes = [], 0, 0
@@ -87,8 +87,8 @@ def run_coco_batch(args: argparse.Namespace, coco: CocoFile, predictor: Predicto
         rel = Path(image.file_name)
         overlay_path = out_dir / rel.parent / f"{rel.stem}_overlay.png" if args.overlays else None
         try:
-            if overlay_path is not None and overlay_path.exists() and not args.overwrite:
-                raise FinecutError(f"{overlay_path}: already exists (pass --overwrite to replace it)")
+            if overlay_path is not None and not args.overwrite:
+                refuse_existing([overlay_path], "pass --overwrite to replace it")
             result, _skipped, seconds = _segment_image(predictor, coco, image, images_dir, args.threshold,
                                                        max_pixels, overlay_path, args.overwrite)
         except FinecutError as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from finecut.errors import FinecutError
-from finecut.io import overlay, write_image, write_mask
+from finecut.io import overlay, refuse_existing, write_image, write_mask
 from finecut.predictor import Predictor
 from finecut.prompts import Click, ClickKind
 from finecut.registry import load_model
@@ -48,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise FinecutError(f"{out}: exists and is not a folder")
     paths = {name: out / name for name in OUTPUT_FILES}
     if not args.overwrite:
-        for path in paths.values():
-            if path.exists():
-                raise FinecutError(f"{path}: already exists (pass --overwrite or choose another --out folder)")
+        refuse_existing(paths.values(), "pass --overwrite or choose another --out folder")
     image = demo_image()
     engine = load_model(args.model)
     predictor = Predictor(engine)

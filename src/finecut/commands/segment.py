@@ -14,7 +14,8 @@ import numpy as np
 
 from finecut.errors import FinecutError, one_line
 from finecut.importers.coco import is_coco, parse_coco
-from finecut.io import megapixels_to_pixels, overlay, pixel_limit, read_image, write_image, write_mask
+from finecut.io import (megapixels_to_pixels, overlay, pixel_limit, read_image, refuse_existing, write_image,
+                        write_mask)
 from finecut.predictor import Predictor
 from finecut.prompts import Box, Click, ClickKind
 from finecut.registry import load_model
@@ -176,12 +177,6 @@ def segment_image(
     return prediction.mask, time.perf_counter() - start
 
 
-def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
-    for path in paths:
-        if path.exists() and not overwrite:
-            raise FinecutError(f"{path}: already exists (pass --overwrite to replace it)")
-
-
 def _check_threshold(value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise FinecutError(f"--threshold must be in [0, 1], got {value}")
@@ -223,7 +218,8 @@ def _run_single(args: argparse.Namespace) -> int:
         raise FinecutError(f"{out}: --out and --overlay name the same file")
     for path, option in zip(outputs, ("--out", "--overlay")):
         _check_output_folder(path, option)
-    _refuse_existing(outputs, args.overwrite)
+    if not args.overwrite:
+        refuse_existing(outputs, "pass --overwrite to replace it")
     image = read_image(args.image, max_pixels=_max_pixels(args))
     try:
         for click in clicks:
@@ -287,7 +283,8 @@ def _run_batch(args: argparse.Namespace) -> int:
             if mask_path.resolve() == image_path.resolve():
                 raise FinecutError(f"{image_path}: the mask would replace the image itself; choose another --out-dir")
             outputs = [mask_path] + ([overlay_path] if args.overlays else [])
-            _refuse_existing(outputs, args.overwrite)
+            if not args.overwrite:
+                refuse_existing(outputs, "pass --overwrite to replace it")
             image = read_image(image_path, max_pixels=max_pixels)
             try:
                 for click in prompts.clicks:

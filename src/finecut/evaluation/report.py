@@ -13,7 +13,7 @@ from finecut.errors import FinecutError
 from finecut.evaluation.formatting import number, percent
 from finecut.evaluation.report_protocols import is_click_run, protocol_sections
 from finecut.evaluation.summary import miou_at
-from finecut.io import atomic_write_bytes
+from finecut.io import atomic_write_bytes, read_own_file
 
 #: mIoU@k columns of the tables.
 MIOU_COLUMNS: tuple[int, ...] = (1, 5, 10)
@@ -385,12 +385,7 @@ def write_results_table(
     published_path = out.parent / "published.json"
     published = json.loads(published_path.read_text()) if published_path.exists() else None
     text = results_markdown(summaries, base=out.parent, published=published)
-    if out.exists():
-        with out.open("rb") as fh:
-            first = fh.readline()
-        if first and first.rstrip(b"\r\n") != TABLE_TITLE.encode():
-            raise FinecutError(f"{out}: exists and is not a results table written by finecut (its first line is not "
-                               f"'{TABLE_TITLE}'); not overwriting it")
+    read_own_file(out, TABLE_TITLE, "a results table written by finecut")
     atomic_write_bytes(out, text.encode(), overwrite=True)
     datasets: dict[str, dict[str, Sequence[float]]] = {}
     for (label, ds), runs in group_runs([s for s in summaries if is_click_run(s)]).items():

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from finecut.errors import FinecutError
-from finecut.io import atomic_write_bytes
+from finecut.io import atomic_write_bytes, refuse_existing
 from finecut.model_inputs import InputSpec
 from finecut.models.pretrained import checkpoint_paths, first_line, read_checkpoint_config
 from finecut.models.registry import build_model
@@ -31,10 +31,8 @@ FORMAT_VERSION = 1
 
 def refuse_existing_checkpoint(path: str | os.PathLike) -> None:
     """Raise :class:`FinecutError` when the JSON or the weights of a checkpoint at ``path`` already exist."""
-    for existing in checkpoint_paths(path):
-        if existing.exists():
-            raise FinecutError(f"{existing}: already exists (refusing to overwrite a checkpoint; remove it, choose "
-                               "another output name, or pass --overwrite)")
+    refuse_existing(checkpoint_paths(path), "refusing to overwrite a checkpoint; remove it, choose another output "
+                    "name, or pass --overwrite")
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_config: dict[str, Any],

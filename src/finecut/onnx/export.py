@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from finecut.errors import FinecutError
+from finecut.io import refuse_existing
 from finecut.models.detail_net import TRIMAP_CHANNELS
 from finecut.models.focalclick_xl import context_input_geometry
 from finecut.onnx.format import FORMAT, FORMAT_VERSION, engine_networks, network_digest
@@ -290,10 +291,8 @@ def export_onnx(engine: Any, out_dir: str | Path, *, opset: int = OPSET, verify:
     graphs = graph_modules(networks)
     out = Path(out_dir)
     if not overwrite:
-        for existing in [out / "model.json", *(out / f"{name}.onnx" for name in graphs)]:
-            if existing.exists():
-                raise FinecutError(f"{existing}: already exists (refusing to overwrite an earlier export; pass "
-                                   "--overwrite or choose another folder)")
+        refuse_existing([out / "model.json", *(out / f"{name}.onnx" for name in graphs)],
+                        "refusing to overwrite an earlier export; pass --overwrite or choose another folder")
     specs = graph_specs(networks)
     for module in graphs.values():
         module.eval()

@@ -19,7 +19,7 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 
 from finecut.errors import FinecutError
-from finecut.io import atomic_write_bytes
+from finecut.io import atomic_write_bytes, read_own_file
 from finecut.models.checkpoint import checkpoint_paths, read_checkpoint_config
 from finecut.training.config import flat_config
 
@@ -366,15 +366,7 @@ NOTES_HEADING = "## Notes"
 def kept_notes(card: Path) -> str:
     """The hand-written ``## Notes`` section (heading to end of file) of an existing card at ``card``, or "" — what a
     regenerated card keeps, so rerunning ``finecut card`` never loses what a person wrote."""
-    try:
-        lines = card.read_text(encoding="utf-8").splitlines(keepends=True)
-    except FileNotFoundError:
-        return ""
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FinecutError(f"{card}: exists but cannot be read as a model card ({exc}); not overwriting it") from exc
-    if lines and not lines[0].startswith(CARD_TITLE):
-        raise FinecutError(f"{card}: exists and is not a model card (its first line is not '{CARD_TITLE}...'); "
-                           "not overwriting it")
+    lines = read_own_file(card, CARD_TITLE, "a model card").splitlines(keepends=True)
     for i, line in enumerate(lines):
         if line.rstrip() == NOTES_HEADING or line.startswith(NOTES_HEADING + " "):  # "## Notes (by hand)" too
             notes = "".join(lines[i:])
