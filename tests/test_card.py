@@ -130,6 +130,14 @@ def test_card_without_training_record_or_results(tmp_path: Path) -> None:
     assert "No evaluation summary" in text
 
 
+def test_card_says_why_a_run_without_in_training_validation_has_no_scores(tmp_path: Path) -> None:
+    record = {"config": {"val_every": 0, "steps": 10}, "step": 10, "samples_seen": 80, "train_seconds": 12.0}
+    json_path, _ = save_checkpoint(tmp_path / "noval", build_model(TINY_MODEL), TINY_MODEL, {"training": record})
+    text = write_model_card(json_path, tmp_path / "noval.md").read_text()
+    section = text.split("## Validation", 1)[1].split("\n## ", 1)[0]
+    assert "validation was off for this run (`val_every = 0`)" in section and "No validation scores" not in section
+
+
 def test_regenerating_a_card_keeps_its_hand_written_notes(tmp_path: Path) -> None:
     json_path, _ = save_checkpoint(tmp_path / "ck", build_model(TINY_MODEL), TINY_MODEL)
     card = write_model_card(json_path, tmp_path / "ck.md")

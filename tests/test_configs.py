@@ -219,10 +219,12 @@ def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
     import finecut
 
     engine = finecut.load_model("simpleclick-xtiny")
-    # run 2 (MAE + 1,800 click steps) continued 600 steps, the last 300 at the 320 px crop it runs later clicks at
-    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 600
+    # v8: v5 (MAE, 1,800 click steps of run 2, 600 more) continued 1,100 steps, 224 px crops (the first pass's size)
+    # for the first 200, then the 320 px crop it runs later clicks at
+    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1100
     # later clicks are zoomed to 320 px, an object's first pass (the whole image) stays at the trained 224 px
     assert engine.options["target_size"] == 320 and engine.options["first_target_size"] == 224
     assert engine.options["square_input"] is True
-    assert [run["name"] for run in engine.checkpoint["training"]["history"]] == ["mae-xtiny-v3", "simpleclick-xtiny"]
+    history = [run["name"] for run in engine.checkpoint["training"]["history"]]
+    assert history == ["mae-xtiny-v3", "simpleclick-xtiny-run2", "simpleclick-xtiny-v5"]
     assert engine.checkpoint["training"]["config"]["size"] == 320

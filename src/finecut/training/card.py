@@ -290,6 +290,8 @@ def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
     out += ["## Validation (held-out training images, segmentor only)", ""]
     if validation:
         out += _table(["metric", "value"], [[k, f"{float(v):.4f}"] for k, v in validation.items()]) + [""]
+    elif int((training.get("config") or {}).get("val_every", -1)) == 0:
+        out += ["None recorded: in-training validation was off for this run (`val_every = 0`).", ""]
     else:
         out += ["No validation scores recorded yet.", ""]
 
