@@ -53,6 +53,19 @@ def test_average_never_overwrites_an_existing_checkpoint_unless_asked(tmp_path: 
     assert json.loads((tmp_path / "a.json").read_text())["training"]["weight_average"]["weights"] == [0.5, 0.5]
 
 
+def test_a_checkpoint_name_with_a_dot_keeps_it(tmp_path: Path) -> None:
+    # "avg-0.7a-0.3b" once became "avg-0.7a-0.json": the part after the last dot was taken for a file extension
+    a, b = _saved(tmp_path, "a", 1), _saved(tmp_path, "b", 2)
+    out = tmp_path / "avg-0.7a-0.3b"
+    assert cli_main(["train", "--average", str(a), str(b), "--average-weights", "0.7", "0.3",
+                     "--average-out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("avg*")) == ["avg-0.7a-0.3b.json", "avg-0.7a-0.3b.safetensors"]
+    for spec in (out, str(out) + ".json", str(out) + ".safetensors"):
+        assert load_checkpoint(spec)[1]["training"]["weight_average"]["weights"] == [0.7, 0.3]
+    engine = finecut.load_model(str(out))  # a path spec with a dot in its name resolves too
+    assert engine.checkpoint["training"]["weight_average"]["weights"] == [0.7, 0.3]
+
+
 def test_average_refuses_other_architectures_and_bad_weights(tmp_path: Path) -> None:
     a, deeper = _saved(tmp_path, "a", 1), _saved(tmp_path, "c", 3, depth=3)
     with pytest.raises(finecut.FinecutError, match="differs"):

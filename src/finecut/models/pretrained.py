@@ -22,10 +22,12 @@ from finecut.errors import FinecutError
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(json, safetensors) paths for a checkpoint given either file or the common stem."""
+    """(json, safetensors) paths for a checkpoint given either file or the common stem.
+
+    A stem keeps any dots of its own: ``runs/avg-0.3v9`` is ``runs/avg-0.3v9.json`` + ``runs/avg-0.3v9.safetensors``."""
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-    return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
 
 
 def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:

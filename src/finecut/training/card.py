@@ -78,7 +78,7 @@ def parameter_count(weights_path: str | os.PathLike, model_config: dict[str, Any
 def _names_for(json_path: Path) -> set[str]:
     """Model labels an evaluation of this checkpoint may carry (``finecut evaluate --model`` spec or its stem)."""
     stem = json_path.with_suffix("")
-    names = {stem.name, str(stem), str(json_path), str(stem.with_suffix(".safetensors"))}
+    names = {stem.name, str(stem), str(json_path), str(json_path.with_suffix(".safetensors"))}
     try:
         resolved = stem.resolve()
         names |= {str(resolved), str(resolved) + ".json", str(resolved) + ".safetensors"}
