@@ -369,6 +369,13 @@ def test_validate_command_takes_inference_options_in_the_loader_syntax(folder: P
                      "--val-count", "2", "--no-progress"]) == 0  # coarse masks from the 0.75-0.80 band
     config = json.loads((run_dir / "validation" / "last-coarse" / "config.json").read_text())
     assert config["protocol"]["coarse_band"] == [0.75, 0.8]
+    dotted = tmp_path / "avg-0.7a-0.3b"  # a checkpoint name with a dot keeps it in the run folder and the row name
+    for ext in (".json", ".safetensors"):
+        shutil.copy(run_dir / f"last{ext}", f"{dotted}{ext}")
+    assert cli_main(["train", str(config_path), "--validate", f"{dotted}:target_size=64", "--val-count", "2",
+                     "--no-progress"]) == 0
+    summary = json.loads((run_dir / "validation" / "avg-0.7a-0.3b-target_size64" / "summary.json").read_text())
+    assert summary["model"] == "avg-0.7a-0.3b:target_size=64"
     assert cli_main(["train", str(config_path), "--validate", str(checkpoint), "--val-protocol", "nope",
                      "--no-progress"]) == 2 and "--val-protocol 'nope'" in capsys.readouterr().err
     assert cli_main(["train"]) == 2 and "a training CONFIG is needed" in capsys.readouterr().err

@@ -108,6 +108,7 @@ def _validate(cfg, args: argparse.Namespace) -> int:
     from finecut.errors import FinecutError
 
     import finecut
+    from finecut.models.pretrained import checkpoint_name
     from finecut.registry import format_model_spec, parse_model_spec, parse_option
     from finecut.training.trainer import DistInfo, load_or_build_bank
     from finecut.training.validation import evaluate_on_validation, source_table, summaries_by_source
@@ -129,9 +130,10 @@ def _validate(cfg, args: argparse.Namespace) -> int:
     suffix = "".join(f"-{k}{v}" for k, v in sorted(options.items()))
     suffix += "" if args.val_protocol == "standard" else f"-{args.val_protocol}"
     suffix += f"-{'+'.join(args.val_sources)}" if args.val_sources else ""
-    out = Path(cfg.run_dir) / "validation" / f"{Path(checkpoint).stem}{suffix}"
+    name = checkpoint_name(checkpoint)
+    out = Path(cfg.run_dir) / "validation" / f"{name}{suffix}"
     result = evaluate_on_validation(engine, bank, cfg.data.val_fraction, args.val_count, out,
-                                    model_name=format_model_spec(Path(checkpoint).stem, options), config=eval_config,
+                                    model_name=format_model_spec(name, options), config=eval_config,
                                     progress=not args.no_progress, sources=args.val_sources)
     s = result.summary
     by_source = summaries_by_source(result.results, eval_config)

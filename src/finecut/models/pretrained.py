@@ -30,6 +30,12 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
 
 
+def checkpoint_name(path: str | os.PathLike) -> str:
+    """A checkpoint's file name without ``.json`` / ``.safetensors``, its own dots kept (``runs/avg-0.3v9`` ->
+    ``avg-0.3v9``, where ``Path.stem`` would give ``avg-0``)."""
+    return checkpoint_paths(path)[0].name[: -len(".json")]
+
+
 def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
     """A finecut checkpoint's JSON config (``NAME.json`` beside ``NAME.safetensors``), checked to hold a model arch."""
     json_path, _ = checkpoint_paths(path)
