@@ -15,6 +15,8 @@ from finecut.evaluation.report_protocols import is_click_run, protocol_sections
 from finecut.evaluation.summary import miou_at
 from finecut.io import atomic_write_bytes, read_own_file
 
+#: The first line of every results table :func:`write_results_table` writes (what marks a file it may replace).
+TABLE_TITLE = "# Evaluation results"
 #: mIoU@k columns of the tables.
 MIOU_COLUMNS: tuple[int, ...] = (1, 5, 10)
 #: Benchmarks first in this order in merged tables (others follow in the order first seen).
@@ -358,10 +360,6 @@ def _hosts(summaries: Sequence[dict[str, Any]], parts: list[str]) -> list[str]:
     if hosts:
         parts += ["Timings measured on: " + "; ".join(hosts) + ".", ""]
     return parts
-
-
-#: The first line of every results table :func:`write_results_table` writes (what marks a file it may replace).
-TABLE_TITLE = "# Evaluation results"
 
 
 def write_results_table(

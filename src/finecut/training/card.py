@@ -23,6 +23,11 @@ from finecut.io import atomic_write_bytes, read_own_file
 from finecut.models.checkpoint import checkpoint_paths, read_checkpoint_config
 from finecut.training.config import flat_config
 
+#: How a rendered card begins.
+CARD_TITLE = "# Model card: "
+#: The heading of a card's hand-written section (alone or followed by a space and more words): everything from it to
+#: the end survives regeneration.
+NOTES_HEADING = "## Notes"
 #: mIoU@k columns of the evaluation table.
 MIOU_CLICKS: tuple[int, ...] = (1, 5, 10)
 
@@ -356,13 +361,6 @@ def write_model_card(checkpoint_json: str | os.PathLike, out_md: str | os.PathLi
         text = text.rstrip("\n") + "\n\n" + notes
     atomic_write_bytes(out, text.encode("utf-8"), overwrite=True)
     return out
-
-
-#: How a rendered card begins.
-CARD_TITLE = "# Model card: "
-#: The heading of a card's hand-written section (alone or followed by a space and more words): everything from it to
-#: the end survives regeneration.
-NOTES_HEADING = "## Notes"
 
 
 def kept_notes(card: Path) -> str:
