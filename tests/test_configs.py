@@ -225,6 +225,8 @@ def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
     # later clicks are zoomed to 320 px, an object's first pass (the whole image) stays at the trained 224 px
     assert engine.options["target_size"] == 320 and engine.options["first_target_size"] == 224
     assert engine.options["square_input"] is True
+    # flip TTA: ahead on held-out NoC85, NoC90 and the first click (results/heldout_simpleclick.md)
+    assert engine.options["flip_tta"] is True
     history = [run["name"] for run in engine.checkpoint["training"]["history"]]
     assert history == ["mae-xtiny-v3", "simpleclick-xtiny-run2", "simpleclick-xtiny-v5"]
     assert engine.checkpoint["training"]["config"]["size"] == 320

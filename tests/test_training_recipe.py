@@ -52,6 +52,17 @@ def test_size_schedule() -> None:
     assert TrainConfig(size=96, model={"arch": "ntclick_ecp"}).size_at(0) == 96  # a method without one
 
 
+def test_size_schedule_can_keep_every_kth_step_small_after_the_small_stage() -> None:
+    cfg = TrainConfig(size=320, focalclick=FocalClickOptions(small_size=224, full_size_from=4, small_every=2))
+    assert [cfg.size_at(s) for s in range(10)] == [224] * 4 + [320, 224] * 3
+    every3 = TrainConfig(size=320, focalclick=FocalClickOptions(small_size=224, full_size_from=0, small_every=3))
+    assert [every3.size_at(s) for s in range(6)] == [320, 320, 224, 320, 320, 224]
+    # without a small size there is nothing to alternate with
+    assert TrainConfig(size=320, focalclick=FocalClickOptions(small_every=2)).size_at(1) == 320
+    with pytest.raises(finecut.FinecutError, match="small_every"):
+        FocalClickOptions(small_every=-1).check()
+
+
 def test_refiner_crop_schedule() -> None:
     fc = FocalClickOptions(small_size=128, full_size_from=10, refiner_size=96, small_refiner_size=56)
     cfg = TrainConfig(size=224, focalclick=fc)

@@ -90,6 +90,9 @@ class FocalClickOptions:
     refiner_loss_weight: float = 1.0
     small_size: int = 0  # > 0: train at this crop size (FocalClick-S1-like) until step ``full_size_from`` ...
     full_size_from: int = 0  # ... then at ``size``; validation always runs at ``size``
+    # > 0: after ``full_size_from``, every ``small_every``-th step still trains at ``small_size`` (2: alternate), so a
+    # model whose first pass runs at the small size keeps training at it while the later passes' size is learnt
+    small_every: int = 0
     # > 0: the refiner's focus crop side during the small stage (scaled with the crop: at a 128 px crop a 96 px focus
     # crop costs as much as the segmentor); 0 = ``refiner_size`` throughout
     small_refiner_size: int = 0
@@ -105,7 +108,7 @@ class FocalClickOptions:
     distill_weight: float = 0.5
 
     def check(self) -> None:
-        for name in ("refiner_size", "small_size", "full_size_from", "small_refiner_size", "prefetch",
+        for name in ("refiner_size", "small_size", "full_size_from", "small_every", "small_refiner_size", "prefetch",
                      "distill_weight"):
             if getattr(self, name) < 0:
                 raise FinecutError(f"[focalclick].{name} must be >= 0, got {getattr(self, name)}")
@@ -424,18 +427,26 @@ class TrainConfig:
             raise FinecutError(f"device {self.device!r}: the {self.method} method trains on the CPU only "
                                f"(GPU training: {', '.join(sorted(GPU_METHODS))})")
 
-    def size_at(self, step: int) -> int:
-        """The training crop size at ``step`` (``[focalclick]``'s small stage first, then ``size``)."""
+    def small_at(self, step: int) -> bool:
+        """Whether ``step`` trains at ``[focalclick].small_size``: every step before ``full_size_from``, and after it
+        every ``small_every``-th one when that is set."""
         fc = self.focalclick
-        if fc is not None and fc.small_size > 0 and step < fc.full_size_from:
-            return fc.small_size
-        return self.size
+        if fc is None or fc.small_size <= 0:
+            return False
+        if step < fc.full_size_from:
+            return True
+        return fc.small_every > 0 and (step - fc.full_size_from) % fc.small_every == fc.small_every - 1
+
+    def size_at(self, step: int) -> int:
+        """The training crop size at ``step`` (``[focalclick]``'s small stage first, then ``size``, with every
+        ``small_every``-th step at the small size when set)."""
+        return self.focalclick.small_size if self.small_at(step) else self.size
 
     def refiner_size_at(self, step: int) -> int:
         """The refiner's focus-crop side at ``step``: ``[focalclick].small_refiner_size`` during the small-crop
         stage when set, else ``refiner_size``."""
         fc = self.focalclick if self.focalclick is not None else FocalClickOptions()
-        if fc.small_refiner_size > 0 and fc.small_size > 0 and step < fc.full_size_from:
+        if fc.small_refiner_size > 0 and self.small_at(step):
             return fc.small_refiner_size
         return fc.refiner_size
 
