@@ -138,6 +138,14 @@ def test_card_says_why_a_run_without_in_training_validation_has_no_scores(tmp_pa
     assert "validation was off for this run (`val_every = 0`)" in section and "No validation scores" not in section
 
 
+def test_card_names_the_crop_schedule(tmp_path: Path) -> None:
+    record = {"config": {"size": 320, "small_size": 224, "full_size_from": 100, "small_every": 2, "steps": 10},
+              "step": 10, "samples_seen": 80, "train_seconds": 12.0}
+    json_path, _ = save_checkpoint(tmp_path / "sched", build_model(TINY_MODEL), TINY_MODEL, {"training": record})
+    text = write_model_card(json_path, tmp_path / "sched.md").read_text()
+    assert "320² (hi factor –); 224² until step 100, then one step in 2" in text
+
+
 def test_regenerating_a_card_keeps_its_hand_written_notes(tmp_path: Path) -> None:
     json_path, _ = save_checkpoint(tmp_path / "ck", build_model(TINY_MODEL), TINY_MODEL)
     card = write_model_card(json_path, tmp_path / "ck.md")

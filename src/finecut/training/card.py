@@ -187,7 +187,7 @@ def _training_section(training: dict[str, Any]) -> list[str]:
                           + f"hi factor {_fmt(cfg.get('hi_factor'))})"
                           + (f"; {cfg['small_size']}² until step {cfg.get('full_size_from')}"
                              + (f" (refiner {cfg['small_refiner_size']}²)" if cfg.get("small_refiner_size") else "")
-                             + (f", then every {cfg['small_every']}. step" if cfg.get("small_every") else "")
+                             + (f", then one step in {cfg['small_every']}" if cfg.get("small_every") else "")
                              if cfg.get("small_size") else ""))],
             *([["distillation", f"soft targets from `{cfg['distill_checkpoint']}`'s segmentor, weight "
                                 f"{_fmt(cfg.get('distill_weight'))}"]] if cfg.get("distill_checkpoint") else []),
