@@ -59,6 +59,9 @@ def test_size_schedule_can_keep_every_kth_step_small_after_the_small_stage() -> 
     assert [every3.size_at(s) for s in range(6)] == [320, 320, 224, 320, 320, 224]
     # without a small size there is nothing to alternate with
     assert TrainConfig(size=320, focalclick=FocalClickOptions(small_every=2)).size_at(1) == 320
+    # the refiner's small crop follows the same steps
+    fc = FocalClickOptions(small_size=224, full_size_from=4, small_every=2, refiner_size=96, small_refiner_size=64)
+    assert [TrainConfig(size=320, focalclick=fc).refiner_size_at(s) for s in range(3, 7)] == [64, 96, 64, 96]
     with pytest.raises(finecut.FinecutError, match="small_every"):
         FocalClickOptions(small_every=-1).check()
 

@@ -443,8 +443,8 @@ class TrainConfig:
         return self.focalclick.small_size if self.small_at(step) else self.size
 
     def refiner_size_at(self, step: int) -> int:
-        """The refiner's focus-crop side at ``step``: ``[focalclick].small_refiner_size`` during the small-crop
-        stage when set, else ``refiner_size``."""
+        """The refiner's focus-crop side at ``step``: ``[focalclick].small_refiner_size`` on the small-crop steps
+        (:meth:`small_at`) when set, else ``refiner_size``."""
         fc = self.focalclick if self.focalclick is not None else FocalClickOptions()
         if fc.small_refiner_size > 0 and self.small_at(step):
             return fc.small_refiner_size
