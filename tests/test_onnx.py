@@ -162,7 +162,9 @@ def test_model_json_describes_the_graphs(default_dir: Path) -> None:
     assert doc["format"] == "finecut-onnx" and doc["format_version"] == 1 and doc["engine"] == "focalclick"
     assert doc["inputs"]["prompt_layout"] == ["previous_mask", "positive", "negative", "tolerant"]
     assert doc["inputs"]["mean"] == pytest.approx([0.485, 0.456, 0.406]) and doc["opset"] == 17
-    assert doc["pipeline"]["target_size"] == 256 and doc["digest"].startswith("sha256:")
+    # the default's pipeline options travel with the graphs (every pass at 288 px)
+    assert doc["pipeline"]["target_size"] == 288 and doc["pipeline"]["first_target_size"] == 288
+    assert doc["digest"].startswith("sha256:")
     assert set(doc["graphs"]) == {"segmentor", "refiner"}
     for name, graph in doc["graphs"].items():
         assert graph["verified_max_relative_difference"] < 1e-4, name
