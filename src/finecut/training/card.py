@@ -159,6 +159,21 @@ def _evaluation_row(path: Path, summary: dict[str, Any], root: Path) -> list[str
     return cells
 
 
+def _crop_schedule(cfg: dict[str, Any]) -> str:
+    """The "crop size" row: the full crop (refiner crop, hi factor), then the small-crop stage when there is one."""
+    text = (f"{_fmt(cfg.get('size'))}² ("
+            + (f"refiner {_fmt(cfg.get('refiner_size'))}², " if "refiner_size" in cfg else "")
+            + f"hi factor {_fmt(cfg.get('hi_factor'))})")
+    if not cfg.get("small_size"):
+        return text
+    text += f"; {cfg['small_size']}² until step {cfg.get('full_size_from')}"
+    if cfg.get("small_refiner_size"):
+        text += f" (refiner {cfg['small_refiner_size']}²)"
+    if cfg.get("small_every"):
+        text += f", then one step in {cfg['small_every']}"
+    return text
+
+
 def _training_section(training: dict[str, Any]) -> list[str]:
     """Markdown lines describing one ``finecut train`` record (steps, samples, recipe, data sources)."""
     cfg = flat_config(training.get("config") or {})
@@ -182,13 +197,7 @@ def _training_section(training: dict[str, Any]) -> list[str]:
             ["processes", _fmt(processes)],
             ["threads per process", _fmt(cfg.get("threads"))],
             ["batch size (per process)", _fmt(batch)],
-            ["crop size", (f"{_fmt(cfg.get('size'))}² ("
-                          + (f"refiner {_fmt(cfg.get('refiner_size'))}², " if "refiner_size" in cfg else "")
-                          + f"hi factor {_fmt(cfg.get('hi_factor'))})"
-                          + (f"; {cfg['small_size']}² until step {cfg.get('full_size_from')}"
-                             + (f" (refiner {cfg['small_refiner_size']}²)" if cfg.get("small_refiner_size") else "")
-                             + (f", then one step in {cfg['small_every']}" if cfg.get("small_every") else "")
-                             if cfg.get("small_size") else ""))],
+            ["crop size", _crop_schedule(cfg)],
             *([["distillation", f"soft targets from `{cfg['distill_checkpoint']}`'s segmentor, weight "
                                 f"{_fmt(cfg.get('distill_weight'))}"]] if cfg.get("distill_checkpoint") else []),
             ["initialisation", f"`{cfg.get('pretrained', '?')}`"
