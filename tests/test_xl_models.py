@@ -374,6 +374,36 @@ def test_object_net_starts_from_the_shipped_segmentor() -> None:
             assert torch.allclose(got, expected, atol=1e-6), form
 
 
+@pytest.mark.skipif(not SHIPPED.with_suffix(".safetensors").exists(), reason="shipped default checkpoint missing")
+def test_rebase_replaces_the_object_net_and_only_the_named_prompting_layers() -> None:
+    """A trained XL rebased on a segmentor: the Object-Net and the clicks layer become the segmentor's, the context
+    projections restart at zero (clicks then compute the segmentor's logits exactly), the box layer is kept."""
+    torch.manual_seed(3)
+    net = build_model({"arch": "focalclick_xl"}).eval()
+    with torch.no_grad():  # a "trained" XL: every tensor away from its initial value
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    box_before = {k: v.clone() for k, v in net.prompting_layer("box").state_dict().items()}
+    assert any(v.abs().sum() > 0 for k, v in net.state_dict().items() if k.startswith("object.context_proj."))
+    report = init_object_from_focalclick(net, SHIPPED, forms=["clicks"], zero_context=True)
+    assert report.sliced == ["prompting.clicks.net.0.weight"]
+    for key, value in net.prompting_layer("box").state_dict().items():
+        assert torch.equal(value, box_before[key]), key
+    assert all(not v.any() for k, v in net.state_dict().items() if k.startswith("object.context_proj."))
+    reference, _ = load_checkpoint(SHIPPED)
+    image, maps = _object_inputs(1, 96)
+    four = torch.cat([maps, torch.zeros(1, 1, 96, 96)], 1)
+    with torch.no_grad():
+        expected = reference.segmentor(image, four)["logits"]
+        context = net.encode_context(torch.randn(1, 3, 96, 160))
+        got = net.forward_object(image, maps, "clicks", context, torch.tensor([[8.0, 8.0, 90.0, 90.0]]))["logits"]
+        boxed = net.forward_object(image, maps, "box", context, torch.tensor([[8.0, 8.0, 90.0, 90.0]]))["logits"]
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(boxed, expected, atol=1e-3)  # the kept box layer encodes the prompts its own way
+    with pytest.raises(FinecutError, match="prompting layers"):
+        init_object_from_focalclick(net, SHIPPED, forms=["lasso"])
+
+
 def test_context_input_geometry() -> None:
     sam = context_input_geometry(480, 854, 1024, pad_square=True)
     assert sam.resized == (576, 1024) and sam.padded == (1024, 1024)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers_training import make_object_folder
 
+import finecut
 from finecut.datasets import open_dataset
 from finecut.errors import FinecutError
 from finecut.models.checkpoint import load_checkpoint, read_checkpoint_config
@@ -148,6 +149,83 @@ def test_detail_stage_without_init_checkpoint_starts_from_the_shipped_segmentor(
     source, _ = read_focalclick_segmentor(checkpoint_path("focalclick-lite0-v2"))
     key = next(k for k in source if k.startswith("segmentor.backbone."))
     assert torch.equal(start["object." + key[len("segmentor."):]], source[key])
+
+
+def test_object_stage_rebases_a_trained_xl_on_a_segmentor(object_run: tuple[TrainConfig, Path],
+                                                          bank_path: tuple[Path, Path], tmp_path: Path) -> None:
+    """``rebase_object``: the init checkpoint's Object-Net and clicks layer are replaced by a FocalClick segmentor's,
+    the context projections restart at zero, and the Context-Net, Detail-Net and other layers are the checkpoint's."""
+    from finecut.models.checkpoint import save_checkpoint
+
+    _, object_dir = object_run
+    seg_model = {"arch": "focalclick", "backbone": "efficientnet_lite0", "head": "fpn", "head_channels": 16,
+                 "prompt_channels": 4, "refiner_channels": 8}
+    torch.manual_seed(5)
+    segmentor = build_model(seg_model)
+    save_checkpoint(tmp_path / "seg", segmentor, seg_model)
+    cfg = tiny_config(tmp_path / "rebase", bank_path, 1,
+                      {"stage": "object", "rebase_object": str(tmp_path / "seg"), "rebase_forms": ["clicks"]},
+                      init=str(object_dir / "last"))
+    start = initial_state(cfg)
+    loaded, _ = final_state(object_dir)
+    source = segmentor.state_dict()
+    for key, value in start.items():
+        if key.startswith(("object.backbone.", "object.head.")):
+            assert torch.equal(value, source["segmentor." + key[len("object."):]]), key
+        elif key.startswith("object.context_proj."):
+            assert not value.any(), key
+        elif key.startswith("prompting.clicks."):
+            continue  # the segmentor's click encoder, its first conv's columns picked by name
+        else:
+            assert torch.equal(value, loaded[key]), key
+    assert torch.equal(start["prompting.clicks.net.2.weight"], source["segmentor.click_fusion.net.2.weight"])
+    # a source whose Object-Net shapes differ is refused by name, not half-loaded
+    wide = {**seg_model, "head_channels": 24}
+    save_checkpoint(tmp_path / "wide", build_model(wide), wide)
+    with pytest.raises(FinecutError, match="rebase_object .*no counterpart"):
+        initial_state(tiny_config(tmp_path / "r2", bank_path, 1, {"stage": "object", "rebase_object":
+                                                                  str(tmp_path / "wide")}, init=str(object_dir / "last")))
+
+
+def test_run_history_and_card_name_the_rebase() -> None:
+    from finecut.training.card import _history_section
+    from finecut.training.history import run_summary
+
+    config = {"steps": 10, "focalclick_xl": {"stage": "object", "rebase_object": "focalclick-lite0-whole8",
+                                             "joint_forms": {"box": 0.4}}}
+    record = {"step": 10, "samples_seen": 80, "train_seconds": 60.0, "processes": 1, "config": config}
+    summary = run_summary(record, "runs/x/last")
+    assert summary["stage"] == "object+box" and summary["rebase"] == "focalclick-lite0-whole8"
+    assert "rebase" not in run_summary({**record, "config": {"focalclick_xl": {"stage": "object"}}})
+    card = "\n".join(_history_section({**record, "history": [summary]}))
+    assert card.count("Object-Net rebased on `focalclick-lite0-whole8`") == 2  # the earlier run and this one
+
+
+def test_a_warm_restart_keeps_the_init_checkpoints_inference_settings(object_run: tuple[TrainConfig, Path],
+                                                                       bank_path: tuple[Path, Path],
+                                                                       tmp_path: Path) -> None:
+    """A run from a checkpoint with chosen inference settings (``pipeline``: the shipped XL runs without its Detail-Net)
+    writes them into its own checkpoints, so evaluating the run's checkpoint measures the same pipeline."""
+    from finecut.models.checkpoint import save_checkpoint
+
+    _, object_dir = object_run
+    net, doc = load_checkpoint(object_dir / "last")
+    assert "pipeline" not in doc  # a run from scratch has no settings of its own
+    meta = {k: v for k, v in doc.items() if k not in ("format_version", "model", "inputs")}
+    save_checkpoint(tmp_path / "chosen", net, doc["model"], {**meta, "pipeline": {"detail": False, "box_refine": 2}})
+    run_dir = train(tiny_config(tmp_path / "next", bank_path, 1, {"stage": "object"}, init=str(tmp_path / "chosen")),
+                    progress=False)
+    _, after = final_state(run_dir)
+    assert after["pipeline"] == {"detail": False, "box_refine": 2}
+    engine = finecut.load_model(str(run_dir / "last"))
+    assert engine.options["detail"] is False and engine.options["box_refine"] == 2
+
+
+def test_rebase_options_are_checked(bank_path: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(FinecutError, match="rebase_object replaces the Object-Net"):
+        tiny_config(tmp_path / "a", bank_path, 1, {"stage": "detail", "rebase_object": "focalclick-lite0-whole8"})
+    with pytest.raises(FinecutError, match="rebase_forms"):
+        tiny_config(tmp_path / "b", bank_path, 1, {"stage": "object", "rebase_forms": ["lasso"]})
 
 
 def test_detail_stage_changes_only_the_detail_net(object_run: tuple[TrainConfig, Path], bank_path: tuple[Path, Path],

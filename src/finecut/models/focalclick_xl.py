@@ -371,8 +371,8 @@ XLInitReport = WarmStartReport
 
 
 def init_object_from_focalclick(net: FocalClickXLNet, source: str | os.PathLike[str] | Mapping[str, torch.Tensor],
-                                layout: Sequence[str] | None = None, context_backbone: bool = False
-                                ) -> XLInitReport:
+                                layout: Sequence[str] | None = None, context_backbone: bool = False,
+                                forms: Sequence[str] | None = None, zero_context: bool = False) -> XLInitReport:
     """Initialise the Object-Net and every prompting layer from a trained FocalClick segmentor (finecut's
     ``focalclick-lite0-v2``: the best initialisation available here) where the shapes allow.
 
@@ -383,7 +383,15 @@ def init_object_from_focalclick(net: FocalClickXLNet, source: str | os.PathLike[
     ``negative`` columns; a name the source lacks stays at init). The context projections stay at zero, so the
     initialised Object-Net computes the segmentor's logits exactly (with the source's tolerant channel empty).
     ``context_backbone=True`` also starts the Lite0 context encoder's backbone from the segmentor's (instead of
-    ImageNet's). The refiner is not used (the Detail-Net is another network)."""
+    ImageNet's). The refiner is not used (the Detail-Net is another network).
+
+    ``forms`` limits which prompting layers take the segmentor's click encoder (None: every form); the others keep
+    their weights. ``zero_context=True`` sets the context projections back to zero (a trained XL's projections were
+    fitted to its old Object-Net), so that the clicks form again computes the segmentor's logits exactly."""
+    if forms is not None:
+        unknown = sorted(set(forms) - set(net.forms))
+        if unknown:
+            raise FinecutError(f"prompting layers {unknown}: the network has {list(net.forms)}")
     state, source_layout, prefix = focalclick_source(source, layout)
     target = net.state_dict()
     report = WarmStartReport()
@@ -406,7 +414,7 @@ def init_object_from_focalclick(net: FocalClickXLNet, source: str | os.PathLike[
                 copy(key, f"context.{name}")
         elif name.startswith("click_fusion.net."):
             rest = name[len("click_fusion."):]
-            for form in net.forms:
+            for form in net.forms if forms is None else forms:
                 dst = f"prompting.{form}.{rest}"
                 if dst not in target:
                     continue
@@ -418,6 +426,10 @@ def init_object_from_focalclick(net: FocalClickXLNet, source: str | os.PathLike[
                         used.add(key)
                 else:
                     copy(key, dst)
+    if zero_context:
+        for name, value in target.items():
+            if name.startswith("object.context_proj."):
+                updates[name] = torch.zeros_like(value)
     net.load_state_dict(updates, strict=False)
     touched = set(updates)
     report.copied = sorted(set(report.copied))

@@ -247,6 +247,8 @@ def _history_section(training: dict[str, Any]) -> list[str]:
             crop = f"{cfg.get('small_size')}→{cfg.get('size')}" if cfg.get("small_size") else _fmt(cfg.get("size"))
             val = (record.get("validation") or {}).get("val_noc90@10")
             source = (record.get("name") or "–") + (f" (stage `{record['stage']}`)" if record.get("stage") else "")
+            if record.get("rebase"):
+                source += f", Object-Net rebased on `{record['rebase']}`"
             rows.append([str(i), source, _fmt(record.get("step")),
                          f"{record['samples_seen']:,}" if isinstance(record.get("samples_seen"), int) else "–",
                          _duration(record.get("train_seconds")), "–" if hours is None else f"{hours:.1f}",

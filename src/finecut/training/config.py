@@ -216,6 +216,11 @@ class FocalClickXLOptions:
     form: str = "box"  # prompting stage: box | scribbles | coarse_mask
     # warm start of the object stage when init_checkpoint is empty (the top-level ``pretrained`` must be "none")
     object_init: str = "focalclick-lite0-v2"  # a FocalClick checkpoint (shipped name or path) for Object-Net + prompting
+    # object stage from init_checkpoint (an XL checkpoint): a FocalClick checkpoint whose segmentor replaces the
+    # Object-Net, and the prompting layers that take its click encoder (the others keep theirs); the context
+    # projections restart at zero. Context-Net and Detail-Net stay the init checkpoint's
+    rebase_object: str = ""
+    rebase_forms: tuple[str, ...] = ("clicks",)
     context_pretrained: str = "imagenet"  # Lite0 context: "imagenet" / a path; SAM context: a SAM checkpoint path; "none"
     context_train: str = "adapters"  # adapters (SAM adapters / Lite0 neck) | all | none
     # object patches (object and prompting stages): the object box expanded by a factor in box_expand, its centre
@@ -271,6 +276,13 @@ class FocalClickXLOptions:
             if min(shares) < 0 or sum(shares) >= 1:
                 raise FinecutError(f"[focalclick_xl].joint_forms {dict(self.joint_forms)}: shares >= 0 summing to "
                                    "less than 1 (the rest are click steps)")
+        if self.rebase_object and self.stage != "object":
+            raise FinecutError("[focalclick_xl].rebase_object replaces the Object-Net, which the object stage trains; "
+                               f"this run's stage is {self.stage!r}")
+        unknown_forms = sorted(set(self.rebase_forms) - {"clicks", *XL_PROMPTING_FORMS})
+        if unknown_forms:
+            raise FinecutError(f"[focalclick_xl].rebase_forms {unknown_forms}: forms are clicks, "
+                               f"{', '.join(XL_PROMPTING_FORMS)}")
         if not 0.0 <= self.trimap_low < self.trimap_high <= 1.0:
             raise FinecutError("[focalclick_xl] trimap thresholds need 0 <= trimap_low < trimap_high <= 1")
         lo, hi = self.box_expand

@@ -217,6 +217,20 @@ def warm_start(net: FocalClickXLNet, cfg: TrainConfig) -> dict[str, Any]:
     return done
 
 
+def rebase(net: FocalClickXLNet, options: FocalClickXLOptions) -> str:
+    """A trained XL's Object-Net replaced by ``options.rebase_object``'s segmentor (backbone, head; the click
+    encoder into ``rebase_forms``' prompting layers; context projections back to zero). Returns the load summary."""
+    if not options.rebase_object:
+        raise FinecutError("[focalclick_xl].rebase_object is empty: no segmentor to rebase the Object-Net on")
+    report = init_object_from_focalclick(net, checkpoint_path(options.rebase_object), forms=options.rebase_forms,
+                                         zero_context=True)
+    missing = [k for k in report.left_at_init if k.startswith(("object.backbone.", "object.head."))]
+    if missing:
+        raise FinecutError(f"rebase_object {options.rebase_object}: {len(missing)} Object-Net tensors have no "
+                           f"counterpart of the same shape (e.g. {missing[0]}); is it a FocalClick-Lite0 checkpoint?")
+    return f"{options.rebase_object}: {report.summary()}"
+
+
 # -------------------------------------------------------------------------------------------------- object patches
 
 
@@ -618,6 +632,8 @@ class FocalClickXLMethod(TrainingMethod):
             from finecut.models.checkpoint import read_checkpoint_config
 
             init_doc = read_checkpoint_config(checkpoint_path(cfg.init_checkpoint))
+            if options.rebase_object:
+                rebase(xl, options)
         elif options.stage in ("detail", "object"):  # the stage that starts a chain (detail -> object -> prompting)
             warm_start(xl, cfg)
         elif options.stage == "prompting":
@@ -663,4 +679,4 @@ class FocalClickXLMethod(TrainingMethod):
 FOCALCLICK_XL = FocalClickXLMethod()
 
 __all__ = ["FOCALCLICK_XL", "FocalClickXLMethod", "checkpoint_path", "context_trainable", "set_trainable",
-           "trained_stages", "tuned_forms", "warm_start"]
+           "rebase", "trained_stages", "tuned_forms", "warm_start"]

@@ -42,6 +42,9 @@ def run_summary(training: dict[str, Any], name: str = "") -> dict[str, Any]:
     stage = training_stage(training.get("config") or {})
     if stage:
         out["stage"] = stage
+    xl = (training.get("config") or {}).get("focalclick_xl")
+    if isinstance(xl, dict) and xl.get("rebase_object"):
+        out["rebase"] = str(xl["rebase_object"])  # the run replaced its start's Object-Net by this segmentor
     out.update({k: training[k] for k in RECORD_KEYS if k in training})
     out["config"] = {k: cfg[k] for k in CONFIG_KEYS if k in cfg}
     out["config"]["sources"] = list(data.get("sources") or [])

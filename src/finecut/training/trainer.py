@@ -305,10 +305,15 @@ def optimizer_step(net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch
 
 
 def save_run_state(run_dir: Path, net: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int,
-                   seconds: float, samples: int, engine: str, extra: dict[str, Any] | None = None) -> None:
-    """Write ``last.{json,safetensors}`` (config + training record) and ``trainer_state.pt`` (optimizer, counters)."""
-    meta = {"engine": engine, "training": {"config": cfg.to_dict(), "step": step, "samples_seen": samples,
-                                           "train_seconds": round(seconds, 1), **(extra or {})}}
+                   seconds: float, samples: int, engine: str, extra: dict[str, Any] | None = None,
+                   pipeline: dict[str, Any] | None = None) -> None:
+    """Write ``last.{json,safetensors}`` (config + training record, and the inference settings ``pipeline`` when
+    given) and ``trainer_state.pt`` (optimizer, counters)."""
+    meta: dict[str, Any] = {"engine": engine}
+    if pipeline:
+        meta["pipeline"] = dict(pipeline)
+    meta["training"] = {"config": cfg.to_dict(), "step": step, "samples_seen": samples,
+                        "train_seconds": round(seconds, 1), **(extra or {})}
     save_checkpoint(run_dir / "last", net, cfg.model, meta)
     tmp = run_dir / ".trainer_state.pt.tmp"
     torch.save({"optimizer": optimizer.state_dict(), "step": step, "train_seconds": seconds,
@@ -396,6 +401,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
     steps = method.steps(RunSetup(cfg, net, bank, train_idx, rng, step, info.rank, info.world))
     validation = HeldOutValidation(method, net, bank, cfg) if info.main else None
     history = inherited_runs(cfg) if info.main else []  # read once; every checkpoint records it
+    pipeline = inherited_pipeline(cfg) if info.main else None
     engine = method.engine(cfg.model["arch"])
     log_path = run_dir / "log.jsonl"
     if info.main:
@@ -417,7 +423,7 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         elif history:
             extra["history"] = history
         save_run_state(run_dir, net, optimizer, cfg, step, elapsed_before + time.time() - start,
-                       samples_before + samples_this_run, engine, extra)
+                       samples_before + samples_this_run, engine, extra, pipeline)
 
     bar = tqdm(total=cfg.steps, initial=step, desc=method.name, disable=not (progress and info.main),
                dynamic_ncols=True)
@@ -459,6 +465,22 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         dist.barrier()
         dist.destroy_process_group()
     return run_dir
+
+
+def inherited_pipeline(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The inference settings (``pipeline``) of ``cfg.init_checkpoint``, which the run's checkpoints keep, so that a
+    warm restart is evaluated as the model it continues (e.g. FocalClick-XL's primitive-mask default ``detail:
+    false``, the default model's 288 px passes); None without an init checkpoint, for one without settings, or when
+    the run trains one network of an assembled checkpoint (the settings are the whole model's)."""
+    if not cfg.init_checkpoint:
+        return None
+    from finecut.models.checkpoint import read_checkpoint_config
+
+    doc = read_checkpoint_config(init_checkpoint_path(cfg))
+    if assembled_part(doc, cfg) is not None:
+        return None
+    pipeline = doc.get("pipeline")
+    return dict(pipeline) if isinstance(pipeline, dict) and pipeline else None
 
 
 def inherited_runs(cfg: TrainConfig) -> list[dict[str, Any]]:
