@@ -446,7 +446,7 @@ def test_the_shipped_focalclick_xl_went_through_every_stage_and_routes_every_for
     assert stages[-1] == "object+box+scribbles+coarse_mask", stages  # the joint-forms stage it was shipped from
     engine = finecut.load_model("focalclick-xl")
     assert isinstance(engine, FocalClickXLEngine) and engine.options["detail"] is False
-    assert engine.options["box_refine"] == 3
+    assert engine.options["box_refine"] == 3 and engine.options["flip_tta"] is True
     image = np.full((120, 160, 3), 70, np.uint8)
     cv2.circle(image, (80, 60), 30, (220, 200, 40), -1)
     object_mask = cv2.circle(np.zeros((120, 160), np.uint8), (80, 60), 30, 1, -1).astype(bool)
