@@ -220,8 +220,6 @@ def warm_start(net: FocalClickXLNet, cfg: TrainConfig) -> dict[str, Any]:
 def rebase(net: FocalClickXLNet, options: FocalClickXLOptions) -> str:
     """A trained XL's Object-Net replaced by ``options.rebase_object``'s segmentor (backbone, head; the click
     encoder into ``rebase_forms``' prompting layers; context projections back to zero). Returns the load summary."""
-    if not options.rebase_object:
-        raise FinecutError("[focalclick_xl].rebase_object is empty: no segmentor to rebase the Object-Net on")
     report = init_object_from_focalclick(net, checkpoint_path(options.rebase_object), forms=options.rebase_forms,
                                          zero_context=True)
     missing = [k for k in report.left_at_init if k.startswith(("object.backbone.", "object.head."))]
