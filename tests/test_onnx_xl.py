@@ -78,8 +78,8 @@ def lively_net(config: dict) -> FocalClickXLNet:
         box = torch.tensor([[0.0, 0.0, 64.0, 64.0]])
         head = [m for m in net.object.head.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1][-1]
         _center_logits(head, net.forward_object(image, maps, "clicks", features.context, box)["logits"])
-        trimap = torch.zeros(2, 3, 32, 32)
-        trimap[:, 2] = 1.0
+        trimap = torch.zeros(2, net.detail.input_channels, 32, 32)
+        trimap[:, 2:] = 1.0  # unknown everywhere (and a primitive input of 1 where the Detail-Net takes one)
         _center_logits(net.detail.classifier, net.forward_detail(torch.randn(2, 3, 32, 32, generator=gen),
                                                                  trimap)["logits"])
     return net
@@ -238,6 +238,30 @@ def test_the_xl_engine_gives_the_same_masks_on_both_runtimes(sam_engines: tuple,
         assert np.array_equal(x.mask, y.mask) and np.abs(x.probs - y.probs).max() < 1e-4
         assert 0 < x.mask.sum() < x.mask.size  # a real answer, not an empty or a full mask
     assert x is not None and (case == "coarse mask" or x.state["detail_patches"])  # the Detail-Net ran
+
+
+@needs_ort
+def test_a_residual_detail_net_with_the_primitive_input_exports_and_matches(tmp_path: Path) -> None:
+    """The Detail-Net that takes the primitive as a fourth input channel: model.json names the channel, and both
+    runtimes give the same masks over a click sequence with the Detail-Net running."""
+    config = {**LITE_XL, "detail_net": {**TINY_DETAIL, "primitive_input": True, "residual": True}}
+    path = checkpoint(tmp_path, config)
+    from finecut.cli import main
+
+    assert main(["export-onnx", str(path), str(tmp_path / "onnx")]) == 0
+    doc = json.loads((tmp_path / "onnx" / "model.json").read_text())
+    assert doc["inputs"]["trimap"]["channels"][-1].startswith("primitive")
+    torch_engine = finecut.load_model(str(path))
+    onnx_engine = finecut.load_model(str(path), runtime="onnx", onnx_dir=str(tmp_path / "onnx"))
+    a = finecut.Predictor(torch_engine, honour_clicks=False)
+    b = finecut.Predictor(onnx_engine, honour_clicks=False)
+    a.set_image(make_image())
+    b.set_image(make_image())
+    x = y = None
+    for kwargs in _steps("clicks"):
+        x, y = a.predict(**kwargs, previous=x), b.predict(**kwargs, previous=y)
+        assert np.array_equal(x.mask, y.mask) and np.abs(x.probs - y.probs).max() < 1e-4
+    assert x is not None and x.state["detail_patches"]
 
 
 @needs_ort

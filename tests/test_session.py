@@ -107,6 +107,29 @@ def test_threshold_rethresholds_without_recompute(session, engine):
         session.set_threshold(1.5)
 
 
+def test_threshold_follows_the_matte_when_the_engine_refines_its_own_mask():
+    """An engine whose mask is not its probabilities thresholded (FocalClick-XL with detail_feedback off: the mask
+    and matte are the Detail-Net's, the probabilities the Object-Net's): another threshold applies to the matte, so the
+    refined mask does not fall back to the unrefined probabilities."""
+    from finecut.engines.base import EngineOutput
+
+    class RefiningEngine(DiskEngine):
+        def predict(self, image, features, prompts, previous):  # type: ignore[no-untyped-def]
+            out = super().predict(image, features, prompts, previous)
+            alpha = np.where(out.probs > 0.5, 0.6, 0.0).astype(np.float32)  # the refined result: a softer matte
+            alpha[:, : alpha.shape[1] // 2] = 0.0
+            return EngineOutput(out.probs, out.state, mask=alpha > 0.5, alpha=alpha)
+
+    session = Session(Predictor(RefiningEngine(), honour_clicks=False), photo_like(120, 160))
+    session.add_click(80, 60)
+    refined = session.mask.copy()
+    assert refined.any() and not np.array_equal(refined, np.asarray(session.prediction.probs) > 0.5)
+    session.set_threshold(0.55)
+    assert np.array_equal(session.mask, refined)  # the matte (0.6) is still above 0.55
+    session.set_threshold(0.65)
+    assert not session.mask.any()
+
+
 def test_finish_objects_labels_delete_and_instance_map(session):
     session.add_click(30, 30)
     a = session.finish_object("cat")

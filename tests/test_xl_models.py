@@ -433,6 +433,31 @@ def test_detail_net_batched_patches() -> None:
         net(torch.randn(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))
 
 
+def test_detail_net_primitive_input_and_residual() -> None:
+    """The primitive as one more input channel, through zero-initialised convolutions (a Detail-Net gaining it
+    computes what it did); ``residual`` adds the primitive's logit, so a zero classifier returns the primitive."""
+    torch.manual_seed(0)
+    plain = DetailNet().eval()
+    grown = DetailNet(primitive_input=True).eval()
+    report = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(report.missing_keys) == ["primitive.skip.weight", "primitive.stem.weight"] and grown.input_channels == 4
+    image, trimap = torch.randn(2, 3, 40, 40), torch.zeros(2, 3, 40, 40)
+    trimap[:, 2] = 1.0
+    primitive = torch.rand(2, 1, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(grown(image, torch.cat([trimap, primitive], 1))["alpha"], plain(image, trimap)["alpha"])
+    residual = DetailNet(primitive_input=True, residual=True).eval()
+    torch.nn.init.zeros_(residual.classifier.weight)
+    torch.nn.init.zeros_(residual.classifier.bias)
+    with torch.no_grad():
+        out = residual(image, torch.cat([trimap, primitive.clamp(0.01, 0.99)], 1))["alpha"]
+    assert torch.allclose(out, primitive.clamp(0.01, 0.99), atol=1e-5)
+    with pytest.raises(FinecutError, match="4 channels"):
+        grown(image, trimap)
+    with pytest.raises(FinecutError, match="needs primitive_input"):
+        DetailNet(residual=True)
+
+
 def test_trimap_from_probs_and_compose() -> None:
     probs = torch.tensor([[[[0.05, 0.5, 0.95, 0.5, 0.05]]]])
     pos = torch.tensor([[[[0.0, 0.0, 0.0, 1.0, 1.0]]]])

@@ -28,7 +28,7 @@ from finecut.pipelines.focalclick_xl import (
     select_patches,
 )
 from finecut.pipelines.transforms import Crop
-from finecut.prompts import Box, Click, Prompts, Scribble
+from finecut.prompts import Box, Click, ClickKind, Prompts, Scribble
 
 TINY_SAM = {"img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2, "window_size": 4,
             "global_attn_indexes": [1], "out_channels": 16, "adapter_dim": 4}
@@ -264,6 +264,48 @@ def test_detail_patches_replace_the_primitive_only_inside_them(net: FocalClickXL
     assert np.isin(refined.alpha[~written], (0.0, 1.0)).all()
     assert np.array_equal(refined.alpha[~written] > 0.5, refined.mask[~written])
     assert primitive.alpha is None
+
+
+def test_a_residual_detail_net_gets_the_primitive_and_starts_from_it(image: np.ndarray) -> None:
+    """A Detail-Net with the primitive input receives the primitive probabilities on each patch: zero new weights and
+    a zero classifier (a residual run's start) give back the primitive exactly, so the pipeline's output equals the
+    run without the Detail-Net apart from the trimap's decided pixels (0 / 1); a trained one changes the patches."""
+    net = lively(tiny_net(detail_net={**TINY_DETAIL, "primitive_input": True, "residual": True}))
+    with torch.no_grad():
+        net.detail.classifier.weight.zero_()
+        net.detail.classifier.bias.zero_()
+    kwargs = {"clicks": [Click(48, 36)]}
+    primitive = predictor(net, image, detail=False).predict(**kwargs)
+    refined = predictor(net, image, max_patches=1).predict(**kwargs)
+    covered = np.zeros((H, W), bool)
+    for bx0, by0, bx1, by1 in refined.state["detail_patches"]:
+        covered[by0:by1, bx0:bx1] = True
+    assert covered.any()
+    # (one patch: where windows overlap, the pipeline averages them) inside it every pixel is the primitive (the Detail-Net's unknown band) or the trimap's 0 / 1
+    unknown = covered & ~np.isin(refined.probs, (0.0, 1.0))
+    assert unknown.any() and np.abs(refined.probs[unknown] - primitive.probs[unknown]).max() < 0.02
+    with torch.no_grad():
+        net.detail.classifier.bias.fill_(3.0)
+    moved = predictor(net, image, max_patches=1).predict(**kwargs)
+    assert (moved.probs[unknown] > refined.probs[unknown] + 0.1).all()
+
+
+def test_without_detail_feedback_the_next_step_starts_from_the_primitive(net: FocalClickXLNet,
+                                                                         image: np.ndarray) -> None:
+    """``detail_feedback=False``: the mask and the matte are the Detail-Net's, ``probs`` the primitive's (the same as
+    with the Detail-Net off), and the step after starts from those probabilities, so it is the step the pipeline
+    without the Detail-Net takes."""
+    first, second = [Click(48, 36)], [Click(48, 36), Click(20, 60, ClickKind.NEGATIVE)]
+    off = predictor(net, image, detail=False)
+    on = predictor(net, image, max_patches=3, detail_feedback=False)
+    fed = predictor(net, image, max_patches=3)
+    a, b, c = off.predict(clicks=first), on.predict(clicks=first), fed.predict(clicks=first)
+    assert np.array_equal(b.probs, a.probs) and b.state["detail_patches"]
+    assert np.array_equal(b.mask, c.mask) and np.array_equal(b.alpha, c.alpha) and not np.array_equal(b.mask, a.mask)
+    a2, b2, c2 = off.predict(clicks=second, previous=a), on.predict(clicks=second, previous=b), \
+        fed.predict(clicks=second, previous=c)
+    assert np.array_equal(b2.probs, a2.probs) and np.array_equal(b2.mask, b2.alpha > 0.5)
+    assert not np.array_equal(c2.probs, a2.probs)  # with feedback, the refined probabilities carry over
 
 
 def test_box_refine_runs_coarse_mask_passes_on_the_box_result(net: FocalClickXLNet, image: np.ndarray) -> None:

@@ -187,6 +187,43 @@ def test_object_stage_rebases_a_trained_xl_on_a_segmentor(object_run: tuple[Trai
                                                                   str(tmp_path / "wide")}, init=str(object_dir / "last")))
 
 
+def test_detail_stage_grows_a_residual_primitive_input_on_a_trained_detail_net(
+        object_run: tuple[TrainConfig, Path], bank_path: tuple[Path, Path], tmp_path: Path) -> None:
+    """``detail_net = {primitive_input, residual}`` from a checkpoint without them: every trained weight is the
+    checkpoint's but the new primitive convolutions (zero) and the classifier (zeroed: it now predicts a correction),
+    so the run's first Detail-Net returns the primitive; the detail stage then trains only ``detail.*``, the new
+    weights included, and the checkpoint reloads with the option."""
+    _, object_dir = object_run
+    model = {**TINY_MODEL, "detail_net": {**TINY_MODEL["detail_net"], "primitive_input": True, "residual": True}}
+    cfg = tiny_config(tmp_path / "residual", bank_path, 2, {"stage": "detail", "coarse_primitive_probability": 0.5},
+                      init=str(object_dir / "last"))
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), "model": model})
+    start = initial_state(cfg)
+    loaded, _ = final_state(object_dir)
+    for key, value in start.items():
+        if key.startswith(("detail.primitive.", "detail.classifier.")):
+            assert not value.any(), key
+        else:
+            assert torch.equal(value, loaded[key]), key
+    net = build_model(model).eval()
+    net.load_state_dict(start)
+    primitive = torch.rand(2, 1, 24, 24) * 0.8 + 0.1
+    trimap = torch.cat([torch.zeros(2, 2, 24, 24), torch.ones(2, 1, 24, 24), primitive], dim=1)
+    with torch.no_grad():
+        alpha = net.forward_detail(torch.randn(2, 3, 24, 24), trimap)["alpha"]
+    assert torch.allclose(alpha, primitive, atol=1e-5)
+    train(cfg, progress=False)
+    after, doc = final_state(tmp_path / "residual")
+    moved = changed(start, after)
+    assert moved and all(k.startswith("detail.") for k in moved)
+    assert any(k.startswith("detail.primitive.") for k in moved) and any(k.startswith("detail.classifier.") for k in moved)
+    assert doc["model"]["detail_net"]["residual"] is True
+    # a model config that differs in anything else is still refused
+    other = {**model, "object_net": {"head_channels": 24}}
+    with pytest.raises(FinecutError, match="init_checkpoint"):
+        initial_state(TrainConfig.from_dict({**cfg.to_dict(), "model": other}))
+
+
 def test_run_history_and_card_name_the_rebase() -> None:
     from finecut.training.card import _history_section
     from finecut.training.history import run_summary
@@ -244,6 +281,43 @@ def test_detail_stage_changes_only_the_detail_net(object_run: tuple[TrainConfig,
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert {"alpha_l1", "alpha_mse", "alpha_grad", "composition"} <= set(records[-2])
     print(f"\ndetail stage: {samples_per_s(run_dir)} samples/s of 64² patches ({wall:.1f} s for 3 x 8)")
+
+
+def test_detail_patches_of_the_object_nets_own_primitives(bank_path: tuple[Path, Path], tmp_path: Path) -> None:
+    """``object_primitive_fraction``: patches of the pipeline's own detail windows on bank objects — the image, the
+    ground truth's coverage, the primitive with low-confidence pixels (what the windows are chosen for) and the click
+    disks at the patch size — and a detail stage on them alone changes only the Detail-Net (the frozen parts' BatchNorm
+    statistics included, although the pipeline runs them for every object)."""
+    from finecut.models.checkpoint import save_checkpoint
+    from finecut.training.objects import ObjectBank
+    from finecut.training.xl_primitives import PrimitivePatchSampler
+
+    torch.manual_seed(0)
+    net = build_model(TINY_MODEL)
+    with torch.no_grad():  # a fresh tiny net with its logits scaled down: probabilities near 0.5, windows everywhere
+        head = [m for m in net.object.head.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1][-1]
+        head.weight.mul_(0.05)
+        head.bias.zero_()
+    save_checkpoint(tmp_path / "fresh", net, dict(TINY_MODEL))
+    bank = ObjectBank.load(bank_path[1])
+    sampler = PrimitivePatchSampler(net, bank, np.arange(len(bank)), {0: 1.0}, 16, {"object_size": 64}, 2, 3.0, 1,
+                                    np.random.default_rng(0))
+    patches = [sampler.sample() for _ in range(12)]
+    for patch in patches:
+        assert patch.image.shape == (16, 16, 3) and patch.image.dtype == np.uint8
+        assert patch.alpha.shape == patch.primitive.shape == (16, 16) and patch.clicks.shape == (2, 16, 16)
+        assert 0 <= patch.alpha.min() and patch.alpha.max() <= 1 and 0 <= patch.primitive.min() <= 1
+    assert all(((p.primitive > 0.1) & (p.primitive < 0.9)).any() for p in patches)
+    assert any(p.clicks.any() for p in patches) and any(0 < p.alpha.mean() < 1 for p in patches)
+    cfg = tiny_config(tmp_path / "own", bank_path, 2, {"stage": "detail", "object_primitive_fraction": 1.0,
+                                                       "primitive_max_clicks": 2, "detail_size": 16},
+                      init=str(tmp_path / "fresh"), batch_size=4)
+    assert net.training and all(m.training for m in net.modules())  # the sampler ran it in eval mode, then gave it back
+    run_dir = train(cfg, progress=False)
+    moved = changed(initial_state(cfg), final_state(run_dir)[0])
+    assert moved and all(k.startswith("detail.") for k in moved)
+    with pytest.raises(FinecutError, match="object_primitive_fraction"):
+        tiny_config(tmp_path / "bad", bank_path, 1, {"stage": "detail", "object_primitive_fraction": 1.5})
 
 
 @pytest.mark.parametrize("form", ["box", "scribbles", "coarse_mask"])

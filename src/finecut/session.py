@@ -334,7 +334,12 @@ class Session:
             return np.zeros(self._size, dtype=bool)
         if pred.threshold == self._threshold:
             return np.asarray(pred.mask, dtype=bool)
-        return np.asarray(pred.probs) > self._threshold
+        probs = np.asarray(pred.probs)
+        if np.array_equal(pred.mask, probs > pred.threshold):  # the mask follows the probabilities
+            return probs > self._threshold
+        # the engine's mask is not its probabilities thresholded (FocalClick-XL with detail_feedback off: the mask is
+        # the Detail-Net's, the probabilities the Object-Net's): its matte at the new threshold, else the mask as is
+        return np.asarray(pred.mask, dtype=bool) if pred.alpha is None else np.asarray(pred.alpha) > self._threshold
 
     @property
     def can_undo(self) -> bool:

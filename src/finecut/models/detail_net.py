@@ -6,6 +6,16 @@ primitive mask) — the ImageNet-normalised RGB patch and a trimap, one-hot in :
 1 foreground). Output: ``alpha`` in [0, 1] (a sigmoid of ``logits``), at patch resolution; ``alpha > 0.5`` is the
 binary mask.
 
+With ``primitive_input`` (a departure from the paper, whose Detail-Net sees the image and the trimap only), one more
+input channel after the trimap's carries the Object-Net's primitive probabilities on the patch, as FocalClick's
+refiner sees the segmentor's mask: inside the unknown band the trimap says nothing about where the primitive put the
+boundary, and without it the network has to find the boundary from the image alone. The channel enters through two
+convolutions of their own (``primitive.*``: one added to the stem's output, one to the last decoder step's), both
+zero at initialisation, so a Detail-Net trained without it starts out exactly as it was. With ``residual`` as well,
+the network predicts a correction to the primitive: its logit is added to the primitive's (clamped to
+[:data:`PRIMITIVE_EPS`, 1 - :data:`PRIMITIVE_EPS`]), so a zero classifier returns the primitive unchanged — a start that
+cannot make the mask worse, which training then improves on.
+
 Encoder: a stride-2 stem and MobileNetV2 inverted-residual stages (expand 1x1 -> depthwise 3x3 -> linear project
 1x1, ReLU6, residual when the shape allows) down to stride 16. Decoder: four steps of bilinear 2x upsampling,
 concatenation with the encoder's map of that stride (the last one with the network input itself, so the finest
@@ -28,6 +38,9 @@ from finecut.errors import FinecutError
 
 #: The trimap channels of the Detail-Net's one-hot input, in order.
 TRIMAP_CHANNELS: tuple[str, ...] = ("background", "foreground", "unknown")
+
+#: The primitive probabilities are clamped to [eps, 1 - eps] before their logit is taken (``residual``).
+PRIMITIVE_EPS = 1e-4
 
 #: MobileNetV2-style encoder stages after the stem: (expand ratio, channels, repeats, stride).
 DEFAULT_STAGES: tuple[tuple[int, int, int, int], ...] = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2))
@@ -65,15 +78,20 @@ class InvertedResidual(nn.Module):
 class DetailNet(nn.Module):
     """U-Net (MobileNetV2-style encoder) from an RGB patch + trimap to alpha.
 
-    ``forward(image, trimap) -> {"alpha": (B,1,h,w) in [0,1], "logits": (B,1,h,w)}``. ``stages`` are the encoder's
+    ``forward(image, trimap) -> {"alpha": (B,1,h,w) in [0,1], "logits": (B,1,h,w)}``; with ``primitive_input`` the
+    ``trimap`` tensor carries the primitive probabilities as one more channel (:attr:`input_channels` in all).
+    ``stages`` are the encoder's
     (expand, channels, repeats, stride) rows after a stride-2 stem of ``stem_channels``; ``decoder`` the widths of
     the decoder steps, coarsest first (one per stride-2 step of the encoder, the stem's included).
     """
 
     def __init__(self, trimap_channels: int = 3, stem_channels: int = 16,
                  stages: Sequence[Sequence[int]] = DEFAULT_STAGES,
-                 decoder: Sequence[int] = (48, 32, 24, 16)) -> None:
+                 decoder: Sequence[int] = (48, 32, 24, 16), primitive_input: bool = False,
+                 residual: bool = False) -> None:
         super().__init__()
+        if residual and not primitive_input:
+            raise FinecutError("a residual Detail-Net corrects the primitive, so it needs primitive_input")
         if trimap_channels not in (1, 3):
             raise FinecutError(f"trimap_channels must be 1 or 3, got {trimap_channels}")
         rows = [tuple(int(v) for v in row) for row in stages]
@@ -109,16 +127,35 @@ class DetailNet(nn.Module):
         self.decoder = nn.ModuleList(steps)
         self.classifier = nn.Conv2d(width, 1, 3, padding=1)
         self.stride = 2 ** (len(levels))
+        self.primitive_input = bool(primitive_input)
+        self.residual = bool(residual)
+        if self.primitive_input:
+            self.primitive = nn.ModuleDict({"stem": nn.Conv2d(1, stem_channels, 3, 2, 1, bias=False),
+                                            "skip": nn.Conv2d(1, width, 3, 1, 1, bias=False)})
+            for conv in self.primitive.values():
+                nn.init.zeros_(conv.weight)
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the ``trimap`` argument: the trimap's, plus one for the primitive with ``primitive_input``."""
+        return self.trimap_channels + int(self.primitive_input)
 
     def forward(self, image: torch.Tensor, trimap: torch.Tensor) -> dict[str, torch.Tensor]:
-        if trimap.shape[1] != self.trimap_channels:
-            raise FinecutError(f"the Detail-Net takes a {self.trimap_channels}-channel trimap, "
-                               f"got {trimap.shape[1]} channels")
+        if trimap.shape[1] != self.input_channels:
+            extra = " and the primitive probabilities" if self.primitive_input else ""
+            raise FinecutError(f"the Detail-Net takes a {self.trimap_channels}-channel trimap{extra} "
+                               f"({self.input_channels} channels), got {trimap.shape[1]} channels")
         if trimap.shape[-2:] != image.shape[-2:] or trimap.shape[0] != image.shape[0]:
             raise FinecutError(f"trimap {tuple(trimap.shape)} does not match the image patches {tuple(image.shape)}")
-        x0 = torch.cat([image, trimap.to(image.dtype)], dim=1)
+        trimap = trimap.to(image.dtype)
+        primitive = None
+        if self.primitive_input:
+            trimap, primitive = trimap[:, :self.trimap_channels], trimap[:, self.trimap_channels:]
+        x0 = torch.cat([image, trimap], dim=1)
         skips = [x0]
         x = self.stem(x0)
+        if primitive is not None:
+            x = x + self.primitive["stem"](primitive)
         for index, level in enumerate(self.encoder):
             x = level(x)
             if index < len(self.encoder) - 1:
@@ -126,7 +163,11 @@ class DetailNet(nn.Module):
         for step, skip in zip(self.decoder, reversed(skips)):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = step(torch.cat([x, skip], dim=1))
+        if primitive is not None:
+            x = x + self.primitive["skip"](primitive)
         logits = self.classifier(x)
+        if self.residual:
+            logits = logits + torch.logit(primitive.clamp(PRIMITIVE_EPS, 1.0 - PRIMITIVE_EPS))
         return {"alpha": torch.sigmoid(logits), "logits": logits}
 
 

@@ -86,10 +86,15 @@ def _context_box(gen: torch.Generator, context: torch.Tensor, stride: int) -> to
     return torch.tensor([[x0, y0, x0 + float(size[0]) * width, y0 + float(size[1]) * height]])
 
 
-def _trimap(gen: torch.Generator, patches: int, h: int, w: int, channels: int) -> torch.Tensor:
+def _trimap(gen: torch.Generator, patches: int, h: int, w: int, channels: int, primitive: bool = False
+            ) -> torch.Tensor:
     if channels == 3:
-        return torch.cat([_one_hot(gen, h, w) for _ in range(patches)])
-    return torch.randint(0, 3, (patches, 1, h, w), generator=gen).float() / 2
+        trimap = torch.cat([_one_hot(gen, h, w) for _ in range(patches)])
+    else:
+        trimap = torch.randint(0, 3, (patches, 1, h, w), generator=gen).float() / 2
+    if primitive:  # the primitive probabilities after the trimap
+        trimap = torch.cat([trimap, torch.rand(patches, 1, h, w, generator=gen)], dim=1)
+    return trimap
 
 
 def xl_sample_inputs(engine: Any, gen: torch.Generator) -> dict[str, list[tuple[torch.Tensor, ...]]]:
@@ -114,8 +119,10 @@ def xl_sample_inputs(engine: Any, gen: torch.Generator) -> dict[str, list[tuple[
             (_image(gen, h, w), _maps(gen, prompts, h, w), ctx, _context_box(gen, ctx, stride))
             for (h, w), ctx in zip(sizes, maps)]
     patch = int(engine.options["detail_size"])
-    channels = int(networks["detail_net"].trimap_channels)  # type: ignore[union-attr]
-    samples["detail_net"] = [(torch.cat([_image(gen, h, w) for _ in range(n)]), _trimap(gen, n, h, w, channels))
+    detail = networks["detail_net"]
+    channels, primitive = int(detail.trimap_channels), bool(detail.primitive_input)  # type: ignore[union-attr]
+    samples["detail_net"] = [(torch.cat([_image(gen, h, w) for _ in range(n)]),
+                              _trimap(gen, n, h, w, channels, primitive))
                              for n, h, w in ((2, patch, patch), (1, patch + 8, max(8, patch // 2 + 3)), (4, 8, 8))]
     return samples
 
@@ -257,14 +264,16 @@ def _inputs(engine: Any) -> dict[str, Any]:
     }
     if "object_net" not in getattr(engine, "networks", ()):
         return doc
-    channels = int(engine_networks(engine)["detail_net"].trimap_channels)  # type: ignore[union-attr]
+    detail = engine_networks(engine)["detail_net"]
+    channels, primitive = int(detail.trimap_channels), bool(detail.primitive_input)  # type: ignore[union-attr]
     doc["prompt_maps"] = ("NCHW float32 (1, len(prompt_layout), h, w), channels in prompt_layout order: "
                           "previous_mask = the step's starting probabilities of the crop, resized; positive / "
                           "negative as the form draws them (forms)")
     doc["forms"] = {form: XL_FORM_MAPS.get(form, "as the checkpoint's training drew them")
                     for form in engine.forms}
     doc["trimap"] = {
-        "channels": list(TRIMAP_CHANNELS) if channels == 3 else ["0 background, 0.5 unknown, 1 foreground"],
+        "channels": [*(TRIMAP_CHANNELS if channels == 3 else ["0 background, 0.5 unknown, 1 foreground"]),
+                     *(["primitive: the Object-Net's probabilities on the patch"] if primitive else [])],
         "description": "per detail patch, from the primitive probabilities resized to it: foreground >= "
                        "pipeline.trimap_high or a positive click / stroke (disks of detail_click_radius), background "
                        "<= trimap_low or a negative one, else unknown; low-confidence pixels farther than "

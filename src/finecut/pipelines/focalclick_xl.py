@@ -33,7 +33,11 @@ Per interaction (the shared steps — starting probabilities, target crop, state
 
 Output: ``probs`` — the primitive probabilities outside the detail patches, the composed alpha inside; ``alpha`` (with
 the Detail-Net on; ``None`` without it, since then there is no matte) — the composed alpha inside the detail patches and
-the binary mask elsewhere (:func:`matte`; ``alpha > 0.5`` is the mask).
+the binary mask elsewhere (:func:`matte`; ``alpha > 0.5`` is the mask). With ``detail_feedback`` off, ``probs`` are the
+primitive probabilities everywhere (box clamp and merge applied), the Detail-Net refines that result, and the mask is
+the refined one (``alpha > 0.5``):
+the next interaction starts from ``probs``, so the Object-Net's loop is the one it runs without the Detail-Net and a
+Detail-Net mistake is never fed back into its previous-mask input.
 
 Every network call goes through the engine's :attr:`~FocalClickXLEngine.networks` — ``context_net``, ``object_net``
 (the interaction form a string argument) and ``detail_net`` (:class:`XLContextNetwork`, :class:`XLObjectNetwork`,
@@ -73,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
     "min_crop": 48,
     "click_radius": 5.0,  # click disks, Object-Net pixels
     "detail": True,  # False: the primitive probabilities are the result
+    # False: the Detail-Net refines what the user gets (mask, alpha) but ``probs`` stay the primitive's, and the next
+    # interaction starts from them, so a Detail-Net mistake is not fed back into the Object-Net's next pass
+    "detail_feedback": True,
     "detail_zoom": 2.0,  # detail patches at this many times the Object-Net's scale ...
     "max_detail_scale": 1.0,  # ... but never finer than this (1: the original resolution)
     "max_patches": 16,
@@ -291,11 +298,20 @@ class XLDetailNetwork(_XLCall):
     def trimap_channels(self) -> int:
         return int(getattr(self.net.detail, "trimap_channels", 3))
 
+    @property
+    def primitive_input(self) -> bool:
+        """Whether the ``trimap`` input ends with the primitive probabilities (one more channel)."""
+        return bool(getattr(self.net.detail, "primitive_input", False))
+
+    @property
+    def input_channels(self) -> int:
+        return self.trimap_channels + int(self.primitive_input)
+
     def forward(self, image: torch.Tensor, trimap: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net.forward_detail(image, trimap)
 
     def export_config(self) -> dict[str, Any]:
-        return {"trimap_channels": self.trimap_channels}
+        return {"trimap_channels": self.trimap_channels, "primitive_input": self.primitive_input}
 
 
 # -------------------------------------------------------------------------------------------------------- engine
@@ -475,7 +491,8 @@ class FocalClickXLEngine(CropPipeline):
         channels = int(getattr(self.net.detail, "trimap_channels", 3))  # the torch module's, on any runtime
         trimap = one_hot if channels == 3 else trimap_from_probs(prob, mark[:, 0:1], mark[:, 1:2], low, high, 1,
                                                                  band=band)
-        alpha = self.detail_net(image, trimap)["alpha"]
+        inputs = torch.cat([trimap, prob], dim=1) if getattr(self.net.detail, "primitive_input", False) else trimap
+        alpha = self.detail_net(image, inputs)["alpha"]
         composed = compose_alpha(alpha.float(), one_hot if channels == 3 else trimap_one_hot(trimap))
         composed_np = composed[:, 0].numpy()
         # average overlapping patches, inside the crop only
@@ -531,15 +548,25 @@ class FocalClickXLEngine(CropPipeline):
             probs = crop.paste(base.copy(), self.primitive(step, crop, form, base))
         if forms == ("box",):
             probs, crop = self.refine_box_result(step, probs, crop)
-        patches = self.refine(step, crop, probs) if self.options["detail"] else []
+        detail = bool(self.options["detail"])
+        feedback = detail and bool(self.options["detail_feedback"])
+        patches = self.refine(step, crop, probs) if feedback else []  # refined probabilities carried to the next step
         if step.outside_box is not None:
             probs[step.outside_box] = 0.0
         merged = self.merge(step, forms[-1], probs, base)
         probs = np.clip(probs, 0.0, 1.0).astype(np.float32, copy=False)
+        refined = probs
+        if detail and not feedback:  # the Detail-Net on this step's result; the next step starts from ``probs``
+            refined = probs.copy()
+            patches = self.refine(step, crop, refined)
+            if step.outside_box is not None:
+                refined[step.outside_box] = 0.0
+            refined = np.clip(refined, 0.0, 1.0).astype(np.float32, copy=False)
         state = {"target_crop": list(crop.box), "forms": list(forms),
                  "detail_patches": [list(b) for b in patches], "merged": merged}
-        alpha = matte(probs, crop.box, patches) if self.options["detail"] else None
-        return EngineOutput(probs, state, alpha=alpha)
+        alpha = matte(refined, crop.box, patches) if detail else None
+        mask = None if refined is probs else refined > 0.5
+        return EngineOutput(probs, state, mask=mask, alpha=alpha)
 
 
 def matte(probs: np.ndarray, crop_box: IntBox, patches: list[IntBox]) -> np.ndarray:

@@ -239,6 +239,13 @@ class FocalClickXLOptions:
     trimap_high: float = 0.9
     trimap_band: int | None = 6  # the pipeline's trimap_band: unknown only this close to the primitive's boundary
     detail_click_probability: float = 0.5  # samples with 1-3 clicks as sure foreground / background
+    # simulated primitives first seen at a 1.5-4x coarser scale (as the Object-Net's output resized to a patch)
+    coarse_primitive_probability: float = 0.0
+    # patches of the Object-Net's own primitives: bank objects through the pipeline (Detail-Net off, the init
+    # checkpoint's settings), 1 to primitive_max_clicks simulated clicks, the windows it would refine
+    # (finecut.training.xl_primitives); the rest are the simulated samples above
+    object_primitive_fraction: float = 0.0
+    primitive_max_clicks: int = 4
     detail_click_radius: float = 3.0
     known_weight: float = 0.0  # loss weight of the trimap's decided pixels (the unknown ones weigh 1)
     l1_weight: float = 1.0
@@ -290,6 +297,12 @@ class FocalClickXLOptions:
             raise FinecutError(f"[focalclick_xl].box_expand {list(self.box_expand)}: 1 <= low <= high")
         if self.detail_size < 16:
             raise FinecutError(f"[focalclick_xl].detail_size {self.detail_size}: at least 16")
+        if self.primitive_max_clicks < 1:
+            raise FinecutError(f"[focalclick_xl].primitive_max_clicks {self.primitive_max_clicks}: at least 1")
+        for name in ("synthetic_fraction", "detail_click_probability", "coarse_primitive_probability",
+                     "object_primitive_fraction", "whole_image_probability"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise FinecutError(f"[focalclick_xl].{name} {getattr(self, name)}: a probability in [0, 1]")
 
 
 #: The training method of each trainable architecture (the loop's step functions:

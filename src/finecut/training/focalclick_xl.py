@@ -22,7 +22,12 @@ the one training loop training one of them, every other tensor frozen:
    probabilities — the alpha with its boundary moved by up to 3 px, blurred, with smooth noise: the Object-Net's
    low-confidence band — and 1-3 clicks as sure foreground / background on half of the samples. Loss: L1 + MSE +
    gradient loss on the unknown pixels (:func:`~finecut.training.alpha_losses.alpha_loss`), plus the composition
-   loss on synthetic samples.
+   loss on synthetic samples. With ``object_primitive_fraction``, that share of the patches are the Object-Net's own:
+   bank objects through the pipeline with its Detail-Net off, after 1 to ``primitive_max_clicks`` simulated clicks,
+   cut at the windows it would refine (:mod:`finecut.training.xl_primitives`), with their real primitive and clicks.
+   A Detail-Net with ``primitive_input`` gets the primitive as a fourth input channel; ``residual`` makes it predict a
+   correction to the primitive's logit, its classifier zeroed when the init checkpoint's Detail-Net was not residual
+   (:func:`start_residual`).
 3. ``prompting`` — one other form's prompting layer (``form``: ``box``, ``scribbles`` or ``coarse_mask``), everything
    else frozen (:meth:`~finecut.models.focalclick_xl.FocalClickXLNet.train_only_prompting`), started from the
    ``clicks`` layer unless the warm-start checkpoint's history says the form was tuned already. Prompts are
@@ -161,6 +166,14 @@ def context_trainable(net: FocalClickXLNet, mode: str) -> set[str]:
     if isinstance(net.context, ContextLite0Encoder):
         return {n for n in names if not n.startswith("backbone.")}
     return {n for n in names if "adapter" in n}
+
+
+def start_residual(net: FocalClickXLNet) -> None:
+    """A residual Detail-Net started from a Detail-Net that predicted alpha outright: its classifier, which now
+    predicts a correction to the primitive's logit, is zeroed, so the run starts by returning the primitive."""
+    nn.init.zeros_(net.detail.classifier.weight)
+    if net.detail.classifier.bias is not None:
+        nn.init.zeros_(net.detail.classifier.bias)
 
 
 def set_trainable(net: FocalClickXLNet, options: FocalClickXLOptions) -> list[nn.Module]:
@@ -446,6 +459,8 @@ class DetailSample:
     foreground: np.ndarray  # (p, p, 3) float32 0..255 (zeros for real samples)
     background: np.ndarray  # (p, p, 3) float32 0..255
     synthetic: bool
+    primitive: np.ndarray | None = None  # (p, p) the Object-Net's own probabilities (None: simulate them)
+    clicks: np.ndarray | None = None  # (2, p, p) the pipeline's positive / negative click disks with ``primitive``
 
 
 def window_at(row: int, col: int, side: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -523,10 +538,17 @@ class DetailSampler:
         return self.real()
 
 
-def simulated_primitive(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Primitive probabilities as an Object-Net gives them around a boundary: the alpha with its boundary moved by
-    0-3 px, blurred (sigma 0.8-3 px), with smooth noise (amplitude up to 0.15)."""
+def simulated_primitive(alpha: np.ndarray, rng: np.random.Generator, coarse_probability: float = 0.0) -> np.ndarray:
+    """Primitive probabilities as an Object-Net gives them around a boundary: with ``coarse_probability`` the alpha seen
+    at a coarser scale first (area-downsampled 1.5-4x and bilinearly upsampled back, as the pipeline resizes the Object-Net's
+    output to a detail patch), then its boundary moved by 0-3 px, blurred (sigma 0.8-3 px), with smooth noise
+    (amplitude up to 0.15)."""
     a = alpha.astype(np.float32)
+    if coarse_probability and rng.random() < coarse_probability:
+        h, w = a.shape
+        f = float(rng.uniform(1.5, 4.0))
+        small = cv2.resize(a, (max(2, round(w / f)), max(2, round(h / f))), interpolation=cv2.INTER_AREA)
+        a = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     k = int(rng.integers(0, 4))
     if k:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
@@ -563,30 +585,55 @@ class DetailSteps(Steps):
         self.frozen = frozen
         self.sampler = DetailSampler(setup.bank, setup.train_indices, setup.source_weights, setup.cfg, setup.rng)
         self.trimap_channels = int(self.net.detail.trimap_channels)
+        self.primitive_input = bool(getattr(self.net.detail, "primitive_input", False))
+        self.primitives = None
+        if self.options.object_primitive_fraction > 0:
+            from finecut.training.trainer import inherited_pipeline
+            from finecut.training.xl_primitives import PrimitivePatchSampler
 
-    def trimap(self, alpha: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """A sample's trimap (1, C, p, p) and its unknown region (1, 1, p, p)."""
-        o, rng = self.options, self.rng
-        probs = torch.from_numpy(simulated_primitive(alpha, rng))[None, None]
+            self.primitives = PrimitivePatchSampler(
+                self.net, setup.bank, setup.train_indices, setup.source_weights, self.options.detail_size,
+                inherited_pipeline(setup.cfg) or {}, self.options.primitive_max_clicks,
+                self.options.detail_click_radius, setup.cfg.threads, setup.rng)
+
+    def sample(self) -> DetailSample:
+        """A patch of the Object-Net's own primitive (``object_primitive_fraction``), else the sampler's."""
+        if self.primitives is not None and self.rng.random() < self.options.object_primitive_fraction:
+            patch = self.primitives.sample()
+            zeros = np.zeros(patch.image.shape, np.float32)
+            return DetailSample(patch.image, patch.alpha, zeros, zeros, False, patch.primitive, patch.clicks)
+        return self.sampler.sample()
+
+    def trimap(self, sample: DetailSample) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sample's trimap (1, C, p, p) and its unknown region (1, 1, p, p): from its own primitive and clicks when it
+        has them, else from a simulated primitive and (``detail_click_probability``) simulated clicks."""
+        o, rng, alpha = self.options, self.rng, sample.alpha
         pos = neg = None
-        if rng.random() < o.detail_click_probability:
-            p, n = click_maps_on(alpha, rng, o.detail_click_radius)
-            pos, neg = torch.from_numpy(p)[None, None], torch.from_numpy(n)[None, None]
+        if sample.primitive is not None and sample.clicks is not None:
+            probs = torch.from_numpy(sample.primitive)[None, None]
+            pos, neg = torch.from_numpy(sample.clicks[0])[None, None], torch.from_numpy(sample.clicks[1])[None, None]
+        else:
+            probs = torch.from_numpy(simulated_primitive(alpha, rng, o.coarse_primitive_probability))[None, None]
+            if rng.random() < o.detail_click_probability:
+                p, n = click_maps_on(alpha, rng, o.detail_click_radius)
+                pos, neg = torch.from_numpy(p)[None, None], torch.from_numpy(n)[None, None]
         one_hot = trimap_from_probs(probs, pos, neg, o.trimap_low, o.trimap_high, channels=3, band=o.trimap_band)
         trimap = one_hot if self.trimap_channels == 3 else one_hot[:, 1:2] + 0.5 * one_hot[:, 2:3]
+        if self.primitive_input:  # the primitive probabilities as one more channel, as the pipeline gives them
+            trimap = torch.cat([trimap, probs], dim=1)
         return trimap, one_hot[:, 2:3]
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         o = self.options
-        samples = [self.sampler.sample() for _ in range(self.cfg.batch_size)]
+        for module in self.frozen:  # before sampling: the Object-Net's own primitives run the frozen parts
+            module.eval()
+        samples = [self.sample() for _ in range(self.cfg.batch_size)]
         images_u8 = np.stack([s.image for s in samples])
         images = normalize_batch(images_u8, self.net.input_spec)
         alpha = torch.from_numpy(np.stack([s.alpha for s in samples])[:, None])
-        maps = [self.trimap(s.alpha) for s in samples]
+        maps = [self.trimap(s) for s in samples]
         trimap = torch.cat([m[0] for m in maps])
         unknown = torch.cat([m[1] for m in maps])
-        for module in self.frozen:
-            module.eval()
         pred = self.net.forward_detail(images, trimap)["alpha"]
         weight = unknown + o.known_weight * (1.0 - unknown)
         terms = alpha_loss(pred, alpha, weight, l1=o.l1_weight, mse=o.mse_weight, gradient=o.gradient_weight)
@@ -632,6 +679,8 @@ class FocalClickXLMethod(TrainingMethod):
             init_doc = read_checkpoint_config(checkpoint_path(cfg.init_checkpoint))
             if options.rebase_object:
                 rebase(xl, options)
+            if xl.detail.residual and not (init_doc["model"].get("detail_net") or {}).get("residual"):
+                start_residual(xl)
         elif options.stage in ("detail", "object"):  # the stage that starts a chain (detail -> object -> prompting)
             warm_start(xl, cfg)
         elif options.stage == "prompting":
@@ -677,4 +726,4 @@ class FocalClickXLMethod(TrainingMethod):
 FOCALCLICK_XL = FocalClickXLMethod()
 
 __all__ = ["FOCALCLICK_XL", "FocalClickXLMethod", "checkpoint_path", "context_trainable", "set_trainable",
-           "rebase", "trained_stages", "tuned_forms", "warm_start"]
+           "start_residual", "rebase", "trained_stages", "tuned_forms", "warm_start"]

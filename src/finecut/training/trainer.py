@@ -130,14 +130,29 @@ def init_checkpoint_path(cfg: TrainConfig) -> Path:
 
 #: Architecture options a warm start may switch on: the run's network has the option set where the checkpoint's has it
 #: 0 (or absent), and the weights under the listed key prefix, which the option adds, keep their initialisation (zero:
-#: the network starts as the checkpoint's) — NTClick's HRR gaining its click input.
-GROWN_OPTIONS: dict[str, str] = {"click_channels": "click_embed."}
+#: the network starts as the checkpoint's) — NTClick's HRR gaining its click input, FocalClick-XL's Detail-Net gaining
+#: the primitive probabilities as an input. A dotted option names a key of a nested section (``detail_net``).
+#: (``detail_net.residual`` adds no weights; the FocalClick-XL method zeroes the classifier it re-purposes.)
+GROWN_OPTIONS: dict[str, str] = {"click_channels": "click_embed.", "detail_net.primitive_input": "detail.primitive.",
+                                 "detail_net.residual": "detail.classifier."}
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``config`` with nested sections as dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def grown_prefixes(source: dict[str, Any], target: dict[str, Any]) -> list[str] | None:
     """The key prefixes of the weights a warm start from a checkpoint of architecture config ``source`` leaves at
     their initialisation in a network of config ``target`` ([] when the two are equal), or None when they differ in
     anything but the :data:`GROWN_OPTIONS` switched on."""
+    source, target = _flat(source), _flat(target)
     switched = [option for option in GROWN_OPTIONS if not source.get(option, 0) and target.get(option, 0)]
 
     def rest(config: dict[str, Any]) -> dict[str, Any]:  # the config without the switched and the off options
