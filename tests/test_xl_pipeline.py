@@ -485,9 +485,12 @@ def test_the_shipped_focalclick_xl_went_through_every_stage_and_routes_every_for
     stages = trained_stages(doc)
     assert stages[:2] == ["detail", "object"], stages
     assert {"prompting:box", "prompting:scribbles", "prompting:coarse_mask"} <= set(stages), stages
-    assert stages[-1] == "object+box+scribbles+coarse_mask", stages  # the joint-forms stage it was shipped from
+    # the joint-forms (rebase) stage, then the Detail-Net trained again on the Object-Net's own primitives
+    assert stages[-2:] == ["object+box+scribbles+coarse_mask", "detail"], stages
+    assert doc["model"]["detail_net"] == {"primitive_input": True, "residual": True}
     engine = finecut.load_model("focalclick-xl")
     assert isinstance(engine, FocalClickXLEngine) and engine.options["detail"] is False
+    assert engine.options["detail_feedback"] is False  # for when the Detail-Net is switched on
     assert engine.options["box_refine"] == 3 and engine.options["flip_tta"] is True
     image = np.full((120, 160, 3), 70, np.uint8)
     cv2.circle(image, (80, 60), 30, (220, 200, 40), -1)

@@ -168,6 +168,17 @@ def context_trainable(net: FocalClickXLNet, mode: str) -> set[str]:
     return {n for n in names if "adapter" in n}
 
 
+def init_pipeline(cfg: TrainConfig) -> dict[str, Any]:
+    """The inference settings (``pipeline``) of ``cfg.init_checkpoint`` ({} without one): the Object-Net's own
+    primitives for the detail stage are made as the model being continued makes them."""
+    if not cfg.init_checkpoint:
+        return {}
+    from finecut.models.checkpoint import read_checkpoint_config
+
+    pipeline = read_checkpoint_config(checkpoint_path(cfg.init_checkpoint)).get("pipeline")
+    return dict(pipeline) if isinstance(pipeline, dict) else {}
+
+
 def start_residual(net: FocalClickXLNet) -> None:
     """A residual Detail-Net started from a Detail-Net that predicted alpha outright: its classifier, which now
     predicts a correction to the primitive's logit, is zeroed, so the run starts by returning the primitive."""
@@ -588,12 +599,11 @@ class DetailSteps(Steps):
         self.primitive_input = bool(getattr(self.net.detail, "primitive_input", False))
         self.primitives = None
         if self.options.object_primitive_fraction > 0:
-            from finecut.training.trainer import inherited_pipeline
             from finecut.training.xl_primitives import PrimitivePatchSampler
 
             self.primitives = PrimitivePatchSampler(
                 self.net, setup.bank, setup.train_indices, setup.source_weights, self.options.detail_size,
-                inherited_pipeline(setup.cfg) or {}, self.options.primitive_max_clicks,
+                init_pipeline(setup.cfg), self.options.primitive_max_clicks,
                 self.options.detail_click_radius, setup.cfg.threads, setup.rng)
 
     def sample(self) -> DetailSample:
