@@ -35,9 +35,8 @@ Output: ``probs`` — the primitive probabilities outside the detail patches, th
 the Detail-Net on; ``None`` without it, since then there is no matte) — the composed alpha inside the detail patches and
 the binary mask elsewhere (:func:`matte`; ``alpha > 0.5`` is the mask). With ``detail_feedback`` off, ``probs`` are the
 primitive probabilities everywhere (box clamp and merge applied), the Detail-Net refines that result, and the mask is
-the refined one (``alpha > 0.5``):
-the next interaction starts from ``probs``, so the Object-Net's loop is the one it runs without the Detail-Net and a
-Detail-Net mistake is never fed back into its previous-mask input.
+the refined one (``alpha > 0.5``): the next interaction starts from ``probs``, so the Object-Net's loop is the one it
+runs without the Detail-Net and a Detail-Net mistake is never fed back into its previous-mask input.
 
 Every network call goes through the engine's :attr:`~FocalClickXLEngine.networks` — ``context_net``, ``object_net``
 (the interaction form a string argument) and ``detail_net`` (:class:`XLContextNetwork`, :class:`XLObjectNetwork`,

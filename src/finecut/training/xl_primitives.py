@@ -54,7 +54,7 @@ class PrimitivePatchSampler:
         try:
             self.engine = FocalClickXLEngine(net, threads=max(1, threads), **{**pipeline, "detail": False})
         finally:
-            net.train(training)  # the engine puts the network in eval mode; the training step sets each part's
+            net.train(training)  # the engine puts the network in eval mode; object_patches switches it per run
         self.predictor = Predictor(self.engine, honour_clicks=False)
         self.bank, self.rng, self.size = bank, rng, int(size)
         self.max_clicks, self.click_radius = max(1, int(max_clicks)), float(click_radius)
