@@ -168,17 +168,6 @@ def context_trainable(net: FocalClickXLNet, mode: str) -> set[str]:
     return {n for n in names if "adapter" in n}
 
 
-def init_pipeline(cfg: TrainConfig) -> dict[str, Any]:
-    """The inference settings (``pipeline``) of ``cfg.init_checkpoint`` ({} without one): the Object-Net's own
-    primitives for the detail stage are made as the model being continued makes them."""
-    if not cfg.init_checkpoint:
-        return {}
-    from finecut.models.checkpoint import read_checkpoint_config
-
-    pipeline = read_checkpoint_config(checkpoint_path(cfg.init_checkpoint)).get("pipeline")
-    return dict(pipeline) if isinstance(pipeline, dict) else {}
-
-
 def start_residual(net: FocalClickXLNet) -> None:
     """A residual Detail-Net started from a Detail-Net that predicted alpha outright: its classifier, which now
     predicts a correction to the primitive's logit, is zeroed, so the run starts by returning the primitive."""
@@ -603,7 +592,7 @@ class DetailSteps(Steps):
 
             self.primitives = PrimitivePatchSampler(
                 self.net, setup.bank, setup.train_indices, setup.source_weights, self.options.detail_size,
-                init_pipeline(setup.cfg), self.options.primitive_max_clicks,
+                setup.pipeline or {}, self.options.primitive_max_clicks,
                 self.options.detail_click_radius, setup.cfg.threads, setup.rng)
 
     def sample(self) -> DetailSample:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,7 +31,8 @@ class RunSetup:
     """What a method's step function is built from, once per run (after resume).
 
     ``rng`` is the run's sample stream (seeded by the loop from the seed, the rank and the start step): a method draws
-    its batches and simulated clicks from it. ``step`` is the step training starts (or resumes) at.
+    its batches and simulated clicks from it. ``step`` is the step training starts (or resumes) at. ``pipeline`` is
+    the init checkpoint's inference settings (:func:`finecut.training.trainer.inherited_pipeline`; None without).
     """
 
     cfg: TrainConfig
@@ -42,6 +43,7 @@ class RunSetup:
     step: int = 0
     rank: int = 0
     world: int = 1
+    pipeline: dict[str, Any] | None = None
 
     @property
     def source_weights(self) -> dict[int, float]:

@@ -413,10 +413,10 @@ def train(cfg: TrainConfig, resume: bool = False, max_minutes: float | None = No
         rng = np.random.default_rng([cfg.seed, info.rank, step])
         torch.manual_seed(cfg.seed + info.rank + step)
 
-    steps = method.steps(RunSetup(cfg, net, bank, train_idx, rng, step, info.rank, info.world))
+    pipeline = inherited_pipeline(cfg)  # read once; every checkpoint keeps it, a method may run it
+    steps = method.steps(RunSetup(cfg, net, bank, train_idx, rng, step, info.rank, info.world, pipeline))
     validation = HeldOutValidation(method, net, bank, cfg) if info.main else None
     history = inherited_runs(cfg) if info.main else []  # read once; every checkpoint records it
-    pipeline = inherited_pipeline(cfg) if info.main else None
     engine = method.engine(cfg.model["arch"])
     log_path = run_dir / "log.jsonl"
     if info.main:
