@@ -308,6 +308,12 @@ def test_without_detail_feedback_the_next_step_starts_from_the_primitive(net: Fo
     assert not np.array_equal(c2.probs, a2.probs)  # with feedback, the refined probabilities carry over
 
 
+@pytest.mark.parametrize("value", ["maybe", 2, float("nan"), None])
+def test_detail_feedback_takes_only_a_boolean(net: FocalClickXLNet, value: object) -> None:
+    with pytest.raises(FinecutError, match="detail_feedback"):
+        FocalClickXLEngine(net, detail_feedback=value)
+
+
 def test_box_refine_runs_coarse_mask_passes_on_the_box_result(net: FocalClickXLNet, image: np.ndarray) -> None:
     """box_refine=N: N coarse-mask passes on a box-only result, each from the last mask; nothing leaves the box; the
     clicks after a box and the other forms are untouched by it."""

@@ -316,8 +316,11 @@ def test_detail_patches_of_the_object_nets_own_primitives(bank_path: tuple[Path,
     run_dir = train(cfg, progress=False)
     moved = changed(initial_state(cfg), final_state(run_dir)[0])
     assert moved and all(k.startswith("detail.") for k in moved)
-    with pytest.raises(FinecutError, match="object_primitive_fraction"):
-        tiny_config(tmp_path / "bad", bank_path, 1, {"stage": "detail", "object_primitive_fraction": 1.5})
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(FinecutError, match="object_primitive_fraction"):
+            tiny_config(tmp_path / "bad", bank_path, 1, {"stage": "detail", "object_primitive_fraction": bad})
+    with pytest.raises(FinecutError, match="primitive_max_clicks"):
+        tiny_config(tmp_path / "bad", bank_path, 1, {"stage": "detail", "primitive_max_clicks": 0})
 
 
 @pytest.mark.parametrize("form", ["box", "scribbles", "coarse_mask"])
