@@ -237,3 +237,40 @@ def test_inference_options_of_the_wrong_kind_are_refused_by_name(spec: str, mess
         finecut.load_model(spec)
     with pytest.raises(FinecutError, match=re.escape(message)):  # the engine itself, whatever loaded it
         FocalClickEngine(FocalClickNet(), **dict([parse_option(spec.split(":", 1)[1])]))
+
+
+def test_zoom_first_pass_reruns_an_objects_first_click_on_its_own_target_crop() -> None:
+    h, w = 200, 300
+    image = _coordinate_image(h, w)
+    answer = np.zeros((h, w), bool)
+    answer[80:120, 120:180] = True
+    recorder = _ShapeRecorder(answer, image)
+    engine = FocalClickEngine(recorder, name="oracle", target_size=128, min_crop=16, zoom_first_pass=True)
+    predictor = finecut.Predictor(engine)
+    predictor.set_image(image)
+    first = predictor.predict(clicks=[finecut.Click(150, 100)])
+    assert len(recorder.sizes) == 2  # the whole image, then the first answer's Target Crop
+    assert first.state["first_pass_crop"] == [0, 0, w, h]
+    x0, y0, x1, y1 = first.state["target_crop"]
+    assert 0 < x0 < 120 and 180 < x1 < w and 0 < y0 < 80 and 120 < y1 < h  # zoomed in around the object
+    assert ((first.mask & answer).sum() / (first.mask | answer).sum()) > 0.9
+    second = predictor.predict(clicks=[finecut.Click(150, 100), finecut.Click(125, 85)], previous=first)
+    prior = predictor.predict(clicks=[finecut.Click(150, 100)], prior_mask=answer)  # a prior mask: not a first pass
+    assert len(recorder.sizes) == 4 and "first_pass_crop" not in second.state and "first_pass_crop" not in prior.state
+    # a first scribble is zoomed in on too (FocalClick-XL's scribbles form; here drawn into the FocalClick maps)
+    stroke = finecut.Scribble(((130.0, 100.0), (170.0, 100.0)))
+    scribbled = predictor.predict(scribbles=[stroke])
+    assert len(recorder.sizes) == 6 and scribbled.state["first_pass_crop"] == [0, 0, w, h]
+    # a first pass that finds nothing is not repeated
+    empty = _ShapeRecorder(np.zeros((h, w), bool), image)
+    nothing = finecut.Predictor(FocalClickEngine(empty, name="oracle", target_size=128, zoom_first_pass=True))
+    nothing.set_image(image)
+    found = nothing.predict(clicks=[finecut.Click(150, 100)])
+    assert "first_pass_crop" not in found.state and len(empty.sizes) == 1
+    # off by default: one pass
+    once = _ShapeRecorder(answer, image)
+    plain = finecut.Predictor(FocalClickEngine(once, name="oracle", target_size=128))
+    plain.set_image(image)
+    assert "first_pass_crop" not in plain.predict(clicks=[finecut.Click(150, 100)]).state and len(once.sizes) == 1
+    with pytest.raises(FinecutError, match="zoom_first_pass"):
+        FocalClickEngine(_ShapeRecorder(answer, image), name="oracle", zoom_first_pass="yes")

@@ -498,6 +498,7 @@ def test_the_shipped_focalclick_xl_went_through_every_stage_and_routes_every_for
     assert isinstance(engine, FocalClickXLEngine) and engine.options["detail"] is False
     assert engine.options["detail_feedback"] is False  # for when the Detail-Net is switched on
     assert engine.options["box_refine"] == 3 and engine.options["flip_tta"] is True
+    assert engine.options["zoom_first_pass"] is True  # held-out clicks ahead (results/heldout_whole_objects.md)
     image = np.full((120, 160, 3), 70, np.uint8)
     cv2.circle(image, (80, 60), 30, (220, 200, 40), -1)
     object_mask = cv2.circle(np.zeros((120, 160), np.uint8), (80, 60), 30, 1, -1).astype(bool)
@@ -570,3 +571,23 @@ def test_flip_tta_averages_the_plain_and_the_mirrored_object_net_call(image: np.
 def test_flip_tta_must_be_a_switch(net: FocalClickXLNet) -> None:
     with pytest.raises(FinecutError, match="flip_tta"):
         FocalClickXLEngine(net, flip_tta="maybe")
+
+
+def test_zoom_first_pass_reruns_a_first_click_or_scribble_zoomed_in(net: FocalClickXLNet, image: np.ndarray) -> None:
+    far = Scribble(((86.0, 6.0), (92.0, 10.0)), True, 3.0)  # outside the object: the zoomed crop must still hold it
+    for prompts in ({"clicks": [Click(48, 36)]}, {"scribbles": [SCRIBBLE, far]}):
+        zoomed = predictor(net, image, detail=False, zoom_first_pass=True).predict(**prompts)
+        once = predictor(net, image, detail=False).predict(**prompts)
+        assert "first_pass_crop" not in once.state and once.state["target_crop"] == [0, 0, W, H]
+        assert zoomed.state["first_pass_crop"] == [0, 0, W, H] and zoomed.mask.any()
+        x0, y0, x1, y1 = zoomed.state["target_crop"]
+        if "scribbles" in prompts:  # XL's scribble crop holds every stroke
+            assert x1 > 92 and y0 < 6
+        else:
+            assert (x1 - x0) * (y1 - y0) < W * H
+    # a box or a coarse mask alone is no first click: one pass
+    for prompts in ({"box": (28, 16, 70, 56)}, {"prior_mask": PRIOR}):
+        assert "first_pass_crop" not in predictor(net, image, detail=False, zoom_first_pass=True).predict(
+            **prompts).state
+    with pytest.raises(FinecutError, match="zoom_first_pass"):
+        FocalClickXLEngine(net, zoom_first_pass=1)

@@ -66,6 +66,8 @@ DEFAULTS: dict[str, Any] = {
     "square_input": False,  # resize the target crop to target_size x target_size (the official ZoomIn / ResizeTrans)
     # the input size of an object's first pass (nothing segmented yet: the whole image, or a box); None: target_size
     "first_target_size": None,
+    # an object's first click or scribble runs twice, the second pass on the Target Crop of the first one's mask
+    "zoom_first_pass": False,
 }
 
 

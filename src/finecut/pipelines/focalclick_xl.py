@@ -89,6 +89,8 @@ DEFAULTS: dict[str, Any] = {
     "trimap_band": 6,  # only low-confidence pixels this close to the primitive's boundary are unknown (Detail-Net px)
     "progressive_merge": True,
     "merge_after": 10,
+    # an object's first click or scribble runs twice, the second pass on the Target Crop of the first one's mask
+    "zoom_first_pass": False,
     "box_refine": 0,  # after a box-only pass, this many coarse-mask passes on its own result (0: none)
     "flip_tta": False,  # every Object-Net call averaged with its call on the mirrored patch, prompts and context
 }

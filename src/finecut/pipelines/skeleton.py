@@ -13,7 +13,12 @@
    :meth:`~CropPipeline.place_crop`;
 5. the method's part, hook :meth:`~CropPipeline.run`, on a :class:`Step` that carries all of the above; it returns
    an :class:`~finecut.engines.base.EngineOutput` (probabilities, and optionally a final ``mask`` or an ``alpha``
-   matte) and its own state, which follows the shared ``num_clicks`` and ``target_crop``.
+   matte) and its own state, which follows the shared ``num_clicks`` and ``target_crop``;
+6. with the ``zoom_first_pass`` option (engines that declare it; off by default), an object's first pass (an empty
+   starting mask, and a click or scribbles) runs :meth:`~CropPipeline.run` a second time: on the Target Crop of the
+   first pass's mask, with the same prompts and the first pass's probabilities as the previous mask, so the first
+   interaction is also seen zoomed in (state ``first_pass_crop``: the first pass's crop; ``target_crop`` is the
+   second's). Nothing found by the first pass: no second pass.
 
 Tools for :meth:`~CropPipeline.run`: :meth:`~CropPipeline.prompt_maps` (the crop's prompt maps in the network's
 layout), :meth:`Crop.paste <finecut.pipelines.transforms.Crop.paste>` (the crop's answer back into a full-size
@@ -176,6 +181,17 @@ class CropPipeline(Engine):
                                                                       self.crop_sizer(prev_mask)),
                                features)
         out = self.run(Step(image, features, prompts, previous, prev, prev_mask, clicks, click, crop))
+        if self.options.get("zoom_first_pass") and (click is not None or prompts.scribbles) and not prev_mask.any():
+            # a second pass on the first pass's own Target Crop: the same prompts, the first answer as previous mask
+            first = out.probs
+            first_mask = first > 0.5
+            first_crop = list(crop.box)
+            if first_mask.any():
+                crop = self.place_crop(ZoomIn.from_options(self.options).crop(first_mask, prompts, click,
+                                                                              self.crop_sizer(first_mask)),
+                                       features)
+                out = self.run(Step(image, features, prompts, previous, first, first_mask, clicks, click, crop))
+                out.state["first_pass_crop"] = first_crop
         out.state = {"num_clicks": len(prompts.clicks), "target_crop": list(crop.box), **out.state}
         return out
 
