@@ -219,14 +219,14 @@ def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
     import finecut
 
     engine = finecut.load_model("simpleclick-xtiny")
-    # v8: v5 (MAE, 1,800 click steps of run 2, 600 more) continued 1,100 steps, 224 px crops (the first pass's size)
-    # for the first 200, then the 320 px crop it runs later clicks at
-    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1100
+    # v10: v8 (MAE, run 2, v5, v8) continued 1,799 steps, every second step at the first pass's 224 px
+    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1799
     # later clicks are zoomed to 320 px, an object's first pass (the whole image) stays at the trained 224 px
     assert engine.options["target_size"] == 320 and engine.options["first_target_size"] == 224
     assert engine.options["square_input"] is True
-    # flip TTA: ahead on held-out NoC85, NoC90 and the first click (results/heldout_simpleclick.md)
-    assert engine.options["flip_tta"] is True
+    # flip TTA and the zoomed-in second pass of the first click: ahead on held-out NoC85, NoC90 and the first click
+    # (results/heldout_simpleclick.md)
+    assert engine.options["flip_tta"] is True and engine.options["zoom_first_pass"] is True
     history = [run["name"] for run in engine.checkpoint["training"]["history"]]
-    assert history == ["mae-xtiny-v3", "simpleclick-xtiny-run2", "simpleclick-xtiny-v5"]
+    assert history == ["mae-xtiny-v3", "simpleclick-xtiny-run2", "simpleclick-xtiny-v5", "simpleclick-xtiny-v8"]
     assert engine.checkpoint["training"]["config"]["size"] == 320
