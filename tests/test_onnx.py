@@ -301,6 +301,16 @@ def test_simpleclick_exports_with_dynamic_sizes(tmp_path: Path) -> None:
     clicks = [finecut.Click(100, 60), finecut.Click(20, 20, "negative")]
     x, y = a.predict(clicks=clicks), b.predict(clicks=clicks)
     assert np.abs(x.probs - y.probs).max() < 1e-4
+    # the shipped model's settings: flip TTA and the first click's zoomed-in second pass, on either runtime
+    shipped = {"zoom_first_pass": True, "flip_tta": True, "first_target_size": 224, "target_size": 320,
+               "square_input": True}
+    a = finecut.Predictor(build_engine(copy.deepcopy(net), doc, **shipped))
+    b = finecut.Predictor(build_engine(copy.deepcopy(net), doc, runtime="onnx", onnx_dir=tmp_path / "sc", **shipped))
+    a.set_image(image)
+    b.set_image(image)
+    x, y = a.predict(clicks=clicks[:1]), b.predict(clicks=clicks[:1])
+    assert "first_pass_crop" in x.state and "first_pass_crop" in y.state
+    assert np.abs(x.probs - y.probs).max() < 1e-4
 
 
 @needs_ort
