@@ -267,6 +267,11 @@ def test_zoom_first_pass_reruns_an_objects_first_click_on_its_own_target_crop() 
     nothing.set_image(image)
     found = nothing.predict(clicks=[finecut.Click(150, 100)])
     assert "first_pass_crop" not in found.state and len(empty.sizes) == 1
+    # nothing to zoom in on without the Target Crop (zoom_in off): one pass
+    whole = _ShapeRecorder(answer, image)
+    unzoomed = finecut.Predictor(FocalClickEngine(whole, name="oracle", zoom_in=False, zoom_first_pass=True))
+    unzoomed.set_image(image)
+    assert "first_pass_crop" not in unzoomed.predict(clicks=[finecut.Click(150, 100)]).state and len(whole.sizes) == 1
     # off by default: one pass
     once = _ShapeRecorder(answer, image)
     plain = finecut.Predictor(FocalClickEngine(once, name="oracle", target_size=128))

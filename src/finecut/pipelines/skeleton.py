@@ -18,7 +18,7 @@
    starting mask, and a click or scribbles) runs :meth:`~CropPipeline.run` a second time: on the Target Crop of the
    first pass's mask, with the same prompts and the first pass's probabilities as the previous mask, so the first
    interaction is also seen zoomed in (state ``first_pass_crop``: the first pass's crop; ``target_crop`` is the
-   second's). Nothing found by the first pass: no second pass.
+   second's). Nothing found by the first pass, or ``zoom_in`` off: no second pass.
 
 Tools for :meth:`~CropPipeline.run`: :meth:`~CropPipeline.prompt_maps` (the crop's prompt maps in the network's
 layout), :meth:`Crop.paste <finecut.pipelines.transforms.Crop.paste>` (the crop's answer back into a full-size
@@ -181,7 +181,8 @@ class CropPipeline(Engine):
                                                                       self.crop_sizer(prev_mask)),
                                features)
         out = self.run(Step(image, features, prompts, previous, prev, prev_mask, clicks, click, crop))
-        if self.options.get("zoom_first_pass") and (click is not None or prompts.scribbles) and not prev_mask.any():
+        if (self.options.get("zoom_first_pass") and self.options.get("zoom_in") and not prev_mask.any()
+                and (click is not None or prompts.scribbles)):
             # a second pass on the first pass's own Target Crop: the same prompts, the first answer as previous mask
             first = out.probs
             first_mask = first > 0.5
