@@ -105,8 +105,7 @@ def test_progressive_merge_changes_only_the_component_under_the_click() -> None:
 def test_target_crop_keeps_previous_probabilities_outside() -> None:
     h, w = 200, 300
     image = _coordinate_image(h, w)
-    answer = np.zeros((h, w), bool)
-    answer[80:120, 120:180] = True
+    answer = _box_object(h, w)
     engine = FocalClickEngine(_OracleSegmentor(answer, image), name="oracle", target_size=128, min_crop=16)
     predictor = finecut.Predictor(engine)
     predictor.set_image(image)
@@ -134,15 +133,25 @@ class _ShapeRecorder(_OracleSegmentor):
         return super().forward(image, maps)
 
 
+def _recording(answer: np.ndarray, image: np.ndarray, **options: object) -> tuple[finecut.Predictor, _ShapeRecorder]:
+    """A Predictor on the oracle (recording its input sizes) with the image set, and the recorder."""
+    recorder = _ShapeRecorder(answer, image)
+    predictor = finecut.Predictor(FocalClickEngine(recorder, name="oracle", **options))
+    predictor.set_image(image)
+    return predictor, recorder
+
+
+def _box_object(h: int, w: int) -> np.ndarray:
+    answer = np.zeros((h, w), bool)
+    answer[80:120, 120:180] = True
+    return answer
+
+
 def test_first_target_size_sizes_an_objects_first_pass_only() -> None:
     h, w = 200, 300
     image = _coordinate_image(h, w)
-    answer = np.zeros((h, w), bool)
-    answer[80:120, 120:180] = True
-    recorder = _ShapeRecorder(answer, image)
-    engine = FocalClickEngine(recorder, name="oracle", target_size=128, first_target_size=96, square_input=True)
-    predictor = finecut.Predictor(engine)
-    predictor.set_image(image)
+    answer = _box_object(h, w)
+    predictor, recorder = _recording(answer, image, target_size=128, first_target_size=96, square_input=True)
     first = predictor.predict(clicks=[finecut.Click(150, 100)])
     second = predictor.predict(clicks=[finecut.Click(150, 100), finecut.Click(125, 85)], previous=first)
     prior = predictor.predict(clicks=[finecut.Click(150, 100)], prior_mask=answer)  # a prior mask: not a first pass
@@ -242,12 +251,8 @@ def test_inference_options_of_the_wrong_kind_are_refused_by_name(spec: str, mess
 def test_zoom_first_pass_reruns_an_objects_first_click_on_its_own_target_crop() -> None:
     h, w = 200, 300
     image = _coordinate_image(h, w)
-    answer = np.zeros((h, w), bool)
-    answer[80:120, 120:180] = True
-    recorder = _ShapeRecorder(answer, image)
-    engine = FocalClickEngine(recorder, name="oracle", target_size=128, min_crop=16, zoom_first_pass=True)
-    predictor = finecut.Predictor(engine)
-    predictor.set_image(image)
+    answer = _box_object(h, w)
+    predictor, recorder = _recording(answer, image, target_size=128, min_crop=16, zoom_first_pass=True)
     first = predictor.predict(clicks=[finecut.Click(150, 100)])
     assert len(recorder.sizes) == 2  # the whole image, then the first answer's Target Crop
     assert first.state["first_pass_crop"] == [0, 0, w, h]
@@ -261,21 +266,11 @@ def test_zoom_first_pass_reruns_an_objects_first_click_on_its_own_target_crop() 
     stroke = finecut.Scribble(((130.0, 100.0), (170.0, 100.0)))
     scribbled = predictor.predict(scribbles=[stroke])
     assert len(recorder.sizes) == 6 and scribbled.state["first_pass_crop"] == [0, 0, w, h]
-    # a first pass that finds nothing is not repeated
-    empty = _ShapeRecorder(np.zeros((h, w), bool), image)
-    nothing = finecut.Predictor(FocalClickEngine(empty, name="oracle", target_size=128, zoom_first_pass=True))
-    nothing.set_image(image)
-    found = nothing.predict(clicks=[finecut.Click(150, 100)])
-    assert "first_pass_crop" not in found.state and len(empty.sizes) == 1
-    # nothing to zoom in on without the Target Crop (zoom_in off): one pass
-    whole = _ShapeRecorder(answer, image)
-    unzoomed = finecut.Predictor(FocalClickEngine(whole, name="oracle", zoom_in=False, zoom_first_pass=True))
-    unzoomed.set_image(image)
-    assert "first_pass_crop" not in unzoomed.predict(clicks=[finecut.Click(150, 100)]).state and len(whole.sizes) == 1
-    # off by default: one pass
-    once = _ShapeRecorder(answer, image)
-    plain = finecut.Predictor(FocalClickEngine(once, name="oracle", target_size=128))
-    plain.set_image(image)
-    assert "first_pass_crop" not in plain.predict(clicks=[finecut.Click(150, 100)]).state and len(once.sizes) == 1
+    # one pass: a first pass that finds nothing; zoom_in off (no Target Crop to zoom to); the option off (default)
+    for target, options in ((np.zeros((h, w), bool), {"target_size": 128, "zoom_first_pass": True}),
+                            (answer, {"zoom_in": False, "zoom_first_pass": True}),
+                            (answer, {"target_size": 128})):
+        once, calls = _recording(target, image, **options)
+        assert "first_pass_crop" not in once.predict(clicks=[finecut.Click(150, 100)]).state and len(calls.sizes) == 1
     with pytest.raises(FinecutError, match="zoom_first_pass"):
         FocalClickEngine(_ShapeRecorder(answer, image), name="oracle", zoom_first_pass="yes")

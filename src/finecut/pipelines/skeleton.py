@@ -176,24 +176,24 @@ class CropPipeline(Engine):
         if not self.has_prompts(prompts, clicks):
             return EngineOutput(prev.copy(), {"num_clicks": 0})
         click = prompts.clicks[-1] if prompts.clicks else None
-        prev_mask = prev > 0.5
-        crop = self.place_crop(ZoomIn.from_options(self.options).crop(prev_mask, prompts, click,
-                                                                      self.crop_sizer(prev_mask)),
-                               features)
-        out = self.run(Step(image, features, prompts, previous, prev, prev_mask, clicks, click, crop))
-        if (self.options.get("zoom_first_pass") and self.options.get("zoom_in") and not prev_mask.any()
+        zoom = ZoomIn.from_options(self.options)
+
+        def step_from(start: np.ndarray, start_mask: np.ndarray) -> Step:
+            """The step starting from ``start`` (probabilities), its Target Crop zoomed in on ``start_mask``."""
+            crop = self.place_crop(zoom.crop(start_mask, prompts, click, self.crop_sizer(start_mask)), features)
+            return Step(image, features, prompts, previous, start, start_mask, clicks, click, crop)
+
+        step = step_from(prev, prev > 0.5)
+        out = self.run(step)
+        if (self.options.get("zoom_first_pass") and zoom.enabled and not step.prev_mask.any()
                 and (click is not None or prompts.scribbles)):
-            # a second pass on the first pass's own Target Crop: the same prompts, the first answer as previous mask
-            first = out.probs
-            first_mask = first > 0.5
-            first_crop = list(crop.box)
-            if first_mask.any():
-                crop = self.place_crop(ZoomIn.from_options(self.options).crop(first_mask, prompts, click,
-                                                                              self.crop_sizer(first_mask)),
-                                       features)
-                out = self.run(Step(image, features, prompts, previous, first, first_mask, clicks, click, crop))
+            first_mask = out.probs > 0.5
+            if first_mask.any():  # again on the first pass's own Target Crop, its answer as the previous mask
+                first_crop = list(step.crop.box)
+                step = step_from(out.probs, first_mask)
+                out = self.run(step)
                 out.state["first_pass_crop"] = first_crop
-        out.state = {"num_clicks": len(prompts.clicks), "target_crop": list(crop.box), **out.state}
+        out.state = {"num_clicks": len(prompts.clicks), "target_crop": list(step.crop.box), **out.state}
         return out
 
 
