@@ -9,6 +9,8 @@ The load average is recorded before and after.
 ``--large N`` repeats the run on the first N samples resized to 4000x3000 (image bicubic, ground truth nearest), and
 ``--breakdown`` times the stages of a click (network calls, RoIAlign, the crop's resize, prompt maps, Focus Crop,
 sigmoid, click honouring; the rest is the full-resolution copies, paste and thresholds) — where the time goes.
+``--scribbles`` follows the scribble protocol's simulated scribbles instead of clicks (each step one more scribble;
+a "click" in the tables is then a scribble step).
 Prints the tables and writes them to ``results/click_latency.md``.
 
     python benchmarks/click_latency.py --models default default:runtime=onnx grabcut --samples 20 --clicks 10 \\
@@ -33,7 +35,7 @@ import torch
 
 import finecut
 from finecut.datasets import default_data_root, open_dataset
-from finecut.evaluation import next_click
+from finecut.evaluation import next_click, next_scribble
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE = (3000, 4000)  # height, width
@@ -123,8 +125,9 @@ def iou(gt: np.ndarray, mask: np.ndarray) -> float:
 
 
 def measure(models: list[str], samples: list, clicks: int, threshold: float,
-            breakdown: bool) -> dict[str, Stats]:
-    """Every model on every sample, taking turns click by click."""
+            breakdown: bool, scribbles: bool = False) -> dict[str, Stats]:
+    """Every model on every sample, taking turns click by click (with ``scribbles``, scribble by scribble; a sample
+    stops early when the simulated user finds no error left to scribble on)."""
     predictors = {m: finecut.Predictor(finecut.load_model(m)) for m in models}
     stats = {m: Stats() for m in models}
     timer = StageTimer() if breakdown else None
@@ -142,12 +145,19 @@ def measure(models: list[str], samples: list, clicks: int, threshold: float,
                 order = models[(index + step) % len(models):] + models[:(index + step) % len(models)]
                 for m in order:
                     s = state[m]
-                    s["history"].append(next_click(sample.gt, s["pred"], s["history"]))
+                    if scribbles:
+                        stroke = next_scribble(sample.gt, s["pred"], s["history"])
+                        if stroke is None:
+                            continue
+                        s["history"].append(stroke)
+                        prompts = {"scribbles": s["history"]}
+                    else:
+                        s["history"].append(next_click(sample.gt, s["pred"], s["history"]))
+                        prompts = {"clicks": s["history"]}
                     if timer:
                         timer.current = stats[m]
                     start, cpu = time.perf_counter(), time.process_time()
-                    s["previous"] = predictors[m].predict(clicks=s["history"], previous=s["previous"],
-                                                          threshold=threshold)
+                    s["previous"] = predictors[m].predict(**prompts, previous=s["previous"], threshold=threshold)
                     stats[m].wall.append(time.perf_counter() - start)
                     if step == 0:
                         stats[m].first.append(stats[m].wall[-1])
@@ -210,6 +220,8 @@ def main() -> None:
     parser.add_argument("--large-models", nargs="+", default=None, metavar="MODEL",
                         help="the models of the 4000x3000 run (default: the learned ones of --models)")
     parser.add_argument("--breakdown", action="store_true", help="time the stages of each click")
+    parser.add_argument("--scribbles", action="store_true",
+                        help="simulated scribbles (the scribble protocol's) instead of clicks")
     parser.add_argument("--threshold", type=float, default=0.49)
     parser.add_argument("--threads", type=int, default=1, help="inference threads (torch and onnxruntime)")
     parser.add_argument("--data-root", default=None)
@@ -222,23 +234,25 @@ def main() -> None:
     samples = [dataset[i] for i in range(min(args.samples, len(dataset)))]
     load_before = os.getloadavg()
     started = datetime.now(timezone.utc)
-    stats = measure(args.models, samples, args.clicks, args.threshold, args.breakdown)
+    stats = measure(args.models, samples, args.clicks, args.threshold, args.breakdown, args.scribbles)
     large_stats: dict[str, Stats] = {}
     if args.large:
         learned = args.large_models or [m for m in args.models
                                         if m.split(":")[0] not in ("grabcut", "random_walker", "geodesic")]
         large_stats = measure(learned, [enlarge(s) for s in samples[:args.large]], args.clicks, args.threshold,
-                              args.breakdown)
+                              args.breakdown, args.scribbles)
     load_after = os.getloadavg()
     command = (f"python benchmarks/click_latency.py --models {' '.join(args.models)} --samples {args.samples} "
                f"--clicks {args.clicks} --threads {args.threads}" + (f" --large {args.large}" if args.large else "")
                + (f" --large-models {' '.join(args.large_models)}" if args.large_models else "")
-               + (" --breakdown" if args.breakdown else ""))
+               + (" --breakdown" if args.breakdown else "") + (" --scribbles" if args.scribbles else ""))
+    steps = "scribbles" if args.scribbles else "clicks"
     lines = [
         "# Per-click latency on DAVIS-345 images (854x480) and 4000x3000 photos",
         "",
-        f"Produced by `{command}`: the first {len(samples)} DAVIS-345 samples, the standard protocol's first "
-        f"{args.clicks} simulated clicks each on the engine's own predictions, every `Predictor.predict` call timed "
+        f"Produced by `{command}`: the first {len(samples)} DAVIS-345 samples, the "
+        f"{'scribble' if args.scribbles else 'standard'} protocol's first {args.clicks} simulated {steps} each on "
+        "the engine's own predictions (a 'click' below is one such step), every `Predictor.predict` call timed "
         "(wall and process CPU time; `set_image` reported separately). The engines take turns click by click, the "
         "order rotating, so load changes touch them alike. NoC@90 counts clicks until IoU >= 0.9 (the cap when never).",
         "",

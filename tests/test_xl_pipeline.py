@@ -314,6 +314,31 @@ def test_detail_feedback_takes_only_a_boolean(net: FocalClickXLNet, value: objec
         FocalClickXLEngine(net, detail_feedback=value)
 
 
+def test_detail_can_name_the_forms_it_refines(net: FocalClickXLNet, image: np.ndarray) -> None:
+    """``detail`` as a list of forms (or ``+``-joined, a model spec's spelling): the Detail-Net refines the steps of
+    those forms — with their matte — and leaves the others exactly as with it off; a step's form is its last routed
+    one, so a new box with clicks is a clicks step."""
+    box, clicks = (28, 16, 70, 56), [Click(48, 36)]
+    scribble = [Scribble(((40, 30), (56, 40)))]
+    off, on = predictor(net, image, detail=False), predictor(net, image, detail=True, max_patches=3)
+    for spelling in (["scribbles", "box"], "scribbles+box"):
+        some = predictor(net, image, detail=spelling, max_patches=3)
+        for kwargs, refined in (({"scribbles": scribble}, True), ({"box": box}, True), ({"clicks": clicks}, False),
+                                ({"box": box, "clicks": clicks}, False)):
+            got = some.predict(**kwargs)
+            want = (on if refined else off).predict(**kwargs)
+            assert np.array_equal(got.mask, want.mask) and np.array_equal(got.probs, want.probs), kwargs
+            assert (got.alpha is not None) == refined and got.state["detail_patches"] == want.state["detail_patches"]
+            if refined:
+                assert got.state["detail_patches"] and np.array_equal(got.alpha, want.alpha)
+
+
+@pytest.mark.parametrize("value", ["hair", ["clicks", "lasso"], [], "", 1, None, [True]])
+def test_detail_refuses_what_is_not_a_form(net: FocalClickXLNet, value: object) -> None:
+    with pytest.raises(FinecutError, match="detail"):
+        FocalClickXLEngine(net, detail=value)
+
+
 def test_box_refine_runs_coarse_mask_passes_on_the_box_result(net: FocalClickXLNet, image: np.ndarray) -> None:
     """box_refine=N: N coarse-mask passes on a box-only result, each from the last mask; nothing leaves the box; the
     clicks after a box and the other forms are untouched by it."""
@@ -481,9 +506,9 @@ def test_a_pending_name_says_its_weights_are_not_trained(tmp_path: Path, monkeyp
 
 
 def test_the_shipped_focalclick_xl_went_through_every_stage_and_routes_every_form() -> None:
-    """The shipped checkpoint: detail, object and the three prompting stages in its record; the primitive mask by
-    default (its held-out choice), the Detail-Net's alpha on request; clicks, a box, a scribble and a coarse mask each
-    give a mask that holds what they point at."""
+    """The shipped checkpoint: detail, object and the three prompting stages in its record; the Detail-Net on
+    scribbles and boxes only (its held-out choice), on every form on request; clicks, a box, a scribble and a coarse
+    mask each give a mask that holds what they point at, with a matte exactly where the Detail-Net ran."""
     from finecut.training.focalclick_xl import trained_stages
 
     path = registry.shipped_checkpoints()["focalclick-xl"]
@@ -495,8 +520,8 @@ def test_the_shipped_focalclick_xl_went_through_every_stage_and_routes_every_for
     assert stages[-2:] == ["object+box+scribbles+coarse_mask", "detail"], stages
     assert doc["model"]["detail_net"] == {"primitive_input": True, "residual": True}
     engine = finecut.load_model("focalclick-xl")
-    assert isinstance(engine, FocalClickXLEngine) and engine.options["detail"] is False
-    assert engine.options["detail_feedback"] is False  # for when the Detail-Net is switched on
+    assert isinstance(engine, FocalClickXLEngine) and engine.options["detail"] == ["scribbles", "box"]
+    assert engine.options["detail_feedback"] is False
     assert engine.options["box_refine"] == 3 and engine.options["flip_tta"] is True
     assert engine.options["zoom_first_pass"] is True  # held-out clicks ahead (results/heldout_whole_objects.md)
     image = np.full((120, 160, 3), 70, np.uint8)
@@ -510,11 +535,12 @@ def test_the_shipped_focalclick_xl_went_through_every_stage_and_routes_every_for
         pred = predictor.predict(**prompts)
         iou = (pred.mask & object_mask).sum() / (pred.mask | object_mask).sum()
         assert iou > 0.8, (prompts.keys(), iou)
+        assert (pred.alpha is not None) == bool({"box", "scribbles"} & set(prompts)), prompts.keys()
     detailed = finecut.Predictor(finecut.load_model("focalclick-xl:detail=true"))
     detailed.set_image(image)
     pred = detailed.predict(clicks=[Click(80, 60)])
     assert pred.alpha is not None and pred.alpha.shape == (120, 160)
-    assert predictor.predict(clicks=[Click(80, 60)]).alpha is None  # detail off: no matte
+    assert predictor.predict(clicks=[Click(80, 60)]).alpha is None  # the shipped setting: no matte for clicks
 
 
 @pytest.mark.parametrize("band", [0, -3, 2.5, "6", True])

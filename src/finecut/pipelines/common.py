@@ -17,14 +17,18 @@ from finecut.prompts import Click, ClickKind, Prompts
 from finecut.threads import inference_threads
 
 
-def check_options(options: dict[str, Any], defaults: dict[str, Any], method: str) -> None:
+def check_options(options: dict[str, Any], defaults: dict[str, Any], method: str,
+                  own_checks: tuple[str, ...] = ()) -> None:
     """Raise ``TypeError`` naming every key of ``options`` that ``defaults`` does not know, and
     :class:`~finecut.errors.FinecutError` naming every value of another kind than its default's: a switch (bool
-    default) must be true or false, a number a finite number (or None, which some engines read as "off")."""
+    default) must be true or false, a number a finite number (or None, which some engines read as "off"). The keys in
+    ``own_checks`` take more than their default's kind, and the engine checks their values itself."""
     unknown = set(options) - set(defaults)
     if unknown:
         raise TypeError(f"unknown {method} option(s): {', '.join(sorted(unknown))}")
     for key, value in options.items():
+        if key in own_checks:
+            continue
         default = defaults[key]
         if isinstance(default, bool) and not isinstance(value, (bool, np.bool_)):
             raise FinecutError(f"{method} option {key}={value!r}: expected true or false")

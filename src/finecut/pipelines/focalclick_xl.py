@@ -19,11 +19,13 @@ Per interaction (the shared steps — starting probabilities, target crop, state
    resized to ``object_size`` squared (256), with the prompt maps [previous mask, positive, negative] of the form
    (:func:`form_prompt_maps`) and the cached context features RoIAligned to the crop -> the primitive probabilities,
    resized back to the crop at original resolution and pasted over the previous probabilities.
-3. **Detail-Net** (progressive magnification): the crop's low-confidence pixels (``trimap_low`` < p <
-   ``trimap_high``, and within ``trimap_band`` Detail-Net pixels of the primitive's 0.5 boundary: farther ones are
-   decided by the primitive, since the Detail-Net is trained to refine a boundary band) weighted by their uncertainty ``1 - |2p - 1|``; up to ``max_patches`` windows chosen greedily,
-   each the one holding the most uncertainty not yet covered (:func:`select_patches`; windows may overlap). A window
-   is ``detail_size`` network pixels seen at ``detail_zoom`` times the Object-Net's scale, capped at the original
+3. **Detail-Net** (progressive magnification), on the steps of the forms the ``detail`` option names
+   (:func:`detail_forms`; a step's form is its last routed one, so a new box with clicks counts as clicks): the crop's
+   low-confidence pixels (``trimap_low`` < p < ``trimap_high``, and within ``trimap_band`` Detail-Net pixels of the
+   primitive's 0.5 boundary: farther ones are decided by the primitive, since the Detail-Net is trained to refine a
+   boundary band) weighted by their uncertainty ``1 - |2p - 1|``; up to ``max_patches`` windows chosen greedily, each
+   the one holding the most uncertainty not yet covered (:func:`select_patches`; windows may overlap). A window is
+   ``detail_size`` network pixels seen at ``detail_zoom`` times the Object-Net's scale, capped at the original
    resolution (``max_detail_scale`` 1). The batch of patches with the trimap of the primitive probabilities and the
    clicks / scribbles (:func:`~finecut.models.detail_net.trimap_from_probs`) -> alpha, composed with the trimap
    (:func:`~finecut.models.detail_net.compose_alpha`), averaged where windows overlap, written back inside the crop.
@@ -31,12 +33,12 @@ Per interaction (the shared steps — starting probabilities, target crop, state
    (:class:`~finecut.pipelines.transforms.ProgressiveMerge`) for clicks with a prior mask and after ``merge_after``
    clicks from scratch; scribbles on a prior mask keep only the changed components their newest strokes touch.
 
-Output: ``probs`` — the primitive probabilities outside the detail patches, the composed alpha inside; ``alpha`` (with
-the Detail-Net on; ``None`` without it, since then there is no matte) — the composed alpha inside the detail patches and
-the binary mask elsewhere (:func:`matte`; ``alpha > 0.5`` is the mask). With ``detail_feedback`` off, ``probs`` are the
-primitive probabilities everywhere (box clamp and merge applied), the Detail-Net refines that result, and the mask is
-the refined one (``alpha > 0.5``): the next interaction starts from ``probs``, so the Object-Net's loop is the one it
-runs without the Detail-Net and a Detail-Net mistake is never fed back into its previous-mask input.
+Output: ``probs`` — the primitive probabilities outside the detail patches, the composed alpha inside; ``alpha`` (on a
+step the Detail-Net refines; ``None`` on the others, since then there is no matte) — the composed alpha inside the
+detail patches and the binary mask elsewhere (:func:`matte`; ``alpha > 0.5`` is the mask). With ``detail_feedback`` off,
+``probs`` are the primitive probabilities everywhere (box clamp and merge applied), the Detail-Net refines that result,
+and the mask is the refined one (``alpha > 0.5``): the next interaction starts from ``probs``, so the Object-Net's loop
+is the one it runs without the Detail-Net and a Detail-Net mistake is never fed back into its previous-mask input.
 
 Every network call goes through the engine's :attr:`~FocalClickXLEngine.networks` — ``context_net``, ``object_net``
 (the interaction form a string argument) and ``detail_net`` (:class:`XLContextNetwork`, :class:`XLObjectNetwork`,
@@ -75,7 +77,9 @@ DEFAULTS: dict[str, Any] = {
     "expand": 1.4,
     "min_crop": 48,
     "click_radius": 5.0,  # click disks, Object-Net pixels
-    "detail": True,  # False: the primitive probabilities are the result
+    # the interaction forms the Detail-Net refines (:func:`detail_forms`): True every form, False none (the primitive
+    # probabilities are the result), or some of them, e.g. ["scribbles", "box"] (a model spec: detail=scribbles+box)
+    "detail": True,
     # False: the Detail-Net refines what the user gets (mask, alpha) but ``probs`` stay the primitive's, and the next
     # interaction starts from them, so a Detail-Net mistake is not fed back into the Object-Net's next pass
     "detail_feedback": True,
@@ -111,6 +115,23 @@ class XLFeatures:
 def _whole_number(value: object, minimum: int) -> bool:
     """An int (not a bool) of at least ``minimum``: the check of the options that count passes or pixels."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def detail_forms(value: object) -> frozenset[str]:
+    """The interaction forms whose steps the Detail-Net refines, from the ``detail`` option: ``True`` every form,
+    ``False`` none, or some of :data:`ROUTED_FORMS` as a list or as one string joined by ``+`` (``"scribbles+box"``,
+    the spelling a ``NAME:detail=...`` model spec allows, since a spec separates its options by commas)."""
+    if isinstance(value, bool):
+        return frozenset(ROUTED_FORMS) if value else frozenset()
+    names = value.split("+") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(name, str) for name in names):
+        raise FinecutError(f"FocalClick-XL detail must be true, false or a list of interaction forms "
+                           f"({', '.join(ROUTED_FORMS)}), got {value!r}")
+    unknown = [name for name in names if name not in ROUTED_FORMS]
+    if unknown:
+        raise FinecutError(f"FocalClick-XL detail: unknown interaction form {', '.join(map(repr, unknown))}; "
+                           f"known: {', '.join(ROUTED_FORMS)} (e.g. detail=scribbles+box)")
+    return frozenset(names)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -327,6 +348,7 @@ class FocalClickXLEngine(CropPipeline):
     method = "FocalClick-XL"
     defaults = DEFAULTS
     config_keys = ("zoom_in", "detail")
+    own_checks = ("detail",)  # true, false or interaction forms: :func:`detail_forms`
     networks = ("context_net", "object_net", "detail_net")
     features_type: ClassVar[type | None] = XLFeatures
 
@@ -337,6 +359,7 @@ class FocalClickXLEngine(CropPipeline):
             raise FinecutError(f"the focalclick_xl engine needs a FocalClick-XL network (context, object and "
                                f"detail nets), got {type(net).__name__}")
         o = {**DEFAULTS, **options}
+        detail_forms(o["detail"])
         if not 0.0 <= o["trimap_low"] < o["trimap_high"] <= 1.0:
             raise FinecutError(f"FocalClick-XL trimap thresholds need 0 <= low < high <= 1, got "
                                f"{o['trimap_low']}, {o['trimap_high']}")
@@ -549,7 +572,7 @@ class FocalClickXLEngine(CropPipeline):
             probs = crop.paste(base.copy(), self.primitive(step, crop, form, base))
         if forms == ("box",):
             probs, crop = self.refine_box_result(step, probs, crop)
-        detail = bool(self.options["detail"])
+        detail = forms[-1] in detail_forms(self.options["detail"])  # a new box with clicks: the clicks decide
         feedback = detail and bool(self.options["detail_feedback"])
         patches = self.refine(step, crop, probs) if feedback else []  # refined probabilities carried to the next step
         if step.outside_box is not None:
@@ -585,5 +608,6 @@ def matte(probs: np.ndarray, crop_box: IntBox, patches: list[IntBox]) -> np.ndar
 
 __all__ = [
     "DEFAULTS", "ROUTED_FORMS", "FocalClickXLEngine", "XLContextNetwork", "XLDetailNetwork", "XLFeatures",
-    "XLObjectNetwork", "form_prompt_maps", "interaction_forms", "matte", "place_window", "select_patches",
+    "XLObjectNetwork", "detail_forms", "form_prompt_maps", "interaction_forms", "matte", "place_window",
+    "select_patches",
 ]

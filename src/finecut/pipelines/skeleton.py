@@ -90,6 +90,8 @@ class CropPipeline(Engine):
     defaults: ClassVar[Mapping[str, Any]] = {}
     #: Options that :meth:`config` repeats at its top level.
     config_keys: ClassVar[tuple[str, ...]] = ("zoom_in",)
+    #: Options whose values :meth:`check` validates itself (they take more than their default's kind).
+    own_checks: ClassVar[tuple[str, ...]] = ()
     features_type: ClassVar[type | None] = torch.Tensor
     #: The attributes that hold the method's networks (set by :meth:`setup`). Every network call goes through them,
     #: so a runtime can put a callable with the module's signature in their place (tensors in, the module's dict of
@@ -100,7 +102,7 @@ class CropPipeline(Engine):
 
     def __init__(self, net: nn.Module, name: str | None = None, checkpoint: dict[str, Any] | None = None,
                  threads: int | None = None, **options: Any) -> None:
-        check_options(options, self.defaults, self.method)
+        check_options(options, self.defaults, self.method, self.own_checks)
         self.check(net, options)
         self.net = net.eval()
         if name is not None:
