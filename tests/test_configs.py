@@ -219,8 +219,9 @@ def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
     import finecut
 
     engine = finecut.load_model("simpleclick-xtiny")
-    # v10: v8 (MAE, run 2, v5, v8) continued 1,799 steps, every second step at the first pass's 224 px
-    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1799
+    # v12: v10 (MAE, run 2, v5, v8, v10) continued 1,397 steps with v10's recipe (every second step at the first
+    # pass's 224 px)
+    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1397
     # later clicks are zoomed to 320 px, an object's first pass (the whole image) stays at the trained 224 px
     assert engine.options["target_size"] == 320 and engine.options["first_target_size"] == 224
     assert engine.options["square_input"] is True
@@ -228,5 +229,6 @@ def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
     # (results/heldout_simpleclick.md)
     assert engine.options["flip_tta"] is True and engine.options["zoom_first_pass"] is True
     history = [run["name"] for run in engine.checkpoint["training"]["history"]]
-    assert history == ["mae-xtiny-v3", "simpleclick-xtiny-run2", "simpleclick-xtiny-v5", "simpleclick-xtiny-v8"]
+    assert history == ["mae-xtiny-v3", "simpleclick-xtiny-run2", "simpleclick-xtiny-v5", "simpleclick-xtiny-v8",
+                       "simpleclick-xtiny-v10"]
     assert engine.checkpoint["training"]["config"]["size"] == 320
