@@ -320,7 +320,7 @@ def test_detail_can_name_the_forms_it_refines(net: FocalClickXLNet, image: np.nd
     one, so a new box with clicks is a clicks step."""
     box, clicks = (28, 16, 70, 56), [Click(48, 36)]
     scribble = [Scribble(((40, 30), (56, 40)))]
-    off, on = predictor(net, image, detail=False), predictor(net, image, detail=True, max_patches=3)
+    off, on = predictor(net, image, detail=np.bool_(False)), predictor(net, image, detail=True, max_patches=3)
     for spelling in (["scribbles", "box"], "scribbles+box"):
         some = predictor(net, image, detail=spelling, max_patches=3)
         for kwargs, refined in (({"scribbles": scribble}, True), ({"box": box}, True), ({"clicks": clicks}, False),

@@ -121,7 +121,7 @@ def detail_forms(value: object) -> frozenset[str]:
     """The interaction forms whose steps the Detail-Net refines, from the ``detail`` option: ``True`` every form,
     ``False`` none, or some of :data:`ROUTED_FORMS` as a list or as one string joined by ``+`` (``"scribbles+box"``,
     the spelling a ``NAME:detail=...`` model spec allows, since a spec separates its options by commas)."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return frozenset(ROUTED_FORMS) if value else frozenset()
     names = value.split("+") if isinstance(value, str) else value
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(name, str) for name in names):
