@@ -348,7 +348,7 @@ class FocalClickXLEngine(CropPipeline):
     method = "FocalClick-XL"
     defaults = DEFAULTS
     config_keys = ("zoom_in", "detail")
-    own_checks = ("detail",)  # true, false or interaction forms: :func:`detail_forms`
+    own_checks = ("detail",)  # true, false or interaction forms: :func:`detail_forms` (in :meth:`setup`)
     networks = ("context_net", "object_net", "detail_net")
     features_type: ClassVar[type | None] = XLFeatures
 
@@ -359,7 +359,6 @@ class FocalClickXLEngine(CropPipeline):
             raise FinecutError(f"the focalclick_xl engine needs a FocalClick-XL network (context, object and "
                                f"detail nets), got {type(net).__name__}")
         o = {**DEFAULTS, **options}
-        detail_forms(o["detail"])
         if not 0.0 <= o["trimap_low"] < o["trimap_high"] <= 1.0:
             raise FinecutError(f"FocalClick-XL trimap thresholds need 0 <= low < high <= 1, got "
                                f"{o['trimap_low']}, {o['trimap_high']}")
@@ -379,6 +378,8 @@ class FocalClickXLEngine(CropPipeline):
 
     def setup(self, net: nn.Module) -> None:
         self.forms = tuple(net.forms)
+        #: The forms whose steps the Detail-Net refines, parsed (and checked) once from the merged ``detail`` option.
+        self.refined_forms = detail_forms(self.options["detail"])
         self.context_net: Any = XLContextNetwork(net)
         self.object_net: Any = XLObjectNetwork(net)
         self.detail_net: Any = XLDetailNetwork(net)
@@ -572,7 +573,7 @@ class FocalClickXLEngine(CropPipeline):
             probs = crop.paste(base.copy(), self.primitive(step, crop, form, base))
         if forms == ("box",):
             probs, crop = self.refine_box_result(step, probs, crop)
-        detail = forms[-1] in detail_forms(self.options["detail"])  # a new box with clicks: the clicks decide
+        detail = forms[-1] in self.refined_forms  # a new box with clicks: the clicks decide
         feedback = detail and bool(self.options["detail_feedback"])
         patches = self.refine(step, crop, probs) if feedback else []  # refined probabilities carried to the next step
         if step.outside_box is not None:

@@ -90,7 +90,8 @@ class CropPipeline(Engine):
     defaults: ClassVar[Mapping[str, Any]] = {}
     #: Options that :meth:`config` repeats at its top level.
     config_keys: ClassVar[tuple[str, ...]] = ("zoom_in",)
-    #: Options whose values :meth:`check` validates itself (they take more than their default's kind).
+    #: Options whose values the engine validates itself, in :meth:`check` or :meth:`setup` (they take more than their
+    #: default's kind).
     own_checks: ClassVar[tuple[str, ...]] = ()
     features_type: ClassVar[type | None] = torch.Tensor
     #: The attributes that hold the method's networks (set by :meth:`setup`). Every network call goes through them,
