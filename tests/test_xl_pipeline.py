@@ -458,6 +458,22 @@ def test_select_patches_takes_the_most_uncertain_windows_first() -> None:
     assert place_window(25, 8, 20, 60, 100) == 25 and place_window(58, 8, 20, 60, 100) == 52
 
 
+def test_detail_windows_magnify_the_object_net_view_up_to_max_detail_scale(net: FocalClickXLNet) -> None:
+    """A detail window is ``detail_size`` Detail-Net pixels at ``detail_zoom`` times the Object-Net's scale, capped at
+    ``max_detail_scale``: on a crop the Object-Net saw enlarged 2x, a cap of 1 (the original resolution) shows the
+    Detail-Net the object coarser than the Object-Net saw it; a cap of 4 keeps the 2x magnification (4x original)."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    probs = (1.0 / (1.0 + np.exp(-(14.0 - np.hypot(yy - 36, xx - 48)) / 2.0))).astype(np.float32)
+    crop = Crop((32, 20, 64, 52), (64, 64))  # 32 original px at 64 Object-Net px: object scale 2
+    sides = {}
+    for cap in (1.0, 2.0, 4.0):
+        engine = FocalClickXLEngine(net, max_detail_scale=cap)  # detail_size 32, detail_zoom 2
+        boxes, size_hw = engine.detail_windows(crop, probs, (H, W))
+        assert boxes and size_hw == (32, 32), (cap, size_hw)
+        sides[cap] = {(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes}
+    assert sides == {1.0: {(32, 32)}, 2.0: {(16, 16)}, 4.0: {(8, 8)}}  # Detail-Net px / scale = original px
+
+
 def test_the_engine_refuses_what_it_cannot_run(image: np.ndarray) -> None:
     clicks_only = tiny_net(forms=["clicks"])
     p = predictor(clicks_only, image)
@@ -524,6 +540,7 @@ def test_the_shipped_focalclick_xl_went_through_every_stage_and_routes_every_for
     assert engine.options["detail_feedback"] is False
     assert engine.options["box_refine"] == 3 and engine.options["flip_tta"] is True
     assert engine.options["zoom_first_pass"] is True  # held-out clicks ahead (results/heldout_whole_objects.md)
+    assert engine.options["max_detail_scale"] == 2.0  # held-out scribbles and boxes ahead of 1 (the same file)
     image = np.full((120, 160, 3), 70, np.uint8)
     cv2.circle(image, (80, 60), 30, (220, 200, 40), -1)
     object_mask = cv2.circle(np.zeros((120, 160), np.uint8), (80, 60), 30, 1, -1).astype(bool)
