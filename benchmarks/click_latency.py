@@ -10,7 +10,8 @@ The load average is recorded before and after.
 ``--breakdown`` times the stages of a click (network calls, RoIAlign, the crop's resize, prompt maps, Focus Crop,
 sigmoid, click honouring; the rest is the full-resolution copies, paste and thresholds) — where the time goes.
 ``--scribbles`` follows the scribble protocol's simulated scribbles instead of clicks (each step one more scribble;
-a "click" in the tables is then a scribble step).
+a "click" in the tables is then a scribble step). ``--boxes`` times one step per sample instead: the box protocol's
+box (the ground truth's bounding box, :func:`finecut.evaluation.perturb.gt_box`).
 Prints the tables and writes them to ``results/click_latency.md``.
 
     python benchmarks/click_latency.py --models default default:runtime=onnx grabcut --samples 20 --clicks 10 \\
@@ -36,6 +37,7 @@ import torch
 import finecut
 from finecut.datasets import default_data_root, open_dataset
 from finecut.evaluation import next_click, next_scribble
+from finecut.evaluation.perturb import gt_box
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE = (3000, 4000)  # height, width
@@ -125,9 +127,9 @@ def iou(gt: np.ndarray, mask: np.ndarray) -> float:
 
 
 def measure(models: list[str], samples: list, clicks: int, threshold: float,
-            breakdown: bool, scribbles: bool = False) -> dict[str, Stats]:
+            breakdown: bool, scribbles: bool = False, boxes: bool = False) -> dict[str, Stats]:
     """Every model on every sample, taking turns click by click (with ``scribbles``, scribble by scribble; a sample
-    stops early when the simulated user finds no error left to scribble on)."""
+    stops early when the simulated user finds no error left to scribble on; with ``boxes``, one box step a sample)."""
     predictors = {m: finecut.Predictor(finecut.load_model(m)) for m in models}
     stats = {m: Stats() for m in models}
     timer = StageTimer() if breakdown else None
@@ -145,7 +147,11 @@ def measure(models: list[str], samples: list, clicks: int, threshold: float,
                 order = models[(index + step) % len(models):] + models[:(index + step) % len(models)]
                 for m in order:
                     s = state[m]
-                    if scribbles:
+                    if boxes:
+                        if step:
+                            continue
+                        prompts = {"box": gt_box(sample.gt)}
+                    elif scribbles:
                         stroke = next_scribble(sample.gt, s["pred"], s["history"])
                         if stroke is None:
                             continue
@@ -222,11 +228,17 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="time the stages of each click")
     parser.add_argument("--scribbles", action="store_true",
                         help="simulated scribbles (the scribble protocol's) instead of clicks")
+    parser.add_argument("--boxes", action="store_true",
+                        help="one step per sample: the ground truth's bounding box (the box protocol's)")
     parser.add_argument("--threshold", type=float, default=0.49)
     parser.add_argument("--threads", type=int, default=1, help="inference threads (torch and onnxruntime)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", default=str(ROOT / "results" / "click_latency.md"))
     args = parser.parse_args()
+    if args.boxes and args.scribbles:
+        parser.error("--boxes and --scribbles are two different protocols: give one")
+    if args.boxes:
+        args.clicks = 1
     os.environ["FINECUT_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
     root = Path(args.data_root) if args.data_root else default_data_root()
@@ -234,25 +246,28 @@ def main() -> None:
     samples = [dataset[i] for i in range(min(args.samples, len(dataset)))]
     load_before = os.getloadavg()
     started = datetime.now(timezone.utc)
-    stats = measure(args.models, samples, args.clicks, args.threshold, args.breakdown, args.scribbles)
+    stats = measure(args.models, samples, args.clicks, args.threshold, args.breakdown, args.scribbles, args.boxes)
     large_stats: dict[str, Stats] = {}
     if args.large:
         learned = args.large_models or [m for m in args.models
                                         if m.split(":")[0] not in ("grabcut", "random_walker", "geodesic")]
         large_stats = measure(learned, [enlarge(s) for s in samples[:args.large]], args.clicks, args.threshold,
-                              args.breakdown, args.scribbles)
+                              args.breakdown, args.scribbles, args.boxes)
     load_after = os.getloadavg()
     command = (f"python benchmarks/click_latency.py --models {' '.join(args.models)} --samples {args.samples} "
                f"--clicks {args.clicks} --threads {args.threads}" + (f" --large {args.large}" if args.large else "")
                + (f" --large-models {' '.join(args.large_models)}" if args.large_models else "")
-               + (" --breakdown" if args.breakdown else "") + (" --scribbles" if args.scribbles else ""))
+               + (" --breakdown" if args.breakdown else "") + (" --scribbles" if args.scribbles else "")
+               + (" --boxes" if args.boxes else ""))
     steps = "scribbles" if args.scribbles else "clicks"
+    what = ("the box protocol's box once each (the ground truth's bounding box, on an empty mask)" if args.boxes else
+            f"the {'scribble' if args.scribbles else 'standard'} protocol's first {args.clicks} simulated {steps} "
+            "each on the engine's own predictions")
     lines = [
         "# Per-click latency on DAVIS-345 images (854x480) and 4000x3000 photos",
         "",
-        f"Produced by `{command}`: the first {len(samples)} DAVIS-345 samples, the "
-        f"{'scribble' if args.scribbles else 'standard'} protocol's first {args.clicks} simulated {steps} each on "
-        "the engine's own predictions (a 'click' below is one such step), every `Predictor.predict` call timed "
+        f"Produced by `{command}`: the first {len(samples)} DAVIS-345 samples, {what} (a 'click' below is one such "
+        "step), every `Predictor.predict` call timed "
         "(wall and process CPU time; `set_image` reported separately). The engines take turns click by click, the "
         "order rotating, so load changes touch them alike. NoC@90 counts clicks until IoU >= 0.9 (the cap when never).",
         "",
