@@ -127,9 +127,11 @@ def iou(gt: np.ndarray, mask: np.ndarray) -> float:
 
 
 def measure(models: list[str], samples: list, clicks: int, threshold: float,
-            breakdown: bool, scribbles: bool = False, boxes: bool = False) -> dict[str, Stats]:
-    """Every model on every sample, taking turns click by click (with ``scribbles``, scribble by scribble; a sample
-    stops early when the simulated user finds no error left to scribble on; with ``boxes``, one box step a sample)."""
+            breakdown: bool, protocol: str = "standard") -> dict[str, Stats]:
+    """Every model on every sample, taking turns click by click (``protocol`` "scribble": scribble by scribble, a
+    sample stopping early when the simulated user finds no error left to scribble on; "box": one box step a sample)."""
+    if protocol == "box":
+        clicks = 1
     predictors = {m: finecut.Predictor(finecut.load_model(m)) for m in models}
     stats = {m: Stats() for m in models}
     timer = StageTimer() if breakdown else None
@@ -147,11 +149,9 @@ def measure(models: list[str], samples: list, clicks: int, threshold: float,
                 order = models[(index + step) % len(models):] + models[:(index + step) % len(models)]
                 for m in order:
                     s = state[m]
-                    if boxes:
-                        if step:
-                            continue
+                    if protocol == "box":
                         prompts = {"box": gt_box(sample.gt)}
-                    elif scribbles:
+                    elif protocol == "scribble":
                         stroke = next_scribble(sample.gt, s["pred"], s["history"])
                         if stroke is None:
                             continue
@@ -226,18 +226,17 @@ def main() -> None:
     parser.add_argument("--large-models", nargs="+", default=None, metavar="MODEL",
                         help="the models of the 4000x3000 run (default: the learned ones of --models)")
     parser.add_argument("--breakdown", action="store_true", help="time the stages of each click")
-    parser.add_argument("--scribbles", action="store_true",
-                        help="simulated scribbles (the scribble protocol's) instead of clicks")
-    parser.add_argument("--boxes", action="store_true",
-                        help="one step per sample: the ground truth's bounding box (the box protocol's)")
+    steps = parser.add_mutually_exclusive_group()
+    steps.add_argument("--scribbles", action="store_const", dest="protocol", const="scribble", default="standard",
+                       help="simulated scribbles (the scribble protocol's) instead of clicks")
+    steps.add_argument("--boxes", action="store_const", dest="protocol", const="box",
+                       help="one step per sample: the ground truth's bounding box (the box protocol's)")
     parser.add_argument("--threshold", type=float, default=0.49)
     parser.add_argument("--threads", type=int, default=1, help="inference threads (torch and onnxruntime)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", default=str(ROOT / "results" / "click_latency.md"))
     args = parser.parse_args()
-    if args.boxes and args.scribbles:
-        parser.error("--boxes and --scribbles are two different protocols: give one")
-    if args.boxes:
+    if args.protocol == "box":
         args.clicks = 1
     os.environ["FINECUT_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
@@ -246,23 +245,23 @@ def main() -> None:
     samples = [dataset[i] for i in range(min(args.samples, len(dataset)))]
     load_before = os.getloadavg()
     started = datetime.now(timezone.utc)
-    stats = measure(args.models, samples, args.clicks, args.threshold, args.breakdown, args.scribbles, args.boxes)
+    stats = measure(args.models, samples, args.clicks, args.threshold, args.breakdown, args.protocol)
     large_stats: dict[str, Stats] = {}
     if args.large:
         learned = args.large_models or [m for m in args.models
                                         if m.split(":")[0] not in ("grabcut", "random_walker", "geodesic")]
         large_stats = measure(learned, [enlarge(s) for s in samples[:args.large]], args.clicks, args.threshold,
-                              args.breakdown, args.scribbles, args.boxes)
+                              args.breakdown, args.protocol)
     load_after = os.getloadavg()
     command = (f"python benchmarks/click_latency.py --models {' '.join(args.models)} --samples {args.samples} "
                f"--clicks {args.clicks} --threads {args.threads}" + (f" --large {args.large}" if args.large else "")
                + (f" --large-models {' '.join(args.large_models)}" if args.large_models else "")
-               + (" --breakdown" if args.breakdown else "") + (" --scribbles" if args.scribbles else "")
-               + (" --boxes" if args.boxes else ""))
-    steps = "scribbles" if args.scribbles else "clicks"
-    what = ("the box protocol's box once each (the ground truth's bounding box, on an empty mask)" if args.boxes else
-            f"the {'scribble' if args.scribbles else 'standard'} protocol's first {args.clicks} simulated {steps} "
-            "each on the engine's own predictions")
+               + (" --breakdown" if args.breakdown else "")
+               + {"standard": "", "scribble": " --scribbles", "box": " --boxes"}[args.protocol])
+    what = ("the box protocol's box once each (the ground truth's bounding box, on an empty mask)"
+            if args.protocol == "box" else
+            f"the {args.protocol} protocol's first {args.clicks} simulated "
+            f"{'scribbles' if args.protocol == 'scribble' else 'clicks'} each on the engine's own predictions")
     lines = [
         "# Per-click latency on DAVIS-345 images (854x480) and 4000x3000 photos",
         "",
