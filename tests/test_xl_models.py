@@ -19,6 +19,7 @@ from finecut.models.checkpoint import (
 from finecut.models.detail_net import (
     DetailNet,
     compose_alpha,
+    near_boundary,
     trimap_from_probs,
     trimap_one_hot,
 )
@@ -471,6 +472,21 @@ def test_trimap_from_probs_and_compose() -> None:
     assert torch.equal(trimap_one_hot(one), trimap_from_probs(probs))
     alpha = torch.full((1, 1, 1, 5), 0.3)
     assert compose_alpha(alpha, trimap_from_probs(probs)).flatten().tolist() == pytest.approx([0, 0.3, 1, 0.3, 0])
+
+
+@pytest.mark.parametrize("band", [1, 3, 6])
+def test_near_boundary_is_the_square_window_band(band: int) -> None:
+    """The separable max (a column pass, then a row pass) marks exactly the pixels one square max-pool of side
+    2 band + 1 marks, on both sides of the boundary, edges included."""
+    mask = torch.rand(4, 1, 37, 29, generator=torch.Generator().manual_seed(band)) > 0.8
+    k = 2 * band + 1
+    inside = torch.nn.functional.max_pool2d(mask.float(), k, stride=1, padding=band) > 0
+    outside = torch.nn.functional.max_pool2d((~mask).float(), k, stride=1, padding=band) > 0
+    assert torch.equal(near_boundary(mask, band), inside & outside)
+    single = torch.zeros(1, 1, 20, 20, dtype=torch.bool)
+    single[0, 0, 10, 10] = True
+    ring = near_boundary(single, band)[0, 0]
+    assert ring[10 - band, 10 + band] and not ring[10 - band - 1, 10] and not ring[10, 10 + band + 1]
 
 
 def test_trimap_band_leaves_only_the_boundary_unknown() -> None:

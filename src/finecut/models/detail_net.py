@@ -174,10 +174,17 @@ class DetailNet(nn.Module):
 def near_boundary(mask: torch.Tensor, band: int) -> torch.Tensor:
     """(B,1,h,w) bool: the pixels within ``band`` pixels (Chebyshev distance) of both ``mask`` and its complement,
     i.e. the band of half-width ``band`` around the mask's boundary."""
-    k = 2 * int(band) + 1
-    inside = F.max_pool2d(mask.float(), k, stride=1, padding=band) > 0
-    outside = F.max_pool2d((~mask).float(), k, stride=1, padding=band) > 0
+    inside = _square_max(mask.float(), int(band)) > 0
+    outside = _square_max((~mask).float(), int(band)) > 0
     return inside & outside
+
+
+def _square_max(x: torch.Tensor, band: int) -> torch.Tensor:
+    """The maximum over each pixel's (2 band + 1)-wide square window (zero padded), as a column pass then a row pass:
+    the same values as one square max-pool, several times faster on CPU for the bands the trimap uses."""
+    k = 2 * band + 1
+    x = F.max_pool2d(x, (k, 1), stride=1, padding=(band, 0))
+    return F.max_pool2d(x, (1, k), stride=1, padding=(0, band))
 
 
 def trimap_from_probs(probs: torch.Tensor, positive: torch.Tensor | None = None,

@@ -72,6 +72,10 @@ LITE_STD = EFFICIENTNET_LITE_STD
 class MBConv(nn.Module):
     """Mobile inverted bottleneck without squeeze-excitation (EfficientNet-Lite block)."""
 
+    #: The (conv, BatchNorm) children :meth:`forward` applies back to back
+    #: (:func:`finecut.models.fusion.inference_copy`).
+    batchnorm_pairs = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
         super().__init__()
         mid = cin * expand
@@ -117,6 +121,9 @@ class EfficientNetLite(nn.Module):
     stem_channels = 32
     stem_stride = 2
     out_strides = [4, 8, 16, 32]
+    #: The (conv, BatchNorm) children applied back to back (:func:`finecut.models.fusion.inference_copy`); the head's
+    #: pair is used by :meth:`classify` only.
+    batchnorm_pairs = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))
 
     def __init__(self, variant: str = "lite0", with_classifier: bool = False) -> None:
         super().__init__()

@@ -64,6 +64,7 @@ from finecut.errors import FinecutError
 from finecut.model_inputs import crop_image, crop_prompt_maps, normalize, resize
 from finecut.models.detail_net import compose_alpha, trimap_from_probs, trimap_one_hot
 from finecut.models.focalclick_xl import ContextGeometry, context_input_geometry
+from finecut.models.fusion import inference_copy
 from finecut.pipelines.geometry import BoxF, components_touching, intersect_box, net_size, union_box
 from finecut.pipelines.skeleton import CropPipeline, Step
 from finecut.pipelines.transforms import Crop, IntBox, ProgressiveMerge, ZoomIn
@@ -97,6 +98,13 @@ DEFAULTS: dict[str, Any] = {
     "zoom_first_pass": False,
     "box_refine": 0,  # after a box-only pass, this many coarse-mask passes on its own result (0: none)
     "flip_tta": False,  # every Object-Net call averaged with its call on the mirrored patch, prompts and context
+    # which passes of a box step flip TTA doubles (with flip_tta on): True every pass (the box pass and each box_refine
+    # pass), "first" only the box pass, "last" only the last pass (the one the user gets), False none
+    "box_flip_tta": True,
+    # the networks run as an inference copy (:func:`finecut.models.fusion.inference_copy`: BatchNorm folded into the
+    # convolutions, weights channels-last): the same results up to float32 rounding, about a fifth faster on CPU. Only
+    # for a network whose weights no longer change (a loaded model), never one still in training
+    "fuse_batchnorm": False,
 }
 
 #: The interaction forms the pipeline routes to, in the network's prompting-layer names.
@@ -348,7 +356,8 @@ class FocalClickXLEngine(CropPipeline):
     method = "FocalClick-XL"
     defaults = DEFAULTS
     config_keys = ("zoom_in", "detail")
-    own_checks = ("detail",)  # true, false or interaction forms: :func:`detail_forms` (in :meth:`setup`)
+    own_checks = ("detail", "box_flip_tta")  # detail: :func:`detail_forms` (in :meth:`setup`); box_flip_tta: true,
+    # false, "first" or "last" (in :meth:`check`)
     networks = ("context_net", "object_net", "detail_net")
     features_type: ClassVar[type | None] = XLFeatures
 
@@ -372,6 +381,9 @@ class FocalClickXLEngine(CropPipeline):
         if refine and "coarse_mask" not in getattr(net, "forms", ()):
             raise FinecutError("FocalClick-XL box_refine needs the coarse_mask prompting layer, which this model "
                                "does not have")
+        which = o["box_flip_tta"]
+        if not (isinstance(which, (bool, np.bool_)) or which in ("first", "last")):
+            raise FinecutError(f"FocalClick-XL box_flip_tta must be true, false, \"first\" or \"last\", got {which!r}")
         band = o["trimap_band"]
         if band is not None and not _whole_number(band, 1):
             raise FinecutError(f"FocalClick-XL trimap_band must be a whole number of pixels >= 1 (or None), got {band!r}")
@@ -380,9 +392,10 @@ class FocalClickXLEngine(CropPipeline):
         self.forms = tuple(net.forms)
         #: The forms whose steps the Detail-Net refines, parsed (and checked) once from the merged ``detail`` option.
         self.refined_forms = detail_forms(self.options["detail"])
-        self.context_net: Any = XLContextNetwork(net)
-        self.object_net: Any = XLObjectNetwork(net)
-        self.detail_net: Any = XLDetailNetwork(net)
+        source = inference_copy(net) if self.options["fuse_batchnorm"] else net
+        self.context_net: Any = XLContextNetwork(source)
+        self.object_net: Any = XLObjectNetwork(source)
+        self.detail_net: Any = XLDetailNetwork(source)
 
     def network_clicks(self, prompts: Prompts, shape: tuple[int, int]) -> tuple[Click, ...]:
         """The user's clicks only: a box is its own prompt (a rectangle), not a centre click."""
@@ -424,16 +437,17 @@ class FocalClickXLEngine(CropPipeline):
             prompts = replace(prompts, box=Box(*held))  # type: ignore[misc]
         return ZoomIn.from_options(self.options).crop(mask, prompts, step.click, self.input_size)
 
-    def primitive(self, step: Step, crop: Crop, form: str, previous: np.ndarray) -> np.ndarray:
+    def primitive(self, step: Step, crop: Crop, form: str, previous: np.ndarray, flip: bool | None = None
+                  ) -> np.ndarray:
         """The Object-Net's probabilities over ``crop`` (its shape, original resolution) for ``form``, starting from
-        ``previous`` (full-size probabilities)."""
+        ``previous`` (full-size probabilities); averaged with the mirrored call when ``flip`` (None: ``flip_tta``)."""
         features: XLFeatures = step.features
         image = crop_image(step.image, crop.box, crop.size_hw, self.inputs)
         maps = form_prompt_maps(form, step.prompts, previous, crop, self.options["click_radius"],
                                 self.inputs.prompt_layout)
         boxes = torch.tensor([features.geometry.map_box(crop.box)], dtype=torch.float32)
         logits = self.object_net(image, maps, form, features.context, boxes)["logits"]
-        if self.options["flip_tta"]:
+        if self.options["flip_tta"] if flip is None else flip:
             logits = (logits + self.mirrored_object_logits(image, maps, form, features.context, boxes)) / 2
         return _sigmoid(resize(logits[0, 0].float().numpy(), crop.shape))
 
@@ -448,10 +462,21 @@ class FocalClickXLEngine(CropPipeline):
         out = self.object_net(image.flip(-1), maps.flip(-1), form, context.flip(-1), mirrored)
         return out["logits"].flip(-1)
 
+    def box_pass_flips(self) -> list[bool]:
+        """Whether flip TTA doubles each pass of a box step (the box pass, then each ``box_refine`` pass): every pass
+        with ``flip_tta``, unless ``box_flip_tta`` keeps it to the box pass (``"first"``), to the last pass
+        (``"last"``) or to none (False)."""
+        passes = 1 + int(self.options["box_refine"])
+        which = self.options["box_flip_tta"]
+        if not self.options["flip_tta"] or not which:
+            return [False] * passes
+        keep = {"first": 0, "last": passes - 1}.get(which) if isinstance(which, str) else None
+        return [keep is None or index == keep for index in range(passes)]
+
     def refine_box_result(self, step: Step, probs: np.ndarray, crop: Crop) -> tuple[np.ndarray, Crop]:
         """``box_refine`` coarse-mask passes on a box pass's result (clamped to the box): the coarse-mask layer
         corrects a mask, the box layer only has the rectangle to go on. Returns the probabilities and the last crop."""
-        for _ in range(int(self.options["box_refine"])):
+        for flip in self.box_pass_flips()[1:]:
             mask = probs > 0.5
             if step.outside_box is not None:
                 mask &= ~step.outside_box
@@ -459,7 +484,7 @@ class FocalClickXLEngine(CropPipeline):
                 break
             pass_step = replace(step, prompts=replace(step.prompts, prior_mask=mask))
             crop = self.target_crop(pass_step, mask)
-            probs = crop.paste(probs.copy(), self.primitive(pass_step, crop, "coarse_mask", probs))
+            probs = crop.paste(probs.copy(), self.primitive(pass_step, crop, "coarse_mask", probs, flip))
         return probs, crop
 
     def detail_windows(self, crop: Crop, probs: np.ndarray, shape: tuple[int, int]
@@ -570,7 +595,8 @@ class FocalClickXLEngine(CropPipeline):
                 base = probs
             if index or step.prompts.scribbles:
                 crop = self.target_crop(step, base > 0.5)
-            probs = crop.paste(base.copy(), self.primitive(step, crop, form, base))
+            flip = self.box_pass_flips()[0] if forms == ("box",) else None
+            probs = crop.paste(base.copy(), self.primitive(step, crop, form, base, flip))
         if forms == ("box",):
             probs, crop = self.refine_box_result(step, probs, crop)
         detail = forms[-1] in self.refined_forms  # a new box with clicks: the clicks decide

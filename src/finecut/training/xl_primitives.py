@@ -52,7 +52,8 @@ class PrimitivePatchSampler:
 
         training = net.training
         try:
-            self.engine = FocalClickXLEngine(net, threads=max(1, threads), **{**pipeline, "detail": False})
+            live = {**pipeline, "detail": False, "fuse_batchnorm": False}  # the net trains on: no frozen copy
+            self.engine = FocalClickXLEngine(net, threads=max(1, threads), **live)
         finally:
             net.train(training)  # the engine puts the network in eval mode; object_patches switches it per run
         self.predictor = Predictor(self.engine, honour_clicks=False)
