@@ -4,7 +4,8 @@ In eval mode a BatchNorm is a per-channel affine map, so ``bn(conv(x))`` equals 
 and a shifted bias. :func:`inference_copy` returns a copy of a network with every such pair folded (the BatchNorm
 replaced by ``nn.Identity``) and its 4-D weights stored channels-last, which lets oneDNN run the convolutions without
 layout conversions. The outputs are the original's up to float32 rounding; on FocalClick-XL's Object-Net at 256 px
-this takes about a fifth off a call on one CPU thread (``benchmarks/click_latency.py``).
+this takes about a fifth off one call on one CPU thread, and about a quarter off a whole step (a click, a scribble, a
+box; ``benchmarks/click_latency.py``).
 
 Which pairs fold: adjacent ``Conv2d`` -> ``BatchNorm2d`` children of an ``nn.Sequential`` (run in order by
 definition), and the pairs a module lists in a ``batchnorm_pairs`` class attribute (child names whose forward is
