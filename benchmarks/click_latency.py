@@ -129,9 +129,8 @@ def iou(gt: np.ndarray, mask: np.ndarray) -> float:
 def measure(models: list[str], samples: list, clicks: int, threshold: float,
             breakdown: bool, protocol: str = "standard") -> dict[str, Stats]:
     """Every model on every sample, taking turns click by click (``protocol`` "scribble": scribble by scribble, a
-    sample stopping early when the simulated user finds no error left to scribble on; "box": one box step a sample)."""
-    if protocol == "box":
-        clicks = 1
+    sample stopping early when the simulated user finds no error left to scribble on; "box": the box step, ``clicks``
+    being 1)."""
     predictors = {m: finecut.Predictor(finecut.load_model(m)) for m in models}
     stats = {m: Stats() for m in models}
     timer = StageTimer() if breakdown else None

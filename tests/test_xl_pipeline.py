@@ -5,6 +5,8 @@ prior-mask correction with Progressive Merge, loading from a checkpoint and the 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -82,6 +84,24 @@ def predictor(net: FocalClickXLNet, image: np.ndarray, **options: object) -> fin
     p = finecut.Predictor(FocalClickXLEngine(net, **options), honour_clicks=False)
     p.set_image(image)
     return p
+
+
+@contextmanager
+def object_net_forms(net: FocalClickXLNet) -> Iterator[list[str]]:
+    """The interaction form of every Object-Net call made inside the block, in order (the net's method is restored
+    after)."""
+    calls: list[str] = []
+    real = net.forward_object
+
+    def spy(image_, maps, form, context, boxes):  # type: ignore[no-untyped-def]
+        calls.append(form)
+        return real(image_, maps, form, context, boxes)
+
+    net.forward_object = spy  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        net.forward_object = real  # type: ignore[method-assign]
 
 
 def square(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -342,15 +362,7 @@ def test_detail_refuses_what_is_not_a_form(net: FocalClickXLNet, value: object) 
 def test_box_refine_runs_coarse_mask_passes_on_the_box_result(net: FocalClickXLNet, image: np.ndarray) -> None:
     """box_refine=N: N coarse-mask passes on a box-only result, each from the last mask; nothing leaves the box; the
     clicks after a box and the other forms are untouched by it."""
-    calls: list[str] = []
-    real = net.forward_object
-
-    def spy(image_, maps, form, context, boxes):  # type: ignore[no-untyped-def]
-        calls.append(form)
-        return real(image_, maps, form, context, boxes)
-
-    net.forward_object = spy  # type: ignore[method-assign]
-    try:
+    with object_net_forms(net) as calls:
         box = (28, 16, 70, 56)
         plain = predictor(net, image).predict(box=box)
         assert calls == ["box"]
@@ -363,8 +375,6 @@ def test_box_refine_runs_coarse_mask_passes_on_the_box_result(net: FocalClickXLN
         calls.clear()
         predictor(net, image, box_refine=2).predict(box=box, clicks=[Click(48, 36)])
         assert calls == ["box", "clicks"]
-    finally:
-        net.forward_object = real  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize(("which", "expected"), [
@@ -377,15 +387,7 @@ def test_box_flip_tta_picks_the_box_passes_flip_tta_doubles(net: FocalClickXLNet
                                                              expected: list[str]) -> None:
     """With flip_tta on, box_flip_tta says which passes of a box step get the mirrored call: every pass, the last
     box_refine pass only, the box pass only, or none. Steps with clicks keep flip TTA on every call."""
-    calls: list[str] = []
-    real = net.forward_object
-
-    def spy(image_, maps, form, context, boxes):  # type: ignore[no-untyped-def]
-        calls.append(form)
-        return real(image_, maps, form, context, boxes)
-
-    net.forward_object = spy  # type: ignore[method-assign]
-    try:
+    with object_net_forms(net) as calls:
         box = (28, 16, 70, 56)
         result = predictor(net, image, box_refine=2, flip_tta=True, box_flip_tta=which).predict(box=box)
         assert calls == expected
@@ -397,8 +399,6 @@ def test_box_flip_tta_picks_the_box_passes_flip_tta_doubles(net: FocalClickXLNet
         calls.clear()
         predictor(net, image, box_refine=2, flip_tta=False, box_flip_tta=which).predict(box=box)
         assert calls == ["box", "coarse_mask", "coarse_mask"]
-    finally:
-        net.forward_object = real  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("value", ["second", "all", 1, None, ["last"]])

@@ -473,10 +473,12 @@ class FocalClickXLEngine(CropPipeline):
         keep = {"first": 0, "last": passes - 1}.get(which) if isinstance(which, str) else None
         return [keep is None or index == keep for index in range(passes)]
 
-    def refine_box_result(self, step: Step, probs: np.ndarray, crop: Crop) -> tuple[np.ndarray, Crop]:
-        """``box_refine`` coarse-mask passes on a box pass's result (clamped to the box): the coarse-mask layer
-        corrects a mask, the box layer only has the rectangle to go on. Returns the probabilities and the last crop."""
-        for flip in self.box_pass_flips()[1:]:
+    def refine_box_result(self, step: Step, probs: np.ndarray, crop: Crop, flips: list[bool]
+                          ) -> tuple[np.ndarray, Crop]:
+        """The ``box_refine`` coarse-mask passes on a box pass's result (clamped to the box), each with flip TTA as
+        ``flips`` says: the coarse-mask layer corrects a mask, the box layer only has the rectangle to go on. Returns
+        the probabilities and the last crop."""
+        for flip in flips:
             mask = probs > 0.5
             if step.outside_box is not None:
                 mask &= ~step.outside_box
@@ -590,15 +592,16 @@ class FocalClickXLEngine(CropPipeline):
         base = step.prev
         probs = base
         crop = step.crop
+        box_flips = self.box_pass_flips() if forms == ("box",) else None  # a box-only step: per pass
         for index, form in enumerate(forms):
             if index:  # the clicks after a new box start from the box pass's result
                 base = probs
             if index or step.prompts.scribbles:
                 crop = self.target_crop(step, base > 0.5)
-            flip = self.box_pass_flips()[0] if forms == ("box",) else None
+            flip = box_flips[0] if box_flips else None
             probs = crop.paste(base.copy(), self.primitive(step, crop, form, base, flip))
-        if forms == ("box",):
-            probs, crop = self.refine_box_result(step, probs, crop)
+        if box_flips:
+            probs, crop = self.refine_box_result(step, probs, crop, box_flips[1:])
         detail = forms[-1] in self.refined_forms  # a new box with clicks: the clicks decide
         feedback = detail and bool(self.options["detail_feedback"])
         patches = self.refine(step, crop, probs) if feedback else []  # refined probabilities carried to the next step
