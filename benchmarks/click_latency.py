@@ -38,6 +38,7 @@ import finecut
 from finecut.datasets import default_data_root, open_dataset
 from finecut.evaluation import next_click, next_scribble
 from finecut.evaluation.perturb import gt_box
+from finecut.evaluation.runinfo import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 LARGE = (3000, 4000)  # height, width
@@ -269,7 +270,8 @@ def main() -> None:
         "(wall and process CPU time; `set_image` reported separately). The engines take turns click by click, the "
         "order rotating, so load changes touch them alike. NoC@90 counts clicks until IoU >= 0.9 (the cap when never).",
         "",
-        f"Machine: {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPU cores, torch "
+        f"Machine: {platform.platform()}, {cpu_name()}, Python {platform.python_version()}, {os.cpu_count()} CPU "
+        f"cores, torch "
         f"{torch.__version__}, onnxruntime {_ort_version()}, {args.threads} inference thread(s); "
         f"{started:%Y-%m-%d %H:%M} UTC; load average (1, 5, 15 min) before the run "
         f"{', '.join(f'{v:.2f}' for v in load_before)}, after {', '.join(f'{v:.2f}' for v in load_after)}.",

@@ -221,9 +221,9 @@ def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
     import finecut
 
     engine = finecut.load_model("simpleclick-xtiny")
-    # v15: v14 (MAE, run 2, v5, v8, v10, v12, v14) continued 1,908 steps with v10's recipe (every second step at the
-    # first pass's 224 px)
-    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1908
+    # v16: v15 (MAE, run 2, v5, v8, v10, v12, v14, v15) continued 1,211 steps with v10's recipe (every second
+    # step at the first pass's 224 px)
+    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1211
     # later clicks are zoomed to 320 px, an object's first pass (the whole image) stays at the trained 224 px
     assert engine.options["target_size"] == 320 and engine.options["first_target_size"] == 224
     assert engine.options["square_input"] is True
@@ -232,5 +232,6 @@ def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
     assert engine.options["flip_tta"] is True and engine.options["zoom_first_pass"] is True
     history = [run["name"] for run in engine.checkpoint["training"]["history"]]
     assert history == ["mae-xtiny-v3", "simpleclick-xtiny-run2", "simpleclick-xtiny-v5", "simpleclick-xtiny-v8",
-                       "simpleclick-xtiny-v10", "simpleclick-xtiny-v12", "simpleclick-xtiny-v14"]
+                       "simpleclick-xtiny-v10", "simpleclick-xtiny-v12", "simpleclick-xtiny-v14",
+                       "simpleclick-xtiny-v15"]
     assert engine.checkpoint["training"]["config"]["size"] == 320

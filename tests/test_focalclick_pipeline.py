@@ -16,7 +16,7 @@ from finecut.models.focalclick import FocalClickNet
 from finecut.models.registry import build_model
 from finecut.models.roi_align import roi_align
 from finecut.pipelines.focalclick import FocalClickEngine
-from finecut.pipelines.geometry import component_at, expand_box, integer_box, mask_box, net_size
+from finecut.pipelines.geometry import component_at, expand_box, integer_box, mask_box, mask_iou, net_size
 from finecut.registry import parse_option
 
 
@@ -36,6 +36,10 @@ def test_geometry_helpers() -> None:
     comp = component_at(two, 6, 6)
     assert comp is not None and comp.sum() == 9 and component_at(two, 4, 4) is None
     assert net_size(854, 480, 256) == (144, 256)
+    other = np.zeros((8, 8), bool)
+    other[0:2, 0:4] = True  # 4 of its 8 pixels are in ``two``'s 13
+    assert mask_iou(two, other) == 4 / 17 and mask_iou(two, two) == 1.0
+    assert mask_iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == 1.0
 
 
 def test_roi_align_matches_an_exact_crop() -> None:

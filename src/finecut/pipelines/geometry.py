@@ -56,6 +56,12 @@ def integer_box(box: BoxF, height: int, width: int) -> tuple[int, int, int, int]
     return ix0, iy0, max(ix1, ix0 + 1), max(iy1, iy0 + 1)
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks of one shape (1.0 when both are empty)."""
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
 def component_at(mask: np.ndarray, row: int, col: int) -> np.ndarray | None:
     """The 8-connected component of ``mask`` that contains (row, col), or None if that pixel is not set."""
     if not mask[row, col]:
