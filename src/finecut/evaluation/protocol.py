@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from finecut.errors import FinecutError
+from finecut.pipelines.geometry import mask_iou
 from finecut.prompts import Click, ClickKind, check_mask_shape
 
 IGNORE_LABEL = -1
@@ -82,10 +83,7 @@ def iou(gt: np.ndarray, pred: np.ndarray, region: np.ndarray | None = None) -> f
     if region is not None:
         check_mask_shape(region, gt.shape, what="evaluation region")
         valid &= np.asarray(region, dtype=bool)
-    obj = gt == 1
-    inter = np.count_nonzero(pred & obj & valid)
-    union = np.count_nonzero((pred | obj) & valid)
-    return 1.0 if union == 0 else inter / union
+    return mask_iou(pred & valid, (gt == 1) & valid)
 
 
 def noc(ious: Sequence[float], threshold: float, max_clicks: int = 20) -> int:
