@@ -431,7 +431,7 @@ def test_box_refine_stop_ends_the_passes_once_a_pass_changes_the_mask_little(
     assert calls == ["box", "coarse_mask", "coarse_mask", "coarse_mask"]
 
 
-@pytest.mark.parametrize("value", [0, -0.5, 1.5, True, "0.99", [0.9]])
+@pytest.mark.parametrize("value", [0, -0.5, 1.5, float("nan"), float("inf"), True, "0.99", [0.9]])
 def test_a_bad_box_refine_stop_is_refused_with_its_name(net: FocalClickXLNet, value: object) -> None:
     with pytest.raises(FinecutError, match="box_refine_stop"):
         FocalClickXLEngine(net, box_refine_stop=value)
