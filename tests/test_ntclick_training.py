@@ -402,3 +402,113 @@ def test_hrr_click_options_are_checked(folder: Path, tmp_path: Path) -> None:
         TrainConfig.from_dict({**doc, "ntclick_hrr": {"click_iterations": -1}})
     with pytest.raises(finecut.FinecutError, match="click_radius"):
         TrainConfig.from_dict({**doc, "ntclick_hrr": {"click_radius": 0}})
+
+
+class _FixedLogits(torch.nn.Module):
+    """A stand-in network returning fixed logits whatever its input (an ECP's 3 classes or an HRR's one map)."""
+
+    def __init__(self, logits: torch.Tensor, **config: int) -> None:
+        super().__init__()
+        self.logits = logits
+        self.config = type("Config", (), config)()
+        self.calls: list[dict[str, torch.Tensor]] = []
+
+    def forward(self, image: torch.Tensor, maps: torch.Tensor, clicks: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        self.calls.append({"image": image, "maps": maps, "clicks": clicks})
+        return {"logits": self.logits[: image.shape[0]]}
+
+
+def _ecp_logits(labels: np.ndarray, odds: float = 0.0) -> torch.Tensor:
+    """(B, 3, H, W) logits whose argmax is ``labels`` (B, H, W), with fg - bg = ``odds`` on the uncertain pixels."""
+    logits = np.full((*labels.shape[:1], 3, *labels.shape[1:]), -5.0, np.float32)
+    for cls in (fbu.FBU_BACKGROUND, fbu.FBU_FOREGROUND, fbu.FBU_UNCERTAIN):
+        logits[:, cls][labels == cls] = 5.0
+    unc = labels == fbu.FBU_UNCERTAIN
+    logits[:, fbu.FBU_FOREGROUND][unc] = odds / 2
+    logits[:, fbu.FBU_BACKGROUND][unc] = -odds / 2
+    return torch.from_numpy(logits)
+
+
+def test_final_prediction_is_the_engines_final_mask() -> None:
+    """Certain foreground 1, background 0, negative-click disks 0; the uncertain pixels get the HRR's probability
+    once the sample has a tolerant click ("session"), the ECP's fg / bg odds before that — or always the HRR ("all")."""
+    from finecut.training.config import NTClickECPOptions
+    from finecut.training.ntclick import final_prediction
+
+    labels = np.zeros((2, 32, 32), np.uint8)
+    labels[:, 8:24, 8:24] = fbu.FBU_UNCERTAIN
+    labels[:, 12:20, 12:20] = fbu.FBU_FOREGROUND
+    logits = _ecp_logits(labels, odds=-2.0)  # the ECP leans to background in the band: sigmoid(-2) = 0.12
+    hrr = _FixedLogits(torch.full((2, 1, 32, 32), 3.0), click_channels=3)  # the HRR says foreground: 0.95
+    images = torch.zeros(2, 3, 32, 32)
+    clicks = [[Click(16, 16, ClickKind.POSITIVE), Click(9, 9, ClickKind.TOLERANT)],
+              [Click(16, 16, ClickKind.POSITIVE), Click(22, 22, ClickKind.NEGATIVE)]]
+    final = final_prediction(logits, images, clicks, hrr, NTClickECPOptions(click_radius=2.0))
+    assert final.shape == (2, 32, 32) and final.dtype == np.float32
+    assert np.all(final[:, 12:20, 12:20] == 1.0) and np.all(final[:, :8] == 0.0)
+    assert final[0, 10, 10] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())  # the HRR, tolerant click
+    assert final[1, 10, 10] == pytest.approx(torch.sigmoid(torch.tensor(-2.0)).item())  # the ECP's odds
+    assert final[1, 22, 22] == 0.0 and final[1, 22, 23] == 0.0  # the negative click's disk is background
+    assert len(hrr.calls) == 1 and hrr.calls[0]["image"].shape[0] == 1  # only the sample with a tolerant click
+    assert hrr.calls[0]["clicks"].shape == (1, 3, 32, 32) and hrr.calls[0]["clicks"][0, 2, 9, 9] == 1
+    every = final_prediction(logits, images, clicks, hrr, NTClickECPOptions(hrr_scope="all"))
+    assert every[1, 10, 10] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
+
+
+def test_ecp_clicks_go_on_the_final_masks_mistakes() -> None:
+    """With a frozen HRR each extra pass adds the NTClick protocol's click on what the final mask still gets wrong,
+    and feeds the final probabilities back as the previous mask."""
+    from finecut.training.ntclick import ecp_iterate
+
+    mask = np.zeros((1, 48, 48), np.uint8)
+    cv2.circle(mask[0], (24, 24), 12, 1, -1)
+    labels = np.full((1, 48, 48), fbu.FBU_UNCERTAIN, np.uint8)  # the ECP calls everything uncertain
+    ecp = _FixedLogits(_ecp_logits(labels, odds=-4.0), prompt_channels=4)
+    hrr = _FixedLogits(torch.full((1, 1, 48, 48), -4.0), click_channels=3)  # the HRR says background everywhere
+    cfg = TrainConfig.from_dict({"run_dir": "unused", "model": {"arch": "ntclick_ecp", **TINY_ECP},
+                                 "pretrained": "none", "data": {"sources": ["unused"], "weights": [1.0]},
+                                 "click_radius": 5.0})
+    clicks = [[Click(20, 20, ClickKind.TOLERANT)]]
+    previous = ecp_iterate(ecp, torch.zeros(1, 3, 48, 48), labels.astype(np.int64), mask, clicks,
+                           torch.zeros(1, 1, 48, 48), 2, cfg, np.random.default_rng(0), hrr)
+    assert len(clicks[0]) == 3 and len(hrr.calls) == 2
+    for click in clicks[0][1:]:  # the object is missed everywhere: each click marks it, as the protocol places it
+        assert mask[0][click.pixel] == 1 or click.kind is ClickKind.TOLERANT
+        assert click.kind in (ClickKind.POSITIVE, ClickKind.TOLERANT)
+    expected = torch.sigmoid(torch.tensor(-4.0)).item()
+    assert previous.shape == (1, 1, 48, 48) and previous[0, 0, 24, 24].item() == pytest.approx(expected)
+    # the ECP's second pass saw the first pass's final probabilities as its previous mask
+    assert ecp.calls[1]["maps"][0, 0, 24, 24].item() == pytest.approx(expected)
+
+
+def test_ecp_trains_on_final_masks_of_a_trained_hrr(folder: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    hrr_dir = train(_config(tmp_path, folder, "ntclick_hrr", steps=1), progress=False)
+    seen = []
+    real = ntclick_training.final_prediction
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)
+        seen.append(out.shape)
+        return out
+
+    monkeypatch.setattr(ntclick_training, "final_prediction", spy)
+    cfg = _config(tmp_path, folder, "ntclick_ecp", steps=2)
+    cfg.ntclick_ecp.hrr_checkpoint = str(hrr_dir / "last.json")
+    cfg.ntclick_ecp.hrr_probability = 1.0
+    run_dir = train(cfg, progress=False)
+    assert seen == [(cfg.batch_size, cfg.size, cfg.size)] * 2  # one extra pass per step, each finished by the HRR
+    losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    cfg.ntclick_ecp.hrr_checkpoint = str(run_dir / "last.json")  # an ECP is not an HRR
+    cfg.run_dir = str(tmp_path / "other")
+    with pytest.raises(finecut.FinecutError, match="must hold an NTClick HRR"):
+        train(cfg, progress=False)
+    doc = {"run_dir": "x", "model": cfg.model, "pretrained": "none", "data": {"sources": [str(folder)]}}
+    with pytest.raises(finecut.FinecutError, match="needs hrr_checkpoint"):
+        TrainConfig.from_dict({**doc, "ntclick_ecp": {"hrr_probability": 0.5}})
+    with pytest.raises(finecut.FinecutError, match="hrr_scope"):
+        TrainConfig.from_dict({**doc, "ntclick_ecp": {"hrr_scope": "tolerant"}})
+    with pytest.raises(finecut.FinecutError, match="hrr_probability"):
+        TrainConfig.from_dict({**doc, "ntclick_ecp": {"hrr_probability": 1.5, "hrr_checkpoint": "x"}})

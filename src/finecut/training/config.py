@@ -18,7 +18,8 @@ for the options only that method reads:
   the masking ratio and the random crops of whole training photos.
 
 * ``[ntclick_ecp]`` (:class:`NTClickECPOptions`): NTClick's ECP: the warm start of the EfficientNet ECP
-  (``ntclick_ecp_effnet``) from a FocalClick segmentor.
+  (``ntclick_ecp_effnet``) from a FocalClick segmentor, the binary term, and clicks on the final (post-HRR) mask's
+  mistakes from a frozen HRR.
 
 Which method trains a config follows from ``[model].arch``
 (:data:`METHOD_OF_ARCH`); a section for another method is refused. Flat files of the earlier layout (every option at
@@ -165,10 +166,30 @@ class NTClickECPOptions:
     # the object mask on every pixel. The FBU cross-entropy says nothing about foreground vs background inside the
     # uncertain band; where no HRR decides the band (hrr=false, hrr_scope="tolerant") these odds do. 0 = the paper.
     binary_weight: float = 0.0
+    # the ECP's extra (iterative) clicks placed on the *final* mask's mistakes, the one the user sees: a frozen HRR
+    # (this checkpoint: an ntclick_hrr or an assembled ntclick, whose HRR is used) decides the uncertain pixels of
+    # each no-grad pass as the engine does, the NTClick protocol's simulated user clicks on what is still wrong
+    # (tolerant where the error lies in the object's fine-structure band), and the final probabilities are the next
+    # pass's previous mask. On this share of the iterative samples (the rest: clicks on the FBU map's own errors).
+    hrr_checkpoint: str = ""
+    hrr_probability: float = 0.0
+    # which uncertain pixels the HRR decides in those passes (the engine's hrr_scope): "session" = all of them once
+    # the sample has a tolerant click, the ECP's fg / bg odds before that (the shipped engine); "all" = always
+    hrr_scope: str = "session"
+    click_radius: float = 5.0  # the HRR's click disks (the engine's click_radius)
+    tolerant_offset: float = 10.0  # the protocol's largest offset of a tolerant click
 
     def check(self) -> None:
         if not self.binary_weight >= 0.0:
             raise FinecutError(f"[ntclick_ecp].binary_weight {self.binary_weight}: must be >= 0")
+        if not 0.0 <= self.hrr_probability <= 1.0:
+            raise FinecutError(f"[ntclick_ecp].hrr_probability {self.hrr_probability}: must be in [0, 1]")
+        if self.hrr_probability > 0.0 and not self.hrr_checkpoint:
+            raise FinecutError("[ntclick_ecp].hrr_probability > 0 needs hrr_checkpoint (the frozen HRR)")
+        if self.hrr_scope not in ("session", "all"):
+            raise FinecutError(f"[ntclick_ecp].hrr_scope {self.hrr_scope!r}: use 'session' or 'all'")
+        if not (self.click_radius > 0 and self.tolerant_offset >= 0):
+            raise FinecutError("[ntclick_ecp] click_radius must be > 0 and tolerant_offset >= 0")
 
 
 @dataclass

@@ -11,7 +11,10 @@ kinds drawn from their FBU regions (positive from foreground, negative from back
 band); with ``iterative_probability`` 1..``max_iterative_clicks`` extra no-grad passes, each adding a click of the
 right kind in the largest misclassified region and feeding the prediction back as the previous mask (the prediction
 seen through a perfect HRR: ``P(fg) + P(uncertain) · mask``); with ``prior_mask_probability`` the first previous mask
-is a corrupted ground truth. Loss: cross-entropy over the 3 classes.
+is a corrupted ground truth. Loss: cross-entropy over the 3 classes (+ ``[ntclick_ecp].binary_weight`` × a BCE of the
+fg / bg odds). With ``[ntclick_ecp].hrr_checkpoint`` a frozen HRR finishes a ``hrr_probability`` share of those passes
+as the engine does (:func:`final_prediction`) and the NTClick protocol's simulated user clicks on the *final* mask's
+mistakes instead, the final probabilities fed back (:func:`ecp_iterate`).
 
 **HRR** (supplementary §2.2): random square crops (a multiple of 128 between ``size`` and ``size · hi_factor``,
 centred on a random uncertain pixel) of the ``size · hi_factor`` view, the training-rule FBU map as one-hot input;
@@ -43,11 +46,11 @@ from finecut import fbu
 from finecut.errors import FinecutError
 from finecut.evaluation.protocol import next_click_tolerant, uncertain_band
 from finecut.models.checkpoint import load_checkpoint, refuse_existing_checkpoint, save_checkpoint
-from finecut.prompts import Click, ClickKind, CropTransform, click_disks
+from finecut.prompts import Click, ClickKind, CropTransform, click_disks, disks_of_kind
 from finecut.training.augment import View, ViewConfig
 from finecut.training.batch import BatchSampler, prompt_maps, to_tensor_images
 from finecut.training.clicks import ClickSimConfig, corrupt_mask, distance_inside, geometric_count, pick_pixels
-from finecut.training.config import NTClickHRROptions, TrainConfig
+from finecut.training.config import NTClickECPOptions, NTClickHRROptions, TrainConfig
 from finecut.training.method import RunSetup, Steps, TrainingMethod
 from finecut.training.objects import ObjectBank
 
@@ -142,37 +145,116 @@ def ecp_maps(clicks: list[list[Click]], previous: torch.Tensor, cfg: TrainConfig
 
 def ecp_iterate(net: nn.Module, images: torch.Tensor, labels: np.ndarray, masks: np.ndarray,
                 clicks: list[list[Click]], previous: torch.Tensor, num_iters: int, cfg: TrainConfig,
-                rng: np.random.Generator) -> torch.Tensor:
-    """Extra no-grad ECP passes, each adding a click on the current FBU error; returns the last previous mask."""
+                rng: np.random.Generator, hrr: nn.Module | None = None) -> torch.Tensor:
+    """Extra no-grad ECP passes, each adding a click; returns the last previous mask.
+
+    Without ``hrr`` each click goes on the FBU map's own largest error (:func:`next_fbu_click`) and the prediction
+    seen through a perfect HRR is fed back. With a frozen ``hrr`` each pass is finished as the engine finishes it
+    (:func:`final_prediction`) and the NTClick protocol's simulated user clicks on the *final* mask's mistakes —
+    tolerant where they lie in the object's fine-structure band — with the final probabilities fed back: the ECP
+    then learns from the clicks a person gives after seeing what the whole engine answered (issue 16)."""
     channels = net.config.prompt_channels
     mask_t = torch.from_numpy(masks[:, None].astype(np.float32))
+    options = ecp_options(cfg)
+    bands = [uncertain_band(m.astype(np.int64)) for m in masks] if hrr is not None else []
     for _ in range(num_iters):
         with torch.no_grad():
-            probs = torch.softmax(net(images, ecp_maps(clicks, previous, cfg, channels))["logits"], dim=1)
-        pred = probs.argmax(1).numpy()
+            logits = net(images, ecp_maps(clicks, previous, cfg, channels))["logits"]
+        probs = torch.softmax(logits, dim=1)
+        if hrr is None:
+            pred = probs.argmax(1).numpy()
+            for i in range(len(clicks)):
+                click = next_fbu_click(labels[i], pred[i], clicks[i], rng)
+                if click is not None:
+                    clicks[i].append(click)
+            previous = (probs[:, fbu.FBU_FOREGROUND:fbu.FBU_FOREGROUND + 1]
+                        + probs[:, fbu.FBU_UNCERTAIN:fbu.FBU_UNCERTAIN + 1] * mask_t).clamp(0, 1)
+            continue
+        final = final_prediction(logits, images, clicks, hrr, options)
         for i in range(len(clicks)):
-            click = next_fbu_click(labels[i], pred[i], clicks[i], rng)
-            if click is not None:
+            pred, gt = final[i] > 0.5, masks[i] > 0
+            if not (pred != gt).any():
+                continue
+            click = next_click_tolerant(gt.astype(np.int64), pred, clicks[i], bands[i], rng, options.tolerant_offset)
+            if click.kind is ClickKind.TOLERANT or pred[click.pixel] != gt[click.pixel]:  # not a spent error
                 clicks[i].append(click)
-        previous = (probs[:, fbu.FBU_FOREGROUND:fbu.FBU_FOREGROUND + 1]
-                    + probs[:, fbu.FBU_UNCERTAIN:fbu.FBU_UNCERTAIN + 1] * mask_t).clamp(0, 1)
+        previous = torch.from_numpy(final[:, None])
     return previous
 
 
+def ecp_options(cfg: TrainConfig) -> NTClickECPOptions:
+    """``cfg``'s ``[ntclick_ecp]`` section (its defaults when the config has none)."""
+    return cfg.ntclick_ecp if cfg.ntclick_ecp is not None else NTClickECPOptions()
+
+
+def final_prediction(logits: torch.Tensor, images: torch.Tensor, clicks: list[list[Click]], hrr: nn.Module,
+                     options: NTClickECPOptions) -> np.ndarray:
+    """(B, S, S) float32: the engine's final probabilities for ECP ``logits`` (B, 3, S, S) on the views ``images``.
+
+    As :class:`finecut.pipelines.ntclick.NTClickPipeline` makes them from its FBU labels: pixels within
+    ``click_radius`` of a negative click are background (the engine's negative-click disks), the HRR decides the
+    uncertain pixels (``hrr_scope`` "session": only once the sample has a tolerant click; the ECP's fg / bg odds
+    before that), 1 on the certain foreground, 0 on the background. The engine's two growth / drop rules for whole
+    components are left out."""
+    labels = logits.argmax(1).numpy().astype(np.uint8)
+    decided = torch.sigmoid(logits[:, fbu.FBU_FOREGROUND] - logits[:, fbu.FBU_BACKGROUND]).numpy()
+    shape = labels.shape[1:]
+    hrr_rows = []
+    for i, sample_clicks in enumerate(clicks):
+        labels[i][disks_of_kind(sample_clicks, ClickKind.NEGATIVE, shape, options.click_radius)] = fbu.FBU_BACKGROUND
+        tolerant = any(c.kind is ClickKind.TOLERANT for c in sample_clicks)
+        if (labels[i] == fbu.FBU_UNCERTAIN).any() and (options.hrr_scope == "all" or tolerant):
+            hrr_rows.append(i)
+    if hrr_rows:
+        onehot = torch.from_numpy(np.stack([fbu.labels_to_one_hot(labels[i]) for i in hrr_rows]))
+        extra = {}
+        if getattr(hrr.config, "click_channels", 0):
+            extra["clicks"] = hrr_click_maps([clicks[i] for i in hrr_rows], shape, options.click_radius)
+        with torch.no_grad():
+            out = torch.sigmoid(hrr(images[hrr_rows], onehot, **extra)["logits"][:, 0]).numpy()
+        decided[hrr_rows] = out
+    return np.stack([fbu.combine_probs(labels[i], decided[i]) for i in range(len(clicks))])
+
+
+def load_ecp_hrr(cfg: TrainConfig) -> nn.Module | None:
+    """The frozen HRR named by ``[ntclick_ecp].hrr_checkpoint`` (an ``ntclick_hrr`` or assembled ``ntclick``
+    checkpoint, a shipped name or a path), or None when no share of the ECP's samples clicks on final masks."""
+    options = ecp_options(cfg)
+    if not options.hrr_checkpoint or options.hrr_probability <= 0:
+        return None
+    from finecut.models.ntclick import NTClickHRR
+    from finecut.registry import shipped_checkpoints
+
+    path = shipped_checkpoints().get(options.hrr_checkpoint, Path(options.hrr_checkpoint))
+    net, doc = load_checkpoint(path)
+    hrr = getattr(net, "hrr", net)
+    if not isinstance(hrr, NTClickHRR):
+        raise FinecutError(f"{path}: [ntclick_ecp].hrr_checkpoint must hold an NTClick HRR "
+                           f"(arch {doc['model'].get('arch')!r})")
+    for p in hrr.parameters():
+        p.requires_grad_(False)
+    return hrr.eval()
+
+
 def ecp_step(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig,
-             rng: np.random.Generator) -> dict[str, torch.Tensor]:
+             rng: np.random.Generator, hrr: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """One ECP batch: 3-class cross-entropy (+ the binary term), after 0..``max_iterative_clicks`` no-grad passes
+    that add clicks — on the final (post-HRR) mask's mistakes for a ``hrr_probability`` share of the samples when a
+    frozen ``hrr`` is given (:func:`ecp_iterate`)."""
     images, labels, masks, clicks, previous = ecp_batch(bank, sampler, cfg, rng)
     num_iters = int(rng.integers(1, cfg.max_iterative_clicks + 1)) \
         if cfg.max_iterative_clicks > 0 and rng.random() < cfg.iterative_probability else 0
-    previous = ecp_iterate(net, images, labels, masks, clicks, previous, num_iters, cfg, rng)
+    options = ecp_options(cfg)
+    on_final = hrr is not None and num_iters > 0 and rng.random() < options.hrr_probability
+    previous = ecp_iterate(net, images, labels, masks, clicks, previous, num_iters, cfg, rng,
+                           hrr if on_final else None)
     logits = net(images, ecp_maps(clicks, previous, cfg, net.config.prompt_channels))["logits"]
     ce = F.cross_entropy(logits, torch.from_numpy(labels))
     out = {"loss": ce, "ce": ce.detach()}
-    binary_weight = cfg.ntclick_ecp.binary_weight if cfg.ntclick_ecp is not None else 0.0
-    if binary_weight > 0.0:  # the fg / bg odds against the mask, which the FBU cross-entropy leaves open in the band
+    if options.binary_weight > 0.0:  # the fg / bg odds against the mask, which the FBU cross-entropy leaves open
         odds = logits[:, fbu.FBU_FOREGROUND] - logits[:, fbu.FBU_BACKGROUND]
         binary = F.binary_cross_entropy_with_logits(odds, torch.from_numpy(masks.astype(np.float32)))
-        out.update(loss=ce + binary_weight * binary, binary=binary.detach())
+        out.update(loss=ce + options.binary_weight * binary, binary=binary.detach())
     return out
 
 
@@ -372,10 +454,11 @@ class ECPSteps(Steps):
     def __init__(self, setup: RunSetup) -> None:
         self.setup = setup
         self.sampler = ntclick_sampler(setup)
+        self.hrr = load_ecp_hrr(setup.cfg)
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         s = self.setup
-        return ecp_step(s.net, s.bank, self.sampler, s.cfg, s.rng)
+        return ecp_step(s.net, s.bank, self.sampler, s.cfg, s.rng, hrr=self.hrr)
 
 
 class HRRSteps(Steps):
