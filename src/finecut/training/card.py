@@ -230,8 +230,9 @@ def _training_section(training: dict[str, Any]) -> list[str]:
     return out
 
 
-def _history_section(training: dict[str, Any]) -> list[str]:
-    """Every run that went into the weights (warm starts, oldest first) and this run's held-out curve."""
+def _history_section(training: dict[str, Any], heading: str = "##") -> list[str]:
+    """Every run that went into the weights (warm starts, oldest first) and this run's held-out curve; ``heading``
+    the Markdown level of its title (deeper for one network of an assembled checkpoint)."""
     from finecut.training.history import cpu_hours, run_summary
 
     runs = list(training.get("history") or [])
@@ -253,7 +254,7 @@ def _history_section(training: dict[str, Any]) -> list[str]:
                          f"{record['samples_seen']:,}" if isinstance(record.get("samples_seen"), int) else "–",
                          _duration(record.get("train_seconds")), "–" if hours is None else f"{hours:.1f}",
                          crop, ", ".join(cfg.get("sources") or []) or "–", _fmt(val)])
-        out += ["## Run history", "", "Every training run the weights went through, oldest first (each later run "
+        out += [f"{heading} Run history", "", "Every training run the weights went through, oldest first (each later run "
                 "starts from the one before; CPU-hours = wall time × processes × threads):", ""]
         out += _table(["run", "from", "steps", "samples", "wall time", "CPU-hours", "crop", "sources",
                        "held-out NoC90@10"], rows) + [""]
@@ -299,7 +300,7 @@ def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
     parts = {k: v for k, v in training.items() if k in ("ecp", "hrr") and isinstance(v, dict)}
     if parts:  # an assembled NTClick checkpoint: one training record per network
         for key, record in parts.items():
-            out += [f"### {key.upper()}", ""] + _training_section(record)
+            out += [f"### {key.upper()}", ""] + _training_section(record) + _history_section(record, "####")
     else:
         out += _training_section(training)
     out += _history_section(training)
