@@ -46,6 +46,20 @@ def _config(tmp_path: Path, folder: Path, arch: str, steps: int) -> TrainConfig:
     })
 
 
+def _spy(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple[tuple, object]]:
+    """Wrap ``finecut.training.ntclick.<name>``: each call's (positional arguments, result) is recorded."""
+    real = getattr(ntclick_training, name)
+    calls: list[tuple[tuple, object]] = []
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)
+        calls.append((args, out))
+        return out
+
+    monkeypatch.setattr(ntclick_training, name, spy)
+    return calls
+
+
 def test_fbu_clicks_come_from_their_regions() -> None:
     rng = np.random.default_rng(0)
     mask = np.zeros((80, 80), bool)
@@ -239,19 +253,12 @@ def test_an_assembled_checkpoint_starts_a_run_of_one_of_its_networks(folder: Pat
 def test_hrr_trains_on_fbu_maps_predicted_by_a_trained_ecp(folder: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     ecp_dir = train(_config(tmp_path, folder, "ntclick_ecp", steps=1), progress=False)
-    calls = []
-    real = ntclick_training.ecp_labels
-
-    def spy(ecp, image, labels, mask, cfg, rng):  # type: ignore[no-untyped-def]
-        out = real(ecp, image, labels, mask, cfg, rng)
-        calls.append((image.shape, out.shape, out.dtype))
-        return out
-
-    monkeypatch.setattr(ntclick_training, "ecp_labels", spy)
+    spied = _spy(monkeypatch, "ecp_labels")  # (ecp, image, labels, mask, cfg, rng) -> labels
     cfg = _config(tmp_path, folder, "ntclick_hrr", steps=2)
     cfg.ntclick_hrr.ecp_checkpoint = str(ecp_dir / "last.json")
     cfg.ntclick_hrr.ecp_probability = 1.0
     run_dir = train(cfg, progress=False)
+    calls = [(args[1].shape, out.shape, out.dtype) for args, out in spied]
     assert len(calls) == 2 * cfg.batch_size  # every sample of both steps
     assert all(shape[-2:] == (64, 64) and out == (64, 64) for shape, out, _ in calls)
     losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines() if '"loss"' in line]
@@ -374,16 +381,9 @@ def test_hrr_with_a_click_input_warm_starts_from_a_click_blind_one_and_trains(fo
     assert set(state) - set(blind) == {"click_embed.weight", "click_embed.bias"}
     assert all(torch.equal(blind[k], state[k]) for k in blind)
     assert not state["click_embed.weight"].any() and not state["click_embed.bias"].any()
-    seen = []
-    real = ntclick_training.hrr_clicks
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        out = real(*args, **kwargs)
-        seen.append(out)
-        return out
-
-    monkeypatch.setattr(ntclick_training, "hrr_clicks", spy)
+    spied = _spy(monkeypatch, "hrr_clicks")
     run_dir = train(cfg, progress=False)
+    seen = [out for _, out in spied]
     assert len(seen) == 3 and all(len(batch) == cfg.batch_size for batch in seen)
     assert sum(len(c) for batch in seen for c in batch) >= 3
     trained = finecut.models.checkpoint.load_checkpoint(run_dir / "last.json")[0]
@@ -485,19 +485,12 @@ def test_ecp_clicks_go_on_the_final_masks_mistakes() -> None:
 def test_ecp_trains_on_final_masks_of_a_trained_hrr(folder: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     hrr_dir = train(_config(tmp_path, folder, "ntclick_hrr", steps=1), progress=False)
-    seen = []
-    real = ntclick_training.final_prediction
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        out = real(*args, **kwargs)
-        seen.append(out.shape)
-        return out
-
-    monkeypatch.setattr(ntclick_training, "final_prediction", spy)
+    spied = _spy(monkeypatch, "final_prediction")
     cfg = _config(tmp_path, folder, "ntclick_ecp", steps=2)
     cfg.ntclick_ecp.hrr_checkpoint = str(hrr_dir / "last.json")
     cfg.ntclick_ecp.hrr_probability = 1.0
     run_dir = train(cfg, progress=False)
+    seen = [out.shape for _, out in spied]
     assert seen == [(cfg.batch_size, cfg.size, cfg.size)] * 2  # one extra pass per step, each finished by the HRR
     losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines() if '"loss"' in line]
     assert len(losses) == 2 and all(np.isfinite(losses))

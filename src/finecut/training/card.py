@@ -254,8 +254,8 @@ def _history_section(training: dict[str, Any], heading: str = "##") -> list[str]
                          f"{record['samples_seen']:,}" if isinstance(record.get("samples_seen"), int) else "–",
                          _duration(record.get("train_seconds")), "–" if hours is None else f"{hours:.1f}",
                          crop, ", ".join(cfg.get("sources") or []) or "–", _fmt(val)])
-        out += [f"{heading} Run history", "", "Every training run the weights went through, oldest first (each later run "
-                "starts from the one before; CPU-hours = wall time × processes × threads):", ""]
+        out += [f"{heading} Run history", "", "Every training run the weights went through, oldest first (each later "
+                "run starts from the one before; CPU-hours = wall time × processes × threads):", ""]
         out += _table(["run", "from", "steps", "samples", "wall time", "CPU-hours", "crop", "sources",
                        "held-out NoC90@10"], rows) + [""]
     if curve:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -196,15 +197,17 @@ def final_prediction(logits: torch.Tensor, images: torch.Tensor, clicks: list[li
     uncertain pixels (``hrr_scope`` "session": only once the sample has a tolerant click; the ECP's fg / bg odds
     before that), 1 on the certain foreground, 0 on the background. The engine's two growth / drop rules for whole
     components are left out."""
+    from finecut.pipelines.ntclick import hrr_region
+
     labels = logits.argmax(1).numpy().astype(np.uint8)
     decided = torch.sigmoid(logits[:, fbu.FBU_FOREGROUND] - logits[:, fbu.FBU_BACKGROUND]).numpy()
     shape = labels.shape[1:]
-    hrr_rows = []
+    regions = []
     for i, sample_clicks in enumerate(clicks):
         labels[i][disks_of_kind(sample_clicks, ClickKind.NEGATIVE, shape, options.click_radius)] = fbu.FBU_BACKGROUND
-        tolerant = any(c.kind is ClickKind.TOLERANT for c in sample_clicks)
-        if (labels[i] == fbu.FBU_UNCERTAIN).any() and (options.hrr_scope == "all" or tolerant):
-            hrr_rows.append(i)
+        regions.append(hrr_region(labels[i] == fbu.FBU_UNCERTAIN, tuple(sample_clicks), options.hrr_scope,
+                                  options.tolerant_offset))
+    hrr_rows = [i for i, region in enumerate(regions) if region.any()]
     if hrr_rows:
         onehot = torch.from_numpy(np.stack([fbu.labels_to_one_hot(labels[i]) for i in hrr_rows]))
         extra = {}
@@ -212,7 +215,8 @@ def final_prediction(logits: torch.Tensor, images: torch.Tensor, clicks: list[li
             extra["clicks"] = hrr_click_maps([clicks[i] for i in hrr_rows], shape, options.click_radius)
         with torch.no_grad():
             out = torch.sigmoid(hrr(images[hrr_rows], onehot, **extra)["logits"][:, 0]).numpy()
-        decided[hrr_rows] = out
+        for row, probs in zip(hrr_rows, out):
+            decided[row][regions[row]] = probs[regions[row]]
     return np.stack([fbu.combine_probs(labels[i], decided[i]) for i in range(len(clicks))])
 
 
@@ -226,14 +230,21 @@ def load_ecp_hrr(cfg: TrainConfig) -> nn.Module | None:
     from finecut.registry import shipped_checkpoints
 
     path = shipped_checkpoints().get(options.hrr_checkpoint, Path(options.hrr_checkpoint))
+    return frozen_part(path, "hrr", lambda net: isinstance(net, NTClickHRR), "[ntclick_ecp].hrr_checkpoint",
+                       "an NTClick HRR")
+
+
+def frozen_part(path: str | os.PathLike, part: str, accepts: Callable[[nn.Module], bool], option: str,
+                what: str) -> nn.Module:
+    """The network at ``path`` — or, for an assembled ``ntclick`` checkpoint, its ``part`` ("ecp" / "hrr") — frozen
+    and in eval mode; refused by ``option``'s name unless ``accepts(network)``."""
     net, doc = load_checkpoint(path)
-    hrr = getattr(net, "hrr", net)
-    if not isinstance(hrr, NTClickHRR):
-        raise FinecutError(f"{path}: [ntclick_ecp].hrr_checkpoint must hold an NTClick HRR "
-                           f"(arch {doc['model'].get('arch')!r})")
-    for p in hrr.parameters():
+    net = getattr(net, part, net)
+    if not accepts(net):
+        raise FinecutError(f"{path}: {option} must hold {what} (arch {doc['model'].get('arch')!r})")
+    for p in net.parameters():
         p.requires_grad_(False)
-    return hrr.eval()
+    return net.eval()
 
 
 def ecp_step(net: nn.Module, bank: ObjectBank, sampler: BatchSampler, cfg: TrainConfig,
@@ -362,14 +373,7 @@ def load_hrr_ecp(cfg: TrainConfig) -> nn.Module | None:
         return None
     from finecut.models.ntclick import is_ecp
 
-    net, doc = load_checkpoint(options.ecp_checkpoint)
-    ecp = getattr(net, "ecp", net)
-    if not is_ecp(ecp):
-        raise FinecutError(f"{options.ecp_checkpoint}: [ntclick_hrr].ecp_checkpoint must hold an NTClick ECP "
-                           f"(arch {doc['model'].get('arch')!r})")
-    for p in ecp.parameters():
-        p.requires_grad_(False)
-    return ecp.eval()
+    return frozen_part(options.ecp_checkpoint, "ecp", is_ecp, "[ntclick_hrr].ecp_checkpoint", "an NTClick ECP")
 
 
 def hrr_click_gt(mask: np.ndarray, uncertain: np.ndarray) -> np.ndarray:
