@@ -19,37 +19,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import finecut
 from finecut.datasets import open_dataset
-from finecut.datasets.base import Sample
 from finecut.evaluation.config import EvalConfig
 from finecut.evaluation.loop import mean_iou_curve
 from finecut.predictor import Predictor
 from finecut.registry import parse_model_spec
-from finecut.training.augment import ViewConfig
 from finecut.training.objects import ObjectBank
-from finecut.training.synthetic import SyntheticConfig, SyntheticPool, synthetic_view
-from finecut.training.validation import validation_indices
-
-KIND_WEIGHTS = {"vessels": 0.5, "wires": 0.3, "string": 0.2}
-
-
-def thin_samples(bank: ObjectBank, count: int, size: int, val_fraction: float, seed: int,
-                 kinds: dict[str, float] = KIND_WEIGHTS) -> list[Sample]:
-    """Synthetic thin structures on validation-split photos (DRIVE's images excluded), one per sample; ``kinds`` the
-    generator's kind weights."""
-    pool = SyntheticPool.of(bank, validation_indices(bank, val_fraction, ("DRIVE",)))
-    view = ViewConfig(size=size, hi_factor=1, min_object_pixels=60)
-    cfg = SyntheticConfig(kind_weights=dict(kinds))
-    rng = np.random.default_rng(seed)
-    samples = []
-    for i in range(count):
-        v = synthetic_view(bank, rng, view, cfg, pool=pool)
-        samples.append(Sample(f"thin-{i:03d}", v.image_hi, v.mask_hi.astype(np.int8)))
-    return samples
+from finecut.training.validation import THIN_KIND_WEIGHTS, held_out_thin_samples
 
 
 def main() -> None:
@@ -72,8 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     bank = ObjectBank.load(args.bank)
-    kinds = {k: 1.0 / len(args.kinds) for k in args.kinds} if args.kinds else KIND_WEIGHTS
-    sets = {"synthetic, held out": thin_samples(bank, args.samples, args.size, args.val_fraction, args.seed, kinds)}
+    kinds = {k: 1.0 / len(args.kinds) for k in args.kinds} if args.kinds else THIN_KIND_WEIGHTS
+    synthetic = held_out_thin_samples(bank, args.samples, args.size, args.val_fraction, args.seed, kinds)
+    sets = {"synthetic, held out": synthetic}
     if not args.no_drive:
         drive = open_dataset("DRIVE", root=args.data_root, split="training")
         sets["DRIVE training (NTClick trained on it)"] = [drive[i] for i in range(len(drive))]

@@ -16,7 +16,7 @@ from finecut.models.checkpoint import save_checkpoint
 from finecut.models.ntclick import ECPConfig, HRRConfig, NTClickNet, build_ntclick
 from finecut.models.registry import build_model
 from finecut.registry import build_engine
-from finecut.pipelines.ntclick import NTClickEngine, grow_box, lower_near_tolerant
+from finecut.pipelines.ntclick import NTClickEngine, click_in, click_label, grow_box, lower_near_tolerant
 from finecut.predictor import Predictor
 from finecut.prompts import Click, ClickKind, Prompts
 from helpers_training import TINY_ECP, TINY_HRR
@@ -131,6 +131,26 @@ def test_final_mask_rule_and_hrr_runs_only_on_uncertain_box() -> None:
     # the pixels it must decide are named, so its finest stages can skip the rest of the box
     region = hrr.regions[0][0].numpy()
     assert region.sum() == out.state["uncertain_pixels"] and region[150 - y0:250 - y0, 250 - x0:350 - x0].all()
+
+
+def test_state_names_the_fbu_class_and_hrr_scope_at_the_newest_click() -> None:
+    """``click_label`` / ``click_by_hrr``: whether the newest click landed where the HRR decides (what a diagnosis of
+    clicks that change nothing needs) or where the ECP already called foreground or background."""
+    image = _image(400, 600)
+    engine, _, _ = _stub_engine(hrr_scope="session")
+    features = engine.encode_image(image)
+    on_fg = engine.predict(image, features, Prompts(clicks=(Click(50, 200),)), None)
+    assert on_fg.state["click_label"] == "foreground" and on_fg.state["click_by_hrr"] is False
+    in_band = (Click(50, 200), Click(300, 200, ClickKind.POSITIVE))
+    precise = engine.predict(image, features, Prompts(clicks=in_band), None)
+    # "session": the HRR decides the uncertain block only once a tolerant click was given
+    assert precise.state["click_label"] == "uncertain" and precise.state["click_by_hrr"] is False
+    tolerant = (Click(50, 200), Click(300, 200, ClickKind.TOLERANT))
+    out = engine.predict(image, features, Prompts(clicks=tolerant), None)
+    assert out.state["click_label"] == "uncertain" and out.state["click_by_hrr"] is True
+    on_bg = engine.predict(image, features, Prompts(clicks=(*tolerant, Click(550, 50, ClickKind.NEGATIVE))), None)
+    assert on_bg.state["click_label"] == "background" and on_bg.state["click_by_hrr"] is False
+    assert click_label(np.zeros((4, 4), np.uint8), None) is None and click_in(np.ones((4, 4), bool), None) is None
 
 
 def test_ecp_inputs_are_never_padded_inside_the_network() -> None:

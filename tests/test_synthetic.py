@@ -216,3 +216,19 @@ def test_cracks_are_dark_thin_and_branching_on_a_surface(photo_bank: ObjectBank)
         skeleton = skeletonize(mask)
         neighbours = cv2.filter2D(skeleton.astype(np.uint8), -1, np.ones((3, 3), np.float32)) - 1
         assert ((neighbours >= 3) & skeleton).any()  # a fork somewhere
+
+
+def test_held_out_thin_samples_are_seeded_thin_structures_on_validation_photos(photo_bank: ObjectBank) -> None:
+    """The held-out thin views the NTClick checks draw (benchmarks/heldout_thin.py, ntclick_click_response.py): one
+    sample per view at the asked size, binary ground truth with a thin object, the same views for the same seed."""
+    from finecut.training.validation import held_out_thin_samples
+
+    a = held_out_thin_samples(photo_bank, 3, 96, 1.0, seed=4)
+    b = held_out_thin_samples(photo_bank, 3, 96, 1.0, seed=4)
+    assert [s.name for s in a] == ["thin-000", "thin-001", "thin-002"]
+    for s, t in zip(a, b, strict=True):
+        assert s.image.shape == (96, 96, 3) and s.gt.shape == (96, 96) and set(np.unique(s.gt)) <= {0, 1}
+        assert 0 < s.gt.mean() < 0.5
+        assert np.array_equal(s.image, t.image) and np.array_equal(s.gt, t.gt)
+    cracks = held_out_thin_samples(photo_bank, 1, 96, 1.0, seed=4, kinds={"crack": 1.0})
+    assert cracks[0].gt.any()

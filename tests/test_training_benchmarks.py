@@ -118,3 +118,42 @@ def test_small_stage_rate_is_carried_to_the_configs_crop_and_summaries_are_found
     assert tb.summary_of(tmp_path, ["COCO128", "ECSSD"])["noc"]["90"] == 8.0
     with pytest.raises(SystemExit, match="no validation summary"):
         tb.summary_of(tmp_path, None)
+
+
+def test_click_response_counts_where_clicks_land_and_what_they_change() -> None:
+    """benchmarks/ntclick_click_response.py: per later click, the FBU class and HRR scope from the prediction's
+    state, the pixels changed and the errors fixed within the radius, and repeats of an earlier click."""
+    import numpy as np
+
+    from finecut.datasets.base import Sample
+    from finecut.predictor import Prediction
+    from finecut.prompts import Click, ClickKind, Prompts
+
+    cr = script("ntclick_click_response")
+    gt = np.zeros((40, 40), np.int8)
+    gt[20, 5:35] = 1  # a one-pixel line
+    first = np.zeros((40, 40), bool)
+    first[20, 5:15] = True  # the first click found a third of it
+    second = first.copy()
+    second[20, 15:20] = True  # the second click adds 5 pixels
+
+    def prediction(mask: np.ndarray, label: str, by_hrr: bool) -> Prediction:
+        return Prediction(mask=mask, probs=mask.astype(np.float32), prompts=Prompts(),
+                          state={"click_label": label, "click_by_hrr": by_hrr})
+
+    class Recorded:
+        steps = [([Click(10, 20, ClickKind.TOLERANT)], prediction(first, "uncertain", True)),
+                 ([Click(10, 20, ClickKind.TOLERANT), Click(25, 21, ClickKind.TOLERANT)],
+                  prediction(second, "uncertain", True)),
+                 ([Click(10, 20, ClickKind.TOLERANT), Click(25, 21, ClickKind.TOLERANT),
+                   Click(26, 20, ClickKind.TOLERANT)], prediction(second, "background", False))]
+
+    stats = cr.ClickStats()
+    cr.measure(Recorded(), Sample("line", np.zeros((40, 40, 3), np.uint8), gt), [0.33, 0.5, 0.5], 20.0, 10.0, stats)
+    assert stats.clicks == 2 and stats.labels == {"uncertain": 1, "background": 1} and stats.by_hrr == 1
+    assert stats.changed == [5, 0] and stats.repeats == 1  # the third click is within 10 px of the second
+    # errors within 20 px: click 2 had the 20 missed pixels in reach and fixed 5; click 3 had 15 and fixed none
+    assert (stats.errors_before, stats.errors_after) == (35, 30)
+    assert stats.iou_gain == pytest.approx([17.0, 0.0])
+    line = cr.row("m", "set", stats)
+    assert line.startswith("| m | set | 2 | 50 | 50 | 0 | 50 |")

@@ -191,6 +191,24 @@ def hrr_region(uncertain: np.ndarray, clicks: tuple[Click, ...], scope: str, tol
     return components_touching(uncertain, disks_of_kind(clicks, ClickKind.TOLERANT, uncertain.shape, tolerant_radius))
 
 
+def click_label(labels: np.ndarray, click: Click | None) -> str | None:
+    """The FBU class ("background" / "foreground" / "uncertain") the final labels give ``click``'s pixel (None without
+    a click): whether the newest click landed where the HRR can act (uncertain) or where the ECP already decided."""
+    if click is None:
+        return None
+    h, w = labels.shape
+    y, x = min(max(int(click.y), 0), h - 1), min(max(int(click.x), 0), w - 1)
+    return fbu.FBU_CLASSES[int(labels[y, x])]
+
+
+def click_in(region: np.ndarray, click: Click | None) -> bool | None:
+    """Whether ``click``'s pixel lies in ``region`` (None without a click)."""
+    if click is None:
+        return None
+    h, w = region.shape
+    return bool(region[min(max(int(click.y), 0), h - 1), min(max(int(click.x), 0), w - 1)])
+
+
 def ecp_odds(crop_logits: torch.Tensor, crop: Crop, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) float32: the ECP's P(fg) / (P(fg) + P(bg)) inside the crop (``crop_logits``: (1, 3, crop_h, crop_w)),
     0 outside it — how the ECP alone would split an uncertain pixel. Computed as the sigmoid of the logit difference,
@@ -321,6 +339,7 @@ class NTClickEngine(CropPipeline):
         hrr_scale = None if box is None else min(1.0, int(self.hrr.config.max_side) / max(box[2] - box[0],
                                                                                        box[3] - box[1]))
         state = {"hrr_box": list(box) if box is not None else None, "hrr_pixels": hrr_pixels, "hrr_scale": hrr_scale,
+                 "click_label": click_label(labels, step.click), "click_by_hrr": click_in(by_hrr, step.click),
                  "uncertain_pixels": int(uncertain.sum()), "ecp_decided_pixels": int(by_ecp.sum()),
                  "grown_pixels": int(grown.sum()), "dropped_pixels": int(dropped.sum()),
                  "opened_pixels": int(opened.sum()), "lowered_pixels": int(lowered.sum()), "merged": merged}

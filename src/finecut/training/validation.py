@@ -86,6 +86,27 @@ def validation_indices(bank: ObjectBank, val_fraction: float, exclude_sources: S
     return np.array([int(i) for i in val_idx if bank.objects[int(i)].source not in excluded], dtype=np.int64)
 
 
+THIN_KIND_WEIGHTS: dict[str, float] = {"vessels": 0.5, "wires": 0.3, "string": 0.2}
+
+
+def held_out_thin_samples(bank: ObjectBank, count: int, size: int, val_fraction: float, seed: int,
+                          kinds: dict[str, float] | None = None) -> list[Sample]:
+    """``count`` synthetic thin structures (:mod:`finecut.training.synthetic`; ``kinds`` the generator's kind weights,
+    default :data:`THIN_KIND_WEIGHTS`) drawn at ``size``² on photos of the bank's validation split (DRIVE's images
+    excluded), one per sample: neither the photo nor the structure was trained on."""
+    from finecut.training.synthetic import SyntheticConfig, SyntheticPool, synthetic_view
+
+    pool = SyntheticPool.of(bank, validation_indices(bank, val_fraction, ("DRIVE",)))
+    view = ViewConfig(size=size, hi_factor=1, min_object_pixels=60)
+    cfg = SyntheticConfig(kind_weights=dict(kinds or THIN_KIND_WEIGHTS))
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(count):
+        v = synthetic_view(bank, rng, view, cfg, pool=pool)
+        samples.append(Sample(f"thin-{i:03d}", v.image_hi, v.mask_hi.astype(np.int8)))
+    return samples
+
+
 def validation_samples(bank: ObjectBank, val_fraction: float, count: int, seed: int = 7,
                        sources: Sequence[str] | None = None) -> Sequence[Sample]:
     """A fixed random subset of ``count`` objects from the bank's validation images; with ``sources``, only objects
