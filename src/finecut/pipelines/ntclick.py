@@ -191,22 +191,21 @@ def hrr_region(uncertain: np.ndarray, clicks: tuple[Click, ...], scope: str, tol
     return components_touching(uncertain, disks_of_kind(clicks, ClickKind.TOLERANT, uncertain.shape, tolerant_radius))
 
 
+def click_pixel(shape: tuple[int, int], click: Click) -> tuple[int, int]:
+    """(row, column) of ``click``'s pixel, clamped into an image of ``shape``."""
+    h, w = shape
+    return min(max(int(click.y), 0), h - 1), min(max(int(click.x), 0), w - 1)
+
+
 def click_label(labels: np.ndarray, click: Click | None) -> str | None:
     """The FBU class ("background" / "foreground" / "uncertain") the final labels give ``click``'s pixel (None without
     a click): whether the newest click landed where the HRR can act (uncertain) or where the ECP already decided."""
-    if click is None:
-        return None
-    h, w = labels.shape
-    y, x = min(max(int(click.y), 0), h - 1), min(max(int(click.x), 0), w - 1)
-    return fbu.FBU_CLASSES[int(labels[y, x])]
+    return None if click is None else fbu.FBU_CLASSES[int(labels[click_pixel(labels.shape, click)])]
 
 
 def click_in(region: np.ndarray, click: Click | None) -> bool | None:
     """Whether ``click``'s pixel lies in ``region`` (None without a click)."""
-    if click is None:
-        return None
-    h, w = region.shape
-    return bool(region[min(max(int(click.y), 0), h - 1), min(max(int(click.x), 0), w - 1)])
+    return None if click is None else bool(region[click_pixel(region.shape, click)])
 
 
 def ecp_odds(crop_logits: torch.Tensor, crop: Crop, shape: tuple[int, int]) -> np.ndarray:
