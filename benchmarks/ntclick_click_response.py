@@ -34,6 +34,7 @@ from finecut.datasets.base import Sample
 from finecut.evaluation.config import EvalConfig
 from finecut.evaluation.loop import click_gt, evaluate_sample
 from finecut.predictor import Prediction, Predictor
+from finecut.prompts import disks_of_kind
 from finecut.registry import parse_model_spec
 from finecut.training.objects import ObjectBank
 from finecut.training.validation import held_out_thin_samples
@@ -75,12 +76,6 @@ class ClickStats:
         return len(self.changed)
 
 
-def disk(shape: tuple[int, int], x: float, y: float, radius: float) -> np.ndarray:
-    """(H, W) bool: the pixels within ``radius`` of (x, y)."""
-    yy, xx = np.ogrid[: shape[0], : shape[1]]
-    return (yy - y) ** 2 + (xx - x) ** 2 <= radius * radius
-
-
 def measure(recorder: RecordingPredictor, sample: Sample, ious: list[float], radius: float, repeat: float,
             stats: ClickStats) -> None:
     """Add one replayed sample's clicks 2..N to ``stats``."""
@@ -90,7 +85,7 @@ def measure(recorder: RecordingPredictor, sample: Sample, ious: list[float], rad
         clicks, out = recorder.steps[k]
         prev = recorder.steps[k - 1][1].mask
         click = clicks[-1]
-        near = disk(gt.shape, click.x, click.y, radius)
+        near = disks_of_kind([click], click.kind, gt.shape, radius)
         stats.labels[out.state.get("click_label")] += 1
         stats.by_hrr += bool(out.state.get("click_by_hrr"))
         stats.changed.append(int(((prev != out.mask) & near).sum()))

@@ -92,6 +92,12 @@ def test_fbu_clicks_come_from_their_regions() -> None:
     assert next_fbu_click(labels, labels, [], rng) is None
 
 
+def _logged_losses(run_dir: Path) -> list[float]:
+    """The loss of every logged step of a run (its log.jsonl)."""
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines if '"loss"' in line]
+
+
 def _logits(probs: torch.Tensor) -> torch.Tensor:
     return torch.logit(probs.clamp(1e-6, 1 - 1e-6))
 
@@ -261,7 +267,7 @@ def test_hrr_trains_on_fbu_maps_predicted_by_a_trained_ecp(folder: Path, tmp_pat
     calls = [(args[1].shape, out.shape, out.dtype) for args, out in spied]
     assert len(calls) == 2 * cfg.batch_size  # every sample of both steps
     assert all(shape[-2:] == (64, 64) and out == (64, 64) for shape, out, _ in calls)
-    losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    losses = _logged_losses(run_dir)
     assert len(losses) == 2 and all(np.isfinite(losses))
     cfg.ntclick_hrr.ecp_checkpoint = str(run_dir / "last.json")  # an HRR is not an ECP
     cfg.run_dir = str(tmp_path / "other")
@@ -492,7 +498,7 @@ def test_ecp_trains_on_final_masks_of_a_trained_hrr(folder: Path, tmp_path: Path
     run_dir = train(cfg, progress=False)
     seen = [out.shape for _, out in spied]
     assert seen == [(cfg.batch_size, cfg.size, cfg.size)] * 2  # one extra pass per step, each finished by the HRR
-    losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    losses = _logged_losses(run_dir)
     assert len(losses) == 2 and all(np.isfinite(losses))
     cfg.ntclick_ecp.hrr_checkpoint = str(run_dir / "last.json")  # an ECP is not an HRR
     cfg.run_dir = str(tmp_path / "other")

@@ -227,18 +227,19 @@ def load_ecp_hrr(cfg: TrainConfig) -> nn.Module | None:
     if not options.hrr_checkpoint or options.hrr_probability <= 0:
         return None
     from finecut.models.ntclick import NTClickHRR
-    from finecut.registry import shipped_checkpoints
 
-    path = shipped_checkpoints().get(options.hrr_checkpoint, Path(options.hrr_checkpoint))
-    return frozen_part(path, "hrr", lambda net: isinstance(net, NTClickHRR), "[ntclick_ecp].hrr_checkpoint",
-                       "an NTClick HRR")
+    return frozen_part(options.hrr_checkpoint, "hrr", lambda net: isinstance(net, NTClickHRR),
+                       "[ntclick_ecp].hrr_checkpoint", "an NTClick HRR")
 
 
 def frozen_part(path: str | os.PathLike, part: str, accepts: Callable[[nn.Module], bool], option: str,
                 what: str) -> nn.Module:
-    """The network at ``path`` — or, for an assembled ``ntclick`` checkpoint, its ``part`` ("ecp" / "hrr") — frozen
-    and in eval mode; refused by ``option``'s name unless ``accepts(network)``."""
-    net, doc = load_checkpoint(path)
+    """The network at ``path`` (a checkpoint path or a shipped model's name) — or, for an assembled ``ntclick``
+    checkpoint, its ``part`` ("ecp" / "hrr") — frozen and in eval mode; refused by ``option``'s name unless
+    ``accepts(network)``."""
+    from finecut.registry import shipped_checkpoints
+
+    net, doc = load_checkpoint(shipped_checkpoints().get(str(path), Path(path)))
     net = getattr(net, part, net)
     if not accepts(net):
         raise FinecutError(f"{path}: {option} must hold {what} (arch {doc['model'].get('arch')!r})")
