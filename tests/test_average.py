@@ -94,3 +94,16 @@ def test_the_shipped_average_checkpoint_was_made_by_this_tool() -> None:
     doc = json.loads((Path(finecut.__file__).parent / "weights" / "focalclick-lite0-soup56.json").read_text())
     assert doc["training"]["weight_average"]["of"][0] == "focalclick-lite0-whole5"
     assert doc["training"]["weight_average"]["weights"] == [0.5, 0.5]
+
+
+def test_a_run_started_from_an_average_keeps_it_in_its_history_and_card(tmp_path: Path) -> None:
+    from finecut.training.card import _history_section
+    from finecut.training.history import inherited_history
+
+    a, b = _saved(tmp_path, "a", 1), _saved(tmp_path, "b", 2)
+    soup_doc = json.loads(average_checkpoints([a, b], tmp_path / "soup").read_text())
+    history = inherited_history(soup_doc, "soup")
+    assert history[-1]["name"] == "soup"
+    assert history[-1]["weight_average"] == {"of": [str(a), str(b)], "weights": [0.5, 0.5], "steps": [100, 200]}
+    card = "\n".join(_history_section({"step": 5, "history": history}))
+    assert f"soup (a weight average of `{a}` × 0.50 (step 100), `{b}` × 0.50 (step 200))" in card

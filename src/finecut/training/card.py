@@ -230,6 +230,15 @@ def _training_section(training: dict[str, Any]) -> list[str]:
     return out
 
 
+def _average_text(average: dict[str, Any]) -> str:
+    """``of `A` × 0.50 (step 10), `B` × 0.50 (step 20)`` for a ``weight_average`` record."""
+    of = list(average.get("of") or [])
+    steps = list(average.get("steps") or [None] * len(of))
+    sources = ", ".join(f"`{src}` × {float(w):.2f}" + (f" (step {step})" if step is not None else "")
+                        for src, w, step in zip(of, average.get("weights") or [], steps))
+    return f"of {sources}"
+
+
 def _history_section(training: dict[str, Any], heading: str = "##") -> list[str]:
     """Every run that went into the weights (warm starts, oldest first) and this run's held-out curve; ``heading``
     the Markdown level of its title (deeper for one network of an assembled checkpoint)."""
@@ -250,6 +259,8 @@ def _history_section(training: dict[str, Any], heading: str = "##") -> list[str]
             source = (record.get("name") or "–") + (f" (stage `{record['stage']}`)" if record.get("stage") else "")
             if record.get("rebase"):
                 source += f", Object-Net rebased on `{record['rebase']}`"
+            if isinstance(record.get("weight_average"), dict):
+                source += f" (a weight average {_average_text(record['weight_average'])})"
             rows.append([str(i), source, _fmt(record.get("step")),
                          f"{record['samples_seen']:,}" if isinstance(record.get("samples_seen"), int) else "–",
                          _duration(record.get("train_seconds")), "–" if hours is None else f"{hours:.1f}",
@@ -292,11 +303,8 @@ def render_model_card(doc: dict[str, Any], json_path: Path, weights_path: Path,
     out += ["## Training", ""]
     average = training.get("weight_average")
     if isinstance(average, dict):  # finecut.training.average: no training of its own
-        sources = ", ".join(f"`{src}` × {float(w):.2f}" + (f" (step {step})" if step is not None else "")
-                            for src, w, step in zip(average.get("of", []), average.get("weights", []),
-                                                    average.get("steps") or [None] * len(average.get("of", []))))
-        out += [f"**A weight average** (`finecut train --average`) of {sources}: every float tensor the weighted mean, "
-                "no training of its own. The training record below is the last checkpoint's.", ""]
+        out += [f"**A weight average** (`finecut train --average`) {_average_text(average)}: every float tensor the "
+                "weighted mean, no training of its own. The training record below is the last checkpoint's.", ""]
     parts = {k: v for k, v in training.items() if k in ("ecp", "hrr") and isinstance(v, dict)}
     if parts:  # an assembled NTClick checkpoint: one training record per network
         for key, record in parts.items():
