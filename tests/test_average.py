@@ -107,3 +107,15 @@ def test_a_run_started_from_an_average_keeps_it_in_its_history_and_card(tmp_path
     assert history[-1]["weight_average"] == {"of": [str(a), str(b)], "weights": [0.5, 0.5], "steps": [100, 200]}
     card = "\n".join(_history_section({"step": 5, "history": history}))
     assert f"soup (a weight average of `{a}` × 0.50 (step 100), `{b}` × 0.50 (step 200))" in card
+
+
+def test_the_card_names_what_a_shipped_warm_start_name_meant_then() -> None:
+    from finecut.training.card import _training_section
+
+    training = {"step": 5, "config": {"init_checkpoint": "simpleclick-xtiny", "pretrained": "none"},
+                "history": [{"name": "simpleclick-xtiny-v19"}]}
+    text = "\n".join(_training_section(training))
+    assert ("all weights from `simpleclick-xtiny` (warm start; at the time `simpleclick-xtiny-v19`, the run history's "
+            "last row)") in text
+    same = {**training, "history": [{"name": "simpleclick-xtiny"}]}
+    assert "all weights from `simpleclick-xtiny` (warm start)" in "\n".join(_training_section(same))

@@ -201,7 +201,8 @@ def _training_section(training: dict[str, Any]) -> list[str]:
             *([["distillation", f"soft targets from `{cfg['distill_checkpoint']}`'s segmentor, weight "
                                 f"{_fmt(cfg.get('distill_weight'))}"]] if cfg.get("distill_checkpoint") else []),
             ["initialisation", f"`{cfg.get('pretrained', '?')}`"
-                               + (f", all weights from `{cfg['init_checkpoint']}` (warm start)"
+                               + (f", all weights from `{cfg['init_checkpoint']}` (warm start"
+                                  + _start_name(training, str(cfg["init_checkpoint"])) + ")"
                                   if cfg.get("init_checkpoint") else "")
                                + (f", every tensor that fits from the segmentor of `{cfg['ecp_init_segmentor']}`"
                                   if cfg.get("ecp_init_segmentor") and not cfg.get("init_checkpoint") else "")],
@@ -228,6 +229,14 @@ def _training_section(training: dict[str, Any]) -> list[str]:
             out += ["Data sources (object bank `" + str(data.get("bank", "?")) + "`):", ""]
             out += _table(["source", "weight", "share of real samples"], src_rows) + [""]
     return out
+
+
+def _start_name(training: dict[str, Any], init: str) -> str:
+    """``; at the time `v19`, the run history's last row`` when the warm start's recorded name differs from what the
+    config named (a shipped name such as ``simpleclick-xtiny`` means another checkpoint once the next one ships)."""
+    runs = training.get("history") or []
+    name = str(runs[-1].get("name") or "") if runs and isinstance(runs[-1], dict) else ""
+    return f"; at the time `{name}`, the run history's last row" if name and name != init else ""
 
 
 def _average_text(average: dict[str, Any]) -> str:
