@@ -14,8 +14,8 @@ from typing import Any
 
 from finecut.training.config import flat_config
 
-#: Keys of a run's training record kept in a descendant's history (the config is reduced to the recipe's essentials).
-# weight_average: the run's weights were an average (finecut.training.average), not its last step alone
+#: Keys of a run's training record kept in a descendant's history (the config is reduced to the recipe's essentials;
+#: ``weight_average``: the run's weights were an average, :mod:`finecut.training.average`, not its last step alone).
 RECORD_KEYS = ("step", "samples_seen", "train_seconds", "processes", "validation", "validation_curve", "weight_average")
 CONFIG_KEYS = ("steps", "batch_size", "size", "small_size", "full_size_from", "small_every", "small_refiner_size", "lr",
                "backbone_lr_mult", "threads", "pretrained", "init_checkpoint", "seed", "distill_checkpoint")
