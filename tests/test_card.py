@@ -202,8 +202,10 @@ def test_card_of_the_shipped_ntclick_names_the_ecp_warm_start_and_binary_term(tm
     shipped = Path(__file__).parents[1] / "src" / "finecut" / "weights" / "ntclick.json"
     text = write_model_card(shipped, tmp_path / "ntclick.md").read_text()
     assert "### ECP" in text and "### HRR" in text
-    # the ECP's last run is a warm start from the model before; its run history names the first run's start
-    assert "all weights from `ntclick` (warm start)" in _row(text, "initialisation")[1]
+    # the ECP's last run is a warm start from the model before ("ntclick" then: the row says which checkpoint that
+    # was, its run history's last row); that history names the first run's start
+    assert ("all weights from `ntclick` (warm start; at the time `ntclick ECP of 2026-12-03"
+            in _row(text, "initialisation")[1])
     assert _row(text, "ECP loss")[1].startswith("3-class cross-entropy + 1.00 × binary")
     ecp = text[text.index("### ECP"):text.index("### HRR")]
     assert "#### Run history" in ecp and "from the segmentor of focalclick-lite0-whole5" in ecp
