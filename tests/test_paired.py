@@ -17,10 +17,10 @@ def _rows(nocs: list[int | None], first_ious: list[float]) -> dict[str, dict]:
 
 
 def test_paired_difference_counts_wins_with_the_metrics_direction() -> None:
-    base = _rows([3, 5, None, 2], [0.5, 0.6, 0.7, 0.8])
+    base = _rows([3, 5, 20, 2], [0.5, 0.6, 0.7, 0.8])
     other = _rows([2, 5, 10, 4], [0.6, 0.6, 0.6, 0.9])
     noc = paired_difference(base, other, "NoC@90")
-    # differences -1, 0, -10 (never reached counts 20), +2: mean -2.25
+    # differences -1, 0, -10 (never reached is recorded as 20), +2: mean -2.25
     assert noc.samples == 4 and noc.mean == pytest.approx(-2.25)
     assert (noc.other_better, noc.base_better) == (2, 1)
     diffs = [-1, 0, -10, 2]
@@ -28,6 +28,8 @@ def test_paired_difference_counts_wins_with_the_metrics_direction() -> None:
     assert noc.stderr == pytest.approx(sd / 2)
     first = paired_difference(base, other, "IoU@1")  # in points; higher is better
     assert first.mean == pytest.approx(2.5) and (first.other_better, first.base_better) == (2, 1)
+    with pytest.raises(FinecutError, match="unknown"):  # a run that stopped early below 90 %
+        paired_difference(_rows([None, 5], [0.5, 0.5]), other, "NoC@90")
     with pytest.raises(FinecutError, match="unknown metric"):
         paired_difference(base, other, "Dice@1")
     with pytest.raises(FinecutError, match="share 0"):

@@ -44,9 +44,11 @@ def read_samples(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 def _value(row: dict[str, Any], metric: str, max_clicks: int) -> float:
     kind, _, arg = metric.partition("@")
-    if kind == "NoC":  # NoC85, NoC90: a sample that never reaches it counts max_clicks (the protocol's rule)
+    if kind == "NoC":  # NoC85, NoC90: a sample that never reaches it is recorded as max_clicks already
         value = (row.get("noc") or {}).get(arg)
-        return float(max_clicks if value is None else value)
+        if value is None:  # the run stopped early below the threshold: unknown, as summarize() treats it
+            raise FinecutError(f"{row.get('name')}: NoC@{arg} unknown (the run stopped early below it)")
+        return float(value)
     if kind == "IoU":  # IoU@k: the IoU after click k, in points
         return 100.0 * float(row["ious"][int(arg) - 1])
     raise FinecutError(f"unknown metric {metric!r} (NoC@85, NoC@90, IoU@1, ...)")
