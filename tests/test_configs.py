@@ -221,13 +221,16 @@ def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
     import finecut
 
     engine = finecut.load_model("simpleclick-xtiny")
-    # v20: v19 continued 1,381 steps with v10's recipe; v19 was the uniform weight average of v17 (v16 continued
-    # 1,206 steps) and v18 (v17 continued 1,110 steps); v16 was v15 (MAE, run 2, v5, v8, v10, v12, v14, v15)
-    # continued 1,211 steps
-    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1381
-    assert "weight_average" not in engine.checkpoint["training"]
-    average = engine.checkpoint["training"]["history"][-1]["weight_average"]
-    assert average["weights"] == [0.5, 0.5] and average["steps"] == [1206, 1110]
+    # v20 / v22 average: v22 is v20 continued 1,200 steps with a salient-object data mix; v20 was v19 continued
+    # 1,381 steps with v10's recipe; v19 was the uniform weight average of v17 (v16 continued 1,206 steps) and v18
+    # (v17 continued 1,110 steps)
+    assert engine.config()["model"]["arch"] == "simpleclick" and engine.config()["trained_steps"] == 1200
+    average = engine.checkpoint["training"]["weight_average"]
+    assert average["of"][0] == "simpleclick-xtiny-v20"
+    assert average["weights"] == [0.5, 0.5] and average["steps"] == [1381, 1200]
+    assert "weight_average" not in engine.checkpoint["training"]["history"][-1]
+    v19_average = engine.checkpoint["training"]["history"][-2]["weight_average"]
+    assert v19_average["weights"] == [0.5, 0.5] and v19_average["steps"] == [1206, 1110]
     # later clicks are zoomed to 320 px, an object's first pass (the whole image) stays at the trained 224 px
     assert engine.options["target_size"] == 320 and engine.options["first_target_size"] == 224
     assert engine.options["square_input"] is True
@@ -238,5 +241,5 @@ def test_shipped_simpleclick_xtiny_loads_by_name_with_its_history() -> None:
     assert history == ["mae-xtiny-v3", "simpleclick-xtiny-run2", "simpleclick-xtiny-v5", "simpleclick-xtiny-v8",
                        "simpleclick-xtiny-v10", "simpleclick-xtiny-v12", "simpleclick-xtiny-v14",
                        "simpleclick-xtiny-v15", "simpleclick-xtiny-v16", "simpleclick-xtiny-v17",
-                       "simpleclick-xtiny-v19"]
+                       "simpleclick-xtiny-v19", "simpleclick-xtiny-v20"]
     assert engine.checkpoint["training"]["config"]["size"] == 320
