@@ -42,9 +42,9 @@ def read_samples(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def _value(row: dict[str, Any], metric: str, max_clicks: int) -> float:
+def _value(row: dict[str, Any], metric: str) -> float:
     kind, _, arg = metric.partition("@")
-    if kind == "NoC":  # NoC85, NoC90: a sample that never reaches it is recorded as max_clicks already
+    if kind == "NoC":  # NoC85, NoC90: a sample that never reaches it is recorded as the click limit already
         value = (row.get("noc") or {}).get(arg)
         if value is None:  # the run stopped early below the threshold: unknown, as summarize() treats it
             raise FinecutError(f"{row.get('name')}: NoC@{arg} unknown (the run stopped early below it)")
@@ -54,15 +54,15 @@ def _value(row: dict[str, Any], metric: str, max_clicks: int) -> float:
     raise FinecutError(f"unknown metric {metric!r} (NoC@85, NoC@90, IoU@1, ...)")
 
 
-def paired_difference(base: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]], metric: str,
-                      max_clicks: int = 20) -> PairedDifference:
+def paired_difference(base: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]],
+                      metric: str) -> PairedDifference:
     """``metric`` (``NoC@90``, ``IoU@1``, ...) of ``other`` minus ``base`` on every sample both hold.
 
     Lower is better for NoC, higher for IoU; the win counts follow that."""
     names = sorted(set(base) & set(other))
     if len(names) < 2:
         raise FinecutError(f"the runs share {len(names)} sample(s); a paired comparison needs two or more")
-    diffs = [_value(other[n], metric, max_clicks) - _value(base[n], metric, max_clicks) for n in names]
+    diffs = [_value(other[n], metric) - _value(base[n], metric) for n in names]
     mean = sum(diffs) / len(diffs)
     var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
     lower_better = metric.startswith("NoC")
